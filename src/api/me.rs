@@ -1,0 +1,188 @@
+//! The signed-in user's own account.
+
+use actix_web::web;
+use diesel::prelude::*;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::auth::{TokenPair, check_login_throttle, record_login_failure};
+use super::extract::Json;
+use super::users::{UserView, optional_phone};
+use crate::auth::{AuthUser, password, session};
+use crate::db::models::User;
+use crate::db::schema::users;
+use crate::domain::contact::parse_text;
+use crate::domain::role::NotificationPreference;
+use crate::error::{ApiError, FieldError, Problem};
+use crate::startup::AppState;
+
+/// Changes a user may make to their own account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMe {
+    #[schema(min_length = 1, max_length = 200)]
+    pub full_name: Option<String>,
+    /// An empty string clears it.
+    pub phone: Option<String>,
+    pub notification_preference: Option<NotificationPreference>,
+}
+
+/// The current password and the new one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    #[schema(min_length = 12, max_length = 1024)]
+    pub new_password: String,
+}
+
+async fn load_me(state: &AppState, id: String) -> Result<User, ApiError> {
+    state
+        .db
+        .read(move |conn| User::find(conn, &id)?.ok_or(ApiError::Unauthorized("no such account")))
+        .await
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts",
+    responses(
+        (status = 200, body = UserView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The caller's account.
+pub async fn get_me(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+) -> Result<web::Json<UserView>, ApiError> {
+    Ok(web::Json(load_me(&state, caller.id).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/api/v1/me", tag = "accounts",
+    request_body = UpdateMe,
+    responses(
+        (status = 200, body = UserView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Updates the caller's name, phone or notification preference.
+pub async fn update_me(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    Json(body): Json<UpdateMe>,
+) -> Result<web::Json<UserView>, ApiError> {
+    let mut errors = Vec::new();
+    let full_name = match body.full_name.as_deref().map(|n| parse_text(n, 200)) {
+        Some(Ok(name)) => Some(name),
+        Some(Err(m)) => {
+            errors.push(FieldError::new("full_name", m));
+            None
+        }
+        None => None,
+    };
+    let phone = body
+        .phone
+        .as_deref()
+        .map(|raw| optional_phone(Some(raw), &mut errors));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let now = state.clock.now_naive();
+    let id = caller.id;
+    let user = state
+        .db
+        .write(move |conn| {
+            let target = users::table.find(&id);
+            diesel::update(target)
+                .set(users::updated_at.eq(now))
+                .execute(conn)?;
+            if let Some(full_name) = full_name {
+                diesel::update(target)
+                    .set(users::full_name.eq(full_name))
+                    .execute(conn)?;
+            }
+            if let Some(phone) = phone {
+                diesel::update(target)
+                    .set(users::phone.eq(phone))
+                    .execute(conn)?;
+            }
+            if let Some(pref) = body.notification_preference {
+                diesel::update(target)
+                    .set(users::notification_preference.eq(pref.as_str()))
+                    .execute(conn)?;
+            }
+            User::find(conn, &id)?.ok_or(ApiError::Unauthorized("no such account"))
+        })
+        .await?;
+    Ok(web::Json(user.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "accounts",
+    request_body = ChangePassword,
+    responses(
+        (status = 200, description = "Changed. Every other session and access token is revoked; here is a new pair", body = TokenPair),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "New password too short, or current password wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Changes the caller's password.
+pub async fn change_password(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    Json(body): Json<ChangePassword>,
+) -> Result<web::Json<TokenPair>, ApiError> {
+    password::check_new(&body.new_password, "new_password")?;
+    let now = state.clock.now_naive();
+    let me = load_me(&state, caller.id.clone()).await?;
+    {
+        let (settings, email) = (state.settings.auth.clone(), me.email.clone());
+        state
+            .db
+            .read(move |conn| check_login_throttle(conn, &settings, &email, now))
+            .await?;
+    }
+    let current = me.password_hash.clone().unwrap_or_default();
+    let ChangePassword {
+        current_password,
+        new_password,
+    } = body;
+    let phc = web::block(move || {
+        if password::verify(&current_password, &current) {
+            password::hash(&new_password).map(Some)
+        } else {
+            Ok(None)
+        }
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let Some(phc) = phc else {
+        let email = me.email.clone();
+        state
+            .db
+            .write(move |conn| Ok(record_login_failure(conn, &email, now)?))
+            .await?;
+        return Err(ApiError::invalid(
+            "current_password",
+            "does not match your password",
+        ));
+    };
+    let jwt = state.jwt.clone();
+    let ttl = state.settings.auth.refresh_token_ttl_s;
+    let pair = state
+        .db
+        .write(move |conn| {
+            diesel::update(users::table.find(&me.id))
+                .set(users::password_hash.eq(phc))
+                .execute(conn)?;
+            User::revoke_sessions(conn, &me.id, now)?;
+            let user =
+                User::find(conn, &me.id)?.ok_or(ApiError::Unauthorized("no such account"))?;
+            let issued = session::issue(conn, &jwt, &user, None, ttl, now)?;
+            Ok(TokenPair::new(issued, user))
+        })
+        .await?;
+    Ok(web::Json(pair))
+}

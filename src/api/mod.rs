@@ -1,0 +1,105 @@
+//! The HTTP API: every route registered in one place.
+
+pub mod auth;
+pub mod extract;
+pub mod health;
+pub mod me;
+pub mod openapi;
+pub mod organizations;
+pub mod outbox;
+pub mod users;
+
+use actix_web::web;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The base path of every API route.
+pub const BASE: &str = "/api/v1";
+
+/// Declares the routes once: registers them and lists them for the tests
+/// (authorisation matrix, OpenAPI coverage).
+macro_rules! routes {
+    ($( $path:literal => { $($method:ident => $handler:path),+ $(,)? } ),* $(,)?) => {
+        /// Registers every API route under [`BASE`].
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            cfg.service(
+                web::scope(BASE)
+                    $( .service(web::resource($path) $( .route(web::$method().to($handler)) )+ ) )*
+            );
+        }
+
+        /// Every registered route as (method, full path).
+        pub const ROUTES: &[(&str, &str)] = &[
+            $( $( (stringify!($method), concat!("/api/v1", $path)), )+ )*
+        ];
+    };
+}
+
+routes! {
+    "/health/live" => { get => health::live },
+    "/health/ready" => { get => health::ready },
+    "/openapi.json" => { get => openapi::document },
+
+    "/auth/login" => { post => auth::login },
+    "/auth/refresh" => { post => auth::refresh },
+    "/auth/logout" => { post => auth::logout },
+    "/auth/invitations/accept" => { post => auth::accept_invitation },
+
+    "/me" => { get => me::get_me, patch => me::update_me },
+    "/me/password" => { post => me::change_password },
+
+    "/organizations" => { post => organizations::create_organization, get => organizations::list_organizations },
+    "/users" => { post => users::create_user, get => users::list_users },
+    "/users/{id}" => { patch => users::update_user },
+
+    "/email-outbox" => { get => outbox::list_outbox },
+}
+
+/// A page of a list: `next_cursor` is passed back as `?cursor=` for the next page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The default and largest page sizes.
+pub const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+/// Checks `?limit=`, naming it when out of range.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, crate::error::ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(crate::error::ApiError::malformed(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )),
+    }
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` rows ordered by id: the extra row
+    /// only tells that there is more.
+    pub fn from_rows(mut rows: Vec<T>, limit: i64, id_of: impl Fn(&T) -> String) -> Self {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(id_of)
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
+    }
+
+    /// Converts the items, keeping the cursor.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Accounts: administrators create and manage them; clinicians search the directory.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{Json, Query, path_id};
+use super::{Page, page_limit};
+use crate::auth::AuthUser;
+use crate::auth::tokens::{hash_token, random_token};
+use crate::db::models::{Invitation, Organization, User, new_id};
+use crate::db::schema::{invitations, organizations, users};
+use crate::db::{DbConnection, is_unique_violation};
+use crate::domain::contact::{parse_email, parse_phone, parse_text};
+use crate::domain::role::{NotificationPreference, OrgKind, Role};
+use crate::domain::rpps::Rpps;
+use crate::error::{ApiError, FieldError, Problem};
+use crate::notify::outbox;
+use crate::notify::templates::Email;
+use crate::startup::AppState;
+
+diesel::define_sql_function! {
+    /// SQL `lower()`, on both backends.
+    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// A user as shown to themselves and to administrators.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub full_name: String,
+    pub role: Role,
+    pub organization_id: Option<String>,
+    pub rpps: Option<String>,
+    pub phone: Option<String>,
+    pub active: bool,
+    pub notification_preference: NotificationPreference,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            role: Role::parse(&user.role).unwrap_or(Role::Nurse),
+            notification_preference: NotificationPreference::parse(&user.notification_preference)
+                .unwrap_or(NotificationPreference::Immediate),
+            id: user.id,
+            email: user.email,
+            full_name: user.full_name,
+            organization_id: user.organization_id,
+            rpps: user.rpps,
+            phone: user.phone,
+            active: user.active,
+            created_at: user.created_at.and_utc(),
+        }
+    }
+}
+
+/// A directory entry. Administrators also get the account fields.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserListItem {
+    pub id: String,
+    pub full_name: String,
+    pub role: Role,
+    pub organization_id: Option<String>,
+    pub organization_name: Option<String>,
+    pub rpps: Option<String>,
+    /// Administrators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Administrators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Administrators only (the directory lists active users alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// A new account; the person receives an invitation email to set a password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    #[schema(max_length = 254)]
+    pub email: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub full_name: String,
+    pub role: Role,
+    /// Required for every role but `admin`.
+    pub organization_id: Option<String>,
+    /// 11 digits with a Luhn check digit.
+    #[schema(pattern = "^[0-9]{11}$")]
+    pub rpps: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// Changes an administrator may make to an account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[schema(min_length = 1, max_length = 200)]
+    pub full_name: Option<String>,
+    /// An empty string clears it.
+    pub phone: Option<String>,
+    /// An empty string clears it.
+    pub rpps: Option<String>,
+    /// `false` deactivates the account and ends its sessions at once.
+    pub active: Option<bool>,
+}
+
+/// Filters of the user directory.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    /// Part of the name (case-insensitive).
+    pub q: Option<String>,
+    pub role: Option<Role>,
+    pub organization_id: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Checks the optional RPPS, turning "" into none.
+fn optional_rpps(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let raw = raw.map(str::trim).filter(|s| !s.is_empty())?;
+    Rpps::parse(raw)
+        .map(|r| r.as_str().to_owned())
+        .map_err(|m| errors.push(FieldError::new("rpps", m)))
+        .ok()
+}
+
+/// Checks the optional phone, turning "" into none.
+pub fn optional_phone(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let raw = raw.map(str::trim).filter(|s| !s.is_empty())?;
+    parse_phone(raw)
+        .map_err(|m| errors.push(FieldError::new("phone", m)))
+        .ok()
+}
+
+/// Maps a unique violation on insert or update to a 409 naming the field.
+fn conflict_on_unique(err: diesel::result::Error) -> ApiError {
+    if is_unique_violation(&err) {
+        let detail = err.to_string();
+        if detail.contains("rpps") {
+            ApiError::conflict("rpps", "another account has this RPPS number")
+        } else {
+            ApiError::conflict("email", "another account has this email address")
+        }
+    } else {
+        err.into()
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created; the invitation email is queued", body = UserView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or RPPS already in use", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Creates an account (administrators) and emails an invitation.
+pub async fn create_user(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    Json(body): Json<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let mut errors = Vec::new();
+    let email = parse_email(&body.email)
+        .map_err(|m| errors.push(FieldError::new("email", m)))
+        .ok();
+    let full_name = parse_text(&body.full_name, 200)
+        .map_err(|m| errors.push(FieldError::new("full_name", m)))
+        .ok();
+    let rpps = optional_rpps(body.rpps.as_deref(), &mut errors);
+    let phone = optional_phone(body.phone.as_deref(), &mut errors);
+    let organization_id = match (&body.organization_id, body.role) {
+        (Some(raw), _) => uuid::Uuid::parse_str(raw)
+            .map(|id| id.to_string())
+            .map_err(|_| errors.push(FieldError::new("organization_id", "not a valid id (UUID)")))
+            .ok(),
+        (None, Role::Admin) => None,
+        (None, _) => {
+            errors.push(FieldError::new("organization_id", "required for this role"));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (Some(email), Some(full_name)) = (email, full_name) else {
+        return Err(ApiError::Validation(errors));
+    };
+
+    let now = state.clock.now_naive();
+    let token = random_token();
+    let ttl = state.settings.auth.invitation_ttl_s;
+    let link = format!("{}/invitations/{token}", state.settings.server.public_url);
+    let role = body.role;
+    let user = state
+        .db
+        .write(move |conn| {
+            if let Some(org_id) = &organization_id {
+                let org = Organization::find(conn, org_id)?
+                    .ok_or_else(|| ApiError::invalid("organization_id", "no such organisation"))?;
+                let kind = OrgKind::parse(&org.kind)
+                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("unknown stored kind")))?;
+                if !role.fits(kind) {
+                    return Err(ApiError::invalid(
+                        "organization_id",
+                        format!("a {role} works at an addiction or pain centre, not a {kind}"),
+                    ));
+                }
+            }
+            let user = User {
+                id: new_id(),
+                email: email.clone(),
+                full_name,
+                role: role.as_str().into(),
+                organization_id,
+                rpps,
+                phone,
+                active: true,
+                password_hash: None,
+                token_version: 0,
+                notification_preference: NotificationPreference::Immediate.as_str().into(),
+                created_at: now,
+                updated_at: now,
+            };
+            diesel::insert_into(users::table)
+                .values(&user)
+                .execute(conn)
+                .map_err(conflict_on_unique)?;
+            invite(conn, &user, &token, &link, ttl, now)?;
+            Ok(user)
+        })
+        .await?;
+    state.outbox.wake();
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
+        .json(UserView::from(user)))
+}
+
+/// Stores an invitation (hashed) and queues its email, in the caller's transaction.
+pub fn invite(
+    conn: &mut DbConnection,
+    user: &User,
+    token: &str,
+    link: &str,
+    ttl_s: u64,
+    now: chrono::NaiveDateTime,
+) -> Result<(), ApiError> {
+    let ttl = Duration::seconds(i64::try_from(ttl_s).unwrap_or(i64::MAX / 1000));
+    let invitation = Invitation {
+        id: new_id(),
+        user_id: user.id.clone(),
+        token_hash: hash_token(token),
+        expires_at: now + ttl,
+        accepted_at: None,
+        created_at: now,
+    };
+    diesel::insert_into(invitations::table)
+        .values(&invitation)
+        .execute(conn)?;
+    let email = Email::Invitation {
+        link: link.to_owned(),
+        valid_days: ttl_s.div_ceil(86_400),
+    };
+    outbox::queue(conn, &user.email, &email, now)?;
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "accounts",
+    params(UserFilter),
+    responses(
+        (status = 200, description = "Administrators see every account; clinicians the active directory", body = Page<UserListItem>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Searches accounts.
+pub async fn list_users(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    Query(filter): Query<UserFilter>,
+) -> Result<web::Json<Page<UserListItem>>, ApiError> {
+    let limit = page_limit(filter.limit)?;
+    let is_admin = caller.role == Role::Admin;
+    let organization_id = filter
+        .organization_id
+        .as_deref()
+        .map(|id| path_id(id, "organization_id"))
+        .transpose()?;
+    let page = state
+        .db
+        .read(move |conn| {
+            let mut query = users::table
+                .left_join(organizations::table)
+                .select((User::as_select(), organizations::name.nullable()))
+                .order(users::id)
+                .limit(limit + 1)
+                .into_boxed();
+            if !is_admin {
+                query = query.filter(users::active.eq(true));
+            }
+            if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+                let escaped = q
+                    .to_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                query = query.filter(
+                    lower(users::full_name)
+                        .like(format!("%{escaped}%"))
+                        .escape('\\'),
+                );
+            }
+            if let Some(role) = filter.role {
+                query = query.filter(users::role.eq(role.as_str()));
+            }
+            if let Some(org) = organization_id {
+                query = query.filter(users::organization_id.eq(org));
+            }
+            if let Some(cursor) = filter.cursor {
+                query = query.filter(users::id.gt(cursor));
+            }
+            let rows: Vec<(User, Option<String>)> = query.load(conn)?;
+            Ok(Page::from_rows(rows, limit, |(u, _)| u.id.clone()))
+        })
+        .await?;
+    Ok(web::Json(page.map(|(user, organization_name)| {
+        UserListItem {
+            role: Role::parse(&user.role).unwrap_or(Role::Nurse),
+            email: is_admin.then_some(user.email),
+            phone: if is_admin { user.phone } else { None },
+            active: is_admin.then_some(user.active),
+            id: user.id,
+            full_name: user.full_name,
+            organization_id: user.organization_id,
+            organization_name,
+            rpps: user.rpps,
+        }
+    })))
+}
+
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "User id")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, body = UserView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Updates or deactivates an account (administrators).
+pub async fn update_user(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    Json(body): Json<UpdateUser>,
+) -> Result<web::Json<UserView>, ApiError> {
+    caller.require_admin()?;
+    let id = path_id(&id, "id")?;
+    let mut errors = Vec::new();
+    let full_name = body
+        .full_name
+        .as_deref()
+        .map(|n| parse_text(n, 200))
+        .transpose()
+        .map_err(|m| errors.push(FieldError::new("full_name", m)))
+        .ok()
+        .flatten();
+    let rpps = body
+        .rpps
+        .as_deref()
+        .map(|raw| optional_rpps(Some(raw), &mut errors));
+    let phone = body
+        .phone
+        .as_deref()
+        .map(|raw| optional_phone(Some(raw), &mut errors));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    if body.active == Some(false) && id == caller.id {
+        return Err(ApiError::conflict(
+            "active",
+            "you cannot deactivate your own account",
+        ));
+    }
+    let now = state.clock.now_naive();
+    let user = state
+        .db
+        .write(move |conn| {
+            let user =
+                User::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+            let target = users::table.find(&id);
+            if let Some(full_name) = full_name {
+                diesel::update(target)
+                    .set(users::full_name.eq(full_name))
+                    .execute(conn)?;
+            }
+            if let Some(phone) = phone {
+                diesel::update(target)
+                    .set(users::phone.eq(phone))
+                    .execute(conn)?;
+            }
+            if let Some(rpps) = rpps {
+                diesel::update(target)
+                    .set(users::rpps.eq(rpps))
+                    .execute(conn)
+                    .map_err(conflict_on_unique)?;
+            }
+            if let Some(active) = body.active {
+                diesel::update(target)
+                    .set((users::active.eq(active), users::updated_at.eq(now)))
+                    .execute(conn)?;
+                if user.active && !active {
+                    User::revoke_sessions(conn, &id, now)?;
+                }
+            }
+            User::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such user".into()))
+        })
+        .await?;
+    Ok(web::Json(user.into()))
+}

@@ -1,0 +1,79 @@
+//! The authenticated caller, extracted from `Authorization: Bearer`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+
+use crate::db::models::User;
+use crate::domain::role::Role;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// A signed-in, active user whose token has not been revoked.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: String,
+    pub role: Role,
+    pub organization_id: Option<String>,
+}
+
+impl AuthUser {
+    /// 403 unless the caller is an administrator.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("administrators only".into()))
+        }
+    }
+
+    /// 403 unless the caller is a clinician.
+    pub fn require_clinician(&self) -> Result<(), ApiError> {
+        if self.role.is_clinician() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("clinicians only".into()))
+        }
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            let token = token.ok_or(ApiError::Unauthorized("a bearer access token is required"))?;
+            let claims = state.jwt.verify(&token)?;
+            let sub = claims.sub.clone();
+            let user = state
+                .db
+                .read(move |conn| Ok(User::find(conn, &sub)?))
+                .await?;
+            let user = user
+                .filter(|u| u.active && u.token_version == claims.ver)
+                .ok_or(ApiError::Unauthorized("the access token has been revoked"))?;
+            let role = Role::parse(&user.role)
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("unknown stored role")))?;
+            Ok(AuthUser {
+                id: user.id,
+                role,
+                organization_id: user.organization_id,
+            })
+        })
+    }
+}

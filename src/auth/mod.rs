@@ -1,0 +1,9 @@
+//! Authentication: passwords, access tokens, refresh-token rotation, throttling.
+
+pub mod extractor;
+pub mod password;
+pub mod session;
+pub mod throttle;
+pub mod tokens;
+
+pub use extractor::AuthUser;

@@ -1,0 +1,311 @@
+//! Layered configuration: embedded defaults, `config/default.toml`,
+//! `config/<RELAIS_ENV>.toml`, then `RELAIS__SECTION__KEY` variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The defaults shipped with the binary (the same text as `config/default.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// A configuration problem that stops start-up; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration {0}")]
+    Load(String),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("configuration: RELAIS_ENV={env} but {path} does not exist")]
+    MissingEnvFile { env: String, path: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub email: EmailSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: u32,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub jwt_secret: Option<String>,
+    pub access_token_ttl_s: u64,
+    pub refresh_token_ttl_s: u64,
+    pub invitation_ttl_s: u64,
+    pub jwt_leeway_s: u64,
+    pub login_max_failures: u32,
+    pub login_failure_window_s: u64,
+    pub ip_requests_per_minute: u32,
+}
+
+// Hand-written so that the secret can never reach a log through `{:?}`.
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("access_token_ttl_s", &self.access_token_ttl_s)
+            .field("refresh_token_ttl_s", &self.refresh_token_ttl_s)
+            .field("invitation_ttl_s", &self.invitation_ttl_s)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How emails leave the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailTransport {
+    Smtp,
+    File,
+    Log,
+}
+
+/// Transport security towards the SMTP relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    pub transport: EmailTransport,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_tls: SmtpTls,
+    #[serde(default)]
+    pub smtp_username: Option<String>,
+    #[serde(default)]
+    pub smtp_password: Option<String>,
+    pub from: String,
+    pub poll_interval_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl std::fmt::Debug for EmailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailSettings")
+            .field("transport", &self.transport)
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_tls", &self.smtp_tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One line per problem, each naming the key and where its value came from.
+fn describe(error: figment::Error) -> ConfigError {
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Load(lines.join("; "))
+}
+
+impl Settings {
+    /// Loads the layered configuration from the working directory and environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        let base = Path::new("config/default.toml");
+        if base.exists() {
+            figment = figment.merge(Toml::file(base));
+        }
+        if let Ok(env) = std::env::var("RELAIS_ENV") {
+            let path = format!("config/{env}.toml");
+            if !Path::new(&path).exists() {
+                return Err(ConfigError::MissingEnvFile { env, path });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("RELAIS__").split("__"));
+        Self::from_figment(figment)
+    }
+
+    /// The embedded defaults alone (tests start from these).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(describe)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the values serde cannot, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.server.bind.parse::<SocketAddr>().is_err() {
+            return invalid("server.bind", "expected an address such as 127.0.0.1:8080");
+        }
+        let url = &self.server.public_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+            return invalid(
+                "server.public_url",
+                "expected an http(s) URL without a trailing slash",
+            );
+        }
+        if self.server.max_body_bytes < 1024 {
+            return invalid("server.max_body_bytes", "must be at least 1024");
+        }
+        if crate::db::Backend::from_url(&self.database.url).is_none() {
+            return invalid(
+                "database.url",
+                "expected sqlite://PATH or postgres://… (postgresql:// also accepted)",
+            );
+        }
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size", "must be at least 1");
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.len() < 32
+        {
+            return invalid("auth.jwt_secret", "must be at least 32 characters");
+        }
+        if self.auth.access_token_ttl_s < 60 {
+            return invalid("auth.access_token_ttl_s", "must be at least 60");
+        }
+        if self.auth.refresh_token_ttl_s < self.auth.access_token_ttl_s {
+            return invalid(
+                "auth.refresh_token_ttl_s",
+                "must not be shorter than auth.access_token_ttl_s",
+            );
+        }
+        if self.auth.invitation_ttl_s == 0 {
+            return invalid("auth.invitation_ttl_s", "must be positive");
+        }
+        if self.auth.login_max_failures == 0 {
+            return invalid("auth.login_max_failures", "must be at least 1");
+        }
+        if self.auth.login_failure_window_s == 0 {
+            return invalid("auth.login_failure_window_s", "must be positive");
+        }
+        if self.auth.ip_requests_per_minute == 0 {
+            return invalid("auth.ip_requests_per_minute", "must be at least 1");
+        }
+        if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            return invalid(
+                "email.from",
+                "expected a mailbox such as Relais <no-reply@example.org>",
+            );
+        }
+        if self.email.transport == EmailTransport::Smtp && self.email.smtp_host.trim().is_empty() {
+            return invalid(
+                "email.smtp_host",
+                "required when email.transport = \"smtp\"",
+            );
+        }
+        if self.email.smtp_username.is_some() != self.email.smtp_password.is_some() {
+            return invalid(
+                "email.smtp_password",
+                "email.smtp_username and email.smtp_password go together",
+            );
+        }
+        if self.email.poll_interval_ms == 0 {
+            return invalid("email.poll_interval_ms", "must be positive");
+        }
+        if self.email.retry_base_ms == 0 || self.email.retry_max_ms < self.email.retry_base_ms {
+            return invalid(
+                "email.retry_max_ms",
+                "retry_base_ms must be positive and retry_max_ms at least retry_base_ms",
+            );
+        }
+        Ok(())
+    }
+
+    /// The number of HTTP workers to start.
+    pub fn workers(&self) -> usize {
+        if self.server.workers == 0 {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        } else {
+            self.server.workers
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let settings = Settings::defaults().expect("defaults load");
+        assert_eq!(settings.server.bind, "127.0.0.1:8080");
+        assert_eq!(settings.auth.access_token_ttl_s, 900);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let figment = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[server]\nbindd = \"x\""));
+        let err = Settings::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_is_named() {
+        let figment = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[email]\nsmtp_tls = \"sometimes\""));
+        let err = Settings::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("smtp_tls"), "{err}");
+
+        let figment = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[server]\nbind = \"nowhere\""));
+        let err = Settings::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("server.bind"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let mut settings = Settings::defaults().unwrap();
+        settings.auth.jwt_secret = Some("s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t".into());
+        assert!(!format!("{settings:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,248 @@
+//! One database layer over SQLite (embedded) and PostgreSQL, chosen by URL.
+
+pub mod models;
+pub mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::ApiError;
+
+/// Migrations for SQLite; the PostgreSQL folder has the same names.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// Migrations for PostgreSQL.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Which database engine a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a `database.url` names, if any.
+    pub fn from_url(url: &str) -> Option<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            (!path.is_empty() && !path.contains(":memory:")).then_some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Opens connections of the backend named by the URL (r2d2 manager).
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    backend: Backend,
+    target: String,
+}
+
+impl ConnectionManager {
+    /// A manager for `url`; creates the SQLite file's folder when needed.
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let backend = Backend::from_url(url)
+            .ok_or_else(|| anyhow::anyhow!("database.url: unsupported scheme"))?;
+        let target = match backend {
+            Backend::Sqlite => {
+                let path = url.trim_start_matches("sqlite://");
+                if let Some(parent) = Path::new(path).parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent)?;
+                }
+                path.to_owned()
+            }
+            Backend::Postgres => url.to_owned(),
+        };
+        Ok(Self { backend, target })
+    }
+
+    /// Opens one connection, configured for its backend.
+    pub fn establish(&self) -> Result<DbConnection, r2d2::Error> {
+        match self.backend {
+            Backend::Postgres => PgConnection::establish(&self.target)
+                .map(DbConnection::Postgres)
+                .map_err(r2d2::Error::ConnectionError),
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.target)
+                    .map_err(r2d2::Error::ConnectionError)?;
+                conn.batch_execute(
+                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                     PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        self.establish()
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+/// Runs every pending migration of the connection's backend.
+pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<usize> {
+    let applied = match conn {
+        DbConnection::Postgres(c) => c
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("migrating PostgreSQL: {e}"))?
+            .len(),
+        DbConnection::Sqlite(c) => c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("migrating SQLite: {e}"))?
+            .len(),
+    };
+    Ok(applied)
+}
+
+/// The connection pool, with every query run off the async workers.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<ConnectionManager>,
+    backend: Backend,
+    /// SQLite allows one writer: taking turns here avoids `SQLITE_BUSY`
+    /// on read-then-write transactions (which cannot wait on busy_timeout).
+    sqlite_writer: Arc<Mutex<()>>,
+}
+
+impl Db {
+    /// Connects to `url` with `pool_size` connections.
+    pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        let manager = ConnectionManager::new(url)?;
+        let backend = manager.backend;
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)?;
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A pooled connection for blocking code (CLI, background tasks in `spawn_blocking`).
+    pub fn get(&self) -> Result<PooledConnection<ConnectionManager>, ApiError> {
+        self.pool.get().map_err(ApiError::internal)
+    }
+
+    /// Runs `f` with a connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(ApiError::internal)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    /// Runs `f` in one transaction on the blocking pool: all of it or nothing.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write_blocking(f))
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    /// The blocking form of [`Db::write`].
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError>,
+    {
+        let mut conn = self.pool.get().map_err(ApiError::internal)?;
+        let _turn = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writer.lock().unwrap_or_else(|e| e.into_inner())),
+            Backend::Postgres => None,
+        };
+        let conn: &mut DbConnection = &mut conn;
+        conn.transaction(f)
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<usize> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            run_migrations(&mut conn)
+        })
+        .await?
+    }
+}
+
+/// True when a diesel error is a unique-constraint violation.
+pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
+    matches!(
+        err,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!(
+            Backend::from_url("sqlite://data/relais.db"),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::from_url("sqlite://:memory:"), None);
+        assert_eq!(Backend::from_url("mysql://x"), None);
+        assert_eq!(Backend::from_url("data/relais.db"), None);
+    }
+}

@@ -1,0 +1,315 @@
+//! One API error type, rendered as RFC 9457 `application/problem+json`.
+
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field in a request.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `email` or `analgesics[1].end`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong this time; never carries stored patient data.
+    pub detail: String,
+    /// The invalid fields, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Everything a handler can answer with besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request is malformed: {detail}")]
+    BadRequest {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("invalid input")]
+    Validation(Vec<FieldError>),
+    #[error("authentication required: {0}")]
+    Unauthorized(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {detail}")]
+    Conflict {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("gone: {0}")]
+    Gone(String),
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("precondition required: {0}")]
+    PreconditionRequired(String),
+    #[error("too many requests")]
+    TooManyRequests { retry_after_s: u64 },
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 500 whose cause goes to the log, not to the client.
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    /// A 422 for one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// A 400 for one malformed part of the request.
+    pub fn malformed(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let error = FieldError::new(field, message);
+        Self::BadRequest {
+            detail: format!("`{}`: {}", error.field, error.message),
+            errors: vec![error],
+        }
+    }
+
+    /// A 409 naming the field in conflict.
+    pub fn conflict(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Self::Conflict {
+            errors: vec![FieldError::new(field, detail.clone())],
+            detail,
+        }
+    }
+
+    fn slug_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::BadRequest { .. } => ("malformed-request", "Malformed request"),
+            Self::Validation(_) => ("validation", "Invalid input"),
+            Self::Unauthorized(_) => ("unauthorized", "Authentication required"),
+            Self::Forbidden(_) => ("forbidden", "Not allowed"),
+            Self::NotFound(_) => ("not-found", "Not found"),
+            Self::Conflict { .. } => ("conflict", "Conflict"),
+            Self::Gone(_) => ("gone", "Gone"),
+            Self::PreconditionFailed(_) => ("stale", "Precondition failed"),
+            Self::PayloadTooLarge => ("payload-too-large", "Payload too large"),
+            Self::PreconditionRequired(_) => ("precondition-required", "Precondition required"),
+            Self::TooManyRequests { .. } => ("throttled", "Too many requests"),
+            Self::Unavailable(_) => ("unavailable", "Service unavailable"),
+            Self::Internal(_) => ("internal", "Internal error"),
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        let (slug, title) = self.slug_and_title();
+        let (detail, errors) = match self {
+            Self::BadRequest { detail, errors } | Self::Conflict { detail, errors } => {
+                (detail.clone(), errors.clone())
+            }
+            Self::Validation(errors) => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                (
+                    format!("invalid field(s): {}", fields.join(", ")),
+                    errors.clone(),
+                )
+            }
+            Self::Unauthorized(why) => ((*why).to_owned(), vec![]),
+            Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::Gone(d)
+            | Self::PreconditionFailed(d)
+            | Self::PreconditionRequired(d)
+            | Self::Unavailable(d) => (d.clone(), vec![]),
+            Self::PayloadTooLarge => ("the request body is too large".to_owned(), vec![]),
+            Self::TooManyRequests { retry_after_s } => (
+                format!("too many attempts; retry in {retry_after_s} s"),
+                vec![],
+            ),
+            Self::Internal(_) => (
+                "an internal error occurred; it has been logged".to_owned(),
+                vec![],
+            ),
+        };
+        Problem {
+            kind: format!("/problems/{slug}"),
+            title: title.to_owned(),
+            status: self.status_code().as_u16(),
+            detail,
+            errors,
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(cause) = self {
+            // The chain may name tables or constraints, never request bodies.
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        match self {
+            Self::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::TooManyRequests { retry_after_s } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            _ => {}
+        }
+        response.body(serde_json::to_string(&self.problem()).unwrap_or_default())
+    }
+}
+
+/// Renders error responses that did not come from [`ApiError`] (unknown
+/// route, wrong method, actix's own extractor errors) as problem+json.
+pub fn render_foreign_error<B>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .response()
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound("no such resource".into()),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            return Ok(ErrorHandlerResponse::Response(replace_body(
+                res,
+                status,
+                "Method not allowed",
+                "method-not-allowed",
+                "this resource does not accept that method",
+            )));
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::BAD_REQUEST => ApiError::BadRequest {
+            detail: "the request is malformed".into(),
+            errors: vec![],
+        },
+        s if s.is_server_error() => ApiError::internal(anyhow::anyhow!("{s} from the framework")),
+        s => {
+            let title = s.canonical_reason().unwrap_or("Error");
+            return Ok(ErrorHandlerResponse::Response(replace_body(
+                res,
+                s,
+                title,
+                "http-error",
+                title,
+            )));
+        }
+    };
+    let (req, _) = res.into_parts();
+    let response = error.error_response().map_into_boxed_body();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, response).map_into_right_body(),
+    ))
+}
+
+fn replace_body<B>(
+    res: ServiceResponse<B>,
+    status: StatusCode,
+    title: &str,
+    slug: &str,
+    detail: &str,
+) -> ServiceResponse<EitherBody<B, BoxBody>> {
+    let problem = Problem {
+        kind: format!("/problems/{slug}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+        errors: vec![],
+    };
+    let (req, old) = res.into_parts();
+    let mut response = HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)))
+        .body(serde_json::to_string(&problem).unwrap_or_default());
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    ServiceResponse::new(req, response).map_into_right_body()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_problem_names_fields() {
+        let err = ApiError::Validation(vec![FieldError::new("email", "not an address")]);
+        let problem = err.problem();
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.errors[0].field, "email");
+        assert!(problem.detail.contains("email"));
+    }
+
+    #[test]
+    fn internal_problem_hides_cause() {
+        let err = ApiError::internal(anyhow::anyhow!("secret table detail"));
+        let problem = err.problem();
+        assert_eq!(problem.status, 500);
+        assert!(!problem.detail.contains("secret"));
+    }
+}

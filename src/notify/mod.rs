@@ -1,0 +1,4 @@
+//! Everything that tells people something: email templates and the outbox.
+
+pub mod outbox;
+pub mod templates;

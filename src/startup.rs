@@ -1,0 +1,217 @@
+//! Builds the application: state, background tasks, HTTP server.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{ErrorHandlers, Next, from_fn};
+use actix_web::{App, HttpMessage, HttpServer, web};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::auth::throttle::IpLimiter;
+use crate::auth::tokens::{JwtKeys, random_token};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::error::render_foreign_error;
+use crate::notify::outbox::{OutboxSignal, Sender};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    pub jwt: Arc<JwtKeys>,
+    pub outbox: OutboxSignal,
+    pub ip_limiter: Arc<IpLimiter>,
+}
+
+/// A built, bound, not yet running server with its background tasks.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Reads `auth.jwt_secret`, or the generated one in the data folder (made on first run).
+pub fn jwt_secret(settings: &Settings) -> anyhow::Result<String> {
+    if let Some(secret) = &settings.auth.jwt_secret {
+        return Ok(secret.clone());
+    }
+    let dir = &settings.server.data_dir;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("jwt_secret");
+    if path.exists() {
+        let secret = std::fs::read_to_string(&path)?.trim().to_owned();
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "{} is shorter than 32 characters",
+            path.display()
+        );
+        return Ok(secret);
+    }
+    let secret = format!("{}{}", random_token(), random_token());
+    write_private(&path, &secret)?;
+    tracing::info!(path = %path.display(), "generated a JWT secret");
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+impl Application {
+    /// Connects, migrates, starts the background tasks and binds `server.bind`.
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let db = Db::connect(&settings.database.url, settings.database.pool_size)?;
+        let applied = db.migrate().await?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrated");
+        }
+        let secret = jwt_secret(&settings)?;
+        let jwt = JwtKeys::new(
+            secret.as_bytes(),
+            settings.auth.access_token_ttl_s,
+            settings.auth.jwt_leeway_s,
+        );
+        let state = AppState {
+            ip_limiter: Arc::new(IpLimiter::new(settings.auth.ip_requests_per_minute)),
+            settings: Arc::new(settings),
+            db,
+            clock,
+            jwt: Arc::new(jwt),
+            outbox: OutboxSignal::default(),
+        };
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let sender = Sender::new(
+            state.db.clone(),
+            state.clock.clone(),
+            state.settings.email.clone(),
+            &state.settings.server.data_dir,
+            state.outbox.clone(),
+        )?;
+        let tasks = vec![tokio::spawn(sender.run(shutdown_rx))];
+
+        let listener = TcpListener::bind(&state.settings.server.bind)?;
+        let port = listener.local_addr()?.port();
+        let server = {
+            let body_limit = state.settings.server.max_body_bytes;
+            let workers = state.settings.workers();
+            let state = state.clone();
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(state.clone()))
+                    .app_data(web::PayloadConfig::new(body_limit))
+                    .wrap(ErrorHandlers::new().default_handler(render_foreign_error))
+                    .wrap(from_fn(request_id))
+                    .configure(api::configure)
+            })
+            .workers(workers)
+            .shutdown_timeout(30)
+            .listen(listener)?
+            .run()
+        };
+        Ok(Self {
+            port,
+            server,
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The port actually bound (tests bind port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests use it to reach the database).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle to stop the HTTP server gracefully.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the handle stops it), lets in-flight
+    /// requests finish, then stops the background tasks.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the current request, from `X-Request-Id` or made here.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    ok.then(|| text.to_owned())
+}
+
+/// Tags each request with an id (echoed in `X-Request-Id`) and logs one line
+/// per request: method, route pattern (never the query or body), status, time.
+async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(acceptable_request_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let mut res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "<unmatched>".into());
+    let status = res.status().as_u16();
+    tracing::info!(
+        request_id = %id,
+        method,
+        route,
+        status,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, value);
+    }
+    Ok(res)
+}

@@ -1,0 +1,11 @@
+//! One integration-test binary: every test starts the real server over HTTP
+//! against a real database and a real SMTP listener.
+
+mod accounts;
+mod auth;
+mod cli;
+mod email;
+mod errors;
+mod health;
+mod helpers;
+mod migrations;
