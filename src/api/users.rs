@@ -405,6 +405,9 @@ pub async fn update_user(
             let user =
                 User::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such user".into()))?;
             let target = users::table.find(&id);
+            diesel::update(target)
+                .set(users::updated_at.eq(now))
+                .execute(conn)?;
             if let Some(full_name) = full_name {
                 diesel::update(target)
                     .set(users::full_name.eq(full_name))
@@ -423,7 +426,7 @@ pub async fn update_user(
             }
             if let Some(active) = body.active {
                 diesel::update(target)
-                    .set((users::active.eq(active), users::updated_at.eq(now)))
+                    .set(users::active.eq(active))
                     .execute(conn)?;
                 if user.active && !active {
                     User::revoke_sessions(conn, &id, now)?;

@@ -154,6 +154,19 @@ fn serve_generates_a_private_secret_and_stops_on_sigterm() {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
     let secret_text = std::fs::read_to_string(&secret).unwrap();
+
+    // A sign-in attempt: neither the body nor the password may reach the logs.
+    let body = r#"{"email":"someone@relais.test","password":"hunter2-hunter2-hunter2"}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/auth/login?q=Dupont HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -131,3 +131,35 @@ async fn two_instances_never_send_one_row_twice() {
     ids.dedup();
     assert_eq!(ids.len(), 30, "a message was sent twice");
 }
+
+#[actix_web::test]
+async fn file_transport_writes_eml_files_into_the_data_folder() {
+    let app = spawn_app_with(|s| s.email.transport = relais::config::EmailTransport::File).await;
+    let admin = app.admin().await;
+    let org = app.create_org(&admin, "Cabinet", "gp_practice").await;
+    app.post(
+        "/api/v1/users",
+        &admin.token,
+        json!({"email": "gp@relais.test", "full_name": "Dr", "role": "gp", "organization_id": org}),
+    )
+    .await
+    .expect(201);
+    let dir = app.settings.server.data_dir.join("outbox");
+    eventually("an .eml file", || {
+        let dir = dir.clone();
+        async move {
+            std::fs::read_dir(&dir)
+                .map(|entries| {
+                    entries.filter_map(Result::ok).any(|e| {
+                        e.path().extension().is_some_and(|x| x == "eml")
+                            && std::fs::read_to_string(e.path())
+                                .unwrap_or_default()
+                                .contains("To: gp@relais.test")
+                    })
+                })
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(app.smtp.mails().is_empty());
+}

@@ -166,3 +166,20 @@ async fn missing_or_bad_token_is_401_problem() {
     resp.problem(401);
     app.get("/api/v1/me", "garbage").await.problem(401);
 }
+
+#[actix_web::test]
+async fn internal_errors_are_500_problems_that_hide_the_cause() {
+    use diesel::connection::SimpleConnection;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    // A real fault: the table the handler reads is gone.
+    let mut conn = app.state.db.get().unwrap();
+    conn.batch_execute("ALTER TABLE organizations RENAME TO organizations_moved")
+        .unwrap();
+    let problem = app
+        .get("/api/v1/organizations", &admin.token)
+        .await
+        .problem(500);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(!detail.contains("organizations"), "{detail}");
+}
