@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use diesel::prelude::*;
 
+use crate::audit::{self, Verdict};
 use crate::auth::password;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -42,6 +43,18 @@ pub enum Command {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// What to do with the audit trail.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exits non-zero and names the first bad row when broken.
+    Verify,
 }
 
 /// Runs the command line; errors are printed by `main`.
@@ -68,6 +81,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.migrate().await?;
             let id = create_admin(&db, &SystemClock, &email, &full_name, &password).await?;
             println!("administrator created: {id}");
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let db = Db::connect(&settings.database.url, 1)?;
+            db.migrate().await?;
+            let verdict = db
+                .read(|conn| Ok(audit::verify(conn)?))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match verdict {
+                Verdict::Intact { rows } => println!("audit chain intact: {rows} row(s)"),
+                Verdict::Broken { seq, reason } => {
+                    anyhow::bail!("audit chain broken at row {seq}: {reason}")
+                }
+            }
         }
     }
     Ok(())

@@ -56,6 +56,7 @@ pub struct AuthSettings {
     pub access_token_ttl_s: u64,
     pub refresh_token_ttl_s: u64,
     pub invitation_ttl_s: u64,
+    pub emergency_access_ttl_s: u64,
     pub jwt_leeway_s: u64,
     pub login_max_failures: u32,
     pub login_failure_window_s: u64,
@@ -217,6 +218,9 @@ impl Settings {
                 "auth.refresh_token_ttl_s",
                 "must not be shorter than auth.access_token_ttl_s",
             );
+        }
+        if self.auth.emergency_access_ttl_s < 60 {
+            return invalid("auth.emergency_access_ttl_s", "must be at least 60");
         }
         if self.auth.invitation_ttl_s == 0 {
             return invalid("auth.invitation_ttl_s", "must be positive");

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::audit::AuditWriter;
 use crate::auth::throttle::IpLimiter;
 use crate::auth::tokens::{JwtKeys, random_token};
 use crate::clock::Clock;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     pub outbox: OutboxSignal,
     pub ip_limiter: Arc<IpLimiter>,
+    pub audit: AuditWriter,
 }
 
 /// A built, bound, not yet running server with its background tasks.
@@ -91,7 +93,11 @@ impl Application {
             settings.auth.access_token_ttl_s,
             settings.auth.jwt_leeway_s,
         );
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (audit, audit_task) =
+            AuditWriter::start(db.clone(), clock.clone(), shutdown_rx.clone());
         let state = AppState {
+            audit,
             ip_limiter: Arc::new(IpLimiter::new(settings.auth.ip_requests_per_minute)),
             settings: Arc::new(settings),
             db,
@@ -100,7 +106,6 @@ impl Application {
             outbox: OutboxSignal::default(),
         };
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let sender = Sender::new(
             state.db.clone(),
             state.clock.clone(),
@@ -108,7 +113,7 @@ impl Application {
             &state.settings.server.data_dir,
             state.outbox.clone(),
         )?;
-        let tasks = vec![tokio::spawn(sender.run(shutdown_rx))];
+        let tasks = vec![tokio::spawn(sender.run(shutdown_rx)), audit_task];
 
         let listener = TcpListener::bind(&state.settings.server.bind)?;
         let port = listener.local_addr()?.port();

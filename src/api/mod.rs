@@ -1,12 +1,18 @@
 //! The HTTP API: every route registered in one place.
 
+pub mod access;
+pub mod audit_events;
 pub mod auth;
+pub mod care_team;
 pub mod extract;
 pub mod health;
 pub mod me;
+pub mod notifications;
 pub mod openapi;
 pub mod organizations;
 pub mod outbox;
+pub mod patients;
+pub mod scope;
 pub mod users;
 
 use actix_web::web;
@@ -53,6 +59,22 @@ routes! {
     "/users/{id}" => { patch => users::update_user },
 
     "/email-outbox" => { get => outbox::list_outbox },
+
+    "/patients" => { post => patients::create_patient, get => patients::list_patients },
+    "/patients/lookup" => { get => patients::lookup_patient },
+    "/patients/{id}" => { get => patients::get_patient, patch => patients::update_patient },
+    "/patients/{id}/consent" => { get => patients::get_consent, put => patients::put_consent },
+    "/patients/{id}/care-team" => { get => care_team::list_care_team, post => care_team::add_care_team_member },
+    "/patients/{id}/care-team/{user_id}" => { delete => care_team::remove_care_team_member },
+    "/patients/{id}/access-requests" => { post => access::create_access_request, get => access::list_access_requests },
+    "/access-requests/{id}/approve" => { post => access::approve_access_request },
+    "/access-requests/{id}/deny" => { post => access::deny_access_request },
+    "/patients/{id}/emergency-access" => { post => access::emergency_access },
+    "/patients/{id}/audit-events" => { get => audit_events::list_patient_audit_events },
+    "/audit-events" => { get => audit_events::list_audit_events },
+
+    "/notifications" => { get => notifications::list_notifications },
+    "/notifications/{id}/read" => { post => notifications::read_notification },
 }
 
 /// A page of a list: `next_cursor` is passed back as `?cursor=` for the next page.

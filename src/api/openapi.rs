@@ -6,7 +6,10 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, health, me, organizations, outbox, users};
+use super::{
+    access, audit_events, auth, care_team, health, me, notifications, organizations, outbox,
+    patients, users,
+};
 
 /// The API description served at `/api/v1/openapi.json`.
 #[derive(OpenApi)]
@@ -19,6 +22,13 @@ use super::{auth, health, me, organizations, outbox, users};
         organizations::create_organization, organizations::list_organizations,
         users::create_user, users::list_users, users::update_user,
         outbox::list_outbox,
+        patients::create_patient, patients::list_patients, patients::lookup_patient,
+        patients::get_patient, patients::update_patient, patients::get_consent, patients::put_consent,
+        care_team::list_care_team, care_team::add_care_team_member, care_team::remove_care_team_member,
+        access::create_access_request, access::list_access_requests,
+        access::approve_access_request, access::deny_access_request, access::emergency_access,
+        audit_events::list_patient_audit_events, audit_events::list_audit_events,
+        notifications::list_notifications, notifications::read_notification,
     ),
     modifiers(&BearerAuth),
 )]

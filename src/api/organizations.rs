@@ -7,11 +7,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query};
+use super::scope::RequestInfo;
 use super::users::optional_phone;
 use super::{Page, page_limit};
+use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::organizations;
+use crate::domain::access::Basis;
 use crate::domain::contact::{parse_email, parse_text};
 use crate::domain::role::OrgKind;
 use crate::error::{ApiError, FieldError, Problem};
@@ -78,6 +81,7 @@ pub struct OrganizationFilter {
 pub async fn create_organization(
     state: web::Data<AppState>,
     caller: AuthUser,
+    info: RequestInfo,
     Json(body): Json<CreateOrganization>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
@@ -114,6 +118,15 @@ pub async fn create_organization(
             diesel::insert_into(organizations::table)
                 .values(&org)
                 .execute(conn)?;
+            let record = info.record(
+                &caller,
+                "organization",
+                Some(&org.id),
+                None,
+                Some(Basis::Admin),
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], org.created_at)?;
             Ok(org)
         })
         .await?;

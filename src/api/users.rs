@@ -7,12 +7,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query, path_id};
+use super::scope::RequestInfo;
 use super::{Page, page_limit};
+use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::auth::tokens::{hash_token, random_token};
 use crate::db::models::{Invitation, Organization, User, new_id};
 use crate::db::schema::{invitations, organizations, users};
 use crate::db::{DbConnection, is_unique_violation};
+use crate::domain::access::Basis;
 use crate::domain::contact::{parse_email, parse_phone, parse_text};
 use crate::domain::role::{NotificationPreference, OrgKind, Role};
 use crate::domain::rpps::Rpps;
@@ -169,6 +172,7 @@ fn conflict_on_unique(err: diesel::result::Error) -> ApiError {
 pub async fn create_user(
     state: web::Data<AppState>,
     caller: AuthUser,
+    info: RequestInfo,
     Json(body): Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
@@ -239,6 +243,15 @@ pub async fn create_user(
                 .execute(conn)
                 .map_err(conflict_on_unique)?;
             invite(conn, &user, &token, &link, ttl, now)?;
+            let record = info.record(
+                &caller,
+                "user",
+                Some(&user.id),
+                None,
+                Some(Basis::Admin),
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], now)?;
             Ok(user)
         })
         .await?;
@@ -367,6 +380,7 @@ pub async fn list_users(
 pub async fn update_user(
     state: web::Data<AppState>,
     caller: AuthUser,
+    info: RequestInfo,
     id: web::Path<String>,
     Json(body): Json<UpdateUser>,
 ) -> Result<web::Json<UserView>, ApiError> {
@@ -432,6 +446,15 @@ pub async fn update_user(
                     User::revoke_sessions(conn, &id, now)?;
                 }
             }
+            let record = info.record(
+                &caller,
+                "user",
+                Some(&id),
+                None,
+                Some(Basis::Admin),
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], now)?;
             User::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such user".into()))
         })
         .await?;

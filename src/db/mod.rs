@@ -131,8 +131,8 @@ pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<usize> {
 pub struct Db {
     pool: Pool<ConnectionManager>,
     backend: Backend,
-    /// SQLite allows one writer: taking turns here avoids `SQLITE_BUSY`
-    /// on read-then-write transactions (which cannot wait on busy_timeout).
+    /// SQLite allows one writer: this instance's writers take turns here
+    /// rather than spinning on the file lock.
     sqlite_writer: Arc<Mutex<()>>,
 }
 
@@ -196,12 +196,18 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError>,
     {
         let mut conn = self.pool.get().map_err(ApiError::internal)?;
-        let _turn = match self.backend {
-            Backend::Sqlite => Some(self.sqlite_writer.lock().unwrap_or_else(|e| e.into_inner())),
-            Backend::Postgres => None,
-        };
         let conn: &mut DbConnection = &mut conn;
-        conn.transaction(f)
+        match self.backend {
+            Backend::Postgres => conn.transaction(f),
+            Backend::Sqlite => {
+                let _turn = self.sqlite_writer.lock().unwrap_or_else(|e| e.into_inner());
+                conn.transaction(|conn| {
+                    // Take the write lock first (see migrations: write_lock).
+                    conn.batch_execute("UPDATE write_lock SET id = id WHERE 0")?;
+                    f(conn)
+                })
+            }
+        }
     }
 
     /// Applies pending migrations.

@@ -1,10 +1,10 @@
 //! Rows as stored, and the queries on them that more than one module needs.
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 
 use super::DbConnection;
-use super::schema::{email_outbox, invitations, organizations, refresh_tokens, users};
+use super::schema::{email_outbox, invitations, organizations, patients, refresh_tokens, users};
 
 /// An organisation of the network.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -131,6 +131,33 @@ pub struct OutboxEmail {
     pub last_error: Option<String>,
     pub created_at: NaiveDateTime,
     pub sent_at: Option<NaiveDateTime>,
+}
+
+/// A patient's identity.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = patients)]
+pub struct Patient {
+    pub id: String,
+    pub ins: Option<String>,
+    pub family_name: String,
+    pub given_names: String,
+    pub birth_date: NaiveDate,
+    pub sex: String,
+    pub phone: Option<String>,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl Patient {
+    /// The patient with this id, if any. Callers must have checked access.
+    pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
+        patients::table
+            .find(id)
+            .select(Self::as_select())
+            .first(conn)
+            .optional()
+    }
 }
 
 /// A fresh UUIDv7 as stored text.

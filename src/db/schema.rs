@@ -81,6 +81,116 @@ diesel::joinable!(users -> organizations (organization_id));
 diesel::joinable!(invitations -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 
+diesel::table! {
+    patients (id) {
+        id -> Text,
+        ins -> Nullable<Text>,
+        family_name -> Text,
+        given_names -> Text,
+        birth_date -> Date,
+        sex -> Text,
+        phone -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    consents (id) {
+        id -> Text,
+        patient_id -> Text,
+        status -> Text,
+        note -> Nullable<Text>,
+        recorded_by -> Text,
+        recorded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    care_team_members (id) {
+        id -> Text,
+        patient_id -> Text,
+        user_id -> Text,
+        team_role -> Text,
+        since -> Timestamp,
+        until -> Nullable<Timestamp>,
+        added_by -> Text,
+        ended_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    access_requests (id) {
+        id -> Text,
+        patient_id -> Text,
+        requester_id -> Text,
+        reason -> Text,
+        status -> Text,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    emergency_grants (id) {
+        id -> Text,
+        patient_id -> Text,
+        user_id -> Text,
+        reason -> Text,
+        granted_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> Text,
+        user_id -> Text,
+        kind -> Text,
+        resource_type -> Text,
+        resource_id -> Text,
+        patient_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        read_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_events (seq) {
+        seq -> BigInt,
+        id -> Text,
+        at -> Timestamp,
+        actor_id -> Nullable<Text>,
+        actor_role -> Nullable<Text>,
+        action -> Text,
+        resource_type -> Text,
+        resource_id -> Nullable<Text>,
+        patient_id -> Nullable<Text>,
+        basis -> Nullable<Text>,
+        outcome -> Text,
+        request_id -> Nullable<Text>,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    audit_head (id) {
+        id -> Integer,
+        seq -> BigInt,
+        hash -> Text,
+    }
+}
+
+diesel::joinable!(care_team_members -> patients (patient_id));
+diesel::joinable!(consents -> patients (patient_id));
+diesel::joinable!(access_requests -> patients (patient_id));
+diesel::joinable!(emergency_grants -> patients (patient_id));
+
+diesel::joinable!(care_team_members -> users (user_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -88,4 +198,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     login_failures,
     email_outbox,
+    patients,
+    consents,
+    care_team_members,
+    access_requests,
+    emergency_grants,
+    notifications,
+    audit_events,
+    audit_head,
 );

@@ -1,4 +1,5 @@
 //! Everything that tells people something: email templates and the outbox.
 
+pub mod inapp;
 pub mod outbox;
 pub mod templates;

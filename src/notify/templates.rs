@@ -6,6 +6,32 @@
 pub enum Email {
     /// An invitation to set a password and join the network.
     Invitation { link: String, valid_days: u64 },
+    /// Something new waits in the recipient's Relais inbox.
+    NewItem { what: ItemKind, link: String },
+}
+
+/// The kinds of item an email may announce, each with a fixed wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    EmergencyAccess,
+    AccessRequest,
+    AccessRequestDecided,
+    AddedToCareTeam,
+}
+
+impl ItemKind {
+    fn sentence(self) -> &'static str {
+        match self {
+            ItemKind::EmergencyAccess => {
+                "An emergency access was opened on a patient of your care team."
+            }
+            ItemKind::AccessRequest => {
+                "A colleague asks to join the care team of one of your patients."
+            }
+            ItemKind::AccessRequestDecided => "Your request to join a care team has been answered.",
+            ItemKind::AddedToCareTeam => "You have been added to a patient's care team.",
+        }
+    }
 }
 
 /// A rendered email.
@@ -14,6 +40,8 @@ pub struct Rendered {
     pub subject: String,
     pub body: String,
 }
+
+const FOOTER: &str = "-- Relais (this address does not read replies)\n";
 
 impl Email {
     /// The subject and plain-text body.
@@ -26,8 +54,14 @@ impl Email {
                      You have been invited to Relais, the coordination service of your care network.\n\n\
                      Choose your password here (the link works once and expires in {valid_days} days):\n\
                      {link}\n\n\
-                     If you did not expect this email, you can ignore it.\n\n\
-                     -- Relais (this address does not read replies)\n"
+                     If you did not expect this email, you can ignore it.\n\n{FOOTER}"
+                ),
+            },
+            Email::NewItem { what, link } => Rendered {
+                subject: "Relais: a new item is waiting for you".into(),
+                body: format!(
+                    "Hello,\n\n{}\nSign in to Relais to see it:\n{link}\n\n{FOOTER}",
+                    what.sentence()
                 ),
             },
         }
@@ -51,5 +85,28 @@ mod tests {
                 .contains("https://relais.example/invitations/abc")
         );
         assert!(rendered.body.contains("7 days"));
+    }
+
+    #[test]
+    fn new_item_emails_say_only_what_kind_waits() {
+        for what in [
+            ItemKind::EmergencyAccess,
+            ItemKind::AccessRequest,
+            ItemKind::AccessRequestDecided,
+            ItemKind::AddedToCareTeam,
+        ] {
+            let rendered = Email::NewItem {
+                what,
+                link: "https://relais.example/notifications".into(),
+            }
+            .render();
+            assert_eq!(rendered.subject, "Relais: a new item is waiting for you");
+            assert!(rendered.body.contains(what.sentence()));
+            assert!(
+                rendered
+                    .body
+                    .contains("https://relais.example/notifications")
+            );
+        }
     }
 }

@@ -1,3 +1,4 @@
+DROP TABLE write_lock;
 DROP TABLE email_outbox;
 DROP TABLE login_failures;
 DROP TABLE refresh_tokens;

@@ -69,3 +69,10 @@ CREATE TABLE email_outbox (
     sent_at TIMESTAMP
 );
 CREATE INDEX email_outbox_due ON email_outbox (status, next_attempt_at);
+
+-- SQLite: every write transaction starts by touching this table, which takes
+-- the write lock at once, so a transaction that reads before it writes never
+-- finds its snapshot stale (SQLITE_BUSY_SNAPSHOT) when instances share a file.
+CREATE TABLE write_lock (
+    id INTEGER PRIMARY KEY NOT NULL
+);

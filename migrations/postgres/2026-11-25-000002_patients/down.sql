@@ -1,0 +1,9 @@
+DROP TABLE audit_head;
+DROP TABLE audit_events;
+DROP FUNCTION audit_events_append_only();
+DROP TABLE notifications;
+DROP TABLE emergency_grants;
+DROP TABLE access_requests;
+DROP TABLE care_team_members;
+DROP TABLE consents;
+DROP TABLE patients;

@@ -1,0 +1,10 @@
+DROP TRIGGER audit_events_no_delete;
+DROP TRIGGER audit_events_no_update;
+DROP TABLE audit_head;
+DROP TABLE audit_events;
+DROP TABLE notifications;
+DROP TABLE emergency_grants;
+DROP TABLE access_requests;
+DROP TABLE care_team_members;
+DROP TABLE consents;
+DROP TABLE patients;

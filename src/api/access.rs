@@ -1,0 +1,529 @@
+//! Getting access to a patient: requests to the team, and break-glass emergency access.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::care_team::add_member;
+use super::extract::{Json, path_id};
+use super::scope::{ManageTeam, PatientAccess, RequestInfo, authorize, load_relations, resolve};
+use crate::audit::{self, Outcome};
+use crate::auth::AuthUser;
+use crate::db::DbConnection;
+use crate::db::models::{User, new_id};
+use crate::db::schema::{access_requests, emergency_grants, organizations, patients, users};
+use crate::domain::access::{Basis, Permission, TeamRole};
+use crate::domain::role::Role;
+use crate::error::{ApiError, Problem};
+use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::startup::AppState;
+
+text_enum! {
+    /// Where an access request stands.
+    AccessRequestStatus {
+        Pending => "pending",
+        Approved => "approved",
+        Denied => "denied",
+    }
+}
+
+/// Who asks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Requester {
+    pub id: String,
+    pub full_name: String,
+    pub role: Role,
+    pub organization_name: Option<String>,
+}
+
+/// An access request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessRequestView {
+    pub id: String,
+    pub patient_id: String,
+    pub requester: Requester,
+    pub reason: String,
+    pub status: AccessRequestStatus,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why the caller needs access (10 to 1000 characters).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[schema(min_length = 10, max_length = 1000)]
+    pub reason: String,
+}
+
+/// When an emergency access ends.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmergencyAccessView {
+    pub id: String,
+    pub patient_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn reason(raw: &str) -> Result<String, ApiError> {
+    let reason = raw.trim();
+    let len = reason.chars().count();
+    if !(10..=1000).contains(&len) {
+        return Err(ApiError::invalid("reason", "10 to 1000 characters"));
+    }
+    Ok(reason.to_owned())
+}
+
+type RequestRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<NaiveDateTime>,
+    NaiveDateTime,
+    String,
+    String,
+    String,
+    Option<String>,
+);
+
+fn requests(
+    conn: &mut DbConnection,
+    patient_id: Option<&str>,
+    id: Option<&str>,
+) -> QueryResult<Vec<AccessRequestView>> {
+    let mut query = access_requests::table
+        .inner_join(users::table.on(users::id.eq(access_requests::requester_id)))
+        .left_join(organizations::table.on(organizations::id.nullable().eq(users::organization_id)))
+        .select((
+            access_requests::id,
+            access_requests::patient_id,
+            access_requests::reason,
+            access_requests::status,
+            access_requests::decided_by,
+            access_requests::decided_at,
+            access_requests::created_at,
+            users::id,
+            users::full_name,
+            users::role,
+            organizations::name.nullable(),
+        ))
+        .order(access_requests::id.desc())
+        .into_boxed();
+    if let Some(patient_id) = patient_id {
+        query = query.filter(access_requests::patient_id.eq(patient_id.to_owned()));
+    }
+    if let Some(id) = id {
+        query = query.filter(access_requests::id.eq(id.to_owned()));
+    }
+    let rows: Vec<RequestRow> = query.load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                patient_id,
+                reason,
+                status,
+                decided_by,
+                decided_at,
+                created_at,
+                uid,
+                full_name,
+                role,
+                organization_name,
+            )| {
+                AccessRequestView {
+                    id,
+                    patient_id,
+                    reason,
+                    status: AccessRequestStatus::parse(&status)
+                        .unwrap_or(AccessRequestStatus::Pending),
+                    decided_by,
+                    decided_at: decided_at.map(|t| t.and_utc()),
+                    created_at: created_at.and_utc(),
+                    requester: Requester {
+                        id: uid,
+                        full_name,
+                        role: Role::parse(&role).unwrap_or(Role::Nurse),
+                        organization_name,
+                    },
+                }
+            },
+        )
+        .collect())
+}
+
+/// The active referent of a patient.
+fn referent_of(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Option<String>> {
+    use crate::db::schema::care_team_members as ctm;
+    ctm::table
+        .filter(ctm::patient_id.eq(patient_id))
+        .filter(ctm::until.is_null())
+        .filter(ctm::team_role.eq(TeamRole::Referent.as_str()))
+        .select(ctm::user_id)
+        .first(conn)
+        .optional()
+}
+
+fn patient_exists(conn: &mut DbConnection, patient_id: &str) -> QueryResult<bool> {
+    Ok(patients::table
+        .find(patient_id)
+        .select(patients::id)
+        .first::<String>(conn)
+        .optional()?
+        .is_some())
+}
+
+#[utoipa::path(post, path = "/api/v1/patients/{id}/access-requests", tag = "access",
+    params(("id" = String, Path, description = "Patient id, from the INS lookup")),
+    request_body = ReasonBody,
+    responses(
+        (status = 201, description = "Sent; the referent is notified", body = AccessRequestView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Clinicians only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already on the team, or a request is pending", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Asks the care team for access to a patient.
+pub async fn create_access_request(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+    Json(body): Json<ReasonBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_clinician()?;
+    let patient_id = path_id(&id, "id")?;
+    let reason = reason(&body.reason)?;
+    let now = state.clock.now();
+    let public_url = state.settings.server.public_url.clone();
+    let view = state
+        .db
+        .write(move |conn| {
+            if !patient_exists(conn, &patient_id)? {
+                return Err(ApiError::NotFound("no such patient".into()));
+            }
+            if let Some((Basis::Team, _)) = resolve(conn, &caller, &patient_id, now)? {
+                return Err(ApiError::conflict(
+                    "id",
+                    "you are already on this patient's care team",
+                ));
+            }
+            let pending: Option<String> = access_requests::table
+                .filter(access_requests::patient_id.eq(&patient_id))
+                .filter(access_requests::requester_id.eq(&caller.id))
+                .filter(access_requests::status.eq(AccessRequestStatus::Pending.as_str()))
+                .select(access_requests::id)
+                .first(conn)
+                .optional()?;
+            if pending.is_some() {
+                return Err(ApiError::conflict(
+                    "id",
+                    "you already have a pending request for this patient",
+                ));
+            }
+            let now = now.naive_utc();
+            let id = new_id();
+            diesel::insert_into(access_requests::table)
+                .values((
+                    access_requests::id.eq(&id),
+                    access_requests::patient_id.eq(&patient_id),
+                    access_requests::requester_id.eq(&caller.id),
+                    access_requests::reason.eq(&reason),
+                    access_requests::status.eq(AccessRequestStatus::Pending.as_str()),
+                    access_requests::created_at.eq(now),
+                ))
+                .execute(conn)?;
+            if let Some(referent) = referent_of(conn, &patient_id)? {
+                let subject = Subject {
+                    resource_type: "access_request",
+                    resource_id: &id,
+                    patient_id: Some(&patient_id),
+                };
+                notify(
+                    conn,
+                    &referent,
+                    NotificationKind::AccessRequest,
+                    &subject,
+                    &public_url,
+                    now,
+                )?;
+            }
+            let record = info.record(
+                &caller,
+                "access_request",
+                Some(&id),
+                Some(&patient_id),
+                None,
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], now)?;
+            requests(conn, None, Some(&id))?
+                .pop()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("request vanished")))
+        })
+        .await?;
+    state.outbox.wake();
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}/access-requests", tag = "access",
+    params(("id" = String, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "Newest first", body = Vec<AccessRequestView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The access requests on a patient (prescribers on the team).
+pub async fn list_access_requests(
+    state: web::Data<AppState>,
+    access: PatientAccess<ManageTeam>,
+) -> Result<web::Json<Vec<AccessRequestView>>, ApiError> {
+    let id = access.patient_id;
+    Ok(web::Json(
+        state
+            .db
+            .read(move |conn| Ok(requests(conn, Some(&id), None)?))
+            .await?,
+    ))
+}
+
+async fn decide(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: &str,
+    approve: bool,
+) -> Result<web::Json<AccessRequestView>, ApiError> {
+    let id = path_id(id, "id")?;
+    let patient_id = {
+        let id = id.clone();
+        state
+            .db
+            .read(move |conn| {
+                Ok(access_requests::table
+                    .find(&id)
+                    .select(access_requests::patient_id)
+                    .first::<String>(conn)
+                    .optional()?)
+            })
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such access request".into()))?
+    };
+    // Deciding needs the same right as managing the team; no basis reads as 404.
+    authorize(
+        &state,
+        &caller,
+        &patient_id,
+        Permission::ManageTeam,
+        &info,
+        false,
+    )
+    .await?;
+    let now = state.clock.now();
+    let public_url = state.settings.server.public_url.clone();
+    let view = state
+        .db
+        .write(move |conn| {
+            let naive = now.naive_utc();
+            let (requester_id, status): (String, String) = access_requests::table
+                .find(&id)
+                .select((access_requests::requester_id, access_requests::status))
+                .first(conn)?;
+            if status != AccessRequestStatus::Pending.as_str() {
+                return Err(ApiError::conflict(
+                    "id",
+                    format!("this request was already {status}"),
+                ));
+            }
+            let relations = load_relations(conn, &patient_id, &caller.id, naive)?
+                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
+            let basis = resolve(conn, &caller, &patient_id, now)?.map(|(b, _)| b);
+            if approve {
+                let requester = User::find(conn, &requester_id)?
+                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("requester vanished")))?;
+                if !relations.members.iter().any(|m| m.user_id == requester.id) {
+                    add_member(
+                        conn,
+                        &patient_id,
+                        &relations,
+                        &requester,
+                        TeamRole::Member,
+                        &caller.id,
+                        naive,
+                    )?;
+                }
+            }
+            let new_status = if approve {
+                AccessRequestStatus::Approved
+            } else {
+                AccessRequestStatus::Denied
+            };
+            diesel::update(access_requests::table.find(&id))
+                .set((
+                    access_requests::status.eq(new_status.as_str()),
+                    access_requests::decided_by.eq(&caller.id),
+                    access_requests::decided_at.eq(naive),
+                ))
+                .execute(conn)?;
+            let kind = if approve {
+                NotificationKind::AccessRequestApproved
+            } else {
+                NotificationKind::AccessRequestDenied
+            };
+            let subject = Subject {
+                resource_type: "access_request",
+                resource_id: &id,
+                patient_id: Some(&patient_id),
+            };
+            notify(conn, &requester_id, kind, &subject, &public_url, naive)?;
+            let record = info.record(
+                &caller,
+                "access_request",
+                Some(&id),
+                Some(&patient_id),
+                basis,
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], naive)?;
+            requests(conn, None, Some(&id))?
+                .pop()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("request vanished")))
+        })
+        .await?;
+    state.outbox.wake();
+    Ok(web::Json(view))
+}
+
+#[utoipa::path(post, path = "/api/v1/access-requests/{id}/approve", tag = "access",
+    params(("id" = String, Path, description = "Access request id")),
+    responses(
+        (status = 200, description = "Approved: the requester joins the team and is notified", body = AccessRequestView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already decided, or no consent to share with the requester's organisation", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Approves an access request (prescribers on the team).
+pub async fn approve_access_request(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<web::Json<AccessRequestView>, ApiError> {
+    decide(state, caller, info, &id, true).await
+}
+
+#[utoipa::path(post, path = "/api/v1/access-requests/{id}/deny", tag = "access",
+    params(("id" = String, Path, description = "Access request id")),
+    responses(
+        (status = 200, description = "Denied; the requester is notified", body = AccessRequestView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Denies an access request (prescribers on the team).
+pub async fn deny_access_request(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<web::Json<AccessRequestView>, ApiError> {
+    decide(state, caller, info, &id, false).await
+}
+
+#[utoipa::path(post, path = "/api/v1/patients/{id}/emergency-access", tag = "access",
+    params(("id" = String, Path, description = "Patient id")),
+    request_body = ReasonBody,
+    responses(
+        (status = 201, description = "Granted at once for auth.emergency_access_ttl_s; the referent and team are notified", body = EmergencyAccessView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Clinicians only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Breaks the glass: time-boxed read access (and observations) for an emergency, audited.
+pub async fn emergency_access(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+    Json(body): Json<ReasonBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_clinician()?;
+    let patient_id = path_id(&id, "id")?;
+    let reason = reason(&body.reason)?;
+    let now = state.clock.now_naive();
+    let ttl = Duration::seconds(
+        i64::try_from(state.settings.auth.emergency_access_ttl_s).unwrap_or(43_200),
+    );
+    let public_url = state.settings.server.public_url.clone();
+    let view = state
+        .db
+        .write(move |conn| {
+            let relations = load_relations(conn, &patient_id, &caller.id, now)?
+                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
+            let id = new_id();
+            let expires_at = now + ttl;
+            diesel::insert_into(emergency_grants::table)
+                .values((
+                    emergency_grants::id.eq(&id),
+                    emergency_grants::patient_id.eq(&patient_id),
+                    emergency_grants::user_id.eq(&caller.id),
+                    emergency_grants::reason.eq(&reason),
+                    emergency_grants::granted_at.eq(now),
+                    emergency_grants::expires_at.eq(expires_at),
+                ))
+                .execute(conn)?;
+            let subject = Subject {
+                resource_type: "emergency_access",
+                resource_id: &id,
+                patient_id: Some(&patient_id),
+            };
+            for member in relations.members.iter().filter(|m| m.user_id != caller.id) {
+                notify(
+                    conn,
+                    &member.user_id,
+                    NotificationKind::EmergencyAccess,
+                    &subject,
+                    &public_url,
+                    now,
+                )?;
+            }
+            let record = info.record(
+                &caller,
+                "emergency_access",
+                Some(&id),
+                Some(&patient_id),
+                Some(Basis::Emergency),
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], now)?;
+            tracing::warn!(grant_id = %id, "emergency access granted");
+            Ok(EmergencyAccessView {
+                id,
+                patient_id,
+                expires_at: expires_at.and_utc(),
+            })
+        })
+        .await?;
+    state.outbox.wake();
+    Ok(HttpResponse::Created().json(view))
+}

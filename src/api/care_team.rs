@@ -1,0 +1,333 @@
+//! The care team: who looks after a patient, since when, until when.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{Json, path_id};
+use super::scope::{ManageTeam, PatientAccess, Read};
+use crate::auth::AuthUser;
+use crate::db::DbConnection;
+use crate::db::models::{User, new_id};
+use crate::db::schema::{care_team_members, organizations, users};
+use crate::domain::access::{Permission, Relations, TeamRole, allows};
+use crate::domain::role::Role;
+use crate::error::{ApiError, Problem};
+use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::startup::AppState;
+
+/// A membership, present or past.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamMemberView {
+    pub user_id: String,
+    pub full_name: String,
+    pub role: Role,
+    pub organization_id: Option<String>,
+    pub organization_name: Option<String>,
+    pub phone: Option<String>,
+    pub team_role: TeamRole,
+    pub since: DateTime<Utc>,
+    /// Set once the membership has ended.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A clinician to add to the team.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub user_id: String,
+    /// `referent` hands the referent role over; the previous referent stays a member.
+    pub team_role: Option<TeamRole>,
+}
+
+type MemberRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+);
+
+fn team(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<TeamMemberView>> {
+    let rows: Vec<MemberRow> = care_team_members::table
+        .inner_join(users::table.left_join(organizations::table))
+        .filter(care_team_members::patient_id.eq(patient_id))
+        .order((
+            care_team_members::until.is_not_null(),
+            care_team_members::since,
+            care_team_members::id,
+        ))
+        .select((
+            users::id,
+            users::full_name,
+            users::role,
+            users::organization_id,
+            organizations::name.nullable(),
+            users::phone,
+            care_team_members::team_role,
+            care_team_members::since,
+            care_team_members::until,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                user_id,
+                full_name,
+                role,
+                organization_id,
+                organization_name,
+                phone,
+                team_role,
+                since,
+                until,
+            )| TeamMemberView {
+                user_id,
+                full_name,
+                role: Role::parse(&role).unwrap_or(Role::Nurse),
+                organization_id,
+                organization_name,
+                phone,
+                team_role: TeamRole::parse(&team_role).unwrap_or(TeamRole::Member),
+                since: since.and_utc(),
+                until: until.map(|t| t.and_utc()),
+            },
+        )
+        .collect())
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}/care-team", tag = "care team",
+    params(("id" = String, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "Active members first, then past ones", body = Vec<TeamMemberView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The patient's care team, with its history.
+pub async fn list_care_team(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+) -> Result<web::Json<Vec<TeamMemberView>>, ApiError> {
+    let id = access.patient_id;
+    Ok(web::Json(
+        state.db.read(move |conn| Ok(team(conn, &id)?)).await?,
+    ))
+}
+
+/// Adds `user` to the team in the caller's transaction, checking the consent
+/// rule; used by the team route and by access-request approval.
+pub fn add_member(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    relations: &Relations,
+    user: &User,
+    team_role: TeamRole,
+    added_by: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let role = Role::parse(&user.role).unwrap_or(Role::Admin);
+    if !user.active || !role.is_clinician() {
+        return Err(ApiError::invalid("user_id", "not an active clinician"));
+    }
+    let current = relations.members.iter().find(|m| m.user_id == user.id);
+    match (current.map(|m| m.team_role), team_role) {
+        (Some(TeamRole::Referent), _) => {
+            return Err(ApiError::conflict("user_id", "already the referent"));
+        }
+        (Some(TeamRole::Member), TeamRole::Member) => {
+            return Err(ApiError::conflict("user_id", "already on the care team"));
+        }
+        _ => {}
+    }
+    if !relations.sharing_allowed_with(user.organization_id.as_deref()) {
+        return Err(ApiError::conflict(
+            "user_id",
+            "the patient has not consented to sharing outside the referent's organisation",
+        ));
+    }
+    if team_role == TeamRole::Referent {
+        // The previous referent stays on the team as a member.
+        let previous: Vec<(String, String)> = care_team_members::table
+            .filter(care_team_members::patient_id.eq(patient_id))
+            .filter(care_team_members::until.is_null())
+            .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
+            .select((care_team_members::id, care_team_members::user_id))
+            .load(conn)?;
+        for (row_id, user_id) in previous {
+            end_membership(conn, &row_id, added_by, now)?;
+            insert_membership(conn, patient_id, &user_id, TeamRole::Member, added_by, now)?;
+        }
+        // A member promoted to referent: their member row ends here.
+        if current.is_some() {
+            diesel::update(
+                care_team_members::table
+                    .filter(care_team_members::patient_id.eq(patient_id))
+                    .filter(care_team_members::user_id.eq(&user.id))
+                    .filter(care_team_members::until.is_null()),
+            )
+            .set((
+                care_team_members::until.eq(now),
+                care_team_members::ended_by.eq(added_by),
+            ))
+            .execute(conn)?;
+        }
+    }
+    insert_membership(conn, patient_id, &user.id, team_role, added_by, now)
+}
+
+fn insert_membership(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    user_id: &str,
+    team_role: TeamRole,
+    added_by: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    diesel::insert_into(care_team_members::table)
+        .values((
+            care_team_members::id.eq(new_id()),
+            care_team_members::patient_id.eq(patient_id),
+            care_team_members::user_id.eq(user_id),
+            care_team_members::team_role.eq(team_role.as_str()),
+            care_team_members::since.eq(now),
+            care_team_members::added_by.eq(added_by),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn end_membership(
+    conn: &mut DbConnection,
+    row_id: &str,
+    ended_by: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(care_team_members::table.find(row_id))
+        .set((
+            care_team_members::until.eq(now),
+            care_team_members::ended_by.eq(ended_by),
+        ))
+        .execute(conn)
+}
+
+#[utoipa::path(post, path = "/api/v1/patients/{id}/care-team", tag = "care team",
+    params(("id" = String, Path, description = "Patient id")),
+    request_body = AddMember,
+    responses(
+        (status = 201, description = "Added; the new member is notified", body = Vec<TeamMemberView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already a member, or no consent to share with their organisation", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Adds a clinician to the team (prescribers on the team).
+pub async fn add_care_team_member(
+    state: web::Data<AppState>,
+    access: PatientAccess<ManageTeam>,
+    Json(body): Json<AddMember>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = uuid::Uuid::parse_str(&body.user_id)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::invalid("user_id", "not a valid id (UUID)"))?;
+    let team_role = body.team_role.unwrap_or(TeamRole::Member);
+    let now = state.clock.now_naive();
+    let public_url = state.settings.server.public_url.clone();
+    let members = state
+        .db
+        .write(move |conn| {
+            let user = User::find(conn, &user_id)?
+                .ok_or_else(|| ApiError::invalid("user_id", "no such user"))?;
+            add_member(
+                conn,
+                &access.patient_id,
+                &access.relations,
+                &user,
+                team_role,
+                &access.caller.id,
+                now,
+            )?;
+            let subject = Subject {
+                resource_type: "patient",
+                resource_id: &access.patient_id,
+                patient_id: Some(&access.patient_id),
+            };
+            notify(
+                conn,
+                &user.id,
+                NotificationKind::AddedToCareTeam,
+                &subject,
+                &public_url,
+                now,
+            )?;
+            access.append_audit(conn, "care_team_member", Some(&user.id), now)?;
+            Ok(team(conn, &access.patient_id)?)
+        })
+        .await?;
+    state.outbox.wake();
+    Ok(HttpResponse::Created().json(members))
+}
+
+#[utoipa::path(delete, path = "/api/v1/patients/{id}/care-team/{user_id}", tag = "care team",
+    params(
+        ("id" = String, Path, description = "Patient id"),
+        ("user_id" = String, Path, description = "The member to remove (yourself to leave)"),
+    ),
+    responses(
+        (status = 204, description = "The membership has ended (it stays in the history)"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The referent must hand the role over first", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Ends a membership: prescribers on the team remove anyone; anyone may leave.
+pub async fn remove_care_team_member(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let target = path_id(&path.1, "user_id")?;
+    let caller: &AuthUser = &access.caller;
+    if target != caller.id && !allows(access.basis, caller.role, Permission::ManageTeam) {
+        return Err(ApiError::Forbidden(
+            "only prescribers on the team remove other members".into(),
+        ));
+    }
+    let now = state.clock.now_naive();
+    state
+        .db
+        .write(move |conn| {
+            let row: (String, String) = care_team_members::table
+                .filter(care_team_members::patient_id.eq(&access.patient_id))
+                .filter(care_team_members::user_id.eq(&target))
+                .filter(care_team_members::until.is_null())
+                .select((care_team_members::id, care_team_members::team_role))
+                .first(conn)
+                .optional()?
+                .ok_or_else(|| ApiError::NotFound("not a member of this care team".into()))?;
+            if row.1 == TeamRole::Referent.as_str() {
+                return Err(ApiError::conflict(
+                    "user_id",
+                    "the referent cannot leave: hand the referent role to another member first",
+                ));
+            }
+            end_membership(conn, &row.0, &access.caller.id, now)?;
+            access.append_audit(conn, "care_team_member", Some(&target), now)?;
+            Ok(())
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

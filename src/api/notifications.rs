@@ -1,0 +1,145 @@
+//! The caller's in-app notifications.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{Query, path_id};
+use super::{Page, page_limit};
+use crate::auth::AuthUser;
+use crate::db::schema::notifications;
+use crate::error::{ApiError, Problem};
+use crate::notify::inapp::NotificationKind;
+use crate::startup::AppState;
+
+/// A notification: what happened and where to look; no clinical content.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationView {
+    pub id: String,
+    pub kind: NotificationKind,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub patient_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of the notification list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationFilter {
+    /// `true`: unread ones only.
+    pub unread: Option<bool>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+);
+
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
+    params(NotificationFilter),
+    responses(
+        (status = 200, description = "Newest first", body = Page<NotificationView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The caller's notifications.
+pub async fn list_notifications(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    Query(filter): Query<NotificationFilter>,
+) -> Result<web::Json<Page<NotificationView>>, ApiError> {
+    let limit = page_limit(filter.limit)?;
+    let page = state
+        .db
+        .read(move |conn| {
+            let mut query = notifications::table
+                .filter(notifications::user_id.eq(caller.id))
+                .order(notifications::id.desc())
+                .limit(limit + 1)
+                .select((
+                    notifications::id,
+                    notifications::kind,
+                    notifications::resource_type,
+                    notifications::resource_id,
+                    notifications::patient_id,
+                    notifications::created_at,
+                    notifications::read_at,
+                ))
+                .into_boxed();
+            if filter.unread == Some(true) {
+                query = query.filter(notifications::read_at.is_null());
+            }
+            if let Some(cursor) = filter.cursor {
+                query = query.filter(notifications::id.lt(cursor));
+            }
+            let rows: Vec<Row> = query.load(conn)?;
+            Ok(Page::from_rows(rows, limit, |r| r.0.clone()))
+        })
+        .await?;
+    Ok(web::Json(page.map(
+        |(id, kind, resource_type, resource_id, patient_id, created_at, read_at)| {
+            NotificationView {
+                id,
+                kind: NotificationKind::parse(&kind).unwrap_or(NotificationKind::AccessRequest),
+                resource_type,
+                resource_id,
+                patient_id,
+                created_at: created_at.and_utc(),
+                read_at: read_at.map(|t| t.and_utc()),
+            }
+        },
+    )))
+}
+
+#[utoipa::path(post, path = "/api/v1/notifications/{id}/read", tag = "notifications",
+    params(("id" = String, Path, description = "Notification id")),
+    responses(
+        (status = 204, description = "Marked read (again is harmless)"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not one of the caller's notifications", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Marks one of the caller's notifications read.
+pub async fn read_notification(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id, "id")?;
+    let now = state.clock.now_naive();
+    state
+        .db
+        .write(move |conn| {
+            let mine = notifications::table
+                .find(&id)
+                .filter(notifications::user_id.eq(&caller.id));
+            let read_at: Option<Option<NaiveDateTime>> =
+                mine.select(notifications::read_at).first(conn).optional()?;
+            match read_at {
+                None => Err(ApiError::NotFound("no such notification".into())),
+                Some(Some(_)) => Ok(()),
+                Some(None) => {
+                    diesel::update(mine)
+                        .set(notifications::read_at.eq(now))
+                        .execute(conn)?;
+                    Ok(())
+                }
+            }
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,695 @@
+//! Patients: creation by prescribers, scoped listing, INS lookup, consent.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{Json, Query};
+use super::scope::{ManageTeam, PatientAccess, Read, RequestInfo, WritePlan, resolve};
+use super::users::{lower, optional_phone};
+use super::{Page, page_limit};
+use crate::audit::{self, Outcome};
+use crate::auth::AuthUser;
+use crate::db::models::{Patient, new_id};
+use crate::db::schema::{
+    care_team_members, consents, emergency_grants, organizations, patients, users,
+};
+use crate::db::{DbConnection, is_unique_violation};
+use crate::domain::access::{Basis, ConsentStatus, TeamRole};
+use crate::domain::contact::parse_text;
+use crate::domain::ins::Ins;
+use crate::error::{ApiError, FieldError, Problem};
+use crate::startup::AppState;
+
+text_enum! {
+    /// Administrative sex, as on the INS.
+    Sex {
+        Female => "female",
+        Male => "male",
+        Other => "other",
+        Unknown => "unknown",
+    }
+}
+
+/// A patient as shown to those with a basis.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatientView {
+    pub id: String,
+    pub ins: Option<String>,
+    pub family_name: String,
+    pub given_names: String,
+    pub birth_date: NaiveDate,
+    pub sex: Sex,
+    pub phone: Option<String>,
+    /// The latest consent decision (`null`: none recorded, sharing limited to the referent's organisation).
+    pub consent: Option<ConsentStatus>,
+    /// The caller's basis on this patient.
+    pub access_basis: Basis,
+    pub created_at: DateTime<Utc>,
+}
+
+impl PatientView {
+    fn new(patient: Patient, consent: Option<ConsentStatus>, basis: Basis) -> Self {
+        Self {
+            sex: Sex::parse(&patient.sex).unwrap_or(Sex::Unknown),
+            id: patient.id,
+            ins: patient.ins,
+            family_name: patient.family_name,
+            given_names: patient.given_names,
+            birth_date: patient.birth_date,
+            phone: patient.phone,
+            consent,
+            access_basis: basis,
+            created_at: patient.created_at.and_utc(),
+        }
+    }
+}
+
+/// A new patient; the creator becomes referent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePatient {
+    /// 13-character NIR and 2-digit key (Corsica: 2A/2B).
+    #[schema(pattern = "^[0-9]{5}[0-9AB][0-9]{9}$")]
+    pub ins: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
+    pub family_name: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub given_names: String,
+    pub birth_date: NaiveDate,
+    pub sex: Sex,
+    pub phone: Option<String>,
+}
+
+/// Changes to a patient's identity.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePatient {
+    /// An empty string clears it.
+    pub ins: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
+    pub family_name: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    pub given_names: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub sex: Option<Sex>,
+    /// An empty string clears it.
+    pub phone: Option<String>,
+}
+
+/// Filters of the patient list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PatientFilter {
+    /// Part of a name, or a whole INS.
+    pub q: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+fn optional_ins(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let raw = raw.map(str::trim).filter(|s| !s.is_empty())?;
+    Ins::parse(raw)
+        .map(|ins| ins.as_str().to_owned())
+        .map_err(|e| errors.push(FieldError::new("ins", e.to_string())))
+        .ok()
+}
+
+fn check_birth_date(date: NaiveDate, today: NaiveDate, errors: &mut Vec<FieldError>) {
+    let earliest = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(NaiveDate::MIN);
+    if date > today || date < earliest {
+        errors.push(FieldError::new(
+            "birth_date",
+            "must be between 1900-01-01 and today",
+        ));
+    }
+}
+
+fn name(raw: &str, field: &str, max: usize, errors: &mut Vec<FieldError>) -> Option<String> {
+    parse_text(raw, max)
+        .map_err(|m| errors.push(FieldError::new(field, m)))
+        .ok()
+}
+
+fn duplicate_ins(err: diesel::result::Error) -> ApiError {
+    if is_unique_violation(&err) {
+        ApiError::conflict(
+            "ins",
+            "a patient with this INS exists: find the referent with GET /api/v1/patients/lookup?ins= and request access",
+        )
+    } else {
+        err.into()
+    }
+}
+
+/// The latest consent decision on a patient.
+pub fn current_consent(
+    conn: &mut DbConnection,
+    patient_id: &str,
+) -> QueryResult<Option<ConsentStatus>> {
+    Ok(consents::table
+        .filter(consents::patient_id.eq(patient_id))
+        .order((consents::recorded_at.desc(), consents::id.desc()))
+        .select(consents::status)
+        .first::<String>(conn)
+        .optional()?
+        .and_then(|s| ConsentStatus::parse(&s)))
+}
+
+#[utoipa::path(post, path = "/api/v1/patients", tag = "patients",
+    request_body = CreatePatient,
+    responses(
+        (status = 201, description = "Created; the caller is its referent", body = PatientView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only prescribers create patients", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The INS is already registered: use the lookup", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Registers a patient (prescribers); the creator becomes the referent.
+pub async fn create_patient(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    Json(body): Json<CreatePatient>,
+) -> Result<HttpResponse, ApiError> {
+    if !caller.role.is_prescriber() {
+        return Err(ApiError::Forbidden(
+            "only prescribers register patients".into(),
+        ));
+    }
+    let now = state.clock.now();
+    let mut errors = Vec::new();
+    let ins = optional_ins(body.ins.as_deref(), &mut errors);
+    let family_name = name(&body.family_name, "family_name", 100, &mut errors);
+    let given_names = name(&body.given_names, "given_names", 200, &mut errors);
+    check_birth_date(body.birth_date, now.date_naive(), &mut errors);
+    let phone = optional_phone(body.phone.as_deref(), &mut errors);
+    let (Some(family_name), Some(given_names), true) =
+        (family_name, given_names, errors.is_empty())
+    else {
+        return Err(ApiError::Validation(errors));
+    };
+    let now = now.naive_utc();
+    let patient = Patient {
+        id: new_id(),
+        ins,
+        family_name,
+        given_names,
+        birth_date: body.birth_date,
+        sex: body.sex.as_str().into(),
+        phone,
+        created_by: caller.id.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let patient = state
+        .db
+        .write(move |conn| {
+            diesel::insert_into(patients::table)
+                .values(&patient)
+                .execute(conn)
+                .map_err(duplicate_ins)?;
+            diesel::insert_into(care_team_members::table)
+                .values((
+                    care_team_members::id.eq(new_id()),
+                    care_team_members::patient_id.eq(&patient.id),
+                    care_team_members::user_id.eq(&caller.id),
+                    care_team_members::team_role.eq(TeamRole::Referent.as_str()),
+                    care_team_members::since.eq(now),
+                    care_team_members::added_by.eq(&caller.id),
+                ))
+                .execute(conn)?;
+            let record = info.record(
+                &caller,
+                "patient",
+                Some(&patient.id),
+                Some(&patient.id),
+                Some(Basis::Team),
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], now)?;
+            Ok(patient)
+        })
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/patients/{}", patient.id)))
+        .json(PatientView::new(patient, None, Basis::Team)))
+}
+
+#[utoipa::path(get, path = "/api/v1/patients", tag = "patients",
+    params(PatientFilter),
+    responses(
+        (status = 200, description = "Only patients the caller has a basis on", body = Page<PatientView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Lists the caller's patients (every one listed is audited).
+pub async fn list_patients(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(filter): Query<PatientFilter>,
+) -> Result<web::Json<Page<PatientView>>, ApiError> {
+    let limit = page_limit(filter.limit)?;
+    let now = state.clock.now();
+    let page = {
+        let caller = caller.clone();
+        state
+            .db
+            .read(move |conn| {
+                let naive = now.naive_utc();
+                let on_team = care_team_members::table
+                    .filter(care_team_members::user_id.eq(caller.id.clone()))
+                    .filter(care_team_members::until.is_null())
+                    .select(care_team_members::patient_id);
+                let in_emergency = emergency_grants::table
+                    .filter(emergency_grants::user_id.eq(caller.id.clone()))
+                    .filter(emergency_grants::expires_at.gt(naive))
+                    .select(emergency_grants::patient_id);
+                let mut query = patients::table
+                    .filter(
+                        patients::id
+                            .eq_any(on_team)
+                            .or(patients::id.eq_any(in_emergency)),
+                    )
+                    .select(Patient::as_select())
+                    .order(patients::id)
+                    .limit(limit + 1)
+                    .into_boxed();
+                if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+                    if let Ok(ins) = Ins::parse(q) {
+                        query = query.filter(patients::ins.eq(ins.as_str().to_owned()));
+                    } else {
+                        let escaped = q
+                            .to_lowercase()
+                            .replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_");
+                        let pattern = format!("%{escaped}%");
+                        query = query.filter(
+                            lower(patients::family_name)
+                                .like(pattern.clone())
+                                .escape('\\')
+                                .or(lower(patients::given_names).like(pattern).escape('\\')),
+                        );
+                    }
+                }
+                if let Some(cursor) = filter.cursor {
+                    query = query.filter(patients::id.gt(cursor));
+                }
+                let candidates: Vec<Patient> = query.load(conn)?;
+                let raw = Page::from_rows(candidates, limit, |p| p.id.clone());
+                // Membership alone is not enough: the consent rule decides.
+                let mut items = Vec::with_capacity(raw.items.len());
+                for patient in raw.items {
+                    if let Some((basis, relations)) = resolve(conn, &caller, &patient.id, now)? {
+                        items.push(PatientView::new(patient, relations.consent, basis));
+                    }
+                }
+                Ok(Page {
+                    items,
+                    next_cursor: raw.next_cursor,
+                })
+            })
+            .await?
+    };
+    let records = page
+        .items
+        .iter()
+        .map(|p| {
+            info.record(
+                &caller,
+                "patient",
+                Some(&p.id),
+                Some(&p.id),
+                Some(p.access_basis),
+                Outcome::Allowed,
+            )
+        })
+        .collect();
+    state.audit.record_all(records).await?;
+    Ok(web::Json(page))
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
+    params(("id" = String, Path, description = "Patient id")),
+    responses(
+        (status = 200, body = PatientView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, or no basis on this patient", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// One patient.
+pub async fn get_patient(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+) -> Result<web::Json<PatientView>, ApiError> {
+    let id = access.patient_id.clone();
+    let patient = state
+        .db
+        .read(move |conn| {
+            Patient::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such patient".into()))
+        })
+        .await?;
+    Ok(web::Json(PatientView::new(
+        patient,
+        access.relations.consent,
+        access.basis,
+    )))
+}
+
+#[utoipa::path(patch, path = "/api/v1/patients/{id}", tag = "patients",
+    params(("id" = String, Path, description = "Patient id")),
+    request_body = UpdatePatient,
+    responses(
+        (status = 200, body = PatientView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Corrects a patient's identity (prescribers on the team).
+pub async fn update_patient(
+    state: web::Data<AppState>,
+    access: PatientAccess<WritePlan>,
+    Json(body): Json<UpdatePatient>,
+) -> Result<web::Json<PatientView>, ApiError> {
+    let now = state.clock.now();
+    let mut errors = Vec::new();
+    let ins = body
+        .ins
+        .as_deref()
+        .map(|raw| optional_ins(Some(raw), &mut errors));
+    let family_name = body
+        .family_name
+        .as_deref()
+        .and_then(|n| name(n, "family_name", 100, &mut errors));
+    let given_names = body
+        .given_names
+        .as_deref()
+        .and_then(|n| name(n, "given_names", 200, &mut errors));
+    if let Some(date) = body.birth_date {
+        check_birth_date(date, now.date_naive(), &mut errors);
+    }
+    let phone = body
+        .phone
+        .as_deref()
+        .map(|raw| optional_phone(Some(raw), &mut errors));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let now = now.naive_utc();
+    let consent = access.relations.consent;
+    let basis = access.basis;
+    let patient = state
+        .db
+        .write(move |conn| {
+            let target = patients::table.find(&access.patient_id);
+            diesel::update(target)
+                .set(patients::updated_at.eq(now))
+                .execute(conn)?;
+            if let Some(ins) = ins {
+                diesel::update(target)
+                    .set(patients::ins.eq(ins))
+                    .execute(conn)
+                    .map_err(duplicate_ins)?;
+            }
+            if let Some(v) = family_name {
+                diesel::update(target)
+                    .set(patients::family_name.eq(v))
+                    .execute(conn)?;
+            }
+            if let Some(v) = given_names {
+                diesel::update(target)
+                    .set(patients::given_names.eq(v))
+                    .execute(conn)?;
+            }
+            if let Some(v) = body.birth_date {
+                diesel::update(target)
+                    .set(patients::birth_date.eq(v))
+                    .execute(conn)?;
+            }
+            if let Some(v) = body.sex {
+                diesel::update(target)
+                    .set(patients::sex.eq(v.as_str()))
+                    .execute(conn)?;
+            }
+            if let Some(v) = phone {
+                diesel::update(target)
+                    .set(patients::phone.eq(v))
+                    .execute(conn)?;
+            }
+            access.append_audit(conn, "patient", Some(&access.patient_id), now)?;
+            Patient::find(conn, &access.patient_id)?
+                .ok_or_else(|| ApiError::NotFound("no such patient".into()))
+        })
+        .await?;
+    Ok(web::Json(PatientView::new(patient, consent, basis)))
+}
+
+/// The query of an INS lookup.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LookupQuery {
+    /// The patient's INS (15 characters).
+    pub ins: String,
+}
+
+/// Whom to call about a patient one has no access to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReferentContact {
+    pub full_name: String,
+    pub organization: Option<String>,
+    /// The referent's phone, or their organisation's.
+    pub phone: Option<String>,
+}
+
+/// The minimal answer of a lookup: enough to ask for access, nothing clinical.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LookupResult {
+    pub found: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referent: Option<ReferentContact>,
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/lookup", tag = "patients",
+    params(LookupQuery),
+    responses(
+        (status = 200, body = LookupResult),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Clinicians only", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a valid INS", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Finds whether a patient is registered, and whom to ask for access (audited).
+pub async fn lookup_patient(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(query): Query<LookupQuery>,
+) -> Result<web::Json<LookupResult>, ApiError> {
+    caller.require_clinician()?;
+    let ins = Ins::parse(&query.ins).map_err(|e| ApiError::invalid("ins", e.to_string()))?;
+    let now = state.clock.now_naive();
+    let result = state
+        .db
+        .write(move |conn| {
+            let patient_id: Option<String> = patients::table
+                .filter(patients::ins.eq(ins.as_str()))
+                .select(patients::id)
+                .first(conn)
+                .optional()?;
+            let Some(patient_id) = patient_id else {
+                let record = info.record(
+                    &caller,
+                    "patient_lookup",
+                    None,
+                    None,
+                    None,
+                    Outcome::Allowed,
+                );
+                audit::append(conn, &[record], now)?;
+                return Ok(LookupResult {
+                    found: false,
+                    patient_id: None,
+                    referent: None,
+                });
+            };
+            let referent = care_team_members::table
+                .inner_join(users::table.left_join(organizations::table))
+                .filter(care_team_members::patient_id.eq(&patient_id))
+                .filter(care_team_members::until.is_null())
+                .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
+                .select((
+                    users::full_name,
+                    organizations::name.nullable(),
+                    users::phone,
+                    organizations::phone.nullable(),
+                ))
+                .first::<(String, Option<String>, Option<String>, Option<String>)>(conn)
+                .optional()?
+                .map(
+                    |(full_name, organization, phone, org_phone)| ReferentContact {
+                        full_name,
+                        organization,
+                        phone: phone.or(org_phone),
+                    },
+                );
+            let record = info.record(
+                &caller,
+                "patient_lookup",
+                Some(&patient_id),
+                Some(&patient_id),
+                None,
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], now)?;
+            Ok(LookupResult {
+                found: true,
+                patient_id: Some(patient_id),
+                referent,
+            })
+        })
+        .await?;
+    Ok(web::Json(result))
+}
+
+/// One recorded consent decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsentEntry {
+    pub status: ConsentStatus,
+    pub note: Option<String>,
+    pub recorded_by: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The current decision and its history, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsentView {
+    /// `null` when no decision was recorded (sharing limited to the referent's organisation).
+    pub status: Option<ConsentStatus>,
+    pub history: Vec<ConsentEntry>,
+}
+
+/// A consent decision to record.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConsent {
+    pub status: ConsentStatus,
+    #[schema(max_length = 1000)]
+    pub note: Option<String>,
+}
+
+fn consent_view(conn: &mut DbConnection, patient_id: &str) -> QueryResult<ConsentView> {
+    let rows: Vec<(String, Option<String>, String, chrono::NaiveDateTime)> = consents::table
+        .filter(consents::patient_id.eq(patient_id))
+        .order((consents::recorded_at.desc(), consents::id.desc()))
+        .select((
+            consents::status,
+            consents::note,
+            consents::recorded_by,
+            consents::recorded_at,
+        ))
+        .load(conn)?;
+    let history: Vec<ConsentEntry> = rows
+        .into_iter()
+        .filter_map(|(status, note, recorded_by, at)| {
+            Some(ConsentEntry {
+                status: ConsentStatus::parse(&status)?,
+                note,
+                recorded_by,
+                recorded_at: at.and_utc(),
+            })
+        })
+        .collect();
+    Ok(ConsentView {
+        status: history.first().map(|e| e.status),
+        history,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}/consent", tag = "patients",
+    params(("id" = String, Path, description = "Patient id")),
+    responses(
+        (status = 200, body = ConsentView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The patient's consent to sharing, with its history.
+pub async fn get_consent(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+) -> Result<web::Json<ConsentView>, ApiError> {
+    let id = access.patient_id;
+    let view = state
+        .db
+        .read(move |conn| Ok(consent_view(conn, &id)?))
+        .await?;
+    Ok(web::Json(view))
+}
+
+#[utoipa::path(put, path = "/api/v1/patients/{id}/consent", tag = "patients",
+    params(("id" = String, Path, description = "Patient id")),
+    request_body = RecordConsent,
+    responses(
+        (status = 200, description = "Recorded; access of other organisations follows at once", body = ConsentView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Records the patient's decision on sharing (prescribers on the team).
+pub async fn put_consent(
+    state: web::Data<AppState>,
+    access: PatientAccess<ManageTeam>,
+    Json(body): Json<RecordConsent>,
+) -> Result<web::Json<ConsentView>, ApiError> {
+    let note = match body
+        .note
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        Some(note) if note.chars().count() > 1000 => {
+            return Err(ApiError::invalid("note", "at most 1000 characters"));
+        }
+        other => other.map(str::to_owned),
+    };
+    let now = state.clock.now_naive();
+    let view = state
+        .db
+        .write(move |conn| {
+            let id = new_id();
+            diesel::insert_into(consents::table)
+                .values((
+                    consents::id.eq(&id),
+                    consents::patient_id.eq(&access.patient_id),
+                    consents::status.eq(body.status.as_str()),
+                    consents::note.eq(note),
+                    consents::recorded_by.eq(&access.caller.id),
+                    consents::recorded_at.eq(now),
+                ))
+                .execute(conn)?;
+            access.append_audit(conn, "consent", Some(&id), now)?;
+            Ok(consent_view(conn, &access.patient_id)?)
+        })
+        .await?;
+    Ok(web::Json(view))
+}

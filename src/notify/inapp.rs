@@ -1,0 +1,82 @@
+//! In-app notifications, each optionally announced by a content-free email.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::outbox;
+use super::templates::{Email, ItemKind};
+use crate::db::DbConnection;
+use crate::db::models::{User, new_id};
+use crate::db::schema::notifications;
+use crate::domain::role::NotificationPreference;
+use crate::error::ApiError;
+
+text_enum! {
+    /// What a notification is about.
+    NotificationKind {
+        EmergencyAccess => "emergency_access",
+        AccessRequest => "access_request",
+        AccessRequestApproved => "access_request_approved",
+        AccessRequestDenied => "access_request_denied",
+        AddedToCareTeam => "added_to_care_team",
+    }
+}
+
+impl NotificationKind {
+    fn email_kind(self) -> ItemKind {
+        match self {
+            Self::EmergencyAccess => ItemKind::EmergencyAccess,
+            Self::AccessRequest => ItemKind::AccessRequest,
+            Self::AccessRequestApproved | Self::AccessRequestDenied => {
+                ItemKind::AccessRequestDecided
+            }
+            Self::AddedToCareTeam => ItemKind::AddedToCareTeam,
+        }
+    }
+}
+
+/// What a notification points at.
+pub struct Subject<'a> {
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+    pub patient_id: Option<&'a str>,
+}
+
+/// Notifies `user_id` in the caller's transaction; queues an email when the
+/// user wants them immediately. Returns whether an email was queued.
+pub fn notify(
+    conn: &mut DbConnection,
+    user_id: &str,
+    kind: NotificationKind,
+    subject: &Subject<'_>,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<bool, ApiError> {
+    let Some(user) = User::find(conn, user_id)?.filter(|u| u.active) else {
+        return Ok(false);
+    };
+    diesel::insert_into(notifications::table)
+        .values((
+            notifications::id.eq(new_id()),
+            notifications::user_id.eq(&user.id),
+            notifications::kind.eq(kind.as_str()),
+            notifications::resource_type.eq(subject.resource_type),
+            notifications::resource_id.eq(subject.resource_id),
+            notifications::patient_id.eq(subject.patient_id),
+            notifications::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    if NotificationPreference::parse(&user.notification_preference)
+        != Some(NotificationPreference::Immediate)
+    {
+        return Ok(false);
+    }
+    let email = Email::NewItem {
+        what: kind.email_kind(),
+        link: format!("{public_url}/notifications"),
+    };
+    outbox::queue(conn, &user.email, &email, now)?;
+    Ok(true)
+}
