@@ -302,9 +302,9 @@ pub async fn remove_care_team_member(
     let target = path_id(&path.1, "user_id")?;
     let caller: &AuthUser = &access.caller;
     if target != caller.id && !allows(access.basis, caller.role, Permission::ManageTeam) {
-        return Err(ApiError::Forbidden(
-            "only prescribers on the team remove other members".into(),
-        ));
+        return Err(access
+            .forbid(&state, "only prescribers on the team remove other members")
+            .await);
     }
     let now = state.clock.now_naive();
     state

@@ -201,6 +201,23 @@ impl<N: Need> PatientAccess<N> {
         )
     }
 
+    /// Audits a refusal decided in the handler (a rule finer than the
+    /// permission) and returns the 403 to answer with.
+    pub async fn forbid(&self, state: &AppState, message: &str) -> ApiError {
+        let record = self.info.record(
+            &self.caller,
+            "patient",
+            Some(&self.patient_id),
+            Some(&self.patient_id),
+            Some(self.basis),
+            Outcome::Denied,
+        );
+        match state.audit.record(record).await {
+            Ok(()) => ApiError::Forbidden(message.to_owned()),
+            Err(err) => err,
+        }
+    }
+
     /// Appends this request's audit row in the caller's transaction.
     pub fn append_audit(
         &self,
@@ -224,37 +241,50 @@ pub async fn authorize(
     audit_allowed: bool,
 ) -> Result<(Basis, Relations), ApiError> {
     let now = state.clock.now();
-    let resolved = {
-        let (caller, patient_id) = (caller.clone(), patient_id.to_owned());
+    let relations = {
+        let (caller_id, patient_id) = (caller.id.clone(), patient_id.to_owned());
         state
             .db
-            .read(move |conn| Ok(resolve(conn, &caller, &patient_id, now)?))
+            .read(move |conn| {
+                Ok(load_relations(
+                    conn,
+                    &patient_id,
+                    &caller_id,
+                    now.naive_utc(),
+                )?)
+            })
             .await?
     };
+    let who = Caller {
+        user_id: &caller.id,
+        role: caller.role,
+        organization_id: caller.organization_id.as_deref(),
+    };
+    let basis = relations.as_ref().and_then(|r| access::basis(who, r, now));
+    // A denial names the patient when it exists, so its trail shows who tried.
+    let known = relations.is_some().then_some(patient_id);
     let deny = |basis: Option<Basis>| {
         info.record(
             caller,
             "patient",
             Some(patient_id),
-            None,
+            known,
             basis,
             Outcome::Denied,
         )
     };
-    match resolved {
-        None => {
+    match (basis, relations) {
+        (None, _) | (_, None) => {
             state.audit.record(deny(None)).await?;
             Err(ApiError::NotFound("no such patient".into()))
         }
-        Some((basis, _)) if !access::allows(basis, caller.role, permission) => {
-            let mut record = deny(Some(basis));
-            record.patient_id = Some(patient_id.to_owned());
-            state.audit.record(record).await?;
+        (Some(basis), Some(_)) if !access::allows(basis, caller.role, permission) => {
+            state.audit.record(deny(Some(basis))).await?;
             Err(ApiError::Forbidden(format!(
                 "your access to this patient ({basis}) does not allow this"
             )))
         }
-        Some((basis, relations)) => {
+        (Some(basis), Some(relations)) => {
             if audit_allowed {
                 state
                     .audit

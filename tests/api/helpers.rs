@@ -187,6 +187,21 @@ impl SmtpListener {
         panic!("expected {n} mail(s), got {}", self.mails().len());
     }
 
+    /// The first mail to `to` whose decoded body contains `text`, waiting for it.
+    pub async fn mail_to_containing(&self, to: &str, text: &str) -> ReceivedMail {
+        for _ in 0..300 {
+            if let Some(mail) = self
+                .mails()
+                .into_iter()
+                .find(|m| m.to.iter().any(|t| t == to) && m.body().contains(text))
+            {
+                return mail;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no mail to {to} containing {text:?}");
+    }
+
     /// The latest mail addressed to `to`, waiting for it.
     pub async fn latest_to(&self, to: &str) -> ReceivedMail {
         for _ in 0..300 {

@@ -8,5 +8,8 @@ mod email;
 mod errors;
 mod health;
 mod helpers;
+mod matrix;
 mod migrations;
+mod network;
 mod openapi;
+mod patients;

@@ -1,0 +1,485 @@
+//! The authorisation matrix: every registered route, every kind of caller.
+//! A route missing from the table fails the test.
+
+use std::collections::BTreeSet;
+
+use actix_web::http::Method;
+use diesel::prelude::*;
+use relais::api::ROUTES;
+use relais::db::schema::audit_events;
+use serde_json::{Value, json};
+
+use crate::helpers::{Session, TestApp, spawn_app};
+use crate::network::{Network, add_member, create_patient, random_ins, set_consent};
+
+/// Who calls, and about which patient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Anon,
+    Admin,
+    /// The referent GP.
+    Referent,
+    /// A hospital doctor on the team, other organisation, consent granted.
+    TeamPrescriber,
+    /// A pharmacist on the team, other organisation, consent granted.
+    TeamOther,
+    /// The same pharmacist on a patient whose consent was withdrawn.
+    NoConsent,
+    /// A nurse with an emergency grant.
+    Emergency,
+    /// A pain specialist with no basis.
+    NoBasis,
+}
+
+const CTXS: [Ctx; 8] = [
+    Ctx::Anon,
+    Ctx::Admin,
+    Ctx::Referent,
+    Ctx::TeamPrescriber,
+    Ctx::TeamOther,
+    Ctx::NoConsent,
+    Ctx::Emergency,
+    Ctx::NoBasis,
+];
+
+/// One patient's setting, made fresh wherever a request could change it.
+struct Scene {
+    patient: String,
+    ins: String,
+    access_request: String,
+    referent_notification: String,
+}
+
+async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
+    let ins = random_ins();
+    let patient = create_patient(app, &net.gp, Some(&ins)).await;
+    set_consent(app, &net.gp, &patient, "granted").await;
+    add_member(app, &net.gp, &patient, &net.hospital).await;
+    add_member(app, &net.gp, &patient, &net.pharmacist).await;
+    if withdraw {
+        set_consent(app, &net.gp, &patient, "withdrawn").await;
+    } else {
+        app.post(
+            &format!("/api/v1/patients/{patient}/emergency-access"),
+            &net.nurse.token,
+            json!({"reason": "Appel du centre 15 la nuit"}),
+        )
+        .await
+        .expect(201);
+    }
+    let request = app
+        .post(
+            &format!("/api/v1/patients/{patient}/access-requests"),
+            &net.specialist.token,
+            json!({"reason": "Avis de la consultation douleur"}),
+        )
+        .await
+        .expect(201);
+    let notes = app
+        .get("/api/v1/notifications", &net.gp.token)
+        .await
+        .expect(200);
+    Scene {
+        patient,
+        ins,
+        access_request: request.body["id"].as_str().unwrap().to_owned(),
+        referent_notification: notes.body["items"][0]["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn session(net: &Network, ctx: Ctx) -> Option<&Session> {
+    match ctx {
+        Ctx::Anon => None,
+        Ctx::Admin => Some(&net.admin),
+        Ctx::Referent => Some(&net.gp),
+        Ctx::TeamPrescriber => Some(&net.hospital),
+        Ctx::TeamOther | Ctx::NoConsent => Some(&net.pharmacist),
+        Ctx::Emergency => Some(&net.nurse),
+        Ctx::NoBasis => Some(&net.specialist),
+    }
+}
+
+struct Case {
+    method: &'static str,
+    path: &'static str,
+    /// Expected status for each of CTXS, in order.
+    expect: [u16; 8],
+    /// Patient-scoped through the access extractor: denials are audited.
+    scoped: bool,
+}
+
+const fn case(method: &'static str, path: &'static str, expect: [u16; 8], scoped: bool) -> Case {
+    Case {
+        method,
+        path,
+        expect,
+        scoped,
+    }
+}
+
+//                      Anon Admin Ref  TeamP TeamO NoCons Emerg NoBasis
+const TABLE: &[Case] = &[
+    case(
+        "get",
+        "/api/v1/health/live",
+        [200, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/health/ready",
+        [200, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/openapi.json",
+        [200, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/auth/login",
+        [401, 401, 401, 401, 401, 401, 401, 401],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/auth/refresh",
+        [401, 401, 401, 401, 401, 401, 401, 401],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/auth/logout",
+        [204, 204, 204, 204, 204, 204, 204, 204],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/auth/invitations/accept",
+        [404, 404, 404, 404, 404, 404, 404, 404],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/me",
+        [401, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "patch",
+        "/api/v1/me",
+        [401, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/me/password",
+        [401, 422, 422, 422, 422, 422, 422, 422],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/organizations",
+        [401, 201, 403, 403, 403, 403, 403, 403],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/organizations",
+        [401, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/users",
+        [401, 201, 403, 403, 403, 403, 403, 403],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/users",
+        [401, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "patch",
+        "/api/v1/users/{id}",
+        [401, 200, 403, 403, 403, 403, 403, 403],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/email-outbox",
+        [401, 200, 403, 403, 403, 403, 403, 403],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/patients",
+        [401, 403, 201, 201, 403, 403, 403, 201],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/patients",
+        [401, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/patients/lookup",
+        [401, 403, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/patients/{id}",
+        [401, 404, 200, 200, 200, 404, 200, 404],
+        true,
+    ),
+    case(
+        "patch",
+        "/api/v1/patients/{id}",
+        [401, 404, 200, 200, 403, 404, 403, 404],
+        true,
+    ),
+    case(
+        "get",
+        "/api/v1/patients/{id}/consent",
+        [401, 404, 200, 200, 200, 404, 200, 404],
+        true,
+    ),
+    case(
+        "put",
+        "/api/v1/patients/{id}/consent",
+        [401, 404, 200, 200, 403, 404, 403, 404],
+        true,
+    ),
+    case(
+        "get",
+        "/api/v1/patients/{id}/care-team",
+        [401, 404, 200, 200, 200, 404, 200, 404],
+        true,
+    ),
+    case(
+        "post",
+        "/api/v1/patients/{id}/care-team",
+        [401, 404, 201, 201, 403, 404, 403, 404],
+        true,
+    ),
+    case(
+        "delete",
+        "/api/v1/patients/{id}/care-team/{user_id}",
+        [401, 404, 204, 204, 403, 404, 403, 404],
+        true,
+    ),
+    case(
+        "post",
+        "/api/v1/patients/{id}/access-requests",
+        [401, 403, 409, 409, 409, 201, 201, 409],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/patients/{id}/access-requests",
+        [401, 404, 200, 200, 403, 404, 403, 404],
+        true,
+    ),
+    case(
+        "post",
+        "/api/v1/access-requests/{id}/approve",
+        [401, 404, 200, 200, 403, 404, 403, 404],
+        true,
+    ),
+    case(
+        "post",
+        "/api/v1/access-requests/{id}/deny",
+        [401, 404, 200, 200, 403, 404, 403, 404],
+        true,
+    ),
+    case(
+        "post",
+        "/api/v1/patients/{id}/emergency-access",
+        [401, 403, 201, 201, 201, 201, 201, 201],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/patients/{id}/audit-events",
+        [401, 200, 200, 200, 403, 404, 403, 404],
+        true,
+    ),
+    case(
+        "get",
+        "/api/v1/audit-events",
+        [401, 200, 403, 403, 403, 403, 403, 403],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/notifications",
+        [401, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "post",
+        "/api/v1/notifications/{id}/read",
+        [401, 404, 204, 404, 404, 404, 404, 404],
+        false,
+    ),
+];
+
+/// The concrete path and body of a case for one caller and scene.
+fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>) {
+    let p = &scene.patient;
+    let path = match case.path {
+        "/api/v1/users/{id}" => format!("/api/v1/users/{}", net.specialist.id),
+        "/api/v1/patients/lookup" => format!("/api/v1/patients/lookup?ins={}", scene.ins),
+        "/api/v1/patients/{id}/care-team/{user_id}" => {
+            format!("/api/v1/patients/{p}/care-team/{}", net.hospital.id)
+        }
+        "/api/v1/access-requests/{id}/approve" => {
+            format!("/api/v1/access-requests/{}/approve", scene.access_request)
+        }
+        "/api/v1/access-requests/{id}/deny" => {
+            format!("/api/v1/access-requests/{}/deny", scene.access_request)
+        }
+        "/api/v1/notifications/{id}/read" => {
+            format!("/api/v1/notifications/{}/read", scene.referent_notification)
+        }
+        other => other.replace("{id}", p),
+    };
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let body = match (case.method, case.path) {
+        ("post", "/api/v1/auth/login") => {
+            json!({"email": format!("{unique}@relais.test"), "password": "not a password at all"})
+        }
+        ("post", "/api/v1/auth/refresh" | "/api/v1/auth/logout") => {
+            json!({"refresh_token": "unknown"})
+        }
+        ("post", "/api/v1/auth/invitations/accept") => {
+            json!({"token": "unknown", "password": "a long enough password"})
+        }
+        ("patch", "/api/v1/me") => json!({"phone": "02 99 00 00 00"}),
+        ("post", "/api/v1/me/password") => {
+            json!({"current_password": "not my password at all", "new_password": "a new long password"})
+        }
+        ("post", "/api/v1/organizations") => json!({"name": "Pharmacie neuve", "kind": "pharmacy"}),
+        ("post", "/api/v1/users") => {
+            json!({"email": format!("{unique}@relais.test"), "full_name": "Dr New", "role": "gp", "organization_id": net.gp_practice})
+        }
+        ("patch", "/api/v1/users/{id}") => json!({"full_name": "Dr Renamed"}),
+        ("post", "/api/v1/patients") => {
+            json!({"family_name": "Nouveau", "given_names": "Patient", "birth_date": "1970-01-01", "sex": "male"})
+        }
+        ("patch", "/api/v1/patients/{id}") => json!({"phone": "02 99 11 22 33"}),
+        ("put", "/api/v1/patients/{id}/consent") => json!({"status": "granted"}),
+        ("post", "/api/v1/patients/{id}/care-team") => json!({"user_id": net.gp2.id}),
+        (
+            "post",
+            "/api/v1/patients/{id}/access-requests" | "/api/v1/patients/{id}/emergency-access",
+        ) => {
+            json!({"reason": "Douleur aiguë, besoin du plan en cours"})
+        }
+        ("post", _) => json!({}),
+        _ => return (path, None),
+    };
+    (path, Some(body))
+}
+
+async fn count_audit(app: &TestApp, action: String, outcome: &'static str) -> i64 {
+    app.state
+        .db
+        .read(move |conn| {
+            Ok(audit_events::table
+                .filter(audit_events::action.eq(action))
+                .filter(audit_events::outcome.eq(outcome))
+                .count()
+                .get_result::<i64>(conn)?)
+        })
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn every_route_has_a_row_in_the_matrix() {
+    let registered: BTreeSet<(&str, &str)> = ROUTES.iter().copied().collect();
+    let listed: BTreeSet<(&str, &str)> = TABLE.iter().map(|c| (c.method, c.path)).collect();
+    let missing: Vec<_> = registered.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&registered).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the authorisation matrix: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "matrix rows for routes that do not exist: {stale:?}"
+    );
+}
+
+#[actix_web::test]
+async fn authorisation_matrix() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let mut failures = Vec::new();
+    for case in TABLE {
+        let method = Method::from_bytes(case.method.to_uppercase().as_bytes()).unwrap();
+        let action = format!(
+            "{} {}",
+            case.method.to_uppercase(),
+            case.path.trim_start_matches("/api/v1")
+        );
+        for (ctx, expected) in CTXS.iter().zip(case.expect) {
+            // A fresh scene for every call that could change it.
+            let scene = scene(&app, &net, *ctx == Ctx::NoConsent).await;
+            let (path, body) = request(case, &net, &scene);
+            let token = session(&net, *ctx).map(|s| s.token.as_str());
+            let (allowed_before, denied_before) = if case.scoped {
+                (
+                    count_audit(&app, action.clone(), "allowed").await,
+                    count_audit(&app, action.clone(), "denied").await,
+                )
+            } else {
+                (0, 0)
+            };
+            let resp = app
+                .request(method.clone(), &path, token, body.as_ref())
+                .await;
+            if resp.status != expected {
+                failures.push(format!(
+                    "{} {} as {ctx:?}: expected {expected}, got {} {}",
+                    case.method, case.path, resp.status, resp.body
+                ));
+                continue;
+            }
+            if resp.status >= 400 && resp.content_type() != "application/problem+json" {
+                failures.push(format!(
+                    "{} {} as {ctx:?}: {} without problem+json",
+                    case.method, case.path, resp.status
+                ));
+            }
+            if case.scoped && ctx != &Ctx::Anon {
+                let (outcome, before) = if resp.status < 300 {
+                    ("allowed", allowed_before)
+                } else {
+                    ("denied", denied_before)
+                };
+                let after = count_audit(&app, action.clone(), outcome).await;
+                if after <= before {
+                    failures.push(format!(
+                        "{} {} as {ctx:?}: no {outcome} audit row",
+                        case.method, case.path
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatch(es):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,119 @@
+//! A small care network for the access tests: one user per role and situation.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Session, TestApp};
+
+/// A valid INS with a random NIR.
+pub fn random_ins() -> String {
+    let n = uuid::Uuid::now_v7().as_u128();
+    let nir = format!("{}{:012}", 1 + (n % 2), (n / 7) % 1_000_000_000_000);
+    format!("{nir}{:02}", relais::domain::ins::key_of(&nir).unwrap())
+}
+
+/// Users of the network.
+pub struct Network {
+    pub admin: Session,
+    pub gp_practice: String,
+    /// The referent GP of every patient the fixture makes.
+    pub gp: Session,
+    /// Another GP of the same practice (not on teams at first).
+    pub gp2: Session,
+    /// A hospital doctor: other organisation, on the team.
+    pub hospital: Session,
+    /// A pharmacist: other organisation, on the team.
+    pub pharmacist: Session,
+    /// A nurse who breaks the glass.
+    pub nurse: Session,
+    /// A pain specialist with no relation to the patients.
+    pub specialist: Session,
+}
+
+impl Network {
+    /// Creates the organisations and onboards one user each.
+    pub async fn new(app: &TestApp) -> Self {
+        let admin = app.admin().await;
+        let gp_practice = app
+            .create_org(&admin, "Cabinet du Port", "gp_practice")
+            .await;
+        let hospital_org = app.create_org(&admin, "CHU", "hospital").await;
+        let pharmacy = app.create_org(&admin, "Pharmacie", "pharmacy").await;
+        let nursing = app
+            .create_org(&admin, "Soins infirmiers", "nursing_service")
+            .await;
+        let pain_centre = app
+            .create_org(&admin, "Centre douleur", "pain_centre")
+            .await;
+        Self {
+            gp: app
+                .onboard(&admin, "gp@relais.test", "gp", &gp_practice)
+                .await,
+            gp2: app
+                .onboard(&admin, "gp2@relais.test", "gp", &gp_practice)
+                .await,
+            hospital: app
+                .onboard(
+                    &admin,
+                    "hospital@relais.test",
+                    "hospital_doctor",
+                    &hospital_org,
+                )
+                .await,
+            pharmacist: app
+                .onboard(&admin, "pharmacist@relais.test", "pharmacist", &pharmacy)
+                .await,
+            nurse: app
+                .onboard(&admin, "nurse@relais.test", "nurse", &nursing)
+                .await,
+            specialist: app
+                .onboard(&admin, "pain@relais.test", "specialist", &pain_centre)
+                .await,
+            admin,
+            gp_practice,
+        }
+    }
+}
+
+/// The body of a new patient.
+pub fn patient_body(ins: Option<&str>) -> Value {
+    json!({
+        "ins": ins,
+        "family_name": "Le Gall",
+        "given_names": "Maïwenn",
+        "birth_date": "1984-12-07",
+        "sex": "female",
+        "phone": "06 12 34 56 78"
+    })
+}
+
+/// Creates a patient as `by`; returns its id.
+pub async fn create_patient(app: &TestApp, by: &Session, ins: Option<&str>) -> String {
+    let resp = app
+        .post("/api/v1/patients", &by.token, patient_body(ins))
+        .await
+        .expect(201);
+    resp.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Records a consent decision as `by`.
+pub async fn set_consent(app: &TestApp, by: &Session, patient: &str, status: &str) {
+    app.request(
+        actix_web::http::Method::PUT,
+        &format!("/api/v1/patients/{patient}/consent"),
+        Some(&by.token),
+        Some(&json!({"status": status})),
+    )
+    .await
+    .expect(200);
+}
+
+/// Adds `user` to the team as `by`.
+pub async fn add_member(app: &TestApp, by: &Session, patient: &str, user: &Session) {
+    app.post(
+        &format!("/api/v1/patients/{patient}/care-team"),
+        &by.token,
+        json!({"user_id": user.id}),
+    )
+    .await
+    .expect(201);
+}
