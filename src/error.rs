@@ -46,6 +46,10 @@ pub struct Problem {
     /// The invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The safety-rule warnings, when rules blocked the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub warnings: Option<serde_json::Value>,
 }
 
 /// Everything a handler can answer with besides success.
@@ -58,6 +62,8 @@ pub enum ApiError {
     },
     #[error("invalid input")]
     Validation(Vec<FieldError>),
+    #[error("blocked by safety rules")]
+    Blocked(serde_json::Value),
     #[error("authentication required: {0}")]
     Unauthorized(&'static str),
     #[error("forbidden: {0}")]
@@ -118,6 +124,7 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => ("malformed-request", "Malformed request"),
             Self::Validation(_) => ("validation", "Invalid input"),
+            Self::Blocked(_) => ("blocked-by-safety-rules", "Blocked by safety rules"),
             Self::Unauthorized(_) => ("unauthorized", "Authentication required"),
             Self::Forbidden(_) => ("forbidden", "Not allowed"),
             Self::NotFound(_) => ("not-found", "Not found"),
@@ -145,6 +152,10 @@ impl ApiError {
                     errors.clone(),
                 )
             }
+            Self::Blocked(_) => (
+                "blocking safety warnings must be acknowledged with a justification (acknowledged_warnings)".to_owned(),
+                vec![FieldError::new("acknowledged_warnings", "blocking warnings are not acknowledged")],
+            ),
             Self::Unauthorized(why) => ((*why).to_owned(), vec![]),
             Self::Forbidden(d)
             | Self::NotFound(d)
@@ -168,6 +179,10 @@ impl ApiError {
             status: self.status_code().as_u16(),
             detail,
             errors,
+            warnings: match self {
+                Self::Blocked(warnings) => Some(warnings.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -182,7 +197,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_) | Self::Blocked(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -279,6 +294,7 @@ fn replace_body<B>(
         status: status.as_u16(),
         detail: detail.to_owned(),
         errors: vec![],
+        warnings: None,
     };
     let (req, old) = res.into_parts();
     let mut response = HttpResponse::build(status)

@@ -3,11 +3,13 @@
 pub mod access;
 pub mod audit_events;
 pub mod auth;
+pub mod care_plans;
 pub mod care_team;
 pub mod extract;
 pub mod health;
 pub mod me;
 pub mod notifications;
+pub mod observations;
 pub mod openapi;
 pub mod organizations;
 pub mod outbox;
@@ -72,6 +74,14 @@ routes! {
     "/patients/{id}/emergency-access" => { post => access::emergency_access },
     "/patients/{id}/audit-events" => { get => audit_events::list_patient_audit_events },
     "/audit-events" => { get => audit_events::list_audit_events },
+
+    "/patients/{id}/care-plan" => { get => care_plans::get_care_plan, put => care_plans::put_care_plan },
+    "/patients/{id}/care-plan/versions" => { get => care_plans::list_care_plan_versions },
+    "/patients/{id}/care-plan/versions/{n}" => { get => care_plans::get_care_plan_version },
+    "/patients/{id}/analgesic-plan" => { get => care_plans::get_analgesic_plan },
+    "/care-plans/check" => { post => care_plans::check_care_plan },
+    "/drugs" => { get => care_plans::list_drugs },
+    "/patients/{id}/observations" => { post => observations::create_observation, get => observations::list_observations },
 
     "/notifications" => { get => notifications::list_notifications },
     "/notifications/{id}/read" => { post => notifications::read_notification },

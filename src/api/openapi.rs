@@ -7,8 +7,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, audit_events, auth, care_team, health, me, notifications, organizations, outbox,
-    patients, users,
+    access, audit_events, auth, care_plans, care_team, health, me, notifications, observations,
+    organizations, outbox, patients, users,
 };
 
 /// The API description served at `/api/v1/openapi.json`.
@@ -29,6 +29,9 @@ use super::{
         access::approve_access_request, access::deny_access_request, access::emergency_access,
         audit_events::list_patient_audit_events, audit_events::list_audit_events,
         notifications::list_notifications, notifications::read_notification,
+        care_plans::get_care_plan, care_plans::put_care_plan, care_plans::list_care_plan_versions,
+        care_plans::get_care_plan_version, care_plans::get_analgesic_plan, care_plans::check_care_plan,
+        care_plans::list_drugs, observations::create_observation, observations::list_observations,
     ),
     modifiers(&BearerAuth),
 )]

@@ -184,6 +184,57 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    care_plans (patient_id) {
+        patient_id -> Text,
+        current_version -> Integer,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    care_plan_versions (id) {
+        id -> Text,
+        patient_id -> Text,
+        version -> Integer,
+        status -> Text,
+        content -> Text,
+        warnings -> Text,
+        acknowledged -> Text,
+        change_summary -> Text,
+        source_type -> Nullable<Text>,
+        source_id -> Nullable<Text>,
+        author_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    observations (id) {
+        id -> Text,
+        patient_id -> Text,
+        author_id -> Text,
+        pain_score -> Nullable<Integer>,
+        sedation_score -> Nullable<Integer>,
+        cows_score -> Nullable<Integer>,
+        dose_dispensed_mg -> Nullable<Double>,
+        note -> Nullable<Text>,
+        recorded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    observation_alerts (id) {
+        id -> Text,
+        patient_id -> Text,
+        kind -> Text,
+        opened_at -> Timestamp,
+        closed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(care_plan_versions -> users (author_id));
+diesel::joinable!(observations -> users (author_id));
 diesel::joinable!(care_team_members -> patients (patient_id));
 diesel::joinable!(consents -> patients (patient_id));
 diesel::joinable!(access_requests -> patients (patient_id));
@@ -206,4 +257,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     notifications,
     audit_events,
     audit_head,
+    care_plans,
+    care_plan_versions,
+    observations,
+    observation_alerts,
 );

@@ -2,6 +2,9 @@
 
 pub mod access;
 pub mod contact;
+pub mod drugs;
 pub mod ins;
+pub mod plan;
 pub mod role;
 pub mod rpps;
+pub mod rules;

@@ -21,6 +21,7 @@ text_enum! {
         AccessRequestApproved => "access_request_approved",
         AccessRequestDenied => "access_request_denied",
         AddedToCareTeam => "added_to_care_team",
+        ObservationAlert => "observation_alert",
     }
 }
 
@@ -33,6 +34,7 @@ impl NotificationKind {
                 ItemKind::AccessRequestDecided
             }
             Self::AddedToCareTeam => ItemKind::AddedToCareTeam,
+            Self::ObservationAlert => ItemKind::ObservationAlert,
         }
     }
 }

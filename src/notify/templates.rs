@@ -17,6 +17,7 @@ pub enum ItemKind {
     AccessRequest,
     AccessRequestDecided,
     AddedToCareTeam,
+    ObservationAlert,
 }
 
 impl ItemKind {
@@ -30,6 +31,9 @@ impl ItemKind {
             }
             ItemKind::AccessRequestDecided => "Your request to join a care team has been answered.",
             ItemKind::AddedToCareTeam => "You have been added to a patient's care team.",
+            ItemKind::ObservationAlert => {
+                "An observation of one of your patients crossed an alert threshold."
+            }
         }
     }
 }
@@ -94,6 +98,7 @@ mod tests {
             ItemKind::AccessRequest,
             ItemKind::AccessRequestDecided,
             ItemKind::AddedToCareTeam,
+            ItemKind::ObservationAlert,
         ] {
             let rendered = Email::NewItem {
                 what,

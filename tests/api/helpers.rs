@@ -470,9 +470,24 @@ impl TestApp {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Resp {
+        self.request_with(method, path, token, body, &[]).await
+    }
+
+    /// Any request with extra headers; `body` is sent as JSON when given.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Resp {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.address));
+        for (name, value) in headers {
+            req = req.insert_header((*name, value.as_str()));
+        }
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }

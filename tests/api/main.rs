@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod care_plans;
 mod cli;
 mod email;
 mod errors;

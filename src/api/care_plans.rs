@@ -1,0 +1,823 @@
+//! The shared care plan: immutable numbered versions, safety rules on write,
+//! optimistic concurrency with `If-Match`, and the pharmacist's page.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{Json, Query};
+use super::scope::{PatientAccess, Read, WritePlan};
+use crate::auth::AuthUser;
+use crate::db::DbConnection;
+use crate::db::models::{Organization, Patient, User, new_id};
+use crate::db::schema::{care_plan_versions, care_plans, users};
+use crate::domain::drugs::{self, CATALOGUE, Drug};
+use crate::domain::plan::{
+    Acknowledgement, AnalgesicLine, Omt, OmtMedication, PlanContent, PlanStatus, Route,
+    validate_acknowledgements,
+};
+use crate::domain::role::{OrgKind, Role};
+use crate::domain::rules::{self, Warning};
+use crate::error::{ApiError, FieldError, Problem};
+use crate::startup::AppState;
+
+/// A plan to write: its content, why it changes, and acknowledged warnings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanWrite {
+    pub status: PlanStatus,
+    pub omt: Omt,
+    #[serde(default)]
+    pub analgesics: Vec<AnalgesicLine>,
+    #[schema(max_length = 1000)]
+    pub pain_goal: Option<String>,
+    #[schema(max_length = 2000)]
+    pub non_drug_measures: Option<String>,
+    pub review_date: Option<NaiveDate>,
+    #[schema(min_length = 1, max_length = 500)]
+    pub change_summary: String,
+    #[serde(default)]
+    pub acknowledged_warnings: Vec<Acknowledgement>,
+}
+
+impl PlanWrite {
+    /// Splits the body into content, summary and acknowledgements.
+    pub fn into_parts(self) -> (PlanContent, String, Vec<Acknowledgement>) {
+        (
+            PlanContent {
+                status: self.status,
+                omt: self.omt,
+                analgesics: self.analgesics,
+                pain_goal: self.pain_goal,
+                non_drug_measures: self.non_drug_measures,
+                review_date: self.review_date,
+            },
+            self.change_summary,
+            self.acknowledged_warnings,
+        )
+    }
+}
+
+/// A plan to check without writing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanCheck {
+    pub status: PlanStatus,
+    pub omt: Omt,
+    #[serde(default)]
+    pub analgesics: Vec<AnalgesicLine>,
+    pub pain_goal: Option<String>,
+    pub non_drug_measures: Option<String>,
+    pub review_date: Option<NaiveDate>,
+    pub change_summary: Option<String>,
+    #[serde(default)]
+    pub acknowledged_warnings: Vec<Acknowledgement>,
+}
+
+/// What the rules say of a plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckResult {
+    pub warnings: Vec<Warning>,
+    /// True when a blocking warning is not acknowledged: a write would be refused.
+    pub blocked: bool,
+}
+
+/// Where a version came from, besides a direct edit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanSource {
+    /// `handover` or `consultation`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+/// A person named on a plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PersonRef {
+    pub id: String,
+    pub full_name: String,
+    pub phone: Option<String>,
+}
+
+/// One version of a care plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanVersionView {
+    pub patient_id: String,
+    pub version: i32,
+    #[serde(flatten)]
+    pub content: PlanContent,
+    pub change_summary: String,
+    pub source: Option<PlanSource>,
+    pub acknowledged_warnings: Vec<Acknowledgement>,
+    /// Everything the rules found when this version was written.
+    pub warnings: Vec<Warning>,
+    pub author: PersonRef,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A line of the version list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanVersionSummary {
+    pub version: i32,
+    pub status: PlanStatus,
+    pub change_summary: String,
+    pub source: Option<PlanSource>,
+    pub author: PersonRef,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored version row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = care_plan_versions)]
+pub struct PlanVersionRow {
+    pub id: String,
+    pub patient_id: String,
+    pub version: i32,
+    pub status: String,
+    pub content: String,
+    pub warnings: String,
+    pub acknowledged: String,
+    pub change_summary: String,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    pub author_id: String,
+    pub created_at: NaiveDateTime,
+}
+
+impl PlanVersionRow {
+    /// The clinical content.
+    pub fn content(&self) -> Result<PlanContent, ApiError> {
+        serde_json::from_str(&self.content).map_err(ApiError::internal)
+    }
+
+    fn source(&self) -> Option<PlanSource> {
+        Some(PlanSource {
+            kind: self.source_type.clone()?,
+            id: self.source_id.clone()?,
+        })
+    }
+
+    fn view(self, author: PersonRef) -> Result<PlanVersionView, ApiError> {
+        Ok(PlanVersionView {
+            content: self.content()?,
+            source: self.source(),
+            acknowledged_warnings: serde_json::from_str(&self.acknowledged)
+                .map_err(ApiError::internal)?,
+            warnings: serde_json::from_str(&self.warnings).map_err(ApiError::internal)?,
+            patient_id: self.patient_id,
+            version: self.version,
+            change_summary: self.change_summary,
+            author,
+            created_at: self.created_at.and_utc(),
+        })
+    }
+}
+
+fn person(conn: &mut DbConnection, id: &str) -> QueryResult<PersonRef> {
+    let (full_name, phone): (String, Option<String>) = users::table
+        .find(id)
+        .select((users::full_name, users::phone))
+        .first(conn)?;
+    Ok(PersonRef {
+        id: id.to_owned(),
+        full_name,
+        phone,
+    })
+}
+
+/// The current version's number, if the patient has a plan.
+pub fn current_version(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Option<i32>> {
+    care_plans::table
+        .find(patient_id)
+        .select(care_plans::current_version)
+        .first(conn)
+        .optional()
+}
+
+/// One version row.
+pub fn version_row(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    version: i32,
+) -> QueryResult<Option<PlanVersionRow>> {
+    care_plan_versions::table
+        .filter(care_plan_versions::patient_id.eq(patient_id))
+        .filter(care_plan_versions::version.eq(version))
+        .select(PlanVersionRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Checks a plan's references against the database: the pharmacy and the prescribers.
+fn check_references(conn: &mut DbConnection, content: &PlanContent) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if let Some(pharmacy) = &content.omt.dispensing_pharmacy_id {
+        let kind = Organization::find(conn, pharmacy)?.and_then(|o| OrgKind::parse(&o.kind));
+        if kind != Some(OrgKind::Pharmacy) {
+            errors.push(FieldError::new(
+                "omt.dispensing_pharmacy_id",
+                "not a pharmacy of the network",
+            ));
+        }
+    }
+    let prescribers = std::iter::once(("omt.prescriber_id".to_owned(), &content.omt.prescriber_id))
+        .chain(
+            content
+                .analgesics
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("analgesics[{i}].prescriber_id"), &l.prescriber_id)),
+        );
+    for (field, id) in prescribers {
+        if let Some(id) = id {
+            let role = User::find(conn, id)?
+                .filter(|u| u.active)
+                .and_then(|u| Role::parse(&u.role));
+            if !role.is_some_and(Role::is_prescriber) {
+                errors.push(FieldError::new(field, "not an active prescriber"));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// Validates content (shape, acknowledgements, summary), fills in the
+/// author as default prescriber, and runs the rules: 422 when invalid or
+/// when a blocking warning is not acknowledged.
+pub fn prepare(
+    mut content: PlanContent,
+    change_summary: &str,
+    acknowledged: &[Acknowledgement],
+    author_id: &str,
+) -> Result<(PlanContent, Vec<Warning>), ApiError> {
+    let mut errors = content.validate();
+    errors.extend(validate_acknowledgements(acknowledged));
+    let summary = change_summary.trim().chars().count();
+    if !(1..=500).contains(&summary) {
+        errors.push(FieldError::new("change_summary", "1 to 500 characters"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    if content.omt.medication != OmtMedication::None && content.omt.prescriber_id.is_none() {
+        content.omt.prescriber_id = Some(author_id.to_owned());
+    }
+    for line in &mut content.analgesics {
+        line.prescriber_id
+            .get_or_insert_with(|| author_id.to_owned());
+    }
+    let warnings = rules::check(&content);
+    let codes: Vec<&str> = acknowledged.iter().map(|a| a.code.as_str()).collect();
+    let blocking = rules::unacknowledged_blocking(&warnings, &codes);
+    if !blocking.is_empty() {
+        let blocking = serde_json::to_value(blocking).map_err(ApiError::internal)?;
+        return Err(ApiError::Blocked(blocking));
+    }
+    Ok((content, warnings))
+}
+
+/// A version to store.
+pub struct NewVersion<'a> {
+    pub patient_id: &'a str,
+    pub content: &'a PlanContent,
+    pub warnings: &'a [Warning],
+    pub acknowledged: &'a [Acknowledgement],
+    pub change_summary: &'a str,
+    pub source: Option<PlanSource>,
+    pub author_id: &'a str,
+}
+
+/// Stores the next version if the current one is still `expected` (None: no
+/// plan yet); otherwise 412. Run inside the write's transaction.
+pub fn store_version(
+    conn: &mut DbConnection,
+    new: NewVersion<'_>,
+    expected: Option<i32>,
+    now: NaiveDateTime,
+) -> Result<PlanVersionRow, ApiError> {
+    check_references(conn, new.content)?;
+    let stale = || {
+        ApiError::PreconditionFailed(
+            "the care plan has changed since you read it; reload it".into(),
+        )
+    };
+    let next = match expected {
+        Some(version) => {
+            // The compare-and-swap: of racing writers on one version, one wins.
+            let swapped = diesel::update(
+                care_plans::table
+                    .find(new.patient_id)
+                    .filter(care_plans::current_version.eq(version)),
+            )
+            .set((
+                care_plans::current_version.eq(version + 1),
+                care_plans::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+            if swapped != 1 {
+                return Err(stale());
+            }
+            version + 1
+        }
+        None => {
+            diesel::insert_into(care_plans::table)
+                .values((
+                    care_plans::patient_id.eq(new.patient_id),
+                    care_plans::current_version.eq(1),
+                    care_plans::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .map_err(|e| {
+                    if crate::db::is_unique_violation(&e) {
+                        stale()
+                    } else {
+                        e.into()
+                    }
+                })?;
+            1
+        }
+    };
+    let row = PlanVersionRow {
+        id: new_id(),
+        patient_id: new.patient_id.to_owned(),
+        version: next,
+        status: new.content.status.as_str().to_owned(),
+        content: serde_json::to_string(new.content).map_err(ApiError::internal)?,
+        warnings: serde_json::to_string(new.warnings).map_err(ApiError::internal)?,
+        acknowledged: serde_json::to_string(new.acknowledged).map_err(ApiError::internal)?,
+        change_summary: new.change_summary.trim().to_owned(),
+        source_type: new.source.as_ref().map(|s| s.kind.clone()),
+        source_id: new.source.map(|s| s.id),
+        author_id: new.author_id.to_owned(),
+        created_at: now,
+    };
+    diesel::insert_into(care_plan_versions::table)
+        .values(&row)
+        .execute(conn)?;
+    Ok(row)
+}
+
+/// Reads `If-Match: "<version>"`; a malformed one is 400.
+fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|v| *v > 0)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::malformed("If-Match", "expected the ETag of a version, e.g. \"3\"")
+        })
+}
+
+fn with_etag(mut response: HttpResponse, version: i32) -> HttpResponse {
+    if let Ok(value) = header::HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}/care-plan", tag = "care plan",
+    params(("id" = String, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "The current version; `ETag` is its number", body = PlanVersionView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No basis on the patient, or no plan yet", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The current care plan.
+pub async fn get_care_plan(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+) -> Result<HttpResponse, ApiError> {
+    let id = access.patient_id;
+    let view = state
+        .db
+        .read(move |conn| {
+            let version = current_version(conn, &id)?
+                .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
+            let row = version_row(conn, &id, version)?
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("current version missing")))?;
+            let author = person(conn, &row.author_id)?;
+            row.view(author)
+        })
+        .await?;
+    let version = view.version;
+    Ok(with_etag(HttpResponse::Ok().json(view), version))
+}
+
+#[utoipa::path(put, path = "/api/v1/patients/{id}/care-plan", tag = "care plan",
+    params(
+        ("id" = String, Path, description = "Patient id"),
+        ("If-Match" = Option<String>, Header, description = "ETag of the version this edit is based on; required once a plan exists"),
+    ),
+    request_body = PlanWrite,
+    responses(
+        (status = 200, description = "A new version (ETag: its number)", body = PlanVersionView),
+        (status = 201, description = "The first version", body = PlanVersionView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Prescribers on the team only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The plan changed since the If-Match version", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid, or blocked by unacknowledged safety warnings (listed in `warnings`)", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "If-Match missing while a plan exists", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Writes a new version of the care plan (prescribers on the team).
+pub async fn put_care_plan(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    access: PatientAccess<WritePlan>,
+    Json(body): Json<PlanWrite>,
+) -> Result<HttpResponse, ApiError> {
+    let expected = if_match(&req)?;
+    let (content, summary, acks) = body.into_parts();
+    let (content, warnings) = prepare(content, &summary, &acks, &access.caller.id)?;
+    let now = state.clock.now_naive();
+    let view = state
+        .db
+        .write(move |conn| {
+            let current = current_version(conn, &access.patient_id)?;
+            match (current, expected) {
+                (Some(_), None) => {
+                    return Err(ApiError::PreconditionRequired(
+                        "this patient has a care plan: send If-Match with the version you edited"
+                            .into(),
+                    ));
+                }
+                (Some(current), Some(expected)) if current != expected => {
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "the care plan is at version {current}, not {expected}; reload it"
+                    )));
+                }
+                (None, Some(_)) => {
+                    return Err(ApiError::PreconditionFailed(
+                        "this patient has no care plan yet".into(),
+                    ));
+                }
+                _ => {}
+            }
+            let row = store_version(
+                conn,
+                NewVersion {
+                    patient_id: &access.patient_id,
+                    content: &content,
+                    warnings: &warnings,
+                    acknowledged: &acks,
+                    change_summary: &summary,
+                    source: None,
+                    author_id: &access.caller.id,
+                },
+                current,
+                now,
+            )?;
+            access.append_audit(conn, "care_plan", Some(&row.id), now)?;
+            let author = person(conn, &row.author_id)?;
+            row.view(author)
+        })
+        .await?;
+    let version = view.version;
+    let response = if version == 1 {
+        HttpResponse::Created().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    };
+    Ok(with_etag(response, version))
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}/care-plan/versions", tag = "care plan",
+    params(("id" = String, Path, description = "Patient id")),
+    responses(
+        (status = 200, description = "Oldest first", body = Vec<PlanVersionSummary>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Every version of the plan.
+pub async fn list_care_plan_versions(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+) -> Result<web::Json<Vec<PlanVersionSummary>>, ApiError> {
+    let id = access.patient_id;
+    let list = state
+        .db
+        .read(move |conn| {
+            let rows: Vec<(PlanVersionRow, String, Option<String>)> = care_plan_versions::table
+                .inner_join(users::table)
+                .filter(care_plan_versions::patient_id.eq(&id))
+                .order(care_plan_versions::version)
+                .select((PlanVersionRow::as_select(), users::full_name, users::phone))
+                .load(conn)?;
+            Ok(rows
+                .into_iter()
+                .map(|(row, full_name, phone)| PlanVersionSummary {
+                    status: PlanStatus::parse(&row.status).unwrap_or(PlanStatus::Draft),
+                    source: row.source(),
+                    version: row.version,
+                    change_summary: row.change_summary,
+                    author: PersonRef {
+                        id: row.author_id,
+                        full_name,
+                        phone,
+                    },
+                    created_at: row.created_at.and_utc(),
+                })
+                .collect())
+        })
+        .await?;
+    Ok(web::Json(list))
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}/care-plan/versions/{n}", tag = "care plan",
+    params(("id" = String, Path, description = "Patient id"), ("n" = i32, Path, description = "Version number")),
+    responses(
+        (status = 200, body = PlanVersionView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// One version of the plan.
+pub async fn get_care_plan_version(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let n: i32 = path
+        .1
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::malformed("n", "a version number (1, 2, …)"))?;
+    let id = access.patient_id;
+    let view = state
+        .db
+        .read(move |conn| {
+            let row = version_row(conn, &id, n)?
+                .ok_or_else(|| ApiError::NotFound("no such version".into()))?;
+            let author = person(conn, &row.author_id)?;
+            row.view(author)
+        })
+        .await?;
+    Ok(with_etag(HttpResponse::Ok().json(view), n))
+}
+
+#[utoipa::path(post, path = "/api/v1/care-plans/check", tag = "care plan",
+    request_body = PlanCheck,
+    responses(
+        (status = 200, description = "The warnings; nothing is written", body = CheckResult),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Clinicians only", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Runs the safety rules on a plan without writing it.
+pub async fn check_care_plan(
+    caller: AuthUser,
+    Json(body): Json<PlanCheck>,
+) -> Result<web::Json<CheckResult>, ApiError> {
+    caller.require_clinician()?;
+    let content = PlanContent {
+        status: body.status,
+        omt: body.omt,
+        analgesics: body.analgesics,
+        pain_goal: body.pain_goal,
+        non_drug_measures: body.non_drug_measures,
+        review_date: body.review_date,
+    };
+    let mut errors = content.validate();
+    errors.extend(validate_acknowledgements(&body.acknowledged_warnings));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let warnings = rules::check(&content);
+    let codes: Vec<&str> = body
+        .acknowledged_warnings
+        .iter()
+        .map(|a| a.code.as_str())
+        .collect();
+    let blocked = !rules::unacknowledged_blocking(&warnings, &codes).is_empty();
+    Ok(web::Json(CheckResult { warnings, blocked }))
+}
+
+#[utoipa::path(get, path = "/api/v1/drugs", tag = "care plan",
+    responses(
+        (status = 200, description = "The built-in catalogue", body = Vec<Drug>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The drug catalogue the rules use.
+pub async fn list_drugs(_caller: AuthUser) -> web::Json<&'static [Drug]> {
+    web::Json(CATALOGUE)
+}
+
+/// The day to show the analgesic plan for.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OnDay {
+    /// `YYYY-MM-DD`; today (UTC) when omitted.
+    pub on: Option<NaiveDate>,
+}
+
+/// The patient as the pharmacist's page names them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatientBrief {
+    pub id: String,
+    pub display_name: String,
+    pub birth_date: NaiveDate,
+}
+
+/// An organisation named on the page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationRef {
+    pub id: String,
+    pub name: String,
+    pub phone: Option<String>,
+}
+
+/// The OMT to dispense on the day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OmtInForce {
+    pub medication: OmtMedication,
+    pub daily_dose_mg: f64,
+    pub doses_per_day: u8,
+    /// True while a temporary adjustment applies.
+    pub temporary: bool,
+    /// The end of the temporary adjustment in force.
+    pub until: Option<NaiveDate>,
+    /// The usual dose and schedule, shown beside a temporary one.
+    pub usual_daily_dose_mg: Option<f64>,
+    pub usual_doses_per_day: Option<u8>,
+    pub dispensing_pharmacy: Option<OrganizationRef>,
+    pub prescriber: Option<PersonRef>,
+}
+
+/// An analgesic line in force on the day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveLine {
+    pub drug: String,
+    pub drug_name: String,
+    pub dose_mg: f64,
+    pub route: Route,
+    pub times_per_day: Option<u8>,
+    pub interval_h: Option<u8>,
+    pub max_daily_mg: Option<f64>,
+    pub as_needed: bool,
+    pub start: NaiveDate,
+    pub end: Option<NaiveDate>,
+    pub prescriber: Option<PersonRef>,
+}
+
+/// The pharmacist's one-page current analgesic plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalgesicPlan {
+    pub patient: PatientBrief,
+    pub on: NaiveDate,
+    pub status: PlanStatus,
+    pub plan_version: i32,
+    /// The earliest end among what is in force: re-check the plan by then.
+    pub valid_until: Option<NaiveDate>,
+    /// Null when no OMT is in force (or the plan is not active).
+    pub omt: Option<OmtInForce>,
+    /// Empty unless the plan is active.
+    pub analgesics: Vec<ActiveLine>,
+    pub last_changed_at: DateTime<Utc>,
+    pub last_changed_by: PersonRef,
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}/analgesic-plan", tag = "care plan",
+    params(("id" = String, Path, description = "Patient id"), OnDay),
+    responses(
+        (status = 200, body = AnalgesicPlan),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No basis on the patient, or no plan yet", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// What to dispense on a day: OMT in force, active lines with their prescribers, until when.
+pub async fn get_analgesic_plan(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+    Query(query): Query<OnDay>,
+) -> Result<web::Json<AnalgesicPlan>, ApiError> {
+    let day = query.on.unwrap_or_else(|| state.clock.now().date_naive());
+    let id = access.patient_id;
+    let page = state
+        .db
+        .read(move |conn| {
+            let version = current_version(conn, &id)?
+                .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
+            let row = version_row(conn, &id, version)?
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("current version missing")))?;
+            let patient = Patient::find(conn, &id)?
+                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
+            analgesic_plan(conn, &patient, &row, day)
+        })
+        .await?;
+    Ok(web::Json(page))
+}
+
+fn analgesic_plan(
+    conn: &mut DbConnection,
+    patient: &Patient,
+    row: &PlanVersionRow,
+    day: NaiveDate,
+) -> Result<AnalgesicPlan, ApiError> {
+    let content = row.content()?;
+    let active = content.status == PlanStatus::Active;
+    let mut valid_until: Option<NaiveDate> = None;
+    let mut earliest = |end: Option<NaiveDate>| {
+        if let Some(end) = end {
+            valid_until = Some(valid_until.map_or(end, |v: NaiveDate| v.min(end)));
+        }
+    };
+    let omt = match content.omt_on(day).filter(|_| active) {
+        Some((dose, per_day, adjustment)) => {
+            earliest(adjustment.and_then(|a| a.end));
+            let pharmacy = match &content.omt.dispensing_pharmacy_id {
+                Some(pid) => Organization::find(conn, pid)?.map(|o| OrganizationRef {
+                    id: o.id,
+                    name: o.name,
+                    phone: o.phone,
+                }),
+                None => None,
+            };
+            let prescriber = match &content.omt.prescriber_id {
+                Some(pid) => Some(person(conn, pid)?),
+                None => None,
+            };
+            Some(OmtInForce {
+                medication: content.omt.medication,
+                daily_dose_mg: dose,
+                doses_per_day: per_day,
+                temporary: adjustment.is_some(),
+                until: adjustment.and_then(|a| a.end),
+                usual_daily_dose_mg: adjustment.and(content.omt.daily_dose_mg),
+                usual_doses_per_day: adjustment.and(content.omt.doses_per_day),
+                dispensing_pharmacy: pharmacy,
+                prescriber,
+            })
+        }
+        None => None,
+    };
+    let mut analgesics = Vec::new();
+    for line in content
+        .analgesics
+        .iter()
+        .filter(|l| active && l.active_on(day))
+    {
+        earliest(line.end);
+        let prescriber = match &line.prescriber_id {
+            Some(pid) => Some(person(conn, pid)?),
+            None => None,
+        };
+        analgesics.push(ActiveLine {
+            drug_name: drugs::find(&line.drug)
+                .map_or_else(|| line.drug.clone(), |d| d.name.to_owned()),
+            drug: line.drug.clone(),
+            dose_mg: line.dose_mg,
+            route: line.route,
+            times_per_day: line.times_per_day,
+            interval_h: line.interval_h,
+            max_daily_mg: line.max_daily_mg,
+            as_needed: line.as_needed,
+            start: line.start,
+            end: line.end,
+            prescriber,
+        });
+    }
+    Ok(AnalgesicPlan {
+        patient: PatientBrief {
+            id: patient.id.clone(),
+            display_name: format!(
+                "{} {}",
+                patient.given_names,
+                patient.family_name.to_uppercase()
+            ),
+            birth_date: patient.birth_date,
+        },
+        on: day,
+        status: content.status,
+        plan_version: row.version,
+        valid_until,
+        omt,
+        analgesics,
+        last_changed_at: row.created_at.and_utc(),
+        last_changed_by: person(conn, &row.author_id)?,
+    })
+}

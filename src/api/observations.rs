@@ -1,0 +1,407 @@
+//! Nurses' and pharmacists' observations, and the destabilisation watch.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{Json, Query};
+use super::scope::{PatientAccess, Read, RecordObservation};
+use super::{Page, page_limit};
+use crate::db::DbConnection;
+use crate::db::models::new_id;
+use crate::db::schema::{care_team_members, observation_alerts, observations};
+use crate::domain::access::TeamRole;
+use crate::error::{ApiError, FieldError, Problem};
+use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::startup::AppState;
+
+text_enum! {
+    /// Which measure an observation carries (a filter of the list).
+    ObservationKind {
+        Pain => "pain",
+        Sedation => "sedation",
+        Withdrawal => "withdrawal",
+        Dispensing => "dispensing",
+    }
+}
+
+/// A new observation: at least one measure.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewObservation {
+    /// Pain, 0 (none) to 10.
+    #[schema(minimum = 0, maximum = 10)]
+    pub pain_score: Option<i32>,
+    /// Sedation, 0 (awake) to 4 (unrousable).
+    #[schema(minimum = 0, maximum = 4)]
+    pub sedation_score: Option<i32>,
+    /// Withdrawal, COWS 0 to 48.
+    #[schema(minimum = 0, maximum = 48)]
+    pub cows_score: Option<i32>,
+    /// OMT dose dispensed, mg.
+    #[schema(exclusive_minimum = 0)]
+    pub dose_dispensed_mg: Option<f64>,
+    #[schema(max_length = 2000)]
+    pub note: Option<String>,
+}
+
+/// A recorded observation.
+#[derive(Debug, Serialize, ToSchema, Queryable, Selectable)]
+#[diesel(table_name = observations)]
+pub struct ObservationView {
+    pub id: String,
+    pub patient_id: String,
+    pub author_id: String,
+    pub pain_score: Option<i32>,
+    pub sedation_score: Option<i32>,
+    pub cows_score: Option<i32>,
+    pub dose_dispensed_mg: Option<f64>,
+    pub note: Option<String>,
+    #[serde(serialize_with = "utc")]
+    #[schema(value_type = DateTime<Utc>)]
+    pub recorded_at: NaiveDateTime,
+}
+
+fn utc<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    t.and_utc().serialize(s)
+}
+
+/// Filters of the observation list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ObservationFilter {
+    pub kind: Option<ObservationKind>,
+    /// RFC 3339; only observations from then on.
+    pub since: Option<DateTime<Utc>>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl NewObservation {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut range = |value: Option<i32>, field: &str, max: i32| {
+            if value.is_some_and(|v| !(0..=max).contains(&v)) {
+                errors.push(FieldError::new(field, format!("0 to {max}")));
+            }
+        };
+        range(self.pain_score, "pain_score", 10);
+        range(self.sedation_score, "sedation_score", 4);
+        range(self.cows_score, "cows_score", 48);
+        if self
+            .dose_dispensed_mg
+            .is_some_and(|d| !d.is_finite() || d <= 0.0 || d > 10_000.0)
+        {
+            errors.push(FieldError::new(
+                "dose_dispensed_mg",
+                "a positive number of mg",
+            ));
+        }
+        if self
+            .note
+            .as_deref()
+            .is_some_and(|n| n.chars().count() > 2000)
+        {
+            errors.push(FieldError::new("note", "at most 2000 characters"));
+        }
+        let measures = [
+            self.pain_score.is_some(),
+            self.sedation_score.is_some(),
+            self.cows_score.is_some(),
+            self.dose_dispensed_mg.is_some(),
+        ];
+        if !measures.contains(&true) {
+            errors.push(FieldError::new(
+                "pain_score",
+                "an observation needs at least one of pain_score, sedation_score, cows_score, dose_dispensed_mg",
+            ));
+        }
+        errors
+    }
+}
+
+/// Alert thresholds of the destabilisation watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    /// Pain ≥ 7 twice within 24 h.
+    Pain,
+    /// Sedation ≥ 3.
+    Sedation,
+    /// COWS ≥ 13 (moderate withdrawal).
+    Withdrawal,
+}
+
+impl AlertKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pain => "pain",
+            Self::Sedation => "sedation",
+            Self::Withdrawal => "withdrawal",
+        }
+    }
+}
+
+/// For each measure present: `Some(true)` above the threshold, `Some(false)`
+/// back under it. `recent_high_pain`: another pain ≥ 7 in the 24 h before.
+pub fn assess(obs: &NewObservation, recent_high_pain: bool) -> Vec<(AlertKind, bool)> {
+    let mut out = Vec::new();
+    if let Some(pain) = obs.pain_score {
+        out.push((AlertKind::Pain, pain >= 7 && recent_high_pain));
+    }
+    if let Some(sedation) = obs.sedation_score {
+        out.push((AlertKind::Sedation, sedation >= 3));
+    }
+    if let Some(cows) = obs.cows_score {
+        out.push((AlertKind::Withdrawal, cows >= 13));
+    }
+    out
+}
+
+/// Opens or closes alert episodes; notifies the referent when one opens.
+fn watch(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    observation: &NewObservation,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let recent_high_pain = observation.pain_score.is_some_and(|p| p >= 7)
+        && observations::table
+            .filter(observations::patient_id.eq(patient_id))
+            .filter(observations::recorded_at.ge(now - Duration::hours(24)))
+            .filter(observations::pain_score.ge(7))
+            .count()
+            .get_result::<i64>(conn)?
+            >= 2;
+    for (kind, above) in assess(observation, recent_high_pain) {
+        let open: Option<String> = observation_alerts::table
+            .filter(observation_alerts::patient_id.eq(patient_id))
+            .filter(observation_alerts::kind.eq(kind.as_str()))
+            .filter(observation_alerts::closed_at.is_null())
+            .select(observation_alerts::id)
+            .first(conn)
+            .optional()?;
+        match (above, open) {
+            (true, None) => {
+                let id = new_id();
+                diesel::insert_into(observation_alerts::table)
+                    .values((
+                        observation_alerts::id.eq(&id),
+                        observation_alerts::patient_id.eq(patient_id),
+                        observation_alerts::kind.eq(kind.as_str()),
+                        observation_alerts::opened_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                let referent: Option<String> = care_team_members::table
+                    .filter(care_team_members::patient_id.eq(patient_id))
+                    .filter(care_team_members::until.is_null())
+                    .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
+                    .select(care_team_members::user_id)
+                    .first(conn)
+                    .optional()?;
+                if let Some(referent) = referent {
+                    let subject = Subject {
+                        resource_type: "observation_alert",
+                        resource_id: &id,
+                        patient_id: Some(patient_id),
+                    };
+                    notify(
+                        conn,
+                        &referent,
+                        NotificationKind::ObservationAlert,
+                        &subject,
+                        public_url,
+                        now,
+                    )?;
+                }
+            }
+            (false, Some(id)) => {
+                diesel::update(observation_alerts::table.find(id))
+                    .set(observation_alerts::closed_at.eq(now))
+                    .execute(conn)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/patients/{id}/observations", tag = "observations",
+    params(("id" = String, Path, description = "Patient id")),
+    request_body = NewObservation,
+    responses(
+        (status = 201, body = ObservationView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Team members and emergency grantees only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Records an observation; crossing an alert threshold notifies the referent once per episode.
+pub async fn create_observation(
+    state: web::Data<AppState>,
+    access: PatientAccess<RecordObservation>,
+    Json(body): Json<NewObservation>,
+) -> Result<HttpResponse, ApiError> {
+    let errors = body.validate();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let now = state.clock.now_naive();
+    let public_url = state.settings.server.public_url.clone();
+    let view = state
+        .db
+        .write(move |conn| {
+            let id = new_id();
+            let note = body
+                .note
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty());
+            diesel::insert_into(observations::table)
+                .values((
+                    observations::id.eq(&id),
+                    observations::patient_id.eq(&access.patient_id),
+                    observations::author_id.eq(&access.caller.id),
+                    observations::pain_score.eq(body.pain_score),
+                    observations::sedation_score.eq(body.sedation_score),
+                    observations::cows_score.eq(body.cows_score),
+                    observations::dose_dispensed_mg.eq(body.dose_dispensed_mg),
+                    observations::note.eq(note),
+                    observations::recorded_at.eq(now),
+                ))
+                .execute(conn)?;
+            watch(conn, &access.patient_id, &body, &public_url, now)?;
+            access.append_audit(conn, "observation", Some(&id), now)?;
+            Ok(observations::table
+                .find(&id)
+                .select(ObservationView::as_select())
+                .first(conn)?)
+        })
+        .await?;
+    state.outbox.wake();
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[utoipa::path(get, path = "/api/v1/patients/{id}/observations", tag = "observations",
+    params(("id" = String, Path, description = "Patient id"), ObservationFilter),
+    responses(
+        (status = 200, description = "Newest first", body = Page<ObservationView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The patient's observations.
+pub async fn list_observations(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+    Query(filter): Query<ObservationFilter>,
+) -> Result<web::Json<Page<ObservationView>>, ApiError> {
+    let limit = page_limit(filter.limit)?;
+    let id = access.patient_id;
+    let page = state
+        .db
+        .read(move |conn| {
+            let mut query = observations::table
+                .filter(observations::patient_id.eq(id))
+                .order(observations::id.desc())
+                .limit(limit + 1)
+                .select(ObservationView::as_select())
+                .into_boxed();
+            query = match filter.kind {
+                Some(ObservationKind::Pain) => query.filter(observations::pain_score.is_not_null()),
+                Some(ObservationKind::Sedation) => {
+                    query.filter(observations::sedation_score.is_not_null())
+                }
+                Some(ObservationKind::Withdrawal) => {
+                    query.filter(observations::cows_score.is_not_null())
+                }
+                Some(ObservationKind::Dispensing) => {
+                    query.filter(observations::dose_dispensed_mg.is_not_null())
+                }
+                None => query,
+            };
+            if let Some(since) = filter.since {
+                query = query.filter(observations::recorded_at.ge(since.naive_utc()));
+            }
+            if let Some(cursor) = filter.cursor {
+                query = query.filter(observations::id.lt(cursor));
+            }
+            Ok(Page::from_rows(
+                query.load(conn)?,
+                limit,
+                |o: &ObservationView| o.id.clone(),
+            ))
+        })
+        .await?;
+    Ok(web::Json(page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(pain: Option<i32>, sedation: Option<i32>, cows: Option<i32>) -> NewObservation {
+        NewObservation {
+            pain_score: pain,
+            sedation_score: sedation,
+            cows_score: cows,
+            dose_dispensed_mg: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(
+            assess(&obs(Some(8), None, None), false),
+            [(AlertKind::Pain, false)]
+        );
+        assert_eq!(
+            assess(&obs(Some(7), None, None), true),
+            [(AlertKind::Pain, true)]
+        );
+        assert_eq!(
+            assess(&obs(Some(6), None, None), true),
+            [(AlertKind::Pain, false)]
+        );
+        assert_eq!(
+            assess(&obs(None, Some(3), None), false),
+            [(AlertKind::Sedation, true)]
+        );
+        assert_eq!(
+            assess(&obs(None, Some(2), None), false),
+            [(AlertKind::Sedation, false)]
+        );
+        assert_eq!(
+            assess(&obs(None, None, Some(13)), false),
+            [(AlertKind::Withdrawal, true)]
+        );
+        assert_eq!(
+            assess(&obs(None, None, Some(12)), false),
+            [(AlertKind::Withdrawal, false)]
+        );
+        assert!(assess(&obs(None, None, None), false).is_empty());
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let fields = |o: NewObservation| {
+            o.validate()
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fields(obs(Some(11), Some(5), Some(49))),
+            ["pain_score", "sedation_score", "cows_score"]
+        );
+        assert_eq!(fields(obs(None, None, None)), ["pain_score"]);
+        assert!(fields(obs(Some(0), None, None)).is_empty());
+    }
+}
