@@ -29,6 +29,23 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub email: EmailSettings,
+    pub consultations: ConsultationSettings,
+    pub handovers: HandoverSettings,
+}
+
+/// Due times of consultation requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsultationSettings {
+    pub urgent_due_h: u32,
+    pub routine_due_h: u32,
+}
+
+/// Due time of handover acknowledgement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoverSettings {
+    pub acknowledge_due_h: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +277,24 @@ impl Settings {
                 "email.retry_max_ms",
                 "retry_base_ms must be positive and retry_max_ms at least retry_base_ms",
             );
+        }
+        for (key, hours) in [
+            (
+                "consultations.urgent_due_h",
+                self.consultations.urgent_due_h,
+            ),
+            (
+                "consultations.routine_due_h",
+                self.consultations.routine_due_h,
+            ),
+            (
+                "handovers.acknowledge_due_h",
+                self.handovers.acknowledge_due_h,
+            ),
+        ] {
+            if !(1..=24 * 30).contains(&hours) {
+                return invalid(key, "must be 1 to 720 hours");
+            }
         }
         Ok(())
     }

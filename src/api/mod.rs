@@ -5,7 +5,9 @@ pub mod audit_events;
 pub mod auth;
 pub mod care_plans;
 pub mod care_team;
+pub mod consultations;
 pub mod extract;
+pub mod handovers;
 pub mod health;
 pub mod me;
 pub mod notifications;
@@ -82,6 +84,21 @@ routes! {
     "/care-plans/check" => { post => care_plans::check_care_plan },
     "/drugs" => { get => care_plans::list_drugs },
     "/patients/{id}/observations" => { post => observations::create_observation, get => observations::list_observations },
+
+    "/patients/{id}/handovers" => { post => handovers::create_handover },
+    "/handovers" => { get => handovers::list_handovers },
+    "/handovers/{id}" => { get => handovers::get_handover },
+    "/handovers/{id}/acknowledge" => { post => handovers::acknowledge_handover },
+    "/handovers/{id}/reconcile" => { post => handovers::reconcile_handover },
+    "/consultations" => { post => consultations::create_consultation, get => consultations::list_consultations },
+    "/consultations/{id}" => { get => consultations::get_consultation },
+    "/consultations/{id}/accept" => { post => consultations::accept_consultation },
+    "/consultations/{id}/answer" => { post => consultations::answer_consultation },
+    "/consultations/{id}/decline" => { post => consultations::decline_consultation },
+    "/consultations/{id}/close" => { post => consultations::close_consultation },
+    "/consultations/{id}/cancel" => { post => consultations::cancel_consultation },
+    "/consultations/{id}/apply-proposal" => { post => consultations::apply_proposal },
+    "/organizations/{id}/consultation-metrics" => { get => consultations::consultation_metrics },
 
     "/notifications" => { get => notifications::list_notifications },
     "/notifications/{id}/read" => { post => notifications::read_notification },

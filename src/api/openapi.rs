@@ -7,8 +7,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, audit_events, auth, care_plans, care_team, health, me, notifications, observations,
-    organizations, outbox, patients, users,
+    access, audit_events, auth, care_plans, care_team, consultations, handovers, health, me,
+    notifications, observations, organizations, outbox, patients, users,
 };
 
 /// The API description served at `/api/v1/openapi.json`.
@@ -32,6 +32,12 @@ use super::{
         care_plans::get_care_plan, care_plans::put_care_plan, care_plans::list_care_plan_versions,
         care_plans::get_care_plan_version, care_plans::get_analgesic_plan, care_plans::check_care_plan,
         care_plans::list_drugs, observations::create_observation, observations::list_observations,
+        handovers::create_handover, handovers::list_handovers, handovers::get_handover,
+        handovers::acknowledge_handover, handovers::reconcile_handover,
+        consultations::create_consultation, consultations::list_consultations, consultations::get_consultation,
+        consultations::accept_consultation, consultations::answer_consultation, consultations::decline_consultation,
+        consultations::close_consultation, consultations::cancel_consultation, consultations::apply_proposal,
+        consultations::consultation_metrics,
     ),
     modifiers(&BearerAuth),
 )]

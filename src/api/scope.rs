@@ -17,10 +17,13 @@ use super::extract::path_id;
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::schema::{care_team_members, consents, emergency_grants, patients, users};
+use crate::db::schema::{
+    care_team_members, consents, consultations, emergency_grants, patients, users,
+};
 use crate::domain::access::{
     self, Basis, Caller, ConsentStatus, Member, Permission, Relations, TeamRole,
 };
+use crate::domain::workflow::ConsultationStatus;
 use crate::error::ApiError;
 use crate::startup::{AppState, RequestId};
 
@@ -95,10 +98,21 @@ pub fn load_relations(
         .select(diesel::dsl::max(emergency_grants::expires_at))
         .first::<Option<NaiveDateTime>>(conn)?
         .map(|t| t.and_utc());
+    let open: Vec<&str> = ConsultationStatus::ALL
+        .iter()
+        .filter(|s| s.is_open())
+        .map(|s| s.as_str())
+        .collect();
+    let consultation_centres = consultations::table
+        .filter(consultations::patient_id.eq(patient_id))
+        .filter(consultations::status.eq_any(open))
+        .select(consultations::centre_id)
+        .distinct()
+        .load::<String>(conn)?;
     Ok(Some(Relations {
         members,
         consent,
-        consultation_centres: Vec::new(),
+        consultation_centres,
         emergency_until,
     }))
 }

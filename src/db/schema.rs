@@ -233,6 +233,57 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    handovers (id) {
+        id -> Text,
+        patient_id -> Text,
+        from_user_id -> Text,
+        to_user_id -> Text,
+        summary -> Text,
+        discharge_date -> Date,
+        follow_up -> Nullable<Text>,
+        proposed_plan -> Text,
+        base_plan_version -> Nullable<Integer>,
+        status -> Text,
+        due_at -> Timestamp,
+        created_at -> Timestamp,
+        acknowledged_at -> Nullable<Timestamp>,
+        reconciled_at -> Nullable<Timestamp>,
+        decision -> Nullable<Text>,
+        comment -> Nullable<Text>,
+        resulting_plan_version -> Nullable<Integer>,
+        reminded_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    consultations (id) {
+        id -> Text,
+        requester_id -> Text,
+        centre_id -> Text,
+        patient_id -> Nullable<Text>,
+        priority -> Text,
+        question -> Text,
+        status -> Text,
+        due_at -> Timestamp,
+        created_at -> Timestamp,
+        accepted_at -> Nullable<Timestamp>,
+        accepted_by -> Nullable<Text>,
+        answered_at -> Nullable<Timestamp>,
+        answered_by -> Nullable<Text>,
+        answer -> Nullable<Text>,
+        proposed_plan -> Nullable<Text>,
+        declined_at -> Nullable<Timestamp>,
+        decline_reason -> Nullable<Text>,
+        closed_at -> Nullable<Timestamp>,
+        outcome -> Nullable<Text>,
+        referral_avoided -> Nullable<Bool>,
+        cancelled_at -> Nullable<Timestamp>,
+        escalated_at -> Nullable<Timestamp>,
+        applied_plan_version -> Nullable<Integer>,
+    }
+}
+
 diesel::joinable!(care_plan_versions -> users (author_id));
 diesel::joinable!(observations -> users (author_id));
 diesel::joinable!(care_team_members -> patients (patient_id));
@@ -261,4 +312,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     care_plan_versions,
     observations,
     observation_alerts,
+    handovers,
+    consultations,
 );

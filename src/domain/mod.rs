@@ -5,6 +5,8 @@ pub mod contact;
 pub mod drugs;
 pub mod ins;
 pub mod plan;
+pub mod plan_diff;
 pub mod role;
 pub mod rpps;
 pub mod rules;
+pub mod workflow;

@@ -22,6 +22,14 @@ text_enum! {
         AccessRequestDenied => "access_request_denied",
         AddedToCareTeam => "added_to_care_team",
         ObservationAlert => "observation_alert",
+        HandoverReceived => "handover_received",
+        HandoverReconciled => "handover_reconciled",
+        HandoverRejected => "handover_rejected",
+        HandoverOverdue => "handover_overdue",
+        ConsultationReceived => "consultation_received",
+        ConsultationAnswered => "consultation_answered",
+        ConsultationDeclined => "consultation_declined",
+        ConsultationOverdue => "consultation_overdue",
     }
 }
 
@@ -35,6 +43,14 @@ impl NotificationKind {
             }
             Self::AddedToCareTeam => ItemKind::AddedToCareTeam,
             Self::ObservationAlert => ItemKind::ObservationAlert,
+            Self::HandoverReceived => ItemKind::HandoverReceived,
+            Self::HandoverReconciled | Self::HandoverRejected => ItemKind::HandoverDecided,
+            Self::HandoverOverdue => ItemKind::HandoverOverdue,
+            Self::ConsultationReceived => ItemKind::ConsultationReceived,
+            Self::ConsultationAnswered | Self::ConsultationDeclined => {
+                ItemKind::ConsultationAnswered
+            }
+            Self::ConsultationOverdue => ItemKind::ConsultationOverdue,
         }
     }
 }

@@ -18,6 +18,29 @@ pub enum ItemKind {
     AccessRequestDecided,
     AddedToCareTeam,
     ObservationAlert,
+    HandoverReceived,
+    HandoverDecided,
+    HandoverOverdue,
+    ConsultationReceived,
+    ConsultationAnswered,
+    ConsultationOverdue,
+}
+
+impl ItemKind {
+    /// Every kind, for tests that render them all.
+    pub const ALL: &'static [ItemKind] = &[
+        ItemKind::EmergencyAccess,
+        ItemKind::AccessRequest,
+        ItemKind::AccessRequestDecided,
+        ItemKind::AddedToCareTeam,
+        ItemKind::ObservationAlert,
+        ItemKind::HandoverReceived,
+        ItemKind::HandoverDecided,
+        ItemKind::HandoverOverdue,
+        ItemKind::ConsultationReceived,
+        ItemKind::ConsultationAnswered,
+        ItemKind::ConsultationOverdue,
+    ];
 }
 
 impl ItemKind {
@@ -33,6 +56,16 @@ impl ItemKind {
             ItemKind::AddedToCareTeam => "You have been added to a patient's care team.",
             ItemKind::ObservationAlert => {
                 "An observation of one of your patients crossed an alert threshold."
+            }
+            ItemKind::HandoverReceived => "A discharge handover is waiting for you.",
+            ItemKind::HandoverDecided => "A discharge handover you sent has been answered.",
+            ItemKind::HandoverOverdue => {
+                "A discharge handover has not been acknowledged within its due time."
+            }
+            ItemKind::ConsultationReceived => "A consultation request is waiting for your centre.",
+            ItemKind::ConsultationAnswered => "A consultation request you sent has been answered.",
+            ItemKind::ConsultationOverdue => {
+                "A consultation request is overdue: it has not been answered within its due time."
             }
         }
     }
@@ -93,13 +126,7 @@ mod tests {
 
     #[test]
     fn new_item_emails_say_only_what_kind_waits() {
-        for what in [
-            ItemKind::EmergencyAccess,
-            ItemKind::AccessRequest,
-            ItemKind::AccessRequestDecided,
-            ItemKind::AddedToCareTeam,
-            ItemKind::ObservationAlert,
-        ] {
+        for &what in ItemKind::ALL {
             let rendered = Email::NewItem {
                 what,
                 link: "https://relais.example/notifications".into(),

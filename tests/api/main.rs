@@ -7,6 +7,7 @@ mod care_plans;
 mod cli;
 mod email;
 mod errors;
+mod handovers;
 mod health;
 mod helpers;
 mod matrix;

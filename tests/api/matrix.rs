@@ -48,6 +48,18 @@ struct Scene {
     ins: String,
     access_request: String,
     referent_notification: String,
+    /// From the hospital doctor to the referent GP, sent.
+    handover: String,
+    /// From the GP to the pain centre, no patient: submitted.
+    consultation: String,
+    /// The same, answered.
+    answered_consultation: String,
+    /// From the GP to the addiction centre about the patient, answered with a plan.
+    proposal_consultation: String,
+}
+
+fn id_of(body: &Value) -> String {
+    body["id"].as_str().unwrap().to_owned()
 }
 
 async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
@@ -56,6 +68,62 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
     set_consent(app, &net.gp, &patient, "granted").await;
     add_member(app, &net.gp, &patient, &net.hospital).await;
     add_member(app, &net.gp, &patient, &net.pharmacist).await;
+    let plan = crate::care_plans::design_plan(None);
+    let put = format!("/api/v1/patients/{patient}/care-plan");
+    app.request(Method::PUT, &put, Some(&net.gp.token), Some(&plan))
+        .await
+        .expect(201);
+    let mut proposed = plan.clone();
+    proposed.as_object_mut().unwrap().remove("change_summary");
+    let handover = app
+        .post(
+            &format!("/api/v1/patients/{patient}/handovers"),
+            &net.hospital.token,
+            json!({"to_user_id": net.gp.id, "summary": "Sortie", "discharge_date": "2026-11-24", "proposed_plan": proposed}),
+        )
+        .await
+        .expect(201);
+    let consult = |centre: &str, patient: Option<&str>| json!({"centre_id": centre, "patient_id": patient, "priority": "urgent", "question": "Quel palier ?"});
+    let consultation = app
+        .post(
+            "/api/v1/consultations",
+            &net.gp.token,
+            consult(&net.pain_centre, None),
+        )
+        .await
+        .expect(201);
+    let answered = app
+        .post(
+            "/api/v1/consultations",
+            &net.gp.token,
+            consult(&net.pain_centre, None),
+        )
+        .await
+        .expect(201);
+    let answered = id_of(&answered.body);
+    app.post(
+        &format!("/api/v1/consultations/{answered}/answer"),
+        &net.specialist.token,
+        json!({"answer": "Voir plan"}),
+    )
+    .await
+    .expect(200);
+    let with_plan = app
+        .post(
+            "/api/v1/consultations",
+            &net.gp.token,
+            consult(&net.addiction_centre, Some(&patient)),
+        )
+        .await
+        .expect(201);
+    let with_plan = id_of(&with_plan.body);
+    app.post(
+        &format!("/api/v1/consultations/{with_plan}/answer"),
+        &net.addiction.token,
+        json!({"answer": "Voir plan", "proposed_plan": proposed}),
+    )
+    .await
+    .expect(200);
     if withdraw {
         set_consent(app, &net.gp, &patient, "withdrawn").await;
     } else {
@@ -67,14 +135,6 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
         .await
         .expect(201);
     }
-    app.request(
-        Method::PUT,
-        &format!("/api/v1/patients/{patient}/care-plan"),
-        Some(&net.gp.token),
-        Some(&crate::care_plans::design_plan(None)),
-    )
-    .await
-    .expect(201);
     let request = app
         .post(
             &format!("/api/v1/patients/{patient}/access-requests"),
@@ -90,8 +150,12 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
     Scene {
         patient,
         ins,
-        access_request: request.body["id"].as_str().unwrap().to_owned(),
+        access_request: id_of(&request.body),
         referent_notification: notes.body["items"][0]["id"].as_str().unwrap().to_owned(),
+        handover: id_of(&handover.body),
+        consultation: id_of(&consultation.body),
+        answered_consultation: answered,
+        proposal_consultation: with_plan,
     }
 }
 
@@ -172,6 +236,21 @@ const TABLE: &[Case] = &[
     case("get", "/api/v1/drugs",                                    [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("post", "/api/v1/patients/{id}/observations",              [401, 404, 201, 201, 201, 404, 201, 404], true),
     case("get", "/api/v1/patients/{id}/observations",               [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("post", "/api/v1/patients/{id}/handovers",                 [401, 404, 403, 201, 403, 404, 403, 404], true),
+    case("get", "/api/v1/handovers",                                [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/api/v1/handovers/{id}",                           [401, 404, 200, 200, 404, 404, 404, 404], false),
+    case("post", "/api/v1/handovers/{id}/acknowledge",              [401, 404, 200, 403, 404, 404, 404, 404], false),
+    case("post", "/api/v1/handovers/{id}/reconcile",                [401, 404, 200, 403, 404, 404, 404, 404], false),
+    case("post", "/api/v1/consultations",                           [401, 403, 201, 201, 201, 201, 201, 201], false),
+    case("get", "/api/v1/consultations",                            [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/api/v1/consultations/{id}",                       [401, 404, 200, 404, 404, 404, 404, 200], false),
+    case("post", "/api/v1/consultations/{id}/accept",               [401, 404, 403, 404, 404, 404, 404, 200], false),
+    case("post", "/api/v1/consultations/{id}/answer",               [401, 404, 403, 404, 404, 404, 404, 200], false),
+    case("post", "/api/v1/consultations/{id}/decline",              [401, 404, 403, 404, 404, 404, 404, 200], false),
+    case("post", "/api/v1/consultations/{id}/close",                [401, 404, 200, 404, 404, 404, 404, 403], false),
+    case("post", "/api/v1/consultations/{id}/cancel",               [401, 404, 200, 404, 404, 404, 404, 403], false),
+    case("post", "/api/v1/consultations/{id}/apply-proposal",       [401, 404, 200, 404, 404, 404, 404, 404], false),
+    case("get", "/api/v1/organizations/{id}/consultation-metrics",  [401, 200, 403, 403, 403, 403, 403, 200], false),
 ];
 
 /// The concrete path and body of a case for one caller and scene.
@@ -194,6 +273,22 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
         }
         "/api/v1/patients/{id}/care-plan/versions/{n}" => {
             format!("/api/v1/patients/{p}/care-plan/versions/1")
+        }
+        "/api/v1/handovers/{id}" => format!("/api/v1/handovers/{}", scene.handover),
+        "/api/v1/handovers/{id}/acknowledge" | "/api/v1/handovers/{id}/reconcile" => {
+            case.path.replace("{id}", &scene.handover)
+        }
+        "/api/v1/consultations/{id}/close" => {
+            case.path.replace("{id}", &scene.answered_consultation)
+        }
+        "/api/v1/consultations/{id}/apply-proposal" => {
+            case.path.replace("{id}", &scene.proposal_consultation)
+        }
+        path if path.starts_with("/api/v1/consultations/{id}") => {
+            path.replace("{id}", &scene.consultation)
+        }
+        "/api/v1/organizations/{id}/consultation-metrics" => {
+            case.path.replace("{id}", &net.pain_centre)
         }
         other => other.replace("{id}", p),
     };
@@ -233,6 +328,20 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
             crate::care_plans::design_plan(None)
         }
         ("post", "/api/v1/patients/{id}/observations") => json!({"pain_score": 4}),
+        ("post", "/api/v1/patients/{id}/handovers") => {
+            let mut proposed = crate::care_plans::design_plan(None);
+            proposed.as_object_mut().unwrap().remove("change_summary");
+            json!({"to_user_id": net.gp.id, "summary": "Sortie", "discharge_date": "2026-11-24", "proposed_plan": proposed})
+        }
+        ("post", "/api/v1/handovers/{id}/reconcile") => json!({"decision": "accept"}),
+        ("post", "/api/v1/consultations") => {
+            json!({"centre_id": net.pain_centre, "priority": "routine", "question": "Quel palier ?"})
+        }
+        ("post", "/api/v1/consultations/{id}/answer") => json!({"answer": "Paracétamol et glace"}),
+        ("post", "/api/v1/consultations/{id}/decline") => json!({"reason": "Hors champ"}),
+        ("post", "/api/v1/consultations/{id}/close") => {
+            json!({"outcome": "resolved", "referral_avoided": true})
+        }
         ("post", _) => json!({}),
         _ => return (path, None),
     };
@@ -281,10 +390,31 @@ async fn authorisation_matrix() {
             case.method.to_uppercase(),
             case.path.trim_start_matches("/api/v1")
         );
+        // Reads share a scene; every call that could change one gets its own.
+        let shared = if case.method == "get" {
+            Some((
+                scene(&app, &net, false).await,
+                scene(&app, &net, true).await,
+            ))
+        } else {
+            None
+        };
         for (ctx, expected) in CTXS.iter().zip(case.expect) {
-            // A fresh scene for every call that could change it.
-            let scene = scene(&app, &net, *ctx == Ctx::NoConsent).await;
-            let (path, body) = request(case, &net, &scene);
+            let own;
+            let scene = match &shared {
+                Some((normal, withdrawn)) => {
+                    if *ctx == Ctx::NoConsent {
+                        withdrawn
+                    } else {
+                        normal
+                    }
+                }
+                None => {
+                    own = scene(&app, &net, *ctx == Ctx::NoConsent).await;
+                    &own
+                }
+            };
+            let (path, body) = request(case, &net, scene);
             let token = session(&net, *ctx).map(|s| s.token.as_str());
             let (allowed_before, denied_before) = if case.scoped {
                 (

@@ -27,6 +27,10 @@ pub struct Network {
     pub nurse: Session,
     /// A pain specialist with no relation to the patients.
     pub specialist: Session,
+    pub pain_centre: String,
+    /// An addiction-centre specialist (not one of the matrix's callers).
+    pub addiction: Session,
+    pub addiction_centre: String,
 }
 
 impl Network {
@@ -44,6 +48,7 @@ impl Network {
         let pain_centre = app
             .create_org(&admin, "Centre douleur", "pain_centre")
             .await;
+        let addiction_centre = app.create_org(&admin, "CSAPA", "addiction_centre").await;
         Self {
             gp: app
                 .onboard(&admin, "gp@relais.test", "gp", &gp_practice)
@@ -68,8 +73,13 @@ impl Network {
             specialist: app
                 .onboard(&admin, "pain@relais.test", "specialist", &pain_centre)
                 .await,
+            addiction: app
+                .onboard(&admin, "csapa@relais.test", "specialist", &addiction_centre)
+                .await,
             admin,
             gp_practice,
+            pain_centre,
+            addiction_centre,
         }
     }
 }

@@ -1,0 +1,2 @@
+DROP TABLE consultations;
+DROP TABLE handovers;

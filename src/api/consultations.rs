@@ -1,0 +1,1171 @@
+//! Consultation requests to addiction and pain centres: due times by
+//! priority, a state machine, escalation when late, and response metrics.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::care_plans::{NewVersion, PlanSource, current_version, prepare, store_version};
+use super::extract::{Json, Query, path_id};
+use super::scope::{RequestInfo, authorize};
+use super::{Page, page_limit};
+use crate::audit::{self, Outcome};
+use crate::auth::AuthUser;
+use crate::db::DbConnection;
+use crate::db::models::{Organization, new_id};
+use crate::db::schema::{consultations, users};
+use crate::domain::access::{Basis, Permission};
+use crate::domain::plan::{Acknowledgement, PlanContent};
+use crate::domain::role::{OrgKind, Role};
+use crate::domain::rules::{self, Warning};
+use crate::domain::workflow::{ConsultationAction, ConsultationStatus, consultation_transition};
+use crate::error::{ApiError, FieldError, Problem};
+use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::notify::outbox;
+use crate::notify::templates::{Email, ItemKind};
+use crate::startup::AppState;
+
+text_enum! {
+    /// How soon an answer is needed.
+    Priority {
+        Routine => "routine",
+        Urgent => "urgent",
+    }
+}
+
+text_enum! {
+    /// How a consultation ended, for the requester.
+    ConsultationOutcome {
+        Resolved => "resolved",
+        ReferralNeeded => "referral_needed",
+        NoLongerNeeded => "no_longer_needed",
+    }
+}
+
+/// A request for advice.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewConsultation {
+    /// An addiction centre or a pain centre.
+    pub centre_id: String,
+    /// Optional; the requester needs a basis on the patient.
+    pub patient_id: Option<String>,
+    pub priority: Priority,
+    #[schema(min_length = 1, max_length = 10000)]
+    pub question: String,
+}
+
+/// The centre's answer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    #[schema(min_length = 1, max_length = 20000)]
+    pub answer: String,
+    /// A plan the requester may apply (patient consultations only).
+    pub proposed_plan: Option<PlanContent>,
+}
+
+/// Why the centre declines.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decline {
+    #[schema(min_length = 1, max_length = 5000)]
+    pub reason: String,
+}
+
+/// How the requester closes an answered consultation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Close {
+    pub outcome: ConsultationOutcome,
+    /// Whether the advice avoided a referral (a measure of the network).
+    pub referral_avoided: bool,
+}
+
+/// Applying the centre's proposal to the care plan.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyProposal {
+    /// The care-plan version the requester looked at; 412 if it changed since.
+    pub expected_plan_version: Option<i32>,
+    #[serde(default)]
+    pub acknowledged_warnings: Vec<Acknowledgement>,
+}
+
+/// A party to a consultation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Party {
+    pub id: String,
+    pub name: String,
+}
+
+/// A consultation as its requester and the centre's specialists see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsultationView {
+    pub id: String,
+    pub requester: Party,
+    pub centre: Party,
+    pub patient_id: Option<String>,
+    pub priority: Priority,
+    pub question: String,
+    pub status: ConsultationStatus,
+    pub due_at: DateTime<Utc>,
+    /// Past due and still waiting for the centre.
+    pub overdue: bool,
+    pub created_at: DateTime<Utc>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub answer: Option<String>,
+    pub proposed_plan: Option<PlanContent>,
+    /// The safety rules on the proposed plan.
+    pub proposed_plan_warnings: Vec<Warning>,
+    pub declined_at: Option<DateTime<Utc>>,
+    pub decline_reason: Option<String>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub outcome: Option<ConsultationOutcome>,
+    pub referral_avoided: Option<bool>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// The care-plan version created by applying the proposal.
+    pub applied_plan_version: Option<i32>,
+}
+
+/// A stored consultation.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = consultations)]
+pub struct ConsultationRow {
+    pub id: String,
+    pub requester_id: String,
+    pub centre_id: String,
+    pub patient_id: Option<String>,
+    pub priority: String,
+    pub question: String,
+    pub status: String,
+    pub due_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub accepted_at: Option<NaiveDateTime>,
+    pub accepted_by: Option<String>,
+    pub answered_at: Option<NaiveDateTime>,
+    pub answered_by: Option<String>,
+    pub answer: Option<String>,
+    pub proposed_plan: Option<String>,
+    pub declined_at: Option<NaiveDateTime>,
+    pub decline_reason: Option<String>,
+    pub closed_at: Option<NaiveDateTime>,
+    pub outcome: Option<String>,
+    pub referral_avoided: Option<bool>,
+    pub cancelled_at: Option<NaiveDateTime>,
+    pub escalated_at: Option<NaiveDateTime>,
+    pub applied_plan_version: Option<i32>,
+}
+
+impl ConsultationRow {
+    fn status(&self) -> ConsultationStatus {
+        ConsultationStatus::parse(&self.status).unwrap_or(ConsultationStatus::Submitted)
+    }
+
+    fn proposal(&self) -> Result<Option<PlanContent>, ApiError> {
+        self.proposed_plan
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(ApiError::internal)
+    }
+
+    /// Whether `caller` is a specialist of the addressed centre.
+    fn at_centre(&self, caller: &AuthUser) -> bool {
+        caller.role == Role::Specialist
+            && caller.organization_id.as_deref() == Some(self.centre_id.as_str())
+    }
+}
+
+fn utc(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
+    t.map(|t| t.and_utc())
+}
+
+fn view(
+    conn: &mut DbConnection,
+    row: ConsultationRow,
+    now: NaiveDateTime,
+) -> Result<ConsultationView, ApiError> {
+    let requester: String = users::table
+        .find(&row.requester_id)
+        .select(users::full_name)
+        .first(conn)?;
+    let centre = Organization::find(conn, &row.centre_id)?.map_or_else(String::new, |o| o.name);
+    let proposal = row.proposal()?;
+    let status = row.status();
+    Ok(ConsultationView {
+        overdue: status.awaits_answer() && row.due_at <= now,
+        proposed_plan_warnings: proposal.as_ref().map(rules::check).unwrap_or_default(),
+        proposed_plan: proposal,
+        status,
+        requester: Party {
+            id: row.requester_id,
+            name: requester,
+        },
+        centre: Party {
+            id: row.centre_id,
+            name: centre,
+        },
+        priority: Priority::parse(&row.priority).unwrap_or(Priority::Routine),
+        outcome: row.outcome.as_deref().and_then(ConsultationOutcome::parse),
+        due_at: row.due_at.and_utc(),
+        created_at: row.created_at.and_utc(),
+        accepted_at: utc(row.accepted_at),
+        answered_at: utc(row.answered_at),
+        declined_at: utc(row.declined_at),
+        closed_at: utc(row.closed_at),
+        cancelled_at: utc(row.cancelled_at),
+        escalated_at: utc(row.escalated_at),
+        id: row.id,
+        patient_id: row.patient_id,
+        question: row.question,
+        answer: row.answer,
+        decline_reason: row.decline_reason,
+        referral_avoided: row.referral_avoided,
+        applied_plan_version: row.applied_plan_version,
+    })
+}
+
+fn required_text(raw: &str, field: &str, max: usize) -> Result<String, ApiError> {
+    let text = raw.trim();
+    let len = text.chars().count();
+    if len == 0 || len > max {
+        return Err(ApiError::invalid(field, format!("1 to {max} characters")));
+    }
+    Ok(text.to_owned())
+}
+
+/// The active specialists of a centre.
+fn specialists_of(conn: &mut DbConnection, centre_id: &str) -> QueryResult<Vec<String>> {
+    users::table
+        .filter(users::organization_id.eq(centre_id))
+        .filter(users::role.eq(Role::Specialist.as_str()))
+        .filter(users::active.eq(true))
+        .select(users::id)
+        .load(conn)
+}
+
+/// Tells the centre: each specialist in the app (and by email per preference),
+/// and the centre's shared address by email.
+fn tell_centre(
+    conn: &mut DbConnection,
+    row: &ConsultationRow,
+    kind: NotificationKind,
+    email: ItemKind,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let subject = Subject {
+        resource_type: "consultation",
+        resource_id: &row.id,
+        patient_id: row.patient_id.as_deref(),
+    };
+    for specialist in specialists_of(conn, &row.centre_id)? {
+        notify(conn, &specialist, kind, &subject, public_url, now)?;
+    }
+    if let Some(address) = Organization::find(conn, &row.centre_id)?.and_then(|o| o.email) {
+        let email = Email::NewItem {
+            what: email,
+            link: format!("{public_url}/consultations/{}", row.id),
+        };
+        outbox::queue(conn, &address, &email, now)?;
+    }
+    Ok(())
+}
+
+fn record(
+    info: &RequestInfo,
+    caller: &AuthUser,
+    row: &ConsultationRow,
+    outcome: Outcome,
+) -> audit::AuditRecord {
+    let basis = row.patient_id.as_ref().map(|_| {
+        if row.requester_id == caller.id {
+            Basis::Team
+        } else {
+            Basis::Consultation
+        }
+    });
+    info.record(
+        caller,
+        "consultation",
+        Some(&row.id),
+        row.patient_id.as_deref(),
+        basis,
+        outcome,
+    )
+}
+
+#[utoipa::path(post, path = "/api/v1/consultations", tag = "consultations",
+    request_body = NewConsultation,
+    responses(
+        (status = 201, description = "Submitted; the centre is notified", body = ConsultationView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Clinicians only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No basis on the patient", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Asks an addiction or pain centre for advice (any clinician).
+pub async fn create_consultation(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    Json(body): Json<NewConsultation>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_clinician()?;
+    let question = required_text(&body.question, "question", 10_000)?;
+    let centre_id = uuid::Uuid::parse_str(&body.centre_id)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::invalid("centre_id", "not a valid id (UUID)"))?;
+    let patient_id = body
+        .patient_id
+        .as_deref()
+        .map(|p| {
+            uuid::Uuid::parse_str(p)
+                .map(|u| u.to_string())
+                .map_err(|_| ApiError::invalid("patient_id", "not a valid id (UUID)"))
+        })
+        .transpose()?;
+    if let Some(patient) = &patient_id {
+        authorize(&state, &caller, patient, Permission::Read, &info, false).await?;
+    }
+    let now = state.clock.now_naive();
+    let hours = match body.priority {
+        Priority::Urgent => state.settings.consultations.urgent_due_h,
+        Priority::Routine => state.settings.consultations.routine_due_h,
+    };
+    let public_url = state.settings.server.public_url.clone();
+    let view = state
+        .db
+        .write(move |conn| {
+            let kind = Organization::find(conn, &centre_id)?.and_then(|o| OrgKind::parse(&o.kind));
+            if !matches!(kind, Some(OrgKind::AddictionCentre | OrgKind::PainCentre)) {
+                return Err(ApiError::invalid(
+                    "centre_id",
+                    "not an addiction or pain centre of the network",
+                ));
+            }
+            let row = ConsultationRow {
+                id: new_id(),
+                requester_id: caller.id.clone(),
+                centre_id,
+                patient_id,
+                priority: body.priority.as_str().into(),
+                question,
+                status: ConsultationStatus::Submitted.as_str().into(),
+                due_at: now + Duration::hours(i64::from(hours)),
+                created_at: now,
+                accepted_at: None,
+                accepted_by: None,
+                answered_at: None,
+                answered_by: None,
+                answer: None,
+                proposed_plan: None,
+                declined_at: None,
+                decline_reason: None,
+                closed_at: None,
+                outcome: None,
+                referral_avoided: None,
+                cancelled_at: None,
+                escalated_at: None,
+                applied_plan_version: None,
+            };
+            diesel::insert_into(consultations::table)
+                .values(&row)
+                .execute(conn)?;
+            tell_centre(
+                conn,
+                &row,
+                NotificationKind::ConsultationReceived,
+                ItemKind::ConsultationReceived,
+                &public_url,
+                now,
+            )?;
+            audit::append(conn, &[record(&info, &caller, &row, Outcome::Allowed)], now)?;
+            view(conn, row, now)
+        })
+        .await?;
+    state.outbox.wake();
+    Ok(HttpResponse::Created().json(view))
+}
+
+text_enum! {
+    /// Which side of consultations to list.
+    ConsultationBox {
+        Sent => "sent",
+        Received => "received",
+    }
+}
+
+/// Filters of the consultation lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsultationFilter {
+    /// `sent` (mine) or `received` (my centre's); specialists default to `received`.
+    pub r#box: Option<ConsultationBox>,
+    pub status: Option<ConsultationStatus>,
+    /// `true`: only those past due and still waiting for the centre.
+    pub overdue: Option<bool>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/consultations", tag = "consultations",
+    params(ConsultationFilter),
+    responses(
+        (status = 200, description = "Newest first", body = Page<ConsultationView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The caller's consultations, sent or received by their centre.
+pub async fn list_consultations(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(filter): Query<ConsultationFilter>,
+) -> Result<web::Json<Page<ConsultationView>>, ApiError> {
+    let limit = page_limit(filter.limit)?;
+    let now = state.clock.now_naive();
+    let who = caller.clone();
+    let page = state
+        .db
+        .read(move |conn| {
+            let mut query = consultations::table
+                .select(ConsultationRow::as_select())
+                .order(consultations::id.desc())
+                .limit(limit + 1)
+                .into_boxed();
+            let default_box = if who.role == Role::Specialist {
+                ConsultationBox::Received
+            } else {
+                ConsultationBox::Sent
+            };
+            query = match filter.r#box.unwrap_or(default_box) {
+                ConsultationBox::Sent => {
+                    query.filter(consultations::requester_id.eq(who.id.clone()))
+                }
+                ConsultationBox::Received => match (&who.organization_id, who.role) {
+                    (Some(org), Role::Specialist) => {
+                        query.filter(consultations::centre_id.eq(org.clone()))
+                    }
+                    // Only a centre's specialists receive consultations.
+                    _ => query.filter(consultations::id.is_null()),
+                },
+            };
+            if let Some(status) = filter.status {
+                query = query.filter(consultations::status.eq(status.as_str()));
+            }
+            if filter.overdue == Some(true) {
+                let waiting: Vec<&str> = ConsultationStatus::ALL
+                    .iter()
+                    .filter(|s| s.awaits_answer())
+                    .map(|s| s.as_str())
+                    .collect();
+                query = query
+                    .filter(consultations::status.eq_any(waiting))
+                    .filter(consultations::due_at.le(now));
+            }
+            if let Some(cursor) = filter.cursor {
+                query = query.filter(consultations::id.lt(cursor));
+            }
+            let rows = Page::from_rows(query.load::<ConsultationRow>(conn)?, limit, |r| {
+                r.id.clone()
+            });
+            let mut items = Vec::with_capacity(rows.items.len());
+            let mut records = Vec::new();
+            for row in rows.items {
+                if row.patient_id.is_some() {
+                    records.push(record(&info, &who, &row, Outcome::Allowed));
+                }
+                items.push(view(conn, row, now)?);
+            }
+            Ok((
+                Page {
+                    items,
+                    next_cursor: rows.next_cursor,
+                },
+                records,
+            ))
+        })
+        .await?;
+    let (page, records) = page;
+    state.audit.record_all(records).await?;
+    Ok(web::Json(page))
+}
+
+/// Loads a consultation the caller is party to (requester or centre specialist); 404 otherwise.
+async fn party_to(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    raw_id: &str,
+) -> Result<ConsultationRow, ApiError> {
+    let id = path_id(raw_id, "id")?;
+    let row = {
+        let id = id.clone();
+        state
+            .db
+            .read(move |conn| {
+                Ok(consultations::table
+                    .find(&id)
+                    .select(ConsultationRow::as_select())
+                    .first(conn)
+                    .optional()?)
+            })
+            .await?
+    };
+    match row {
+        Some(row) if row.requester_id == caller.id || row.at_centre(caller) => Ok(row),
+        other => {
+            if let Some(patient) = other.and_then(|r| r.patient_id) {
+                let denied = info.record(
+                    caller,
+                    "consultation",
+                    Some(&id),
+                    Some(&patient),
+                    None,
+                    Outcome::Denied,
+                );
+                state.audit.record(denied).await?;
+            }
+            Err(ApiError::NotFound("no such consultation".into()))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/consultations/{id}", tag = "consultations",
+    params(("id" = String, Path, description = "Consultation id")),
+    responses(
+        (status = 200, body = ConsultationView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, or neither its requester nor at its centre", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// One consultation.
+pub async fn get_consultation(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<web::Json<ConsultationView>, ApiError> {
+    let row = party_to(&state, &caller, &info, &id).await?;
+    if row.patient_id.is_some() {
+        state
+            .audit
+            .record(record(&info, &caller, &row, Outcome::Allowed))
+            .await?;
+    }
+    let now = state.clock.now_naive();
+    Ok(web::Json(
+        state.db.read(move |conn| view(conn, row, now)).await?,
+    ))
+}
+
+/// What a move carries besides the new status.
+enum Move {
+    Accept,
+    Answer {
+        answer: String,
+        proposal: Option<String>,
+    },
+    Decline {
+        reason: String,
+    },
+    Close {
+        outcome: ConsultationOutcome,
+        referral_avoided: bool,
+    },
+    Cancel,
+}
+
+impl Move {
+    fn action(&self) -> ConsultationAction {
+        match self {
+            Move::Accept => ConsultationAction::Accept,
+            Move::Answer { .. } => ConsultationAction::Answer,
+            Move::Decline { .. } => ConsultationAction::Decline,
+            Move::Close { .. } => ConsultationAction::Close,
+            Move::Cancel => ConsultationAction::Cancel,
+        }
+    }
+}
+
+async fn transition(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    raw_id: &str,
+    step: Move,
+) -> Result<ConsultationView, ApiError> {
+    let row = party_to(state, caller, info, raw_id).await?;
+    let action = step.action();
+    if action.by_centre() && !row.at_centre(caller) {
+        return Err(ApiError::Forbidden(
+            "only the centre's specialists do this".into(),
+        ));
+    }
+    if !action.by_centre() && row.requester_id != caller.id {
+        return Err(ApiError::Forbidden("only the requester does this".into()));
+    }
+    if matches!(
+        step,
+        Move::Answer {
+            proposal: Some(_),
+            ..
+        }
+    ) && row.patient_id.is_none()
+    {
+        return Err(ApiError::invalid(
+            "proposed_plan",
+            "only a consultation about a patient can carry a plan",
+        ));
+    }
+    let now = state.clock.now_naive();
+    let public_url = state.settings.server.public_url.clone();
+    let (caller, info) = (caller.clone(), info.clone());
+    state
+        .db
+        .write(move |conn| {
+            let row: ConsultationRow = consultations::table
+                .find(&row.id)
+                .select(ConsultationRow::as_select())
+                .first(conn)?;
+            let next = consultation_transition(row.status(), action)
+                .map_err(|m| ApiError::conflict("status", m))?;
+            let target = consultations::table.find(&row.id);
+            diesel::update(target)
+                .set(consultations::status.eq(next.as_str()))
+                .execute(conn)?;
+            let subject = Subject {
+                resource_type: "consultation",
+                resource_id: &row.id,
+                patient_id: row.patient_id.as_deref(),
+            };
+            match step {
+                Move::Accept => {
+                    diesel::update(target)
+                        .set((
+                            consultations::accepted_at.eq(now),
+                            consultations::accepted_by.eq(&caller.id),
+                        ))
+                        .execute(conn)?;
+                }
+                Move::Answer { answer, proposal } => {
+                    diesel::update(target)
+                        .set((
+                            consultations::accepted_at.eq(row.accepted_at.unwrap_or(now)),
+                            consultations::accepted_by
+                                .eq(row.accepted_by.clone().unwrap_or_else(|| caller.id.clone())),
+                            consultations::answered_at.eq(now),
+                            consultations::answered_by.eq(&caller.id),
+                            consultations::answer.eq(answer),
+                            consultations::proposed_plan.eq(proposal),
+                        ))
+                        .execute(conn)?;
+                    notify(
+                        conn,
+                        &row.requester_id,
+                        NotificationKind::ConsultationAnswered,
+                        &subject,
+                        &public_url,
+                        now,
+                    )?;
+                }
+                Move::Decline { reason } => {
+                    diesel::update(target)
+                        .set((
+                            consultations::declined_at.eq(now),
+                            consultations::decline_reason.eq(reason),
+                        ))
+                        .execute(conn)?;
+                    notify(
+                        conn,
+                        &row.requester_id,
+                        NotificationKind::ConsultationDeclined,
+                        &subject,
+                        &public_url,
+                        now,
+                    )?;
+                }
+                Move::Close {
+                    outcome,
+                    referral_avoided,
+                } => {
+                    diesel::update(target)
+                        .set((
+                            consultations::closed_at.eq(now),
+                            consultations::outcome.eq(outcome.as_str()),
+                            consultations::referral_avoided.eq(referral_avoided),
+                        ))
+                        .execute(conn)?;
+                }
+                Move::Cancel => {
+                    diesel::update(target)
+                        .set(consultations::cancelled_at.eq(now))
+                        .execute(conn)?;
+                }
+            }
+            audit::append(conn, &[record(&info, &caller, &row, Outcome::Allowed)], now)?;
+            let row = consultations::table
+                .find(&row.id)
+                .select(ConsultationRow::as_select())
+                .first(conn)?;
+            view(conn, row, now)
+        })
+        .await
+}
+
+macro_rules! consultation_route {
+    ($name:ident, $path:literal, $doc:literal, $status_doc:literal, $body:ty, |$b:ident| $step:expr) => {
+        #[utoipa::path(post, path = $path, tag = "consultations",
+            params(("id" = String, Path, description = "Consultation id")),
+            request_body = $body,
+            responses(
+                (status = 200, description = $status_doc, body = ConsultationView),
+                (status = 400, body = Problem, content_type = "application/problem+json"),
+                (status = 401, body = Problem, content_type = "application/problem+json"),
+                (status = 403, body = Problem, content_type = "application/problem+json"),
+                (status = 404, body = Problem, content_type = "application/problem+json"),
+                (status = 409, description = "Not allowed from the current status", body = Problem, content_type = "application/problem+json"),
+                (status = 422, body = Problem, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = [])))]
+        #[doc = $doc]
+        pub async fn $name(
+            state: web::Data<AppState>,
+            caller: AuthUser,
+            info: RequestInfo,
+            id: web::Path<String>,
+            Json($b): Json<$body>,
+        ) -> Result<web::Json<ConsultationView>, ApiError> {
+            let step = $step;
+            let view = transition(&state, &caller, &info, &id, step).await?;
+            state.outbox.wake();
+            Ok(web::Json(view))
+        }
+    };
+}
+
+/// An empty body (`{}`) for moves that carry nothing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+consultation_route!(
+    accept_consultation,
+    "/api/v1/consultations/{id}/accept",
+    "Accepts a consultation (the centre's specialists).",
+    "Accepted",
+    Empty,
+    |_b| Move::Accept
+);
+consultation_route!(
+    answer_consultation,
+    "/api/v1/consultations/{id}/answer",
+    "Answers, optionally with a proposed plan (the centre's specialists).",
+    "Answered; the requester is notified",
+    Answer,
+    |b| {
+        let answer = required_text(&b.answer, "answer", 20_000)?;
+        let proposal = match b.proposed_plan {
+            Some(plan) => {
+                let errors: Vec<FieldError> = plan
+                    .validate()
+                    .into_iter()
+                    .map(|mut e| {
+                        e.field = format!("proposed_plan.{}", e.field);
+                        e
+                    })
+                    .collect();
+                if !errors.is_empty() {
+                    return Err(ApiError::Validation(errors));
+                }
+                Some(serde_json::to_string(&plan).map_err(ApiError::internal)?)
+            }
+            None => None,
+        };
+        Move::Answer { answer, proposal }
+    }
+);
+consultation_route!(
+    decline_consultation,
+    "/api/v1/consultations/{id}/decline",
+    "Declines with a reason (the centre's specialists).",
+    "Declined; the requester is notified",
+    Decline,
+    |b| Move::Decline {
+        reason: required_text(&b.reason, "reason", 5000)?
+    }
+);
+consultation_route!(
+    close_consultation,
+    "/api/v1/consultations/{id}/close",
+    "Closes an answered consultation with its outcome (the requester).",
+    "Closed",
+    Close,
+    |b| Move::Close {
+        outcome: b.outcome,
+        referral_avoided: b.referral_avoided
+    }
+);
+consultation_route!(
+    cancel_consultation,
+    "/api/v1/consultations/{id}/cancel",
+    "Cancels a consultation not yet answered (the requester).",
+    "Cancelled",
+    Empty,
+    |_b| Move::Cancel
+);
+
+#[utoipa::path(post, path = "/api/v1/consultations/{id}/apply-proposal", tag = "consultations",
+    params(("id" = String, Path, description = "Consultation id")),
+    request_body = ApplyProposal,
+    responses(
+        (status = 200, description = "A new care-plan version whose source is the consultation", body = ConsultationView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The requester, a prescriber on the team", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No proposal, or already applied", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The care plan changed since `expected_plan_version`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Blocked by unacknowledged safety warnings", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Applies the centre's proposed plan as a new care-plan version (the requester, prescriber on the team).
+pub async fn apply_proposal(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+    Json(body): Json<ApplyProposal>,
+) -> Result<web::Json<ConsultationView>, ApiError> {
+    let row = party_to(&state, &caller, &info, &id).await?;
+    if row.requester_id != caller.id {
+        return Err(ApiError::Forbidden(
+            "only the requester applies the proposal".into(),
+        ));
+    }
+    let (Some(patient_id), Some(proposal)) = (row.patient_id.clone(), row.proposal()?) else {
+        return Err(ApiError::conflict(
+            "id",
+            "this consultation carries no proposed plan",
+        ));
+    };
+    if row.applied_plan_version.is_some() {
+        return Err(ApiError::conflict(
+            "id",
+            "the proposal has already been applied",
+        ));
+    }
+    authorize(
+        &state,
+        &caller,
+        &patient_id,
+        Permission::WritePlan,
+        &info,
+        false,
+    )
+    .await?;
+    let summary = "Proposal of the consultation applied".to_owned();
+    let (content, warnings) = prepare(proposal, &summary, &body.acknowledged_warnings, &caller.id)?;
+    let now = state.clock.now_naive();
+    let view = state
+        .db
+        .write(move |conn| {
+            let current = current_version(conn, &patient_id)?;
+            if body
+                .expected_plan_version
+                .is_some_and(|v| Some(v) != current)
+            {
+                return Err(ApiError::PreconditionFailed(format!(
+                    "the care plan is at version {}; review the proposal again",
+                    current.unwrap_or(0)
+                )));
+            }
+            // Re-checked under the write lock: applied once only.
+            let applied = diesel::update(
+                consultations::table
+                    .find(&row.id)
+                    .filter(consultations::applied_plan_version.is_null()),
+            )
+            .set(consultations::applied_plan_version.eq(current.unwrap_or(0) + 1))
+            .execute(conn)?;
+            if applied != 1 {
+                return Err(ApiError::conflict(
+                    "id",
+                    "the proposal has already been applied",
+                ));
+            }
+            store_version(
+                conn,
+                NewVersion {
+                    patient_id: &patient_id,
+                    content: &content,
+                    warnings: &warnings,
+                    acknowledged: &body.acknowledged_warnings,
+                    change_summary: &summary,
+                    source: Some(PlanSource {
+                        kind: "consultation".into(),
+                        id: row.id.clone(),
+                    }),
+                    author_id: &caller.id,
+                },
+                current,
+                now,
+            )?;
+            audit::append(conn, &[record(&info, &caller, &row, Outcome::Allowed)], now)?;
+            let row = consultations::table
+                .find(&row.id)
+                .select(ConsultationRow::as_select())
+                .first(conn)?;
+            view(conn, row, now)
+        })
+        .await?;
+    Ok(web::Json(view))
+}
+
+/// The reporting window.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsWindow {
+    /// RFC 3339; consultations created from then (default: 30 days ago).
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339; consultations created before then (default: now).
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// How quickly a centre answers.
+#[derive(Debug, Serialize, ToSchema, PartialEq)]
+pub struct Metrics {
+    pub centre_id: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Consultations received in the window.
+    pub count: usize,
+    pub answered: usize,
+    /// Hours from request to answer, over answered consultations.
+    pub median_response_hours: Option<f64>,
+    pub p90_response_hours: Option<f64>,
+    /// Share of all consultations answered within their due time.
+    pub answered_within_due_share: Option<f64>,
+    /// Share of closed consultations whose advice avoided a referral.
+    pub referral_avoided_share: Option<f64>,
+}
+
+/// The `q`-quantile (nearest rank) of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank.min(sorted.len()) - 1).copied()
+}
+
+/// Computes the metrics from (created, due, answered, closed-with-avoidance) tuples.
+pub fn metrics_of(
+    rows: &[(
+        NaiveDateTime,
+        NaiveDateTime,
+        Option<NaiveDateTime>,
+        Option<bool>,
+    )],
+) -> (
+    usize,
+    usize,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+) {
+    let count = rows.len();
+    let mut hours: Vec<f64> = rows
+        .iter()
+        .filter_map(|(created, _, answered, _)| {
+            answered.map(|a| (a - *created).num_seconds() as f64 / 3600.0)
+        })
+        .collect();
+    hours.sort_by(f64::total_cmp);
+    let within = rows
+        .iter()
+        .filter(|(_, due, answered, _)| answered.is_some_and(|a| a <= *due))
+        .count();
+    let closed: Vec<bool> = rows.iter().filter_map(|r| r.3).collect();
+    let share = |n: usize, d: usize| (d > 0).then(|| n as f64 / d as f64);
+    (
+        count,
+        hours.len(),
+        quantile(&hours, 0.5),
+        quantile(&hours, 0.9),
+        share(within, count),
+        share(closed.iter().filter(|a| **a).count(), closed.len()),
+    )
+}
+
+#[utoipa::path(get, path = "/api/v1/organizations/{id}/consultation-metrics", tag = "consultations",
+    params(("id" = String, Path, description = "Centre id"), MetricsWindow),
+    responses(
+        (status = 200, body = Metrics),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Members of the organisation and administrators", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Response-time metrics of a centre (its members, administrators).
+pub async fn consultation_metrics(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<String>,
+    Query(window): Query<MetricsWindow>,
+) -> Result<web::Json<Metrics>, ApiError> {
+    let centre_id = path_id(&id, "id")?;
+    if caller.role != Role::Admin && caller.organization_id.as_deref() != Some(centre_id.as_str()) {
+        return Err(ApiError::Forbidden(
+            "members of the organisation and administrators only".into(),
+        ));
+    }
+    let now = state.clock.now();
+    let to = window.to.unwrap_or(now);
+    let from = window.from.unwrap_or(to - Duration::days(30));
+    if from >= to {
+        return Err(ApiError::malformed("from", "must be before `to`"));
+    }
+    let centre = centre_id.clone();
+    let rows = state
+        .db
+        .read(move |conn| {
+            if Organization::find(conn, &centre)?.is_none() {
+                return Err(ApiError::NotFound("no such organisation".into()));
+            }
+            Ok(consultations::table
+                .filter(consultations::centre_id.eq(&centre))
+                .filter(consultations::created_at.ge(from.naive_utc()))
+                .filter(consultations::created_at.lt(to.naive_utc()))
+                .select((
+                    consultations::created_at,
+                    consultations::due_at,
+                    consultations::answered_at,
+                    consultations::referral_avoided,
+                ))
+                .load::<(
+                    NaiveDateTime,
+                    NaiveDateTime,
+                    Option<NaiveDateTime>,
+                    Option<bool>,
+                )>(conn)?)
+        })
+        .await?;
+    let (count, answered, median, p90, within, avoided) = metrics_of(&rows);
+    Ok(web::Json(Metrics {
+        centre_id,
+        from,
+        to,
+        count,
+        answered,
+        median_response_hours: median,
+        p90_response_hours: p90,
+        answered_within_due_share: within,
+        referral_avoided_share: avoided,
+    }))
+}
+
+/// Overdue consultations: the centre (address and specialists) is emailed and
+/// the requester notified, once. Claimed with `SKIP LOCKED` on PostgreSQL.
+pub fn escalate_overdue(
+    conn: &mut DbConnection,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<usize, ApiError> {
+    let waiting: Vec<&str> = ConsultationStatus::ALL
+        .iter()
+        .filter(|s| s.awaits_answer())
+        .map(|s| s.as_str())
+        .collect();
+    let due = consultations::table
+        .filter(consultations::status.eq_any(waiting))
+        .filter(consultations::due_at.le(now))
+        .filter(consultations::escalated_at.is_null())
+        .select(consultations::id)
+        .limit(100);
+    let ids: Vec<String> = match conn {
+        DbConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
+        DbConnection::Sqlite(lite) => due.load(lite)?,
+    };
+    let rows: Vec<ConsultationRow> = consultations::table
+        .filter(consultations::id.eq_any(&ids))
+        .select(ConsultationRow::as_select())
+        .load(conn)?;
+    for row in &rows {
+        diesel::update(consultations::table.find(&row.id))
+            .set(consultations::escalated_at.eq(now))
+            .execute(conn)?;
+        tell_centre(
+            conn,
+            row,
+            NotificationKind::ConsultationOverdue,
+            ItemKind::ConsultationOverdue,
+            public_url,
+            now,
+        )?;
+        let subject = Subject {
+            resource_type: "consultation",
+            resource_id: &row.id,
+            patient_id: row.patient_id.as_deref(),
+        };
+        notify(
+            conn,
+            &row.requester_id,
+            NotificationKind::ConsultationOverdue,
+            &subject,
+            public_url,
+            now,
+        )?;
+    }
+    Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(h: i64) -> NaiveDateTime {
+        chrono::DateTime::from_timestamp(1_700_000_000 + h * 3600, 0)
+            .unwrap()
+            .naive_utc()
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), Some(5.0));
+        assert_eq!(quantile(&v, 0.9), Some(9.0));
+        assert_eq!(quantile(&[3.0], 0.9), Some(3.0));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn metrics() {
+        let rows = [
+            (at(0), at(4), Some(at(2)), Some(true)),
+            (at(0), at(4), Some(at(6)), Some(false)),
+            (at(0), at(72), Some(at(10)), None),
+            (at(0), at(72), None, None),
+        ];
+        let (count, answered, median, p90, within, avoided) = metrics_of(&rows);
+        assert_eq!((count, answered), (4, 3));
+        assert_eq!(median, Some(6.0));
+        assert_eq!(p90, Some(10.0));
+        assert_eq!(within, Some(0.5));
+        assert_eq!(avoided, Some(0.5));
+        assert_eq!(metrics_of(&[]), (0, 0, None, None, None, None));
+    }
+}

@@ -1,0 +1,716 @@
+//! Discharge handovers from hospital to GP: a proposed plan, its diff against
+//! the current plan, and an explicit reconciliation by the GP.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::care_plans::{
+    NewVersion, PlanSource, current_version, prepare, store_version, version_row,
+};
+use super::extract::{Json, Query, path_id};
+use super::scope::{PatientAccess, Read, RequestInfo, authorize};
+use super::{Page, page_limit};
+use crate::audit::{self, Outcome};
+use crate::auth::AuthUser;
+use crate::db::DbConnection;
+use crate::db::models::{User, new_id};
+use crate::db::schema::handovers;
+use crate::domain::access::Permission;
+use crate::domain::plan::{Acknowledgement, PlanContent};
+use crate::domain::plan_diff::{Change, diff};
+use crate::domain::role::Role;
+use crate::domain::rules::{self, Warning};
+use crate::domain::workflow::{HandoverAction, HandoverStatus, handover_transition};
+use crate::error::{ApiError, FieldError, Problem};
+use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::startup::AppState;
+
+/// A discharge handover to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHandover {
+    /// The patient's GP, on the care team.
+    pub to_user_id: String,
+    #[schema(min_length = 1, max_length = 10000)]
+    pub summary: String,
+    pub discharge_date: NaiveDate,
+    #[schema(max_length = 5000)]
+    pub follow_up: Option<String>,
+    pub proposed_plan: PlanContent,
+}
+
+text_enum! {
+    /// The GP's decision on a handover.
+    Decision {
+        Accept => "accept",
+        Amend => "amend",
+        Reject => "reject",
+    }
+}
+
+/// The GP's reconciliation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reconcile {
+    pub decision: Decision,
+    /// The plan as amended (required for `amend`).
+    pub plan: Option<PlanContent>,
+    /// Why (required for `reject`).
+    #[schema(max_length = 5000)]
+    pub comment: Option<String>,
+    /// The care-plan version the GP looked at; 412 if it changed since.
+    pub expected_plan_version: Option<i32>,
+    #[serde(default)]
+    pub acknowledged_warnings: Vec<Acknowledgement>,
+}
+
+/// A handover as its sender and addressee see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HandoverView {
+    pub id: String,
+    pub patient_id: String,
+    pub from_user_id: String,
+    pub to_user_id: String,
+    pub summary: String,
+    pub discharge_date: NaiveDate,
+    pub follow_up: Option<String>,
+    pub proposed_plan: PlanContent,
+    /// What the proposal changes against the patient's current plan.
+    pub diff: Vec<Change>,
+    /// The safety rules on the proposal.
+    pub warnings: Vec<Warning>,
+    /// The current care-plan version the diff is computed against.
+    pub current_plan_version: Option<i32>,
+    pub status: HandoverStatus,
+    pub due_at: DateTime<Utc>,
+    pub overdue: bool,
+    pub created_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub reconciled_at: Option<DateTime<Utc>>,
+    pub decision: Option<Decision>,
+    pub comment: Option<String>,
+    /// The care-plan version the reconciliation created.
+    pub resulting_plan_version: Option<i32>,
+}
+
+/// A stored handover.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = handovers)]
+pub struct HandoverRow {
+    pub id: String,
+    pub patient_id: String,
+    pub from_user_id: String,
+    pub to_user_id: String,
+    pub summary: String,
+    pub discharge_date: NaiveDate,
+    pub follow_up: Option<String>,
+    pub proposed_plan: String,
+    pub base_plan_version: Option<i32>,
+    pub status: String,
+    pub due_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub acknowledged_at: Option<NaiveDateTime>,
+    pub reconciled_at: Option<NaiveDateTime>,
+    pub decision: Option<String>,
+    pub comment: Option<String>,
+    pub resulting_plan_version: Option<i32>,
+    pub reminded_at: Option<NaiveDateTime>,
+}
+
+impl HandoverRow {
+    fn status(&self) -> HandoverStatus {
+        HandoverStatus::parse(&self.status).unwrap_or(HandoverStatus::Sent)
+    }
+
+    fn proposal(&self) -> Result<PlanContent, ApiError> {
+        serde_json::from_str(&self.proposed_plan).map_err(ApiError::internal)
+    }
+}
+
+fn view(
+    conn: &mut DbConnection,
+    row: HandoverRow,
+    now: NaiveDateTime,
+) -> Result<HandoverView, ApiError> {
+    let proposal = row.proposal()?;
+    let current = current_version(conn, &row.patient_id)?;
+    let base = match current {
+        Some(v) => version_row(conn, &row.patient_id, v)?
+            .map(|r| r.content())
+            .transpose()?,
+        None => None,
+    };
+    let status = row.status();
+    Ok(HandoverView {
+        diff: diff(base.as_ref(), &proposal),
+        warnings: rules::check(&proposal),
+        current_plan_version: current,
+        overdue: status == HandoverStatus::Sent && row.due_at <= now,
+        status,
+        proposed_plan: proposal,
+        due_at: row.due_at.and_utc(),
+        created_at: row.created_at.and_utc(),
+        acknowledged_at: row.acknowledged_at.map(|t| t.and_utc()),
+        reconciled_at: row.reconciled_at.map(|t| t.and_utc()),
+        decision: row.decision.as_deref().and_then(Decision::parse),
+        id: row.id,
+        patient_id: row.patient_id,
+        from_user_id: row.from_user_id,
+        to_user_id: row.to_user_id,
+        summary: row.summary,
+        discharge_date: row.discharge_date,
+        follow_up: row.follow_up,
+        comment: row.comment,
+        resulting_plan_version: row.resulting_plan_version,
+    })
+}
+
+fn text(
+    raw: Option<&str>,
+    field: &str,
+    max: usize,
+    required: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let value = raw.map(str::trim).filter(|s| !s.is_empty());
+    match value {
+        None if required => errors.push(FieldError::new(field, "required")),
+        Some(v) if v.chars().count() > max => {
+            errors.push(FieldError::new(field, format!("at most {max} characters")))
+        }
+        _ => {}
+    }
+    value.map(str::to_owned)
+}
+
+#[utoipa::path(post, path = "/api/v1/patients/{id}/handovers", tag = "handovers",
+    params(("id" = String, Path, description = "Patient id")),
+    request_body = NewHandover,
+    responses(
+        (status = 201, description = "Sent; the GP is notified. Includes the diff and the warnings", body = HandoverView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Hospital doctors only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Sends a discharge handover to the patient's GP (hospital doctors with a basis).
+pub async fn create_handover(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+    Json(body): Json<NewHandover>,
+) -> Result<HttpResponse, ApiError> {
+    if access.caller.role != Role::HospitalDoctor {
+        return Err(access
+            .forbid(&state, "only hospital doctors send discharge handovers")
+            .await);
+    }
+    let mut errors = Vec::new();
+    let summary = text(Some(&body.summary), "summary", 10_000, true, &mut errors);
+    let follow_up = text(
+        body.follow_up.as_deref(),
+        "follow_up",
+        5000,
+        false,
+        &mut errors,
+    );
+    errors.extend(body.proposed_plan.validate().into_iter().map(|mut e| {
+        e.field = format!("proposed_plan.{}", e.field);
+        e
+    }));
+    let to_user_id = uuid::Uuid::parse_str(&body.to_user_id)
+        .map(|u| u.to_string())
+        .map_err(|_| errors.push(FieldError::new("to_user_id", "not a valid id (UUID)")))
+        .ok();
+    let (Some(summary), Some(to_user_id), true) = (summary, to_user_id, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let addressee_ok = access
+        .relations
+        .members
+        .iter()
+        .any(|m| m.user_id == to_user_id);
+    let now = state.clock.now_naive();
+    let due = now + Duration::hours(i64::from(state.settings.handovers.acknowledge_due_h));
+    let public_url = state.settings.server.public_url.clone();
+    let proposed = serde_json::to_string(&body.proposed_plan).map_err(ApiError::internal)?;
+    let view = state
+        .db
+        .write(move |conn| {
+            let gp =
+                User::find(conn, &to_user_id)?.filter(|u| u.active && u.role == Role::Gp.as_str());
+            if gp.is_none() || !addressee_ok {
+                return Err(ApiError::invalid(
+                    "to_user_id",
+                    "not a GP on this patient's care team",
+                ));
+            }
+            let row = HandoverRow {
+                id: new_id(),
+                patient_id: access.patient_id.clone(),
+                from_user_id: access.caller.id.clone(),
+                to_user_id: to_user_id.clone(),
+                summary,
+                discharge_date: body.discharge_date,
+                follow_up,
+                proposed_plan: proposed,
+                base_plan_version: current_version(conn, &access.patient_id)?,
+                status: HandoverStatus::Sent.as_str().into(),
+                due_at: due,
+                created_at: now,
+                acknowledged_at: None,
+                reconciled_at: None,
+                decision: None,
+                comment: None,
+                resulting_plan_version: None,
+                reminded_at: None,
+            };
+            diesel::insert_into(handovers::table)
+                .values(&row)
+                .execute(conn)?;
+            let subject = Subject {
+                resource_type: "handover",
+                resource_id: &row.id,
+                patient_id: Some(&row.patient_id),
+            };
+            notify(
+                conn,
+                &to_user_id,
+                NotificationKind::HandoverReceived,
+                &subject,
+                &public_url,
+                now,
+            )?;
+            access.append_audit(conn, "handover", Some(&row.id), now)?;
+            view(conn, row, now)
+        })
+        .await?;
+    state.outbox.wake();
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// Filters of the handover lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HandoverFilter {
+    /// `inbox` (to me, the default) or `outbox` (from me).
+    pub r#box: Option<HandoverBox>,
+    pub status: Option<HandoverStatus>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+text_enum! {
+    /// Which side of handovers to list.
+    HandoverBox {
+        Inbox => "inbox",
+        Outbox => "outbox",
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/handovers", tag = "handovers",
+    params(HandoverFilter),
+    responses(
+        (status = 200, description = "Newest first", body = Page<HandoverView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// The caller's handovers, received or sent (every one listed is audited).
+pub async fn list_handovers(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(filter): Query<HandoverFilter>,
+) -> Result<web::Json<Page<HandoverView>>, ApiError> {
+    let limit = page_limit(filter.limit)?;
+    let now = state.clock.now_naive();
+    let me = caller.id.clone();
+    let page = state
+        .db
+        .read(move |conn| {
+            let mut query = handovers::table
+                .select(HandoverRow::as_select())
+                .order(handovers::id.desc())
+                .limit(limit + 1)
+                .into_boxed();
+            query = match filter.r#box.unwrap_or(HandoverBox::Inbox) {
+                HandoverBox::Inbox => query.filter(handovers::to_user_id.eq(me)),
+                HandoverBox::Outbox => query.filter(handovers::from_user_id.eq(me)),
+            };
+            if let Some(status) = filter.status {
+                query = query.filter(handovers::status.eq(status.as_str()));
+            }
+            if let Some(cursor) = filter.cursor {
+                query = query.filter(handovers::id.lt(cursor));
+            }
+            let rows = Page::from_rows(query.load::<HandoverRow>(conn)?, limit, |r| r.id.clone());
+            let mut items = Vec::with_capacity(rows.items.len());
+            for row in rows.items {
+                items.push(view(conn, row, now)?);
+            }
+            Ok(Page {
+                items,
+                next_cursor: rows.next_cursor,
+            })
+        })
+        .await?;
+    let records = page
+        .items
+        .iter()
+        .map(|h| {
+            info.record(
+                &caller,
+                "handover",
+                Some(&h.id),
+                Some(&h.patient_id),
+                None,
+                Outcome::Allowed,
+            )
+        })
+        .collect();
+    state.audit.record_all(records).await?;
+    Ok(web::Json(page))
+}
+
+/// Loads a handover the caller is party to; 404 otherwise (audited).
+async fn party_to(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    raw_id: &str,
+) -> Result<HandoverRow, ApiError> {
+    let id = path_id(raw_id, "id")?;
+    let row = {
+        let id = id.clone();
+        state
+            .db
+            .read(move |conn| {
+                Ok(handovers::table
+                    .find(&id)
+                    .select(HandoverRow::as_select())
+                    .first(conn)
+                    .optional()?)
+            })
+            .await?
+    };
+    match row {
+        Some(row) if row.to_user_id == caller.id || row.from_user_id == caller.id => Ok(row),
+        other => {
+            let patient = other.map(|r| r.patient_id);
+            let record = info.record(
+                caller,
+                "handover",
+                Some(&id),
+                patient.as_deref(),
+                None,
+                Outcome::Denied,
+            );
+            state.audit.record(record).await?;
+            Err(ApiError::NotFound("no such handover".into()))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/handovers/{id}", tag = "handovers",
+    params(("id" = String, Path, description = "Handover id")),
+    responses(
+        (status = 200, description = "With the diff against the current plan", body = HandoverView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, or not its sender or addressee", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// One handover (its sender and addressee).
+pub async fn get_handover(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<web::Json<HandoverView>, ApiError> {
+    let row = party_to(&state, &caller, &info, &id).await?;
+    let record = info.record(
+        &caller,
+        "handover",
+        Some(&row.id),
+        Some(&row.patient_id),
+        None,
+        Outcome::Allowed,
+    );
+    state.audit.record(record).await?;
+    let now = state.clock.now_naive();
+    Ok(web::Json(
+        state.db.read(move |conn| view(conn, row, now)).await?,
+    ))
+}
+
+/// Applies a move of the state machine, as the addressee, in one transaction.
+async fn decide(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    raw_id: &str,
+    action: HandoverAction,
+    reconcile: Option<Reconcile>,
+) -> Result<HandoverView, ApiError> {
+    let row = party_to(state, caller, info, raw_id).await?;
+    if row.to_user_id != caller.id {
+        return Err(ApiError::Forbidden(
+            "only the addressee acknowledges or reconciles a handover".into(),
+        ));
+    }
+    let now = state.clock.now_naive();
+    let public_url = state.settings.server.public_url.clone();
+    // A new plan version needs the right to write the plan.
+    let mut prepared: Option<(PlanContent, Vec<Warning>, Vec<Acknowledgement>, String)> = None;
+    let mut comment = None;
+    let mut expected = None;
+    let mut decision = None;
+    if let Some(body) = reconcile {
+        let mut errors = Vec::new();
+        comment = text(
+            body.comment.as_deref(),
+            "comment",
+            5000,
+            body.decision == Decision::Reject,
+            &mut errors,
+        );
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        expected = body.expected_plan_version;
+        decision = Some(body.decision);
+        let content = match (body.decision, body.plan) {
+            (Decision::Reject, _) => None,
+            (Decision::Accept, None) => Some(row.proposal()?),
+            (Decision::Accept, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "plan",
+                    "accept takes the proposal as it is; use amend to change it",
+                ));
+            }
+            (Decision::Amend, Some(plan)) => Some(plan),
+            (Decision::Amend, None) => return Err(ApiError::invalid("plan", "required to amend")),
+        };
+        if let Some(content) = content {
+            authorize(
+                state,
+                caller,
+                &row.patient_id,
+                Permission::WritePlan,
+                info,
+                false,
+            )
+            .await?;
+            let summary = comment
+                .clone()
+                .unwrap_or_else(|| "Discharge handover reconciled".to_owned());
+            let summary: String = summary.chars().take(500).collect();
+            let (content, warnings) =
+                prepare(content, &summary, &body.acknowledged_warnings, &caller.id)?;
+            prepared = Some((content, warnings, body.acknowledged_warnings, summary));
+        }
+    }
+    let caller = caller.clone();
+    let info = info.clone();
+    state
+        .db
+        .write(move |conn| {
+            let row: HandoverRow = handovers::table
+                .find(&row.id)
+                .select(HandoverRow::as_select())
+                .first(conn)?;
+            let next = handover_transition(row.status(), action)
+                .map_err(|m| ApiError::conflict("status", m))?;
+            let mut resulting = None;
+            if let Some((content, warnings, acks, summary)) = &prepared {
+                let current = current_version(conn, &row.patient_id)?;
+                if expected.is_some_and(|v| Some(v) != current) {
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "the care plan is at version {}, not {}; review the diff again",
+                        current.unwrap_or(0),
+                        expected.unwrap_or(0)
+                    )));
+                }
+                let version = store_version(
+                    conn,
+                    NewVersion {
+                        patient_id: &row.patient_id,
+                        content,
+                        warnings,
+                        acknowledged: acks,
+                        change_summary: summary,
+                        source: Some(PlanSource {
+                            kind: "handover".into(),
+                            id: row.id.clone(),
+                        }),
+                        author_id: &caller.id,
+                    },
+                    current,
+                    now,
+                )?;
+                resulting = Some(version.version);
+            }
+            let target = handovers::table.find(&row.id);
+            diesel::update(target)
+                .set((
+                    handovers::status.eq(next.as_str()),
+                    handovers::acknowledged_at.eq(row.acknowledged_at.unwrap_or(now)),
+                ))
+                .execute(conn)?;
+            if action != HandoverAction::Acknowledge {
+                diesel::update(target)
+                    .set((
+                        handovers::reconciled_at.eq(now),
+                        handovers::decision.eq(decision.map(Decision::as_str)),
+                        handovers::comment.eq(&comment),
+                        handovers::resulting_plan_version.eq(resulting),
+                    ))
+                    .execute(conn)?;
+                let kind = if next == HandoverStatus::Rejected {
+                    NotificationKind::HandoverRejected
+                } else {
+                    NotificationKind::HandoverReconciled
+                };
+                let subject = Subject {
+                    resource_type: "handover",
+                    resource_id: &row.id,
+                    patient_id: Some(&row.patient_id),
+                };
+                notify(conn, &row.from_user_id, kind, &subject, &public_url, now)?;
+            }
+            let record = info.record(
+                &caller,
+                "handover",
+                Some(&row.id),
+                Some(&row.patient_id),
+                None,
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], now)?;
+            let row = handovers::table
+                .find(&row.id)
+                .select(HandoverRow::as_select())
+                .first(conn)?;
+            view(conn, row, now)
+        })
+        .await
+}
+
+#[utoipa::path(post, path = "/api/v1/handovers/{id}/acknowledge", tag = "handovers",
+    params(("id" = String, Path, description = "Handover id")),
+    responses(
+        (status = 200, body = HandoverView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only the addressee", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already acknowledged or decided", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Acknowledges receipt of a handover (its addressee).
+pub async fn acknowledge_handover(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<web::Json<HandoverView>, ApiError> {
+    let view = decide(
+        &state,
+        &caller,
+        &info,
+        &id,
+        HandoverAction::Acknowledge,
+        None,
+    )
+    .await?;
+    Ok(web::Json(view))
+}
+
+#[utoipa::path(post, path = "/api/v1/handovers/{id}/reconcile", tag = "handovers",
+    params(("id" = String, Path, description = "Handover id")),
+    request_body = Reconcile,
+    responses(
+        (status = 200, description = "Decided; accept and amend create a care-plan version whose source is the handover", body = HandoverView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already decided", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The care plan changed since `expected_plan_version`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Accepts, amends or rejects a handover (its addressee).
+pub async fn reconcile_handover(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+    Json(body): Json<Reconcile>,
+) -> Result<web::Json<HandoverView>, ApiError> {
+    let action = if body.decision == Decision::Reject {
+        HandoverAction::Reject
+    } else {
+        HandoverAction::Reconcile
+    };
+    let view = decide(&state, &caller, &info, &id, action, Some(body)).await?;
+    state.outbox.wake();
+    Ok(web::Json(view))
+}
+
+/// Handovers not acknowledged in time: the GP is reminded and the sender told,
+/// once. Claimed with `SKIP LOCKED` on PostgreSQL. Returns how many.
+pub fn remind_overdue(
+    conn: &mut DbConnection,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<usize, ApiError> {
+    let due = handovers::table
+        .filter(handovers::status.eq(HandoverStatus::Sent.as_str()))
+        .filter(handovers::due_at.le(now))
+        .filter(handovers::reminded_at.is_null())
+        .select((
+            handovers::id,
+            handovers::patient_id,
+            handovers::from_user_id,
+            handovers::to_user_id,
+        ))
+        .limit(100);
+    let rows: Vec<(String, String, String, String)> = match conn {
+        DbConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
+        DbConnection::Sqlite(lite) => due.load(lite)?,
+    };
+    for (id, patient_id, from, to) in &rows {
+        diesel::update(handovers::table.find(id))
+            .set(handovers::reminded_at.eq(now))
+            .execute(conn)?;
+        let subject = Subject {
+            resource_type: "handover",
+            resource_id: id,
+            patient_id: Some(patient_id),
+        };
+        notify(
+            conn,
+            to,
+            NotificationKind::HandoverOverdue,
+            &subject,
+            public_url,
+            now,
+        )?;
+        notify(
+            conn,
+            from,
+            NotificationKind::HandoverOverdue,
+            &subject,
+            public_url,
+            now,
+        )?;
+    }
+    Ok(rows.len())
+}

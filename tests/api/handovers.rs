@@ -1,0 +1,547 @@
+//! Discharge handovers and consultation requests, end to end.
+
+use actix_web::http::Method;
+use serde_json::{Value, json};
+
+use crate::care_plans::design_plan;
+use crate::helpers::{Session, TestApp, spawn_app};
+use crate::network::{Network, add_member, create_patient, set_consent};
+
+/// A patient of the GP with the hospital doctor on the team and a first plan
+/// (methadone 60 mg once a day, paracetamol).
+async fn patient_with_plan(app: &TestApp, net: &Network) -> String {
+    let patient = create_patient(app, &net.gp, None).await;
+    set_consent(app, &net.gp, &patient, "granted").await;
+    add_member(app, &net.gp, &patient, &net.hospital).await;
+    let mut plan = design_plan(None);
+    plan["omt"]["temporary_adjustment"] = Value::Null;
+    plan["analgesics"] = json!([plan["analgesics"][0].clone()]);
+    app.request(
+        Method::PUT,
+        &format!("/api/v1/patients/{patient}/care-plan"),
+        Some(&net.gp.token),
+        Some(&plan),
+    )
+    .await
+    .expect(201);
+    patient
+}
+
+/// The hospital's proposal: methadone up to 80 mg and morphine for three days.
+fn proposal() -> Value {
+    let mut plan = design_plan(None);
+    plan["omt"]["daily_dose_mg"] = json!(80);
+    plan["omt"]["temporary_adjustment"] = Value::Null;
+    plan.as_object_mut().unwrap().remove("change_summary");
+    plan
+}
+
+fn handover_body(to: &Session) -> Value {
+    json!({
+        "to_user_id": to.id,
+        "summary": "Prothèse de genou, douleur post-opératoire",
+        "discharge_date": "2026-11-24",
+        "follow_up": "Kinésithérapie, revoir à J7",
+        "proposed_plan": proposal()
+    })
+}
+
+async fn reconcile(app: &TestApp, by: &Session, id: &str, body: Value) -> crate::helpers::Resp {
+    app.post(
+        &format!("/api/v1/handovers/{id}/reconcile"),
+        &by.token,
+        body,
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn hospital_sends_gp_reconciles_plan_names_the_handover() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let patient = patient_with_plan(&app, &net).await;
+    let url = format!("/api/v1/patients/{patient}/handovers");
+
+    // Only hospital doctors send, to a GP of the team, with a valid plan.
+    app.post(&url, &net.gp.token, handover_body(&net.gp))
+        .await
+        .problem(403);
+    app.post(&url, &net.hospital.token, handover_body(&net.gp2))
+        .await
+        .invalid_field("to_user_id");
+    let mut bad = handover_body(&net.gp);
+    bad["proposed_plan"]["analgesics"][1]["drug"] = json!("unobtainium");
+    app.post(&url, &net.hospital.token, bad)
+        .await
+        .invalid_field("proposed_plan.analgesics[1].drug");
+
+    let sent = app
+        .post(&url, &net.hospital.token, handover_body(&net.gp))
+        .await
+        .expect(201);
+    let id = sent.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(sent.body["status"], "sent");
+    assert_eq!(sent.body["current_plan_version"], 1);
+
+    // The GP finds it in the inbox, with the diff.
+    let inbox = app
+        .get("/api/v1/handovers?box=inbox&status=sent", &net.gp.token)
+        .await
+        .expect(200);
+    assert_eq!(inbox.body["items"][0]["id"], id);
+    let outbox = app
+        .get("/api/v1/handovers?box=outbox", &net.hospital.token)
+        .await
+        .expect(200);
+    assert_eq!(outbox.body["items"][0]["id"], id);
+    let handover = app
+        .get(&format!("/api/v1/handovers/{id}"), &net.gp.token)
+        .await
+        .expect(200);
+    let diff = handover.body["diff"].as_array().unwrap();
+    let kinds: Vec<&str> = diff.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["omt_dose_changed", "line_added"]);
+    assert_eq!(diff[0]["before"], 60.0);
+    assert_eq!(diff[0]["after"], 80.0);
+    assert_eq!(diff[1]["after"]["drug"], "morphine");
+    app.get(&format!("/api/v1/handovers/{id}"), &net.pharmacist.token)
+        .await
+        .problem(404);
+    let told = app
+        .smtp
+        .mail_to_containing("gp@relais.test", "discharge handover is waiting")
+        .await;
+    assert!(!told.data.contains("genou"));
+
+    // Only the addressee acknowledges and reconciles.
+    app.request(
+        Method::POST,
+        &format!("/api/v1/handovers/{id}/acknowledge"),
+        Some(&net.hospital.token),
+        None,
+    )
+    .await
+    .problem(403);
+    let acked = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/handovers/{id}/acknowledge"),
+            Some(&net.gp.token),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(acked.body["status"], "acknowledged");
+    app.request(
+        Method::POST,
+        &format!("/api/v1/handovers/{id}/acknowledge"),
+        Some(&net.gp.token),
+        None,
+    )
+    .await
+    .problem(409);
+
+    // A stale view of the plan is refused; then the GP accepts.
+    reconcile(
+        &app,
+        &net.gp,
+        &id,
+        json!({"decision": "accept", "expected_plan_version": 7}),
+    )
+    .await
+    .problem(412);
+    let done = reconcile(
+        &app,
+        &net.gp,
+        &id,
+        json!({"decision": "accept", "expected_plan_version": 1}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(done.body["status"], "reconciled");
+    assert_eq!(done.body["resulting_plan_version"], 2);
+    reconcile(
+        &app,
+        &net.gp,
+        &id,
+        json!({"decision": "reject", "comment": "changed my mind"}),
+    )
+    .await
+    .problem(409);
+
+    let plan = app
+        .get(
+            &format!("/api/v1/patients/{patient}/care-plan"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(plan.body["version"], 2);
+    assert_eq!(plan.body["source"], json!({"type": "handover", "id": id}));
+    assert_eq!(plan.body["omt"]["daily_dose_mg"], 80.0);
+    assert_eq!(plan.body["author"]["id"], net.gp.id);
+    let told = app
+        .get("/api/v1/notifications", &net.hospital.token)
+        .await
+        .expect(200);
+    assert_eq!(told.body["items"][0]["kind"], "handover_reconciled");
+}
+
+#[actix_web::test]
+async fn amend_and_reject() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let patient = patient_with_plan(&app, &net).await;
+    let url = format!("/api/v1/patients/{patient}/handovers");
+    let first = app
+        .post(&url, &net.hospital.token, handover_body(&net.gp))
+        .await
+        .expect(201);
+    let first = first.body["id"].as_str().unwrap().to_owned();
+    let second = app
+        .post(&url, &net.hospital.token, handover_body(&net.gp))
+        .await
+        .expect(201);
+    let second = second.body["id"].as_str().unwrap().to_owned();
+
+    reconcile(&app, &net.gp, &first, json!({"decision": "amend"}))
+        .await
+        .invalid_field("plan");
+    let mut amended = proposal();
+    amended["omt"]["daily_dose_mg"] = json!(70);
+    let done = reconcile(
+        &app,
+        &net.gp,
+        &first,
+        json!({"decision": "amend", "plan": amended, "comment": "70 mg suffit"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(done.body["decision"], "amend");
+    let plan = app
+        .get(
+            &format!("/api/v1/patients/{patient}/care-plan"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(plan.body["omt"]["daily_dose_mg"], 70.0);
+    assert_eq!(plan.body["change_summary"], "70 mg suffit");
+
+    reconcile(&app, &net.gp, &second, json!({"decision": "reject"}))
+        .await
+        .invalid_field("comment");
+    let rejected = reconcile(
+        &app,
+        &net.gp,
+        &second,
+        json!({"decision": "reject", "comment": "Déjà adapté"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(rejected.body["status"], "rejected");
+    assert!(rejected.body["resulting_plan_version"].is_null());
+    let told = app
+        .get("/api/v1/notifications", &net.hospital.token)
+        .await
+        .expect(200);
+    assert_eq!(told.body["items"][0]["kind"], "handover_rejected");
+    let versions = app
+        .get(
+            &format!("/api/v1/patients/{patient}/care-plan/versions"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        versions.body.as_array().unwrap().len(),
+        2,
+        "reject writes no plan"
+    );
+}
+
+async fn consult(
+    app: &TestApp,
+    by: &Session,
+    centre: &str,
+    patient: Option<&str>,
+    priority: &str,
+) -> Value {
+    app.post(
+        "/api/v1/consultations",
+        &by.token,
+        json!({"centre_id": centre, "patient_id": patient, "priority": priority, "question": "Douleur aiguë sous méthadone : quel palier ?"}),
+    )
+    .await
+    .expect(201)
+    .body
+}
+
+#[actix_web::test]
+async fn consultation_from_request_to_close() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let patient = patient_with_plan(&app, &net).await;
+    let plan_url = format!("/api/v1/patients/{patient}/care-plan");
+
+    // A centre of another kind is refused; the patient needs a basis.
+    app.post(
+        "/api/v1/consultations",
+        &net.gp.token,
+        json!({"centre_id": net.gp_practice, "priority": "urgent", "question": "?"}),
+    )
+    .await
+    .invalid_field("centre_id");
+    app.post("/api/v1/consultations", &net.nurse.token, json!({"centre_id": net.pain_centre, "patient_id": patient, "priority": "urgent", "question": "?"}))
+        .await
+        .problem(404);
+    app.post(
+        "/api/v1/consultations",
+        &net.gp.token,
+        json!({"centre_id": net.pain_centre, "priority": "soon", "question": "?"}),
+    )
+    .await
+    .invalid_field("priority");
+
+    // Before the request, the specialist cannot read the plan.
+    app.get(&plan_url, &net.specialist.token).await.problem(404);
+    let created = consult(&app, &net.gp, &net.pain_centre, Some(&patient), "urgent").await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "submitted");
+    let created_at: chrono::DateTime<chrono::Utc> =
+        created["created_at"].as_str().unwrap().parse().unwrap();
+    let due_at: chrono::DateTime<chrono::Utc> =
+        created["due_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!((due_at - created_at).num_hours(), 4);
+    app.smtp
+        .mail_to_containing("pain_centre@relais.test", "consultation request is waiting")
+        .await;
+
+    // While it is open, the centre's specialist reads the patient (basis consultation), read only.
+    let seen = app
+        .get(
+            &format!("/api/v1/patients/{patient}"),
+            &net.specialist.token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(seen.body["access_basis"], "consultation");
+    app.get(&plan_url, &net.specialist.token).await.expect(200);
+    app.request_with(
+        Method::PUT,
+        &plan_url,
+        Some(&net.specialist.token),
+        Some(&design_plan(None)),
+        &[("if-match", "\"1\"".into())],
+    )
+    .await
+    .problem(403);
+    app.post(
+        &format!("/api/v1/patients/{patient}/observations"),
+        &net.specialist.token,
+        json!({"pain_score": 5}),
+    )
+    .await
+    .problem(403);
+    // Not the other centre.
+    app.get(&format!("/api/v1/consultations/{id}"), &net.addiction.token)
+        .await
+        .problem(404);
+
+    let received = app
+        .get("/api/v1/consultations?box=received", &net.specialist.token)
+        .await
+        .expect(200);
+    assert_eq!(received.body["items"][0]["id"], id);
+    let sent = app
+        .get(
+            "/api/v1/consultations?box=sent&status=submitted",
+            &net.gp.token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(sent.body["items"][0]["id"], id);
+
+    // The requester cannot answer; the centre accepts then answers with a plan.
+    app.post(
+        &format!("/api/v1/consultations/{id}/accept"),
+        &net.gp.token,
+        json!({}),
+    )
+    .await
+    .problem(403);
+    app.post(
+        &format!("/api/v1/consultations/{id}/close"),
+        &net.gp.token,
+        json!({"outcome": "resolved", "referral_avoided": true}),
+    )
+    .await
+    .problem(409);
+    app.post(
+        &format!("/api/v1/consultations/{id}/accept"),
+        &net.specialist.token,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let mut advice = proposal();
+    advice["analgesics"][1]["drug"] = json!("oxycodone");
+    advice["analgesics"][1]["dose_mg"] = json!(5);
+    advice["analgesics"][1]["max_daily_mg"] = json!(20);
+    let answered = app
+        .post(
+            &format!("/api/v1/consultations/{id}/answer"),
+            &net.specialist.token,
+            json!({"answer": "Oxycodone 5 mg, pas de tramadol.", "proposed_plan": advice}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(answered.body["status"], "answered");
+    let told = app
+        .get("/api/v1/notifications", &net.gp.token)
+        .await
+        .expect(200);
+    assert_eq!(told.body["items"][0]["kind"], "consultation_answered");
+
+    // The requester applies the proposal: a new version whose source is the consultation.
+    app.post(
+        &format!("/api/v1/consultations/{id}/apply-proposal"),
+        &net.gp.token,
+        json!({"expected_plan_version": 5}),
+    )
+    .await
+    .problem(412);
+    let applied = app
+        .post(
+            &format!("/api/v1/consultations/{id}/apply-proposal"),
+            &net.gp.token,
+            json!({"expected_plan_version": 1}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(applied.body["applied_plan_version"], 2);
+    let plan = app.get(&plan_url, &net.gp.token).await.expect(200);
+    assert_eq!(
+        plan.body["source"],
+        json!({"type": "consultation", "id": id})
+    );
+    assert_eq!(plan.body["analgesics"][1]["drug"], "oxycodone");
+    app.post(
+        &format!("/api/v1/consultations/{id}/apply-proposal"),
+        &net.gp.token,
+        json!({}),
+    )
+    .await
+    .problem(409);
+
+    // Closing ends the specialist's access.
+    let closed = app
+        .post(
+            &format!("/api/v1/consultations/{id}/close"),
+            &net.gp.token,
+            json!({"outcome": "resolved", "referral_avoided": true}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(closed.body["status"], "closed");
+    app.get(
+        &format!("/api/v1/patients/{patient}"),
+        &net.specialist.token,
+    )
+    .await
+    .problem(404);
+    app.get(
+        &format!("/api/v1/consultations/{id}"),
+        &net.specialist.token,
+    )
+    .await
+    .expect(200);
+
+    // Metrics of the centre.
+    let metrics = app
+        .get(
+            &format!(
+                "/api/v1/organizations/{}/consultation-metrics",
+                net.pain_centre
+            ),
+            &net.specialist.token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(metrics.body["count"], 1);
+    assert_eq!(metrics.body["answered"], 1);
+    assert_eq!(metrics.body["answered_within_due_share"], 1.0);
+    assert_eq!(metrics.body["referral_avoided_share"], 1.0);
+    app.get(
+        &format!(
+            "/api/v1/organizations/{}/consultation-metrics",
+            net.pain_centre
+        ),
+        &net.gp.token,
+    )
+    .await
+    .problem(403);
+}
+
+#[actix_web::test]
+async fn decline_and_cancel() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let a = consult(&app, &net.gp, &net.pain_centre, None, "routine").await;
+    let a = a["id"].as_str().unwrap().to_owned();
+    let b = consult(&app, &net.gp, &net.pain_centre, None, "routine").await;
+    let b = b["id"].as_str().unwrap().to_owned();
+    app.post(
+        &format!("/api/v1/consultations/{a}/decline"),
+        &net.specialist.token,
+        json!({"reason": " "}),
+    )
+    .await
+    .invalid_field("reason");
+    let declined = app
+        .post(
+            &format!("/api/v1/consultations/{a}/decline"),
+            &net.specialist.token,
+            json!({"reason": "Hors de notre champ"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(declined.body["status"], "declined");
+    let told = app
+        .get("/api/v1/notifications", &net.gp.token)
+        .await
+        .expect(200);
+    assert_eq!(told.body["items"][0]["kind"], "consultation_declined");
+    app.post(
+        &format!("/api/v1/consultations/{a}/cancel"),
+        &net.gp.token,
+        json!({}),
+    )
+    .await
+    .problem(409);
+
+    app.post(
+        &format!("/api/v1/consultations/{b}/cancel"),
+        &net.specialist.token,
+        json!({}),
+    )
+    .await
+    .problem(403);
+    let cancelled = app
+        .post(
+            &format!("/api/v1/consultations/{b}/cancel"),
+            &net.gp.token,
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let due: chrono::DateTime<chrono::Utc> =
+        cancelled.body["due_at"].as_str().unwrap().parse().unwrap();
+    let created: chrono::DateTime<chrono::Utc> = cancelled.body["created_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!((due - created).num_hours(), 72);
+}
