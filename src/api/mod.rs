@@ -6,6 +6,8 @@ pub mod auth;
 pub mod care_team;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
+pub mod inbox;
 pub mod me;
 pub mod notifications;
 pub mod openapi;
@@ -13,6 +15,7 @@ pub mod organizations;
 pub mod outbox;
 pub mod patients;
 pub mod scope;
+pub mod threads;
 pub mod users;
 
 use actix_web::web;
@@ -75,6 +78,11 @@ routes! {
 
     "/notifications" => { get => notifications::list_notifications },
     "/notifications/{id}/read" => { post => notifications::read_notification },
+
+    "/threads" => { get => threads::list_threads },
+    "/threads/{id}/messages" => { get => threads::list_messages, post => threads::post_message },
+    "/threads/{id}/read" => { post => threads::mark_thread_read },
+    "/inbox" => { get => inbox::get_inbox },
 }
 
 /// A page of a list: `next_cursor` is passed back as `?cursor=` for the next page.

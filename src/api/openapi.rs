@@ -7,8 +7,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, audit_events, auth, care_team, health, me, notifications, organizations, outbox,
-    patients, users,
+    access, audit_events, auth, care_team, health, inbox, me, notifications, organizations, outbox,
+    patients, threads, users,
 };
 
 /// The API description served at `/api/v1/openapi.json`.
@@ -29,6 +29,8 @@ use super::{
         access::approve_access_request, access::deny_access_request, access::emergency_access,
         audit_events::list_patient_audit_events, audit_events::list_audit_events,
         notifications::list_notifications, notifications::read_notification,
+        threads::list_threads, threads::list_messages, threads::post_message,
+        threads::mark_thread_read, inbox::get_inbox,
     ),
     modifiers(&BearerAuth),
 )]

@@ -3,5 +3,6 @@
 pub mod access;
 pub mod contact;
 pub mod ins;
+pub mod messaging;
 pub mod role;
 pub mod rpps;

@@ -21,6 +21,7 @@ text_enum! {
         AccessRequestApproved => "access_request_approved",
         AccessRequestDenied => "access_request_denied",
         AddedToCareTeam => "added_to_care_team",
+        NewMessage => "new_message",
     }
 }
 
@@ -33,6 +34,7 @@ impl NotificationKind {
                 ItemKind::AccessRequestDecided
             }
             Self::AddedToCareTeam => ItemKind::AddedToCareTeam,
+            Self::NewMessage => ItemKind::NewMessage,
         }
     }
 }
@@ -73,9 +75,14 @@ pub fn notify(
     {
         return Ok(false);
     }
+    // The link names the item by its id only (a thread's leads to the thread).
+    let link = match subject.resource_type {
+        "thread" => format!("{public_url}/threads/{}", subject.resource_id),
+        _ => format!("{public_url}/notifications"),
+    };
     let email = Email::NewItem {
         what: kind.email_kind(),
-        link: format!("{public_url}/notifications"),
+        link,
     };
     outbox::queue(conn, &user.email, &email, now)?;
     Ok(true)

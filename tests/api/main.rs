@@ -9,6 +9,7 @@ mod errors;
 mod health;
 mod helpers;
 mod matrix;
+mod messaging;
 mod migrations;
 mod network;
 mod openapi;

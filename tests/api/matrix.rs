@@ -48,6 +48,9 @@ struct Scene {
     ins: String,
     access_request: String,
     referent_notification: String,
+    /// The patient's thread, with one message from the referent.
+    thread: String,
+    message: String,
 }
 
 async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
@@ -79,11 +82,33 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
         .get("/api/v1/notifications", &net.gp.token)
         .await
         .expect(200);
+    let thread = app
+        .get(&format!("/api/v1/patients/{patient}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = app
+        .post(
+            &format!("/api/v1/threads/{thread}/messages"),
+            &net.gp.token,
+            json!({"body": "Point sur le traitement demain ?"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     Scene {
         patient,
         ins,
         access_request: request.body["id"].as_str().unwrap().to_owned(),
         referent_notification: notes.body["items"][0]["id"].as_str().unwrap().to_owned(),
+        thread,
+        message,
     }
 }
 
@@ -329,6 +354,36 @@ const TABLE: &[Case] = &[
         [401, 404, 204, 404, 404, 404, 404, 404],
         false,
     ),
+    case(
+        "get",
+        "/api/v1/threads",
+        [401, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
+    case(
+        "get",
+        "/api/v1/threads/{id}/messages",
+        [401, 404, 200, 200, 200, 404, 200, 404],
+        true,
+    ),
+    case(
+        "post",
+        "/api/v1/threads/{id}/messages",
+        [401, 404, 201, 201, 201, 404, 201, 404],
+        true,
+    ),
+    case(
+        "post",
+        "/api/v1/threads/{id}/read",
+        [401, 404, 200, 200, 200, 404, 200, 404],
+        true,
+    ),
+    case(
+        "get",
+        "/api/v1/inbox",
+        [401, 200, 200, 200, 200, 200, 200, 200],
+        false,
+    ),
 ];
 
 /// The concrete path and body of a case for one caller and scene.
@@ -348,6 +403,9 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
         }
         "/api/v1/notifications/{id}/read" => {
             format!("/api/v1/notifications/{}/read", scene.referent_notification)
+        }
+        "/api/v1/threads/{id}/messages" | "/api/v1/threads/{id}/read" => {
+            case.path.replace("{id}", &scene.thread)
         }
         other => other.replace("{id}", p),
     };
@@ -383,6 +441,10 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
         ) => {
             json!({"reason": "Douleur aiguë, besoin du plan en cours"})
         }
+        ("post", "/api/v1/threads/{id}/messages") => {
+            json!({"body": "Je passe le voir à 17 h."})
+        }
+        ("post", "/api/v1/threads/{id}/read") => json!({"up_to": scene.message}),
         ("post", _) => json!({}),
         _ => return (path, None),
     };
