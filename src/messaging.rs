@@ -97,27 +97,42 @@ pub fn threads_of(
         .load(conn)
 }
 
-/// Threads whose subject the user may have a basis on (team or emergency
-/// grant); the consent rule is applied afterwards with [`resolve`].
-pub fn candidate_threads<'a>(
+/// The patients the user may have a basis on: active team memberships and
+/// unexpired emergency grants (the consent rule is applied afterwards with
+/// [`resolve`]). Both come off per-user indexes, so the cost follows the
+/// user's own caseload, not the size of the network.
+pub fn candidate_patients(
+    conn: &mut DbConnection,
     user_id: &str,
     now: NaiveDateTime,
-) -> threads::BoxedQuery<'a, Backend> {
-    let on_team = care_team_members::table
-        .filter(care_team_members::user_id.eq(user_id.to_owned()))
+) -> QueryResult<Vec<String>> {
+    let mut ids: Vec<String> = care_team_members::table
+        .filter(care_team_members::user_id.eq(user_id))
         .filter(care_team_members::until.is_null())
-        .select(care_team_members::patient_id.nullable());
-    let in_emergency = emergency_grants::table
-        .filter(emergency_grants::user_id.eq(user_id.to_owned()))
-        .filter(emergency_grants::expires_at.gt(now))
-        .select(emergency_grants::patient_id.nullable());
-    threads::table
-        .filter(
-            threads::patient_id
-                .eq_any(on_team)
-                .or(threads::patient_id.eq_any(in_emergency)),
-        )
-        .into_boxed()
+        .select(care_team_members::patient_id)
+        .load(conn)?;
+    ids.extend(
+        emergency_grants::table
+            .filter(emergency_grants::user_id.eq(user_id))
+            .filter(emergency_grants::expires_at.gt(now))
+            .select(emergency_grants::patient_id)
+            .load::<String>(conn)?,
+    );
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The threads of the user's candidate patients.
+pub fn candidate_threads<'a>(
+    conn: &mut DbConnection,
+    user_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<threads::BoxedQuery<'a, Backend>> {
+    let patient_ids = candidate_patients(conn, user_id, now)?;
+    Ok(threads::table
+        .filter(threads::patient_id.eq_any(patient_ids))
+        .into_boxed())
 }
 
 /// Keeps the threads with a message from someone else after the user's marker.
@@ -245,10 +260,10 @@ pub fn inbox_counts(
     user: &AuthUser,
     now: DateTime<Utc>,
 ) -> QueryResult<InboxCounts> {
-    let candidates: Vec<Option<String>> =
-        with_unread(candidate_threads(&user.id, now.naive_utc()), &user.id)
-            .select(threads::patient_id)
-            .load(conn)?;
+    let threads = candidate_threads(conn, &user.id, now.naive_utc())?;
+    let candidates: Vec<Option<String>> = with_unread(threads, &user.id)
+        .select(threads::patient_id)
+        .load(conn)?;
     let mut unread_threads = 0;
     for patient_id in candidates.into_iter().flatten() {
         if resolve(conn, user, &patient_id, now)?.is_some() {

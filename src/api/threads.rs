@@ -198,7 +198,7 @@ pub async fn list_threads(
         state
             .db
             .read(move |conn| {
-                let mut query = candidate_threads(&caller.id, now.naive_utc());
+                let mut query = candidate_threads(conn, &caller.id, now.naive_utc())?;
                 if filter.unread == Some(true) {
                     query = with_unread(query, &caller.id);
                 }

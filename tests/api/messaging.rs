@@ -846,3 +846,95 @@ async fn no_email_carries_health_data() {
         }
     }
 }
+
+/// Applies the migrations that come before `stop` (by name).
+macro_rules! migrate_before {
+    ($conn:expr, $source:expr, $stop:expr) => {{
+        use diesel_migrations::MigrationHarness;
+        loop {
+            let pending = $conn
+                .pending_migrations($source)
+                .expect("pending migrations");
+            match pending.first() {
+                Some(next) if !next.name().to_string().contains($stop) => {
+                    $conn.run_next_migration($source).expect("migrate");
+                }
+                _ => break,
+            }
+        }
+    }};
+}
+
+#[actix_web::test]
+async fn the_migration_gives_every_existing_patient_its_thread() {
+    use relais::db::schema::{patients, threads, users};
+    use relais::db::{ConnectionManager, DbConnection, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+
+    let db = TestDb::new();
+    let mut conn = ConnectionManager::new(&db.url)
+        .unwrap()
+        .establish()
+        .unwrap();
+    let stop = "_messaging";
+    match &mut conn {
+        DbConnection::Postgres(pg) => migrate_before!(pg, POSTGRES_MIGRATIONS, stop),
+        DbConnection::Sqlite(lite) => migrate_before!(lite, SQLITE_MIGRATIONS, stop),
+    }
+    // Patients registered before messaging existed.
+    let now = chrono::Utc::now().naive_utc();
+    let user = uuid::Uuid::now_v7().to_string();
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(&user),
+            users::email.eq("old@relais.test"),
+            users::full_name.eq("Dr Old"),
+            users::role.eq("gp"),
+            users::active.eq(true),
+            users::token_version.eq(0),
+            users::notification_preference.eq("immediate"),
+            users::created_at.eq(now),
+            users::updated_at.eq(now),
+        ))
+        .execute(&mut conn)
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = uuid::Uuid::now_v7().to_string();
+        diesel::insert_into(patients::table)
+            .values((
+                patients::id.eq(&id),
+                patients::family_name.eq("Ancien"),
+                patients::given_names.eq("Patient"),
+                patients::birth_date.eq(chrono::NaiveDate::from_ymd_opt(1960, 1, 1).unwrap()),
+                patients::sex.eq("male"),
+                patients::created_by.eq(&user),
+                patients::created_at.eq(now),
+                patients::updated_at.eq(now),
+            ))
+            .execute(&mut conn)
+            .unwrap();
+        ids.push(id);
+    }
+    relais::db::run_migrations(&mut conn).unwrap();
+
+    let rows: Vec<(String, String, String, Option<String>, String)> = threads::table
+        .select((
+            threads::id,
+            threads::subject_type,
+            threads::subject_id,
+            threads::patient_id,
+            threads::activity_id,
+        ))
+        .order(threads::subject_id)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(rows.len(), ids.len(), "exactly one thread per patient");
+    for ((id, subject_type, subject_id, patient_id, activity), patient) in rows.iter().zip(&ids) {
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id} is not a UUID");
+        assert_eq!(subject_type, "patient");
+        assert_eq!(subject_id, patient);
+        assert_eq!(patient_id.as_deref(), Some(patient.as_str()));
+        assert_eq!(activity, patient, "sorted by the patient's creation");
+    }
+    drop(conn);
+}
