@@ -31,6 +31,7 @@ pub struct Settings {
     pub email: EmailSettings,
     pub consultations: ConsultationSettings,
     pub handovers: HandoverSettings,
+    pub scheduler: SchedulerSettings,
 }
 
 /// Due times of consultation requests.
@@ -46,6 +47,16 @@ pub struct ConsultationSettings {
 #[serde(deny_unknown_fields)]
 pub struct HandoverSettings {
     pub acknowledge_due_h: u32,
+}
+
+/// The in-process scheduler: daily digests, purging expired idempotency keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// How often it looks for due work, in milliseconds.
+    pub tick_ms: u64,
+    /// The hour (UTC, 0–23) from which each day's digest is sent.
+    pub digest_hour_utc: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,6 +307,15 @@ impl Settings {
                 return invalid(key, "must be 1 to 720 hours");
             }
         }
+        if !(10..=3_600_000).contains(&self.scheduler.tick_ms) {
+            return invalid(
+                "scheduler.tick_ms",
+                "must be between 10 and 3600000 (one hour)",
+            );
+        }
+        if self.scheduler.digest_hour_utc > 23 {
+            return invalid("scheduler.digest_hour_utc", "must be an hour from 0 to 23");
+        }
         Ok(())
     }
 
@@ -339,6 +359,18 @@ mod tests {
             .merge(Toml::string("[server]\nbind = \"nowhere\""));
         let err = Settings::from_figment(figment).unwrap_err().to_string();
         assert!(err.contains("server.bind"), "{err}");
+
+        for bad in ["tick_ms = 0", "tick_ms = 3600001", "digest_hour_utc = 24"] {
+            let figment = Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(&format!("[scheduler]\n{bad}")));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.contains(&format!("scheduler.{key}")), "{err}");
+        }
+        let figment =
+            Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[scheduler]\ntick = 5"));
+        let err = Settings::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("tick"), "{err}");
     }
 
     #[test]

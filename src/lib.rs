@@ -41,6 +41,8 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod messaging;
 pub mod notify;
+pub mod scheduler;
 pub mod startup;
 pub mod telemetry;

@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::error::render_foreign_error;
 use crate::notify::outbox::{OutboxSignal, Sender};
+use crate::scheduler::Scheduler;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -113,7 +114,12 @@ impl Application {
             &state.settings.server.data_dir,
             state.outbox.clone(),
         )?;
-        let tasks = vec![tokio::spawn(sender.run(shutdown_rx)), audit_task];
+        let scheduler = Scheduler::new(&state);
+        let tasks = vec![
+            tokio::spawn(sender.run(shutdown_rx.clone())),
+            tokio::spawn(scheduler.run(shutdown_rx)),
+            audit_task,
+        ];
 
         let listener = TcpListener::bind(&state.settings.server.bind)?;
         let port = listener.local_addr()?.port();

@@ -9,6 +9,8 @@ pub mod consultations;
 pub mod extract;
 pub mod handovers;
 pub mod health;
+pub mod idempotency;
+pub mod inbox;
 pub mod me;
 pub mod notifications;
 pub mod observations;
@@ -17,6 +19,7 @@ pub mod organizations;
 pub mod outbox;
 pub mod patients;
 pub mod scope;
+pub mod threads;
 pub mod users;
 
 use actix_web::web;
@@ -102,6 +105,11 @@ routes! {
 
     "/notifications" => { get => notifications::list_notifications },
     "/notifications/{id}/read" => { post => notifications::read_notification },
+
+    "/threads" => { get => threads::list_threads },
+    "/threads/{id}/messages" => { get => threads::list_messages, post => threads::post_message },
+    "/threads/{id}/read" => { post => threads::mark_thread_read },
+    "/inbox" => { get => inbox::get_inbox },
 }
 
 /// A page of a list: `next_cursor` is passed back as `?cursor=` for the next page.

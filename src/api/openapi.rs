@@ -7,8 +7,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, audit_events, auth, care_plans, care_team, consultations, handovers, health, me,
-    notifications, observations, organizations, outbox, patients, users,
+    access, audit_events, auth, care_plans, care_team, consultations, handovers, health, inbox, me,
+    notifications, observations, organizations, outbox, patients, threads, users,
 };
 
 /// The API description served at `/api/v1/openapi.json`.
@@ -38,6 +38,8 @@ use super::{
         consultations::accept_consultation, consultations::answer_consultation, consultations::decline_consultation,
         consultations::close_consultation, consultations::cancel_consultation, consultations::apply_proposal,
         consultations::consultation_metrics,
+        threads::list_threads, threads::list_messages, threads::post_message,
+        threads::mark_thread_read, inbox::get_inbox,
     ),
     modifiers(&BearerAuth),
 )]

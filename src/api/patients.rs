@@ -20,7 +20,9 @@ use crate::db::{DbConnection, is_unique_violation};
 use crate::domain::access::{Basis, ConsentStatus, TeamRole};
 use crate::domain::contact::parse_text;
 use crate::domain::ins::Ins;
+use crate::domain::messaging::SubjectType;
 use crate::error::{ApiError, FieldError, Problem};
+use crate::messaging::{create_thread, threads_of};
 use crate::startup::AppState;
 
 text_enum! {
@@ -47,12 +49,20 @@ pub struct PatientView {
     pub consent: Option<ConsentStatus>,
     /// The caller's basis on this patient.
     pub access_basis: Basis,
+    /// The patient's conversation (`/threads/{thread_id}/messages`).
+    pub thread_id: String,
     pub created_at: DateTime<Utc>,
 }
 
 impl PatientView {
-    fn new(patient: Patient, consent: Option<ConsentStatus>, basis: Basis) -> Self {
+    fn new(
+        patient: Patient,
+        consent: Option<ConsentStatus>,
+        basis: Basis,
+        thread_id: String,
+    ) -> Self {
         Self {
+            thread_id,
             sex: Sex::parse(&patient.sex).unwrap_or(Sex::Unknown),
             id: patient.id,
             ins: patient.ins,
@@ -145,6 +155,14 @@ fn duplicate_ins(err: diesel::result::Error) -> ApiError {
     }
 }
 
+/// The thread of a patient (made with it, so always there).
+fn thread_of(conn: &mut DbConnection, patient_id: &str) -> Result<String, ApiError> {
+    threads_of(conn, SubjectType::Patient, &[patient_id.to_owned()])?
+        .pop()
+        .map(|(_, thread)| thread)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a patient without its thread")))
+}
+
 /// The latest consent decision on a patient.
 pub fn current_consent(
     conn: &mut DbConnection,
@@ -232,13 +250,21 @@ pub async fn create_patient(
                 Some(Basis::Team),
                 Outcome::Allowed,
             );
+            let thread_id = create_thread(
+                conn,
+                SubjectType::Patient,
+                &patient.id,
+                Some(&patient.id),
+                now,
+            )?;
             audit::append(conn, &[record], now)?;
-            Ok(patient)
+            Ok((patient, thread_id))
         })
         .await?;
+    let (patient, thread_id) = patient;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/patients/{}", patient.id)))
-        .json(PatientView::new(patient, None, Basis::Team)))
+        .json(PatientView::new(patient, None, Basis::Team, thread_id)))
 }
 
 #[utoipa::path(get, path = "/api/v1/patients", tag = "patients",
@@ -305,11 +331,24 @@ pub async fn list_patients(
                 }
                 let candidates: Vec<Patient> = query.load(conn)?;
                 let raw = Page::from_rows(candidates, limit, |p| p.id.clone());
+                let ids: Vec<String> = raw.items.iter().map(|p| p.id.clone()).collect();
+                let mut thread_ids: std::collections::HashMap<String, String> =
+                    threads_of(conn, SubjectType::Patient, &ids)?
+                        .into_iter()
+                        .collect();
                 // Membership alone is not enough: the consent rule decides.
                 let mut items = Vec::with_capacity(raw.items.len());
                 for patient in raw.items {
                     if let Some((basis, relations)) = resolve(conn, &caller, &patient.id, now)? {
-                        items.push(PatientView::new(patient, relations.consent, basis));
+                        let thread_id = thread_ids.remove(&patient.id).ok_or_else(|| {
+                            ApiError::internal(anyhow::anyhow!("a patient without its thread"))
+                        })?;
+                        items.push(PatientView::new(
+                            patient,
+                            relations.consent,
+                            basis,
+                            thread_id,
+                        ));
                     }
                 }
                 Ok(Page {
@@ -352,16 +391,19 @@ pub async fn get_patient(
     access: PatientAccess<Read>,
 ) -> Result<web::Json<PatientView>, ApiError> {
     let id = access.patient_id.clone();
-    let patient = state
+    let (patient, thread_id) = state
         .db
         .read(move |conn| {
-            Patient::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such patient".into()))
+            let patient = Patient::find(conn, &id)?
+                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
+            Ok((patient, thread_of(conn, &id)?))
         })
         .await?;
     Ok(web::Json(PatientView::new(
         patient,
         access.relations.consent,
         access.basis,
+        thread_id,
     )))
 }
 
@@ -450,11 +492,15 @@ pub async fn update_patient(
                     .execute(conn)?;
             }
             access.append_audit(conn, "patient", Some(&access.patient_id), now)?;
-            Patient::find(conn, &access.patient_id)?
-                .ok_or_else(|| ApiError::NotFound("no such patient".into()))
+            let patient = Patient::find(conn, &access.patient_id)?
+                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
+            Ok((patient, thread_of(conn, &access.patient_id)?))
         })
         .await?;
-    Ok(web::Json(PatientView::new(patient, consent, basis)))
+    let (patient, thread_id) = patient;
+    Ok(web::Json(PatientView::new(
+        patient, consent, basis, thread_id,
+    )))
 }
 
 /// The query of an INS lookup.

@@ -293,6 +293,63 @@ diesel::joinable!(emergency_grants -> patients (patient_id));
 
 diesel::joinable!(care_team_members -> users (user_id));
 
+diesel::table! {
+    threads (id) {
+        id -> Text,
+        subject_type -> Text,
+        subject_id -> Text,
+        patient_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        last_message_id -> Nullable<Text>,
+        last_message_at -> Nullable<Timestamp>,
+        activity_id -> Text,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Text,
+        thread_id -> Text,
+        author_id -> Text,
+        body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    thread_reads (thread_id, user_id) {
+        thread_id -> Text,
+        user_id -> Text,
+        last_read_id -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, idem_key) {
+        user_id -> Text,
+        idem_key -> Text,
+        fingerprint -> Text,
+        status -> Integer,
+        response -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    digest_runs (user_id, day) {
+        user_id -> Text,
+        day -> Date,
+        created_at -> Timestamp,
+        email_id -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(threads -> patients (patient_id));
+diesel::joinable!(messages -> threads (thread_id));
+diesel::joinable!(messages -> users (author_id));
+diesel::joinable!(thread_reads -> threads (thread_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -314,4 +371,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     observation_alerts,
     handovers,
     consultations,
+    threads,
+    messages,
+    thread_reads,
+    idempotency_keys,
+    digest_runs,
 );

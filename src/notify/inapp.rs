@@ -30,6 +30,7 @@ text_enum! {
         ConsultationAnswered => "consultation_answered",
         ConsultationDeclined => "consultation_declined",
         ConsultationOverdue => "consultation_overdue",
+        NewMessage => "new_message",
     }
 }
 
@@ -51,6 +52,7 @@ impl NotificationKind {
                 ItemKind::ConsultationAnswered
             }
             Self::ConsultationOverdue => ItemKind::ConsultationOverdue,
+            Self::NewMessage => ItemKind::NewMessage,
         }
     }
 }
@@ -91,9 +93,14 @@ pub fn notify(
     {
         return Ok(false);
     }
+    // The link names the item by its id only (a thread's leads to the thread).
+    let link = match subject.resource_type {
+        "thread" => format!("{public_url}/threads/{}", subject.resource_id),
+        _ => format!("{public_url}/notifications"),
+    };
     let email = Email::NewItem {
         what: kind.email_kind(),
-        link: format!("{public_url}/notifications"),
+        link,
     };
     outbox::queue(conn, &user.email, &email, now)?;
     Ok(true)

@@ -1,5 +1,8 @@
 //! Every email Relais sends, in one place. Subjects and bodies say what kind
 //! of item waits and link to it: never a patient's name, INS, drug or free text.
+//! No variant can carry such data: they take kinds, counts and links only.
+
+use crate::domain::messaging::InboxCounts;
 
 /// An email to render.
 #[derive(Debug, Clone)]
@@ -8,6 +11,8 @@ pub enum Email {
     Invitation { link: String, valid_days: u64 },
     /// Something new waits in the recipient's Relais inbox.
     NewItem { what: ItemKind, link: String },
+    /// The once-a-day summary for users who chose `daily_digest`: counts only.
+    Digest { counts: InboxCounts, link: String },
 }
 
 /// The kinds of item an email may announce, each with a fixed wording.
@@ -24,6 +29,7 @@ pub enum ItemKind {
     ConsultationReceived,
     ConsultationAnswered,
     ConsultationOverdue,
+    NewMessage,
 }
 
 impl ItemKind {
@@ -40,6 +46,7 @@ impl ItemKind {
         ItemKind::ConsultationReceived,
         ItemKind::ConsultationAnswered,
         ItemKind::ConsultationOverdue,
+        ItemKind::NewMessage,
     ];
 }
 
@@ -66,6 +73,9 @@ impl ItemKind {
             ItemKind::ConsultationAnswered => "A consultation request you sent has been answered.",
             ItemKind::ConsultationOverdue => {
                 "A consultation request is overdue: it has not been answered within its due time."
+            }
+            ItemKind::NewMessage => {
+                "A colleague wrote a new message in a conversation you take part in."
             }
         }
     }
@@ -101,6 +111,21 @@ impl Email {
                     what.sentence()
                 ),
             },
+            Email::Digest { counts, link } => {
+                let lines: String = counts
+                    .lines()
+                    .into_iter()
+                    .map(|(n, one, many)| format!("- {n} {}\n", if n == 1 { one } else { many }))
+                    .collect();
+                Rendered {
+                    subject: "Relais: your daily summary".into(),
+                    body: format!(
+                        "Hello,\n\nWaiting for you in Relais today:\n{lines}\n\
+                         Sign in to Relais to see them:\n{link}\n\n\
+                         You receive this summary once a day; change this in your account settings.\n\n{FOOTER}"
+                    ),
+                }
+            }
         }
     }
 }
@@ -140,5 +165,110 @@ mod tests {
                     .contains("https://relais.example/notifications")
             );
         }
+    }
+
+    /// One of every email Relais can send. The matches make the compiler
+    /// refuse a new variant or kind until it is listed here.
+    fn every_email() -> Vec<Email> {
+        let link = "https://relais.example/x/0190f0e2-7c1a-7000-8000-000000000001".to_owned();
+        let mut emails = vec![
+            Email::Invitation {
+                link: link.clone(),
+                valid_days: 7,
+            },
+            Email::Digest {
+                counts: InboxCounts {
+                    unread_threads: 3,
+                    unread_notifications: 1,
+                },
+                link: link.clone(),
+            },
+        ];
+        for &what in ItemKind::ALL {
+            match what {
+                ItemKind::EmergencyAccess
+                | ItemKind::AccessRequest
+                | ItemKind::AccessRequestDecided
+                | ItemKind::AddedToCareTeam
+                | ItemKind::ObservationAlert
+                | ItemKind::HandoverReceived
+                | ItemKind::HandoverDecided
+                | ItemKind::HandoverOverdue
+                | ItemKind::ConsultationReceived
+                | ItemKind::ConsultationAnswered
+                | ItemKind::ConsultationOverdue
+                | ItemKind::NewMessage => {}
+            }
+            emails.push(Email::NewItem {
+                what,
+                link: link.clone(),
+            });
+        }
+        for email in &emails {
+            match email {
+                Email::Invitation { .. } | Email::NewItem { .. } | Email::Digest { .. } => {}
+            }
+        }
+        emails
+    }
+
+    #[test]
+    fn every_email_is_free_of_health_data_and_links_to_its_item() {
+        // The fixture of the integration test: what a patient record and its
+        // messages hold. None of it can reach a template, and none appears.
+        let forbidden = [
+            "Kerbrat-Zyxqwerty",
+            "Maïwenn-Oriane",
+            "184127645108946",
+            "1841276451089",
+            "methadone",
+            "méthadone",
+            "buprenorphine",
+            "tramadol",
+            "douleur",
+            "pain",
+            "opioid",
+        ];
+        let emails = every_email();
+        assert_eq!(emails.len(), 2 + ItemKind::ALL.len());
+        for email in emails {
+            let rendered = email.render();
+            for text in [&rendered.subject, &rendered.body] {
+                let lower = text.to_lowercase();
+                for bad in forbidden {
+                    assert!(
+                        !lower.contains(&bad.to_lowercase()),
+                        "{bad:?} in {email:?}: {text}"
+                    );
+                }
+            }
+            assert!(
+                rendered
+                    .body
+                    .contains("https://relais.example/x/0190f0e2-7c1a-7000-8000-000000000001"),
+                "{email:?} has no link"
+            );
+            assert!(rendered.subject.starts_with("Relais") || rendered.subject.contains("Relais"));
+            assert!(rendered.body.ends_with(FOOTER));
+        }
+    }
+
+    #[test]
+    fn digest_lists_counts_only() {
+        let rendered = Email::Digest {
+            counts: InboxCounts {
+                unread_threads: 1,
+                unread_notifications: 4,
+            },
+            link: "https://relais.example/inbox".into(),
+        }
+        .render();
+        assert!(
+            rendered
+                .body
+                .contains("- 1 conversation with unread messages\n")
+        );
+        assert!(rendered.body.contains("- 4 unread notifications\n"));
+        assert_eq!(rendered.subject, "Relais: your daily summary");
     }
 }

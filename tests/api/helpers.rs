@@ -395,6 +395,7 @@ pub fn test_settings(db_url: &str, smtp_port: u16, data_dir: &std::path::Path) -
     settings.email.poll_interval_ms = 50;
     settings.email.retry_base_ms = 50;
     settings.email.retry_max_ms = 400;
+    settings.scheduler.tick_ms = 100;
     settings
 }
 

@@ -11,6 +11,7 @@ mod handovers;
 mod health;
 mod helpers;
 mod matrix;
+mod messaging;
 mod migrations;
 mod network;
 mod openapi;

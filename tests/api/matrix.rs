@@ -56,6 +56,9 @@ struct Scene {
     answered_consultation: String,
     /// From the GP to the addiction centre about the patient, answered with a plan.
     proposal_consultation: String,
+    /// The patient's thread, with one message from the referent.
+    thread: String,
+    message: String,
 }
 
 fn id_of(body: &Value) -> String {
@@ -147,6 +150,26 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
         .get("/api/v1/notifications", &net.gp.token)
         .await
         .expect(200);
+    let thread = app
+        .get(&format!("/api/v1/patients/{patient}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = app
+        .post(
+            &format!("/api/v1/threads/{thread}/messages"),
+            &net.gp.token,
+            json!({"body": "Point sur le traitement demain ?"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     Scene {
         patient,
         ins,
@@ -156,6 +179,8 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
         consultation: id_of(&consultation.body),
         answered_consultation: answered,
         proposal_consultation: with_plan,
+        thread,
+        message,
     }
 }
 
@@ -251,6 +276,11 @@ const TABLE: &[Case] = &[
     case("post", "/api/v1/consultations/{id}/cancel",               [401, 404, 200, 404, 404, 404, 404, 403], false),
     case("post", "/api/v1/consultations/{id}/apply-proposal",       [401, 404, 200, 404, 404, 404, 404, 404], false),
     case("get", "/api/v1/organizations/{id}/consultation-metrics",  [401, 200, 403, 403, 403, 403, 403, 200], false),
+    case("get", "/api/v1/threads",                                       [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/api/v1/threads/{id}/messages",                         [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("post", "/api/v1/threads/{id}/messages",                        [401, 404, 201, 201, 201, 404, 201, 404], true),
+    case("post", "/api/v1/threads/{id}/read",                            [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/api/v1/inbox",                                         [401, 200, 200, 200, 200, 200, 200, 200], false),
 ];
 
 /// The concrete path and body of a case for one caller and scene.
@@ -289,6 +319,9 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
         }
         "/api/v1/organizations/{id}/consultation-metrics" => {
             case.path.replace("{id}", &net.pain_centre)
+        }
+        "/api/v1/threads/{id}/messages" | "/api/v1/threads/{id}/read" => {
+            case.path.replace("{id}", &scene.thread)
         }
         other => other.replace("{id}", p),
     };
@@ -342,6 +375,10 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
         ("post", "/api/v1/consultations/{id}/close") => {
             json!({"outcome": "resolved", "referral_avoided": true})
         }
+        ("post", "/api/v1/threads/{id}/messages") => {
+            json!({"body": "Je passe le voir à 17 h."})
+        }
+        ("post", "/api/v1/threads/{id}/read") => json!({"up_to": scene.message}),
         ("post", _) => json!({}),
         _ => return (path, None),
     };

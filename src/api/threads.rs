@@ -1,0 +1,615 @@
+//! Threads and messages: one thread per subject, read by whoever has a
+//! basis on the subject at the time of the request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::{Method, StatusCode};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{Json, Query, path_id};
+use super::idempotency::{self, Claim, IdempotencyKey};
+use super::scope::{RequestInfo, authorize, resolve};
+use super::{Page, page_limit};
+use crate::audit::{self, AuditRecord, Outcome};
+use crate::auth::AuthUser;
+use crate::db::DbConnection;
+use crate::db::models::User;
+use crate::db::schema::{messages, notifications, patients, threads, users};
+use crate::domain::access::{Basis, Permission, Relations};
+use crate::domain::messaging::{self, SubjectType, fingerprint, next_message_id, parse_body};
+use crate::domain::role::Role;
+use crate::error::{ApiError, Problem};
+use crate::messaging::{
+    Message, Thread, advance_marker, candidate_threads, patient_participants, read_marker,
+    unread_count, with_unread,
+};
+use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::startup::AppState;
+
+/// A caller taking part in the thread `{id}`: they have a basis on its
+/// subject now. Unknown threads and threads without a basis are both 404,
+/// audited as denied; a read (GET) is audited as allowed before the handler runs.
+pub struct ThreadAccess {
+    pub thread: Thread,
+    pub patient_id: String,
+    pub caller: AuthUser,
+    pub basis: Basis,
+    pub relations: Relations,
+    pub info: RequestInfo,
+}
+
+impl ThreadAccess {
+    /// The audit record of this (allowed) request.
+    fn audit(&self, resource_type: &str, resource_id: &str) -> AuditRecord {
+        self.info.record(
+            &self.caller,
+            resource_type,
+            Some(resource_id),
+            Some(&self.patient_id),
+            Some(self.basis),
+            Outcome::Allowed,
+        )
+    }
+}
+
+fn no_such_thread() -> ApiError {
+    ApiError::NotFound("no such thread".into())
+}
+
+impl FromRequest for ThreadAccess {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let user = AuthUser::from_request(req, payload);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let raw_id = req.match_info().get("id").map(str::to_owned);
+        let info = RequestInfo::of(req);
+        let is_read = req.method() == Method::GET;
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            let caller = user.await?;
+            let thread_id = path_id(raw_id.as_deref().unwrap_or_default(), "id")?;
+            let thread = {
+                let id = thread_id.clone();
+                state
+                    .db
+                    .read(move |conn| Ok(Thread::find(conn, &id)?))
+                    .await?
+            };
+            // Only patient threads exist so far; other subjects bring their own rule.
+            let subject = thread.filter(|t| t.subject_type == SubjectType::Patient.as_str());
+            let Some((thread, patient_id)) =
+                subject.and_then(|t| t.patient_id.clone().map(|p| (t, p)))
+            else {
+                let record = info.record(
+                    &caller,
+                    "thread",
+                    Some(&thread_id),
+                    None,
+                    None,
+                    Outcome::Denied,
+                );
+                state.audit.record(record).await?;
+                return Err(no_such_thread());
+            };
+            // The participants are those with a basis on the subject, now.
+            let (basis, relations) =
+                authorize(&state, &caller, &patient_id, Permission::Read, &info, false)
+                    .await
+                    .map_err(|err| match err {
+                        ApiError::NotFound(_) => no_such_thread(),
+                        other => other,
+                    })?;
+            let access = Self {
+                thread,
+                patient_id,
+                caller,
+                basis,
+                relations,
+                info,
+            };
+            if is_read {
+                state
+                    .audit
+                    .record(access.audit("thread", &access.thread.id))
+                    .await?;
+            }
+            Ok(access)
+        })
+    }
+}
+
+/// What a thread is about.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThreadSubject {
+    #[serde(rename = "type")]
+    pub kind: SubjectType,
+    pub id: String,
+}
+
+/// The patient of a thread, as its participants see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThreadPatient {
+    pub id: String,
+    pub family_name: String,
+    pub given_names: String,
+}
+
+/// A thread in the caller's list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThreadView {
+    pub id: String,
+    pub subject: ThreadSubject,
+    pub patient: Option<ThreadPatient>,
+    /// The caller's basis on the subject (why they take part).
+    pub access_basis: Basis,
+    /// `null` while the thread has no message.
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Messages from others after the caller's read marker.
+    pub unread_count: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of the thread list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ThreadFilter {
+    /// `true`: only threads with unread messages.
+    pub unread: Option<bool>,
+    /// Only the thread of this patient.
+    pub patient_id: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/threads", tag = "messaging",
+    params(ThreadFilter),
+    responses(
+        (status = 200, description = "The caller's threads, latest activity first (each listed one is audited)", body = Page<ThreadView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Lists the threads the caller takes part in, with unread counts.
+pub async fn list_threads(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(filter): Query<ThreadFilter>,
+) -> Result<web::Json<Page<ThreadView>>, ApiError> {
+    let limit = page_limit(filter.limit)?;
+    let patient_id = filter
+        .patient_id
+        .as_deref()
+        .map(|p| path_id(p, "patient_id"))
+        .transpose()?;
+    let now = state.clock.now();
+    let page = {
+        let caller = caller.clone();
+        state
+            .db
+            .read(move |conn| {
+                let mut query = candidate_threads(conn, &caller.id, now.naive_utc())?;
+                if filter.unread == Some(true) {
+                    query = with_unread(query, &caller.id);
+                }
+                if let Some(patient_id) = patient_id {
+                    query = query.filter(threads::patient_id.eq(patient_id));
+                }
+                if let Some(cursor) = filter.cursor {
+                    query = query.filter(threads::activity_id.lt(cursor));
+                }
+                let rows: Vec<Thread> = query
+                    .order(threads::activity_id.desc())
+                    .limit(limit + 1)
+                    .select(Thread::as_select())
+                    .load(conn)?;
+                let raw = Page::from_rows(rows, limit, |t| t.activity_id.clone());
+                let patient_ids: Vec<String> = raw
+                    .items
+                    .iter()
+                    .filter_map(|t| t.patient_id.clone())
+                    .collect();
+                let names: HashMap<String, (String, String)> = patients::table
+                    .filter(patients::id.eq_any(&patient_ids))
+                    .select((patients::id, patients::family_name, patients::given_names))
+                    .load::<(String, String, String)>(conn)?
+                    .into_iter()
+                    .map(|(id, family, given)| (id, (family, given)))
+                    .collect();
+                // Being on the team is not enough: the consent rule decides.
+                let mut items = Vec::with_capacity(raw.items.len());
+                for thread in raw.items {
+                    let Some(patient_id) = thread.patient_id.clone() else {
+                        continue;
+                    };
+                    let Some((basis, _)) = resolve(conn, &caller, &patient_id, now)? else {
+                        continue;
+                    };
+                    let unread_count = unread_count(conn, &thread.id, &caller.id)?;
+                    let patient = names.get(&patient_id).map(|(family, given)| ThreadPatient {
+                        id: patient_id.clone(),
+                        family_name: family.clone(),
+                        given_names: given.clone(),
+                    });
+                    items.push(ThreadView {
+                        subject: ThreadSubject {
+                            kind: SubjectType::parse(&thread.subject_type)
+                                .unwrap_or(SubjectType::Patient),
+                            id: thread.subject_id,
+                        },
+                        id: thread.id,
+                        patient,
+                        access_basis: basis,
+                        last_message_at: thread.last_message_at.map(|t| t.and_utc()),
+                        unread_count,
+                        created_at: thread.created_at.and_utc(),
+                    });
+                }
+                Ok(Page {
+                    items,
+                    next_cursor: raw.next_cursor,
+                })
+            })
+            .await?
+    };
+    let records = page
+        .items
+        .iter()
+        .map(|t| {
+            info.record(
+                &caller,
+                "thread",
+                Some(&t.id),
+                t.patient.as_ref().map(|p| p.id.as_str()),
+                Some(t.access_basis),
+                Outcome::Allowed,
+            )
+        })
+        .collect();
+    state.audit.record_all(records).await?;
+    Ok(web::Json(page))
+}
+
+/// Who wrote a message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageAuthor {
+    pub id: String,
+    pub full_name: String,
+    pub role: Role,
+}
+
+/// A message (immutable).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub thread_id: String,
+    pub author: MessageAuthor,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message to post.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// 1 to 10 000 characters once trimmed.
+    #[schema(min_length = 1, max_length = 10000)]
+    pub body: String,
+}
+
+/// A page of a thread.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessageFilter {
+    /// Only messages after this one (the previous page's `next_cursor`).
+    pub after: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+}
+
+type MessageRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    NaiveDateTime,
+);
+
+fn message_view(row: MessageRow) -> MessageView {
+    let (id, thread_id, author_id, full_name, role, body, created_at) = row;
+    MessageView {
+        id,
+        thread_id,
+        author: MessageAuthor {
+            id: author_id,
+            full_name,
+            role: Role::parse(&role).unwrap_or(Role::Nurse),
+        },
+        body,
+        created_at: created_at.and_utc(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/threads/{id}/messages", tag = "messaging",
+    params(("id" = String, Path, description = "Thread id"), MessageFilter),
+    responses(
+        (status = 200, description = "Oldest first; `next_cursor` is the `after` of the next page", body = Page<MessageView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown thread, or no basis on its subject", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// A page of a thread's messages, in a stable order.
+pub async fn list_messages(
+    state: web::Data<AppState>,
+    access: ThreadAccess,
+    Query(filter): Query<MessageFilter>,
+) -> Result<web::Json<Page<MessageView>>, ApiError> {
+    let limit = page_limit(filter.limit)?;
+    let after = filter
+        .after
+        .as_deref()
+        .map(|a| path_id(a, "after"))
+        .transpose()?;
+    let thread_id = access.thread.id;
+    let page = state
+        .db
+        .read(move |conn| {
+            // Walks the (thread_id, id) index from the cursor: as fast on page 1000 as on page 1.
+            let mut query = messages::table
+                .inner_join(users::table)
+                .filter(messages::thread_id.eq(&thread_id))
+                .order(messages::id)
+                .limit(limit + 1)
+                .select((
+                    messages::id,
+                    messages::thread_id,
+                    messages::author_id,
+                    users::full_name,
+                    users::role,
+                    messages::body,
+                    messages::created_at,
+                ))
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(messages::id.gt(after));
+            }
+            let rows: Vec<MessageRow> = query.load(conn)?;
+            Ok(Page::from_rows(rows, limit, |r| r.0.clone()))
+        })
+        .await?;
+    Ok(web::Json(page.map(message_view)))
+}
+
+/// Notifies the participants other than the author, once per unread stretch:
+/// someone with an unread `new_message` notification on the thread gets no other.
+fn notify_participants(
+    conn: &mut DbConnection,
+    access: &ThreadAccess,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let participants = patient_participants(conn, &access.patient_id, &access.relations, now)?;
+    let subject = Subject {
+        resource_type: "thread",
+        resource_id: &access.thread.id,
+        patient_id: Some(&access.patient_id),
+    };
+    for user_id in participants.iter().filter(|u| **u != access.caller.id) {
+        let pending: i64 = notifications::table
+            .filter(notifications::user_id.eq(user_id))
+            .filter(notifications::resource_type.eq("thread"))
+            .filter(notifications::resource_id.eq(&access.thread.id))
+            .filter(notifications::read_at.is_null())
+            .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()))
+            .count()
+            .get_result(conn)?;
+        if pending == 0 {
+            notify(
+                conn,
+                user_id,
+                NotificationKind::NewMessage,
+                &subject,
+                public_url,
+                now,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Locks the thread row until the transaction ends (PostgreSQL; SQLite
+/// writers already take turns) and returns its newest message id.
+fn lock_thread(conn: &mut DbConnection, thread_id: &str) -> QueryResult<Option<String>> {
+    let query = threads::table
+        .find(thread_id)
+        .select(threads::last_message_id);
+    match conn {
+        DbConnection::Postgres(pg) => query.for_update().first(pg),
+        DbConnection::Sqlite(lite) => query.first(lite),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/threads/{id}/messages", tag = "messaging",
+    params(
+        ("id" = String, Path, description = "Thread id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters, kept 24 h per user: the same key with the same body answers as the first time and posts nothing more"),
+    ),
+    request_body = NewMessage,
+    responses(
+        (status = 201, description = "Posted; the other participants are notified", body = MessageView),
+        (status = 400, description = "Malformed body or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown thread, or no basis on its subject", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, or Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Posts a message (any participant); messages cannot be edited or deleted.
+pub async fn post_message(
+    state: web::Data<AppState>,
+    access: ThreadAccess,
+    key: IdempotencyKey,
+    Json(body): Json<NewMessage>,
+) -> Result<HttpResponse, ApiError> {
+    let text = parse_body(&body.body).map_err(|m| ApiError::invalid("body", m))?;
+    let now = state.clock.now_naive();
+    let public_url = state.settings.server.public_url.clone();
+    let (status, response, replayed) = state
+        .db
+        .write(move |conn| {
+            let last = lock_thread(conn, &access.thread.id)?;
+            let author = User::find(conn, &access.caller.id)?
+                .ok_or(ApiError::Unauthorized("no such account"))?;
+            let message = Message {
+                id: next_message_id(last.as_deref()),
+                thread_id: access.thread.id.clone(),
+                author_id: author.id.clone(),
+                body: text,
+                created_at: now,
+            };
+            let view = MessageView {
+                id: message.id.clone(),
+                thread_id: message.thread_id.clone(),
+                author: MessageAuthor {
+                    id: author.id.clone(),
+                    full_name: author.full_name.clone(),
+                    role: access.caller.role,
+                },
+                body: message.body.clone(),
+                created_at: now.and_utc(),
+            };
+            let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
+            if let Some(key) = &key.0 {
+                let print = fingerprint("post_message", &message.thread_id, &message.body);
+                let claim = idempotency::claim(
+                    conn,
+                    &author.id,
+                    key,
+                    &print,
+                    StatusCode::CREATED,
+                    &response,
+                    now,
+                )?;
+                if let Claim::Replay { status, body } = claim {
+                    // A replay shows the message again: audited like a read.
+                    audit::append(conn, &[access.audit("thread", &access.thread.id)], now)?;
+                    return Ok((status, body, true));
+                }
+            }
+            diesel::insert_into(messages::table)
+                .values(&message)
+                .execute(conn)?;
+            diesel::update(
+                threads::table
+                    .find(&message.thread_id)
+                    .filter(threads::activity_id.lt(&message.id)),
+            )
+            .set((
+                threads::last_message_id.eq(&message.id),
+                threads::last_message_at.eq(now),
+                threads::activity_id.eq(&message.id),
+            ))
+            .execute(conn)?;
+            notify_participants(conn, &access, &public_url, now)?;
+            audit::append(conn, &[access.audit("message", &message.id)], now)?;
+            Ok((StatusCode::CREATED.as_u16(), response, false))
+        })
+        .await?;
+    if !replayed {
+        state.outbox.wake();
+    }
+    Ok(idempotency::respond(status, response, replayed))
+}
+
+/// How far the caller has read.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRead {
+    /// A message of this thread: it and everything before it count as read.
+    pub up_to: String,
+}
+
+/// The caller's read state in a thread.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadState {
+    pub thread_id: String,
+    /// The marker in force (unchanged when `up_to` was behind it).
+    pub last_read_id: String,
+    pub unread_count: i64,
+}
+
+#[utoipa::path(post, path = "/api/v1/threads/{id}/read", tag = "messaging",
+    params(("id" = String, Path, description = "Thread id")),
+    request_body = MarkRead,
+    responses(
+        (status = 200, description = "The marker moved forward (a move backwards is ignored)", body = ReadState),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown thread, or no basis on its subject", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`up_to` is not a message of this thread", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+/// Marks the thread read up to a message.
+pub async fn mark_thread_read(
+    state: web::Data<AppState>,
+    access: ThreadAccess,
+    Json(body): Json<MarkRead>,
+) -> Result<web::Json<ReadState>, ApiError> {
+    let up_to = uuid::Uuid::parse_str(&body.up_to)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::invalid("up_to", "not a valid message id (UUID)"))?;
+    let now = state.clock.now_naive();
+    let state_view = state
+        .db
+        .write(move |conn| {
+            let thread_id = access.thread.id.clone();
+            let user_id = access.caller.id.clone();
+            let in_thread: i64 = messages::table
+                .filter(messages::id.eq(&up_to))
+                .filter(messages::thread_id.eq(&thread_id))
+                .count()
+                .get_result(conn)?;
+            if in_thread == 0 {
+                return Err(ApiError::invalid("up_to", "not a message of this thread"));
+            }
+            let before = read_marker(conn, &thread_id, &user_id)?;
+            let marker = match messaging::advance_marker(before.as_deref(), &up_to) {
+                Some(_) => advance_marker(conn, &thread_id, &user_id, &up_to, now)?,
+                None => before.unwrap_or(up_to),
+            };
+            let unread = unread_count(conn, &thread_id, &user_id)?;
+            if unread == 0 {
+                // Caught up: the thread's notifications have served their purpose.
+                diesel::update(
+                    notifications::table
+                        .filter(notifications::user_id.eq(&user_id))
+                        .filter(notifications::resource_type.eq("thread"))
+                        .filter(notifications::resource_id.eq(&thread_id))
+                        .filter(notifications::read_at.is_null()),
+                )
+                .set(notifications::read_at.eq(now))
+                .execute(conn)?;
+            }
+            audit::append(conn, &[access.audit("thread_read", &thread_id)], now)?;
+            Ok(ReadState {
+                thread_id,
+                last_read_id: marker,
+                unread_count: unread,
+            })
+        })
+        .await?;
+    Ok(web::Json(state_view))
+}

@@ -1,0 +1,282 @@
+//! Threads and messages in the database: a thread made with its subject,
+//! who takes part, read markers, unread counts and the inbox counts.
+//! Who may read a thread is decided at each request (no participant table),
+//! so a change of access takes effect at once.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+
+use crate::api::scope::resolve;
+use crate::auth::AuthUser;
+use crate::db::DbConnection;
+use crate::db::models::new_id;
+use crate::db::schema::{
+    care_team_members, emergency_grants, messages, notifications, thread_reads, threads,
+};
+use crate::domain::access::Relations;
+use crate::domain::messaging::{InboxCounts, SubjectType};
+
+/// The backend of [`DbConnection`], for boxed queries.
+pub type Backend = <DbConnection as Connection>::Backend;
+
+diesel::define_sql_function! {
+    /// SQL `COALESCE` of a nullable text and a fallback.
+    fn coalesce(value: diesel::sql_types::Nullable<diesel::sql_types::Text>, fallback: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// A thread as stored.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = threads)]
+pub struct Thread {
+    pub id: String,
+    pub subject_type: String,
+    pub subject_id: String,
+    pub patient_id: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub last_message_id: Option<String>,
+    pub last_message_at: Option<NaiveDateTime>,
+    pub activity_id: String,
+}
+
+impl Thread {
+    /// The thread with this id, if any. Callers must check access.
+    pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
+        threads::table
+            .find(id)
+            .select(Self::as_select())
+            .first(conn)
+            .optional()
+    }
+}
+
+/// A message as stored (immutable).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = messages)]
+pub struct Message {
+    pub id: String,
+    pub thread_id: String,
+    pub author_id: String,
+    pub body: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// Makes the thread of a new subject, in the subject's transaction; returns its id.
+pub fn create_thread(
+    conn: &mut DbConnection,
+    subject_type: SubjectType,
+    subject_id: &str,
+    patient_id: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<String> {
+    let id = new_id();
+    diesel::insert_into(threads::table)
+        .values(Thread {
+            id: id.clone(),
+            subject_type: subject_type.as_str().to_owned(),
+            subject_id: subject_id.to_owned(),
+            patient_id: patient_id.map(str::to_owned),
+            created_at: now,
+            last_message_id: None,
+            last_message_at: None,
+            activity_id: id.clone(),
+        })
+        .execute(conn)?;
+    Ok(id)
+}
+
+/// The thread of each subject among `subject_ids`, as (subject id, thread id).
+pub fn threads_of(
+    conn: &mut DbConnection,
+    subject_type: SubjectType,
+    subject_ids: &[String],
+) -> QueryResult<Vec<(String, String)>> {
+    threads::table
+        .filter(threads::subject_type.eq(subject_type.as_str()))
+        .filter(threads::subject_id.eq_any(subject_ids))
+        .select((threads::subject_id, threads::id))
+        .load(conn)
+}
+
+/// The patients the user may have a basis on: active team memberships and
+/// unexpired emergency grants (the consent rule is applied afterwards with
+/// [`resolve`]). Both come off per-user indexes, so the cost follows the
+/// user's own caseload, not the size of the network.
+pub fn candidate_patients(
+    conn: &mut DbConnection,
+    user_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<String>> {
+    let mut ids: Vec<String> = care_team_members::table
+        .filter(care_team_members::user_id.eq(user_id))
+        .filter(care_team_members::until.is_null())
+        .select(care_team_members::patient_id)
+        .load(conn)?;
+    ids.extend(
+        emergency_grants::table
+            .filter(emergency_grants::user_id.eq(user_id))
+            .filter(emergency_grants::expires_at.gt(now))
+            .select(emergency_grants::patient_id)
+            .load::<String>(conn)?,
+    );
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The threads of the user's candidate patients.
+pub fn candidate_threads<'a>(
+    conn: &mut DbConnection,
+    user_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<threads::BoxedQuery<'a, Backend>> {
+    let patient_ids = candidate_patients(conn, user_id, now)?;
+    Ok(threads::table
+        .filter(threads::patient_id.eq_any(patient_ids))
+        .into_boxed())
+}
+
+/// Keeps the threads with a message from someone else after the user's marker.
+pub fn with_unread<'a>(
+    query: threads::BoxedQuery<'a, Backend>,
+    user_id: &str,
+) -> threads::BoxedQuery<'a, Backend> {
+    let marker = || {
+        thread_reads::table
+            .filter(thread_reads::thread_id.eq(threads::id))
+            .filter(thread_reads::user_id.eq(user_id.to_owned()))
+            .select(thread_reads::last_read_id.nullable())
+            .single_value()
+    };
+    query
+        // Cheap first: nothing after the marker at all.
+        .filter(threads::last_message_id.gt(coalesce(marker(), "").nullable()))
+        .filter(diesel::dsl::exists(
+            messages::table
+                .filter(messages::thread_id.eq(threads::id))
+                .filter(messages::author_id.ne(user_id.to_owned()))
+                .filter(messages::id.gt(coalesce(marker(), ""))),
+        ))
+}
+
+/// The user's read marker in a thread, if they ever read it.
+pub fn read_marker(
+    conn: &mut DbConnection,
+    thread_id: &str,
+    user_id: &str,
+) -> QueryResult<Option<String>> {
+    thread_reads::table
+        .find((thread_id, user_id))
+        .select(thread_reads::last_read_id)
+        .first(conn)
+        .optional()
+}
+
+/// Messages from others after the user's marker (see `domain::messaging::is_unread`).
+pub fn unread_count(conn: &mut DbConnection, thread_id: &str, user_id: &str) -> QueryResult<i64> {
+    let marker = read_marker(conn, thread_id, user_id)?;
+    let mut query = messages::table
+        .filter(messages::thread_id.eq(thread_id))
+        .filter(messages::author_id.ne(user_id))
+        .select(diesel::dsl::count_star())
+        .into_boxed();
+    if let Some(marker) = marker {
+        query = query.filter(messages::id.gt(marker));
+    }
+    query.get_result(conn)
+}
+
+/// Moves the user's marker to `up_to` unless it is already there or beyond;
+/// returns the marker in force afterwards.
+pub fn advance_marker(
+    conn: &mut DbConnection,
+    thread_id: &str,
+    user_id: &str,
+    up_to: &str,
+    now: NaiveDateTime,
+) -> QueryResult<String> {
+    // Insert-if-absent on the concrete backend (no ON CONFLICT on the multi one):
+    // concurrent first reads cannot collide.
+    let insert = diesel::insert_into(thread_reads::table)
+        .values((
+            thread_reads::thread_id.eq(thread_id),
+            thread_reads::user_id.eq(user_id),
+            thread_reads::last_read_id.eq(up_to),
+            thread_reads::updated_at.eq(now),
+        ))
+        .on_conflict_do_nothing();
+    let inserted = match conn {
+        DbConnection::Postgres(pg) => insert.execute(pg)?,
+        DbConnection::Sqlite(lite) => insert.execute(lite)?,
+    };
+    if inserted == 0 {
+        // Backwards moves are ignored: the condition keeps the later marker.
+        diesel::update(
+            thread_reads::table
+                .filter(thread_reads::thread_id.eq(thread_id))
+                .filter(thread_reads::user_id.eq(user_id))
+                .filter(thread_reads::last_read_id.lt(up_to)),
+        )
+        .set((
+            thread_reads::last_read_id.eq(up_to),
+            thread_reads::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    }
+    thread_reads::table
+        .find((thread_id, user_id))
+        .select(thread_reads::last_read_id)
+        .first(conn)
+}
+
+/// Who takes part in a patient's thread now: active team members the
+/// consent rule lets in, and holders of an unexpired emergency grant.
+/// (Centres with an open consultation join with the consultations issue.)
+pub fn patient_participants(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    relations: &Relations,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<String>> {
+    let mut ids: Vec<String> = relations
+        .members
+        .iter()
+        .filter(|m| relations.sharing_allowed_with(m.organization_id.as_deref()))
+        .map(|m| m.user_id.clone())
+        .collect();
+    let emergency: Vec<String> = emergency_grants::table
+        .filter(emergency_grants::patient_id.eq(patient_id))
+        .filter(emergency_grants::expires_at.gt(now))
+        .select(emergency_grants::user_id)
+        .load(conn)?;
+    ids.extend(emergency);
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// What needs `user` now, in counts (see [`InboxCounts`]).
+pub fn inbox_counts(
+    conn: &mut DbConnection,
+    user: &AuthUser,
+    now: DateTime<Utc>,
+) -> QueryResult<InboxCounts> {
+    let threads = candidate_threads(conn, &user.id, now.naive_utc())?;
+    let candidates: Vec<Option<String>> = with_unread(threads, &user.id)
+        .select(threads::patient_id)
+        .load(conn)?;
+    let mut unread_threads = 0;
+    for patient_id in candidates.into_iter().flatten() {
+        if resolve(conn, user, &patient_id, now)?.is_some() {
+            unread_threads += 1;
+        }
+    }
+    let unread_notifications = notifications::table
+        .filter(notifications::user_id.eq(&user.id))
+        .filter(notifications::read_at.is_null())
+        .count()
+        .get_result(conn)?;
+    Ok(InboxCounts {
+        unread_threads,
+        unread_notifications,
+    })
+}

@@ -1,0 +1,182 @@
+//! The in-process scheduler: each tick sends the day's digests and forgets
+//! expired idempotency keys. Safe with several instances on one database:
+//! a digest is claimed by inserting its `(user, day)` row in the transaction
+//! that queues the email, and on PostgreSQL the users to digest are claimed
+//! with `FOR UPDATE SKIP LOCKED`, so instances share the work without waiting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::prelude::*;
+use tokio::sync::watch;
+
+use crate::api::idempotency;
+use crate::auth::AuthUser;
+use crate::clock::Clock;
+use crate::config::SchedulerSettings;
+use crate::db::models::User;
+use crate::db::schema::{digest_runs, users};
+use crate::db::{Db, DbConnection};
+use crate::domain::messaging::digest_day;
+use crate::domain::role::{NotificationPreference, Role};
+use crate::error::ApiError;
+use crate::messaging::inbox_counts;
+use crate::notify::outbox::{self, OutboxSignal};
+use crate::notify::templates::Email;
+use crate::startup::AppState;
+
+/// Users claimed per transaction.
+const BATCH: i64 = 50;
+
+/// What one tick did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    /// Digests claimed for the day (sent or, with nothing waiting, skipped).
+    pub digests_claimed: usize,
+    /// Digest emails queued.
+    pub digests_queued: usize,
+    /// Idempotency keys forgotten.
+    pub keys_purged: usize,
+}
+
+/// The scheduler of one instance.
+#[derive(Clone)]
+pub struct Scheduler {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    settings: SchedulerSettings,
+    public_url: String,
+    outbox: OutboxSignal,
+}
+
+impl Scheduler {
+    /// A scheduler over the application's database, clock and outbox.
+    pub fn new(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+            clock: state.clock.clone(),
+            settings: state.settings.scheduler.clone(),
+            public_url: state.settings.server.public_url.clone(),
+            outbox: state.outbox.clone(),
+        }
+    }
+
+    /// Ticks every `scheduler.tick_ms` until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let every = Duration::from_millis(self.settings.tick_ms);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Err(err) = self.tick().await {
+                tracing::warn!(error = %err, "scheduler: tick failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!("scheduler stopped");
+    }
+
+    /// Does what is due now (tests call it to step the scheduler).
+    pub async fn tick(&self) -> Result<TickReport, ApiError> {
+        let now = self.clock.now();
+        let mut report = TickReport {
+            keys_purged: self
+                .db
+                .write(move |conn| Ok(idempotency::purge(conn, now.naive_utc())?))
+                .await?,
+            ..TickReport::default()
+        };
+        let day = digest_day(now, self.settings.digest_hour_utc);
+        loop {
+            let public_url = self.public_url.clone();
+            let (claimed, queued) = self
+                .db
+                .write(move |conn| send_digests(conn, day, now, &public_url))
+                .await?;
+            report.digests_claimed += claimed;
+            report.digests_queued += queued;
+            if i64::try_from(claimed).unwrap_or(0) < BATCH {
+                break;
+            }
+        }
+        if report.digests_queued > 0 {
+            tracing::info!(digests = report.digests_queued, %day, "scheduler: digests queued");
+            self.outbox.wake();
+        }
+        Ok(report)
+    }
+}
+
+/// Claims up to one batch of users due a digest for `day` and queues their
+/// emails, in one transaction; returns (claimed, queued).
+fn send_digests(
+    conn: &mut DbConnection,
+    day: NaiveDate,
+    now: DateTime<Utc>,
+    public_url: &str,
+) -> Result<(usize, usize), ApiError> {
+    let naive = now.naive_utc();
+    let done_today = digest_runs::table
+        .filter(digest_runs::day.eq(day))
+        .select(digest_runs::user_id);
+    let due = users::table
+        .filter(users::active.eq(true))
+        .filter(users::notification_preference.eq(NotificationPreference::DailyDigest.as_str()))
+        .filter(diesel::dsl::not(users::id.eq_any(done_today)))
+        .order(users::id)
+        .select(users::id)
+        .limit(BATCH);
+    let ids: Vec<String> = match conn {
+        // Users another instance is digesting are skipped, not waited for.
+        DbConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
+        DbConnection::Sqlite(lite) => due.load(lite)?,
+    };
+    let (mut claimed, mut queued) = (0, 0);
+    for id in ids {
+        let claim = diesel::insert_into(digest_runs::table)
+            .values((
+                digest_runs::user_id.eq(&id),
+                digest_runs::day.eq(day),
+                digest_runs::created_at.eq(naive),
+            ))
+            .on_conflict_do_nothing();
+        let inserted = match conn {
+            DbConnection::Postgres(pg) => claim.execute(pg)?,
+            DbConnection::Sqlite(lite) => claim.execute(lite)?,
+        };
+        if inserted == 0 {
+            continue;
+        }
+        claimed += 1;
+        let Some(user) = User::find(conn, &id)? else {
+            continue;
+        };
+        let Some(role) = Role::parse(&user.role) else {
+            continue;
+        };
+        let caller = AuthUser {
+            id: user.id.clone(),
+            role,
+            organization_id: user.organization_id.clone(),
+        };
+        let counts = inbox_counts(conn, &caller, now)?;
+        // Nothing waiting: the day is done without an email.
+        if counts.is_empty() {
+            continue;
+        }
+        let email = Email::Digest {
+            counts,
+            link: format!("{public_url}/inbox"),
+        };
+        let email_id = outbox::queue(conn, &user.email, &email, naive)?;
+        diesel::update(digest_runs::table.find((&id, day)))
+            .set(digest_runs::email_id.eq(email_id))
+            .execute(conn)?;
+        queued += 1;
+    }
+    Ok((claimed, queued))
+}
