@@ -89,6 +89,10 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+    /// Not a failure: the stored answer to an `Idempotency-Key` seen before.
+    /// An error so that the transaction that found it rolls back.
+    #[error("replayed")]
+    Replay { status: u16, body: String },
 }
 
 impl ApiError {
@@ -135,7 +139,7 @@ impl ApiError {
             Self::PreconditionRequired(_) => ("precondition-required", "Precondition required"),
             Self::TooManyRequests { .. } => ("throttled", "Too many requests"),
             Self::Unavailable(_) => ("unavailable", "Service unavailable"),
-            Self::Internal(_) => ("internal", "Internal error"),
+            Self::Internal(_) | Self::Replay { .. } => ("internal", "Internal error"),
         }
     }
 
@@ -168,7 +172,7 @@ impl ApiError {
                 format!("too many attempts; retry in {retry_after_s} s"),
                 vec![],
             ),
-            Self::Internal(_) => (
+            Self::Internal(_) | Self::Replay { .. } => (
                 "an internal error occurred; it has been logged".to_owned(),
                 vec![],
             ),
@@ -209,10 +213,14 @@ impl ResponseError for ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Replay { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::Replay { status, body } = self {
+            return crate::api::idempotency::respond(*status, body.clone(), true);
+        }
         if let Self::Internal(cause) = self {
             // The chain may name tables or constraints, never request bodies.
             tracing::error!(error = format!("{cause:#}"), "internal error");

@@ -11,10 +11,13 @@ use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::new_id;
 use crate::db::schema::{
-    care_team_members, emergency_grants, messages, notifications, thread_reads, threads,
+    care_team_members, consultations, emergency_grants, handovers, messages, notifications,
+    thread_reads, threads,
 };
 use crate::domain::access::Relations;
 use crate::domain::messaging::{InboxCounts, SubjectType};
+use crate::domain::role::Role;
+use crate::domain::workflow::{ConsultationStatus, HandoverStatus};
 
 /// The backend of [`DbConnection`], for boxed queries.
 pub type Backend = <DbConnection as Connection>::Backend;
@@ -275,8 +278,47 @@ pub fn inbox_counts(
         .filter(notifications::read_at.is_null())
         .count()
         .get_result(conn)?;
+    let naive = now.naive_utc();
+    let to_acknowledge = handovers::table
+        .filter(handovers::to_user_id.eq(&user.id))
+        .filter(handovers::status.eq(HandoverStatus::Sent.as_str()));
+    let handovers_to_acknowledge = to_acknowledge.count().get_result(conn)?;
+    let handovers_overdue: i64 = to_acknowledge
+        .filter(handovers::due_at.le(naive))
+        .count()
+        .get_result(conn)?;
+    let waiting: Vec<&str> = ConsultationStatus::ALL
+        .iter()
+        .filter(|s| s.awaits_answer())
+        .map(|s| s.as_str())
+        .collect();
+    let (consultations_to_answer, consultations_overdue) = match (&user.organization_id, user.role)
+    {
+        (Some(centre), Role::Specialist) => {
+            let to_answer = consultations::table
+                .filter(consultations::centre_id.eq(centre))
+                .filter(consultations::status.eq_any(waiting));
+            (
+                to_answer.clone().count().get_result(conn)?,
+                to_answer
+                    .filter(consultations::due_at.le(naive))
+                    .count()
+                    .get_result::<i64>(conn)?,
+            )
+        }
+        _ => (0, 0),
+    };
+    let consultations_to_close = consultations::table
+        .filter(consultations::requester_id.eq(&user.id))
+        .filter(consultations::status.eq(ConsultationStatus::Answered.as_str()))
+        .count()
+        .get_result(conn)?;
     Ok(InboxCounts {
         unread_threads,
         unread_notifications,
+        handovers_to_acknowledge,
+        consultations_to_answer,
+        consultations_to_close,
+        overdue: handovers_overdue + consultations_overdue,
     })
 }

@@ -1,4 +1,5 @@
-//! The in-process scheduler: each tick sends the day's digests and forgets
+//! The in-process scheduler: each tick reminds about overdue handovers,
+//! escalates overdue consultations, sends the day's digests and forgets
 //! expired idempotency keys. Safe with several instances on one database:
 //! a digest is claimed by inserting its `(user, day)` row in the transaction
 //! that queues the email, and on PostgreSQL the users to digest are claimed
@@ -11,6 +12,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use tokio::sync::watch;
 
+use crate::api::consultations::escalate_overdue;
+use crate::api::handovers::remind_overdue;
 use crate::api::idempotency;
 use crate::auth::AuthUser;
 use crate::clock::Clock;
@@ -38,6 +41,10 @@ pub struct TickReport {
     pub digests_queued: usize,
     /// Idempotency keys forgotten.
     pub keys_purged: usize,
+    /// Overdue handovers whose GP was reminded (and sender told).
+    pub handovers_reminded: usize,
+    /// Overdue consultations escalated to their centre.
+    pub consultations_escalated: usize,
 }
 
 /// The scheduler of one instance.
@@ -90,6 +97,26 @@ impl Scheduler {
                 .await?,
             ..TickReport::default()
         };
+        // Reminders and escalations: each row is claimed once (SKIP LOCKED on
+        // PostgreSQL) and marked in the transaction that queues its emails.
+        let (url, naive) = (self.public_url.clone(), now.naive_utc());
+        report.handovers_reminded = self
+            .db
+            .write(move |conn| remind_overdue(conn, &url, naive))
+            .await?;
+        let url = self.public_url.clone();
+        report.consultations_escalated = self
+            .db
+            .write(move |conn| escalate_overdue(conn, &url, naive))
+            .await?;
+        if report.handovers_reminded + report.consultations_escalated > 0 {
+            tracing::info!(
+                handovers = report.handovers_reminded,
+                consultations = report.consultations_escalated,
+                "scheduler: overdue items escalated"
+            );
+            self.outbox.wake();
+        }
         let day = digest_day(now, self.settings.digest_hour_utc);
         loop {
             let public_url = self.public_url.clone();

@@ -1,6 +1,7 @@
 //! Consultation requests to addiction and pain centres: due times by
 //! priority, a state machine, escalation when late, and response metrics.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -9,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::care_plans::{NewVersion, PlanSource, current_version, prepare, store_version};
 use super::extract::{Json, Query, path_id};
+use super::idempotency::{self, Claim, IdempotencyKey};
 use super::scope::{RequestInfo, authorize};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
@@ -17,6 +19,7 @@ use crate::db::DbConnection;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{consultations, users};
 use crate::domain::access::{Basis, Permission};
+use crate::domain::messaging::fingerprint;
 use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::role::{OrgKind, Role};
 use crate::domain::rules::{self, Warning};
@@ -45,7 +48,7 @@ text_enum! {
 }
 
 /// A request for advice.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewConsultation {
     /// An addiction centre or a pain centre.
@@ -301,6 +304,7 @@ fn record(
 }
 
 #[utoipa::path(post, path = "/api/v1/consultations", tag = "consultations",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h; another body with the same key is 422")),
     request_body = NewConsultation,
     responses(
         (status = 201, description = "Submitted; the centre is notified", body = ConsultationView),
@@ -316,9 +320,11 @@ pub async fn create_consultation(
     state: web::Data<AppState>,
     caller: AuthUser,
     info: RequestInfo,
+    key: IdempotencyKey,
     Json(body): Json<NewConsultation>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_clinician()?;
+    let request = serde_json::to_string(&body).map_err(ApiError::internal)?;
     let question = required_text(&body.question, "question", 10_000)?;
     let centre_id = uuid::Uuid::parse_str(&body.centre_id)
         .map(|u| u.to_string())
@@ -388,7 +394,25 @@ pub async fn create_consultation(
                 now,
             )?;
             audit::append(conn, &[record(&info, &caller, &row, Outcome::Allowed)], now)?;
-            view(conn, row, now)
+            let view = view(conn, row, now)?;
+            if let Some(key) = &key.0 {
+                let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
+                let print = fingerprint("create_consultation", "", &request);
+                let claim = idempotency::claim(
+                    conn,
+                    &caller.id,
+                    key,
+                    &print,
+                    StatusCode::CREATED,
+                    &response,
+                    now,
+                )?;
+                if let Claim::Replay { status, body } = claim {
+                    // Rolls this transaction back: the first request's answer stands.
+                    return Err(ApiError::Replay { status, body });
+                }
+            }
+            Ok(view)
         })
         .await?;
     state.outbox.wake();

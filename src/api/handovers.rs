@@ -1,6 +1,7 @@
 //! Discharge handovers from hospital to GP: a proposed plan, its diff against
 //! the current plan, and an explicit reconciliation by the GP.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -11,6 +12,7 @@ use super::care_plans::{
     NewVersion, PlanSource, current_version, prepare, store_version, version_row,
 };
 use super::extract::{Json, Query, path_id};
+use super::idempotency::{self, Claim, IdempotencyKey};
 use super::scope::{PatientAccess, Read, RequestInfo, authorize};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
@@ -19,6 +21,7 @@ use crate::db::DbConnection;
 use crate::db::models::{User, new_id};
 use crate::db::schema::handovers;
 use crate::domain::access::Permission;
+use crate::domain::messaging::fingerprint;
 use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::plan_diff::{Change, diff};
 use crate::domain::role::Role;
@@ -29,7 +32,7 @@ use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::startup::AppState;
 
 /// A discharge handover to send.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewHandover {
     /// The patient's GP, on the care team.
@@ -187,7 +190,10 @@ fn text(
 }
 
 #[utoipa::path(post, path = "/api/v1/patients/{id}/handovers", tag = "handovers",
-    params(("id" = String, Path, description = "Patient id")),
+    params(
+        ("id" = String, Path, description = "Patient id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h; another body with the same key is 422"),
+    ),
     request_body = NewHandover,
     responses(
         (status = 201, description = "Sent; the GP is notified. Includes the diff and the warnings", body = HandoverView),
@@ -202,8 +208,14 @@ fn text(
 pub async fn create_handover(
     state: web::Data<AppState>,
     access: PatientAccess<Read>,
+    key: IdempotencyKey,
     Json(body): Json<NewHandover>,
 ) -> Result<HttpResponse, ApiError> {
+    let request = format!(
+        "{}\u{1f}{}",
+        access.patient_id,
+        serde_json::to_string(&body).map_err(ApiError::internal)?
+    );
     if access.caller.role != Role::HospitalDoctor {
         return Err(access
             .forbid(&state, "only hospital doctors send discharge handovers")
@@ -286,7 +298,25 @@ pub async fn create_handover(
                 now,
             )?;
             access.append_audit(conn, "handover", Some(&row.id), now)?;
-            view(conn, row, now)
+            let view = view(conn, row, now)?;
+            if let Some(key) = &key.0 {
+                let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
+                let print = fingerprint("create_handover", "", &request);
+                let claim = idempotency::claim(
+                    conn,
+                    &access.caller.id,
+                    key,
+                    &print,
+                    StatusCode::CREATED,
+                    &response,
+                    now,
+                )?;
+                if let Claim::Replay { status, body } = claim {
+                    // Rolls this transaction back: the first request's answer stands.
+                    return Err(ApiError::Replay { status, body });
+                }
+            }
+            Ok(view)
         })
         .await?;
     state.outbox.wake();

@@ -149,6 +149,14 @@ pub struct InboxCounts {
     pub unread_threads: i64,
     /// In-app notifications not yet marked read.
     pub unread_notifications: i64,
+    /// Discharge handovers addressed to the caller, not yet acknowledged.
+    pub handovers_to_acknowledge: i64,
+    /// Consultations waiting for the caller's centre (specialists).
+    pub consultations_to_answer: i64,
+    /// The caller's consultations that are answered and wait to be closed.
+    pub consultations_to_close: i64,
+    /// Among the handovers and consultations above, those past their due time.
+    pub overdue: i64,
 }
 
 impl InboxCounts {
@@ -165,6 +173,22 @@ impl InboxCounts {
                 "unread notification",
                 "unread notifications",
             ),
+            (
+                self.handovers_to_acknowledge,
+                "discharge handover to acknowledge",
+                "discharge handovers to acknowledge",
+            ),
+            (
+                self.consultations_to_answer,
+                "consultation request to answer",
+                "consultation requests to answer",
+            ),
+            (
+                self.consultations_to_close,
+                "answered consultation to close",
+                "answered consultations to close",
+            ),
+            (self.overdue, "overdue item", "overdue items"),
         ]
     }
 
@@ -311,6 +335,10 @@ mod tests {
         let counts = InboxCounts {
             unread_threads: 2,
             unread_notifications: 5,
+            handovers_to_acknowledge: 1,
+            consultations_to_answer: 3,
+            consultations_to_close: 4,
+            overdue: 6,
         };
         let listed: Vec<i64> = counts.lines().iter().map(|l| l.0).collect();
         // A field added to the struct but not to `lines` would be missing here.

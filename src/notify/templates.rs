@@ -180,6 +180,7 @@ mod tests {
                 counts: InboxCounts {
                     unread_threads: 3,
                     unread_notifications: 1,
+                    ..InboxCounts::default()
                 },
                 link: link.clone(),
             },
@@ -259,6 +260,7 @@ mod tests {
             counts: InboxCounts {
                 unread_threads: 1,
                 unread_notifications: 4,
+                ..InboxCounts::default()
             },
             link: "https://relais.example/inbox".into(),
         }

@@ -545,3 +545,184 @@ async fn decline_and_cancel() {
         .unwrap();
     assert_eq!((due - created).num_hours(), 72);
 }
+
+async fn count_kind(app: &TestApp, who: &Session, kind: &str) -> usize {
+    let notes = app
+        .get("/api/v1/notifications?limit=200", &who.token)
+        .await
+        .expect(200);
+    notes.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == kind)
+        .count()
+}
+
+#[actix_web::test]
+async fn overdue_items_are_escalated_once_and_counted_in_the_inbox() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let patient = patient_with_plan(&app, &net).await;
+    app.post(
+        &format!("/api/v1/patients/{patient}/handovers"),
+        &net.hospital.token,
+        handover_body(&net.gp),
+    )
+    .await
+    .expect(201);
+    let consultation = consult(&app, &net.gp, &net.pain_centre, None, "urgent").await;
+    let id = consultation["id"].as_str().unwrap().to_owned();
+
+    let inbox = app.get("/api/v1/inbox", &net.gp.token).await.expect(200);
+    assert_eq!(inbox.body["handovers_to_acknowledge"], 1);
+    assert_eq!(inbox.body["overdue"], 0);
+    let inbox = app
+        .get("/api/v1/inbox", &net.specialist.token)
+        .await
+        .expect(200);
+    assert_eq!(inbox.body["consultations_to_answer"], 1);
+    let overdue = app
+        .get(
+            "/api/v1/consultations?box=received&overdue=true",
+            &net.specialist.token,
+        )
+        .await
+        .expect(200);
+    assert!(overdue.body["items"].as_array().unwrap().is_empty());
+
+    // Five hours later the urgent consultation is overdue: escalated once.
+    app.clock.advance(chrono::Duration::hours(5));
+    crate::helpers::eventually("consultation escalated", || async {
+        count_kind(&app, &net.gp, "consultation_overdue").await == 1
+    })
+    .await;
+    assert_eq!(
+        count_kind(&app, &net.specialist, "consultation_overdue").await,
+        1
+    );
+    app.smtp
+        .mail_to_containing("pain_centre@relais.test", "overdue")
+        .await;
+    let overdue = app
+        .get(
+            "/api/v1/consultations?box=received&overdue=true",
+            &net.specialist.token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(overdue.body["items"][0]["id"], id);
+    assert!(overdue.body["items"][0]["escalated_at"].is_string());
+    let inbox = app
+        .get("/api/v1/inbox", &net.specialist.token)
+        .await
+        .expect(200);
+    assert_eq!(inbox.body["overdue"], 1);
+    assert_eq!(
+        count_kind(&app, &net.gp, "handover_overdue").await,
+        0,
+        "the handover is not due yet"
+    );
+
+    // Two days later the handover is overdue: GP reminded and sender told, once each.
+    app.clock.advance(chrono::Duration::hours(44));
+    crate::helpers::eventually("handover reminder", || async {
+        count_kind(&app, &net.gp, "handover_overdue").await == 1
+            && count_kind(&app, &net.hospital, "handover_overdue").await == 1
+    })
+    .await;
+    let inbox = app.get("/api/v1/inbox", &net.gp.token).await.expect(200);
+    assert_eq!(inbox.body["overdue"], 1);
+    // Many more ticks change nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(count_kind(&app, &net.gp, "handover_overdue").await, 1);
+    assert_eq!(count_kind(&app, &net.hospital, "handover_overdue").await, 1);
+    assert_eq!(count_kind(&app, &net.gp, "consultation_overdue").await, 1);
+    let centre_mails = app
+        .smtp
+        .mails()
+        .into_iter()
+        .filter(|m| {
+            m.to.iter().any(|t| t == "pain_centre@relais.test") && m.body().contains("overdue")
+        })
+        .count();
+    assert_eq!(centre_mails, 1);
+}
+
+#[actix_web::test]
+async fn creating_consultations_and_handovers_is_idempotent() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let patient = patient_with_plan(&app, &net).await;
+    let body =
+        json!({"centre_id": net.pain_centre, "priority": "routine", "question": "Quel palier ?"});
+    let key = [("idempotency-key", "consult-0001".to_owned())];
+    let first = app
+        .request_with(
+            Method::POST,
+            "/api/v1/consultations",
+            Some(&net.gp.token),
+            Some(&body),
+            &key,
+        )
+        .await
+        .expect(201);
+    let again = app
+        .request_with(
+            Method::POST,
+            "/api/v1/consultations",
+            Some(&net.gp.token),
+            Some(&body),
+            &key,
+        )
+        .await
+        .expect(201);
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(first.body["id"], again.body["id"]);
+    let mut other = body.clone();
+    other["question"] = json!("Autre question");
+    app.request_with(
+        Method::POST,
+        "/api/v1/consultations",
+        Some(&net.gp.token),
+        Some(&other),
+        &key,
+    )
+    .await
+    .invalid_field("Idempotency-Key");
+    let sent = app
+        .get("/api/v1/consultations?box=sent", &net.gp.token)
+        .await
+        .expect(200);
+    assert_eq!(sent.body["items"].as_array().unwrap().len(), 1);
+
+    let url = format!("/api/v1/patients/{patient}/handovers");
+    let key = [("idempotency-key", "handover-0001".to_owned())];
+    let body = handover_body(&net.gp);
+    let first = app
+        .request_with(
+            Method::POST,
+            &url,
+            Some(&net.hospital.token),
+            Some(&body),
+            &key,
+        )
+        .await
+        .expect(201);
+    let again = app
+        .request_with(
+            Method::POST,
+            &url,
+            Some(&net.hospital.token),
+            Some(&body),
+            &key,
+        )
+        .await
+        .expect(201);
+    assert_eq!(first.body["id"], again.body["id"]);
+    let outbox = app
+        .get("/api/v1/handovers?box=outbox", &net.hospital.token)
+        .await
+        .expect(200);
+    assert_eq!(outbox.body["items"].as_array().unwrap().len(), 1);
+}
