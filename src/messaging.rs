@@ -12,7 +12,7 @@ use crate::db::DbConnection;
 use crate::db::models::new_id;
 use crate::db::schema::{
     care_team_members, consultations, emergency_grants, handovers, messages, notifications,
-    thread_reads, threads,
+    thread_reads, threads, users,
 };
 use crate::domain::access::Relations;
 use crate::domain::messaging::{InboxCounts, SubjectType};
@@ -129,13 +129,144 @@ pub fn candidate_patients(
 /// The threads of the user's candidate patients.
 pub fn candidate_threads<'a>(
     conn: &mut DbConnection,
-    user_id: &str,
+    user: &AuthUser,
     now: NaiveDateTime,
 ) -> QueryResult<threads::BoxedQuery<'a, Backend>> {
-    let patient_ids = candidate_patients(conn, user_id, now)?;
+    let mut patient_ids = candidate_patients(conn, &user.id, now)?;
+    let centre = user
+        .organization_id
+        .clone()
+        .filter(|_| user.role == Role::Specialist);
+    let open: Vec<&str> = ConsultationStatus::ALL
+        .iter()
+        .filter(|s| s.is_open())
+        .map(|s| s.as_str())
+        .collect();
+    if let Some(centre) = &centre {
+        // Patients of open consultations at the caller's centre (basis `consultation`).
+        patient_ids.extend(
+            consultations::table
+                .filter(consultations::centre_id.eq(centre))
+                .filter(consultations::status.eq_any(open))
+                .filter(consultations::patient_id.is_not_null())
+                .select(consultations::patient_id.assume_not_null())
+                .load::<String>(conn)?,
+        );
+    }
+    let mut mine = consultations::table
+        .filter(consultations::requester_id.eq(user.id.clone()))
+        .select(consultations::id)
+        .into_boxed();
+    if let Some(centre) = centre {
+        mine = mine.or_filter(consultations::centre_id.eq(centre));
+    }
+    let consultation_ids: Vec<String> = mine.load(conn)?;
+    let handover_ids: Vec<String> = handovers::table
+        .filter(
+            handovers::from_user_id
+                .eq(&user.id)
+                .or(handovers::to_user_id.eq(&user.id)),
+        )
+        .select(handovers::id)
+        .load(conn)?;
     Ok(threads::table
-        .filter(threads::patient_id.eq_any(patient_ids))
+        .filter(
+            threads::subject_type
+                .eq(SubjectType::Patient.as_str())
+                .and(threads::patient_id.eq_any(patient_ids))
+                .or(threads::subject_type
+                    .eq(SubjectType::Consultation.as_str())
+                    .and(threads::subject_id.eq_any(consultation_ids)))
+                .or(threads::subject_type
+                    .eq(SubjectType::Handover.as_str())
+                    .and(threads::subject_id.eq_any(handover_ids))),
+        )
         .into_boxed())
+}
+
+/// Whether `user` takes part in the thread of a consultation (its requester,
+/// or a specialist of its centre) or of a handover (its sender or addressee).
+/// Patient threads go through the access rule instead.
+pub fn party_to_subject(
+    conn: &mut DbConnection,
+    thread: &Thread,
+    user: &AuthUser,
+) -> QueryResult<bool> {
+    match SubjectType::parse(&thread.subject_type) {
+        Some(SubjectType::Consultation) => {
+            let row: Option<(String, String)> = consultations::table
+                .find(&thread.subject_id)
+                .select((consultations::requester_id, consultations::centre_id))
+                .first(conn)
+                .optional()?;
+            Ok(row.is_some_and(|(requester, centre)| {
+                requester == user.id
+                    || (user.role == Role::Specialist
+                        && user.organization_id.as_deref() == Some(centre.as_str()))
+            }))
+        }
+        Some(SubjectType::Handover) => {
+            let row: Option<(String, String)> = handovers::table
+                .find(&thread.subject_id)
+                .select((handovers::from_user_id, handovers::to_user_id))
+                .first(conn)
+                .optional()?;
+            Ok(row.is_some_and(|(from, to)| from == user.id || to == user.id))
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Who takes part in a thread now (`relations`: the patient's, for patient threads).
+pub fn thread_participants(
+    conn: &mut DbConnection,
+    thread: &Thread,
+    relations: Option<&Relations>,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<String>> {
+    let mut ids = match (
+        SubjectType::parse(&thread.subject_type),
+        &thread.patient_id,
+        relations,
+    ) {
+        (Some(SubjectType::Patient), Some(patient), Some(relations)) => {
+            let mut ids = patient_participants(conn, patient, relations, now)?;
+            ids.extend(specialists_of(conn, &relations.consultation_centres)?);
+            ids
+        }
+        (Some(SubjectType::Consultation), _, _) => {
+            let (requester, centre): (String, String) = consultations::table
+                .find(&thread.subject_id)
+                .select((consultations::requester_id, consultations::centre_id))
+                .first(conn)?;
+            let mut ids = specialists_of(conn, std::slice::from_ref(&centre))?;
+            ids.push(requester);
+            ids
+        }
+        (Some(SubjectType::Handover), _, _) => {
+            let (from, to): (String, String) = handovers::table
+                .find(&thread.subject_id)
+                .select((handovers::from_user_id, handovers::to_user_id))
+                .first(conn)?;
+            vec![from, to]
+        }
+        _ => Vec::new(),
+    };
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+fn specialists_of(conn: &mut DbConnection, centres: &[String]) -> QueryResult<Vec<String>> {
+    if centres.is_empty() {
+        return Ok(Vec::new());
+    }
+    users::table
+        .filter(users::organization_id.eq_any(centres))
+        .filter(users::role.eq(Role::Specialist.as_str()))
+        .filter(users::active.eq(true))
+        .select(users::id)
+        .load(conn)
 }
 
 /// Keeps the threads with a message from someone else after the user's marker.
@@ -263,13 +394,22 @@ pub fn inbox_counts(
     user: &AuthUser,
     now: DateTime<Utc>,
 ) -> QueryResult<InboxCounts> {
-    let threads = candidate_threads(conn, &user.id, now.naive_utc())?;
-    let candidates: Vec<Option<String>> = with_unread(threads, &user.id)
-        .select(threads::patient_id)
+    let threads = candidate_threads(conn, user, now.naive_utc())?;
+    let candidates: Vec<(String, Option<String>)> = with_unread(threads, &user.id)
+        .select((threads::subject_type, threads::patient_id))
         .load(conn)?;
     let mut unread_threads = 0;
-    for patient_id in candidates.into_iter().flatten() {
-        if resolve(conn, user, &patient_id, now)?.is_some() {
+    for (subject_type, patient_id) in candidates {
+        // Patient threads follow the access rule (consent); the others were
+        // selected among the caller's own consultations and handovers.
+        let counts = match (SubjectType::parse(&subject_type), patient_id) {
+            (Some(SubjectType::Patient), Some(patient_id)) => {
+                resolve(conn, user, &patient_id, now)?.is_some()
+            }
+            (Some(SubjectType::Patient), None) => false,
+            _ => true,
+        };
+        if counts {
             unread_threads += 1;
         }
     }

@@ -17,14 +17,17 @@ use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{Organization, new_id};
+use crate::db::schema::threads;
 use crate::db::schema::{consultations, users};
 use crate::domain::access::{Basis, Permission};
+use crate::domain::messaging::SubjectType;
 use crate::domain::messaging::fingerprint;
 use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::role::{OrgKind, Role};
 use crate::domain::rules::{self, Warning};
 use crate::domain::workflow::{ConsultationAction, ConsultationStatus, consultation_transition};
 use crate::error::{ApiError, FieldError, Problem};
+use crate::messaging::create_thread;
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::notify::outbox;
 use crate::notify::templates::{Email, ItemKind};
@@ -108,6 +111,8 @@ pub struct Party {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConsultationView {
     pub id: String,
+    /// The conversation about this consultation (its parties take part).
+    pub thread_id: Option<String>,
     pub requester: Party,
     pub centre: Party,
     pub patient_id: Option<String>,
@@ -200,7 +205,14 @@ fn view(
     let centre = Organization::find(conn, &row.centre_id)?.map_or_else(String::new, |o| o.name);
     let proposal = row.proposal()?;
     let status = row.status();
+    let thread_id: Option<String> = threads::table
+        .filter(threads::subject_type.eq(SubjectType::Consultation.as_str()))
+        .filter(threads::subject_id.eq(&row.id))
+        .select(threads::id)
+        .first(conn)
+        .optional()?;
     Ok(ConsultationView {
+        thread_id,
         overdue: status.awaits_answer() && row.due_at <= now,
         proposed_plan_warnings: proposal.as_ref().map(rules::check).unwrap_or_default(),
         proposed_plan: proposal,
@@ -385,6 +397,13 @@ pub async fn create_consultation(
             diesel::insert_into(consultations::table)
                 .values(&row)
                 .execute(conn)?;
+            create_thread(
+                conn,
+                SubjectType::Consultation,
+                &row.id,
+                row.patient_id.as_deref(),
+                now,
+            )?;
             tell_centre(
                 conn,
                 &row,

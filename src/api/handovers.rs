@@ -20,7 +20,9 @@ use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{User, new_id};
 use crate::db::schema::handovers;
+use crate::db::schema::threads;
 use crate::domain::access::Permission;
+use crate::domain::messaging::SubjectType;
 use crate::domain::messaging::fingerprint;
 use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::plan_diff::{Change, diff};
@@ -28,6 +30,7 @@ use crate::domain::role::Role;
 use crate::domain::rules::{self, Warning};
 use crate::domain::workflow::{HandoverAction, HandoverStatus, handover_transition};
 use crate::error::{ApiError, FieldError, Problem};
+use crate::messaging::create_thread;
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::startup::AppState;
 
@@ -74,6 +77,8 @@ pub struct Reconcile {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HandoverView {
     pub id: String,
+    /// The conversation about this handover (its parties take part).
+    pub thread_id: Option<String>,
     pub patient_id: String,
     pub from_user_id: String,
     pub to_user_id: String,
@@ -147,7 +152,14 @@ fn view(
         None => None,
     };
     let status = row.status();
+    let thread_id: Option<String> = threads::table
+        .filter(threads::subject_type.eq(SubjectType::Handover.as_str()))
+        .filter(threads::subject_id.eq(&row.id))
+        .select(threads::id)
+        .first(conn)
+        .optional()?;
     Ok(HandoverView {
+        thread_id,
         diff: diff(base.as_ref(), &proposal),
         warnings: rules::check(&proposal),
         current_plan_version: current,
@@ -284,6 +296,13 @@ pub async fn create_handover(
             diesel::insert_into(handovers::table)
                 .values(&row)
                 .execute(conn)?;
+            create_thread(
+                conn,
+                SubjectType::Handover,
+                &row.id,
+                Some(&row.patient_id),
+                now,
+            )?;
             let subject = Subject {
                 resource_type: "handover",
                 resource_id: &row.id,

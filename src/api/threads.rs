@@ -27,8 +27,8 @@ use crate::domain::messaging::{self, SubjectType, fingerprint, next_message_id, 
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
 use crate::messaging::{
-    Message, Thread, advance_marker, candidate_threads, patient_participants, read_marker,
-    unread_count, with_unread,
+    Message, Thread, advance_marker, candidate_threads, party_to_subject, read_marker,
+    thread_participants, unread_count, with_unread,
 };
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::startup::AppState;
@@ -38,10 +38,13 @@ use crate::startup::AppState;
 /// audited as denied; a read (GET) is audited as allowed before the handler runs.
 pub struct ThreadAccess {
     pub thread: Thread,
-    pub patient_id: String,
+    /// The patient the thread concerns, if any (for the audit trail).
+    pub patient_id: Option<String>,
     pub caller: AuthUser,
-    pub basis: Basis,
-    pub relations: Relations,
+    /// The caller's basis on the patient (patient threads only).
+    pub basis: Option<Basis>,
+    /// The patient's relations (patient threads only).
+    pub relations: Option<Relations>,
     pub info: RequestInfo,
 }
 
@@ -52,8 +55,8 @@ impl ThreadAccess {
             &self.caller,
             resource_type,
             Some(resource_id),
-            Some(&self.patient_id),
-            Some(self.basis),
+            self.patient_id.as_deref(),
+            self.basis,
             Outcome::Allowed,
         )
     }
@@ -84,30 +87,52 @@ impl FromRequest for ThreadAccess {
                     .read(move |conn| Ok(Thread::find(conn, &id)?))
                     .await?
             };
-            // Only patient threads exist so far; other subjects bring their own rule.
-            let subject = thread.filter(|t| t.subject_type == SubjectType::Patient.as_str());
-            let Some((thread, patient_id)) =
-                subject.and_then(|t| t.patient_id.clone().map(|p| (t, p)))
-            else {
-                let record = info.record(
+            let deny = |patient: Option<&str>| {
+                info.record(
                     &caller,
                     "thread",
                     Some(&thread_id),
-                    None,
+                    patient,
                     None,
                     Outcome::Denied,
-                );
-                state.audit.record(record).await?;
+                )
+            };
+            let Some(thread) = thread else {
+                state.audit.record(deny(None)).await?;
                 return Err(no_such_thread());
             };
-            // The participants are those with a basis on the subject, now.
-            let (basis, relations) =
-                authorize(&state, &caller, &patient_id, Permission::Read, &info, false)
-                    .await
-                    .map_err(|err| match err {
-                        ApiError::NotFound(_) => no_such_thread(),
-                        other => other,
-                    })?;
+            let (patient_id, basis, relations) = match SubjectType::parse(&thread.subject_type) {
+                Some(SubjectType::Patient) => {
+                    let Some(patient_id) = thread.patient_id.clone() else {
+                        return Err(no_such_thread());
+                    };
+                    // The participants are those with a basis on the patient, now.
+                    let (basis, relations) =
+                        authorize(&state, &caller, &patient_id, Permission::Read, &info, false)
+                            .await
+                            .map_err(|err| match err {
+                                ApiError::NotFound(_) => no_such_thread(),
+                                other => other,
+                            })?;
+                    (Some(patient_id), Some(basis), Some(relations))
+                }
+                // Consultation and handover threads: their parties, now.
+                _ => {
+                    let (t, who) = (thread.clone(), caller.clone());
+                    let party = state
+                        .db
+                        .read(move |conn| Ok(party_to_subject(conn, &t, &who)?))
+                        .await?;
+                    if !party {
+                        state
+                            .audit
+                            .record(deny(thread.patient_id.as_deref()))
+                            .await?;
+                        return Err(no_such_thread());
+                    }
+                    (thread.patient_id.clone(), None, None)
+                }
+            };
             let access = Self {
                 thread,
                 patient_id,
@@ -150,7 +175,9 @@ pub struct ThreadView {
     pub subject: ThreadSubject,
     pub patient: Option<ThreadPatient>,
     /// The caller's basis on the subject (why they take part).
-    pub access_basis: Basis,
+    /// The caller's basis on the patient (patient threads; null for the
+    /// threads of consultations and handovers, open to their parties).
+    pub access_basis: Option<Basis>,
     /// `null` while the thread has no message.
     pub last_message_at: Option<DateTime<Utc>>,
     /// Messages from others after the caller's read marker.
@@ -198,7 +225,7 @@ pub async fn list_threads(
         state
             .db
             .read(move |conn| {
-                let mut query = candidate_threads(conn, &caller.id, now.naive_utc())?;
+                let mut query = candidate_threads(conn, &caller, now.naive_utc())?;
                 if filter.unread == Some(true) {
                     query = with_unread(query, &caller.id);
                 }
@@ -229,22 +256,34 @@ pub async fn list_threads(
                 // Being on the team is not enough: the consent rule decides.
                 let mut items = Vec::with_capacity(raw.items.len());
                 for thread in raw.items {
-                    let Some(patient_id) = thread.patient_id.clone() else {
-                        continue;
+                    let kind =
+                        SubjectType::parse(&thread.subject_type).unwrap_or(SubjectType::Patient);
+                    let basis = match &thread.patient_id {
+                        Some(patient_id) => {
+                            resolve(conn, &caller, patient_id, now)?.map(|(b, _)| b)
+                        }
+                        None => None,
                     };
-                    let Some((basis, _)) = resolve(conn, &caller, &patient_id, now)? else {
+                    // A patient thread needs a basis; a consultation or handover
+                    // thread was selected among the caller's own, and names the
+                    // patient only to those who may see them.
+                    if kind == SubjectType::Patient && basis.is_none() {
                         continue;
-                    };
+                    }
                     let unread_count = unread_count(conn, &thread.id, &caller.id)?;
-                    let patient = names.get(&patient_id).map(|(family, given)| ThreadPatient {
-                        id: patient_id.clone(),
-                        family_name: family.clone(),
-                        given_names: given.clone(),
-                    });
+                    let patient = thread
+                        .patient_id
+                        .as_ref()
+                        .filter(|_| basis.is_some())
+                        .and_then(|id| names.get(id).map(|n| (id, n)))
+                        .map(|(id, (family, given))| ThreadPatient {
+                            id: id.clone(),
+                            family_name: family.clone(),
+                            given_names: given.clone(),
+                        });
                     items.push(ThreadView {
                         subject: ThreadSubject {
-                            kind: SubjectType::parse(&thread.subject_type)
-                                .unwrap_or(SubjectType::Patient),
+                            kind,
                             id: thread.subject_id,
                         },
                         id: thread.id,
@@ -271,7 +310,7 @@ pub async fn list_threads(
                 "thread",
                 Some(&t.id),
                 t.patient.as_ref().map(|p| p.id.as_str()),
-                Some(t.access_basis),
+                t.access_basis,
                 Outcome::Allowed,
             )
         })
@@ -401,11 +440,11 @@ fn notify_participants(
     public_url: &str,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    let participants = patient_participants(conn, &access.patient_id, &access.relations, now)?;
+    let participants = thread_participants(conn, &access.thread, access.relations.as_ref(), now)?;
     let subject = Subject {
         resource_type: "thread",
         resource_id: &access.thread.id,
-        patient_id: Some(&access.patient_id),
+        patient_id: access.patient_id.as_deref(),
     };
     for user_id in participants.iter().filter(|u| **u != access.caller.id) {
         let pending: i64 = notifications::table

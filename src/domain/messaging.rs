@@ -11,6 +11,8 @@ text_enum! {
     /// their thread with their own issue.
     SubjectType {
         Patient => "patient",
+        Consultation => "consultation",
+        Handover => "handover",
     }
 }
 

@@ -726,3 +726,131 @@ async fn creating_consultations_and_handovers_is_idempotent() {
         .expect(200);
     assert_eq!(outbox.body["items"].as_array().unwrap().len(), 1);
 }
+
+#[actix_web::test]
+async fn consultations_and_handovers_have_their_own_threads() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let patient = patient_with_plan(&app, &net).await;
+    add_member(&app, &net.gp, &patient, &net.pharmacist).await;
+    let consultation = consult(&app, &net.gp, &net.pain_centre, Some(&patient), "routine").await;
+    let thread = consultation["thread_id"]
+        .as_str()
+        .expect("thread_id")
+        .to_owned();
+    let handover = app
+        .post(
+            &format!("/api/v1/patients/{patient}/handovers"),
+            &net.hospital.token,
+            handover_body(&net.gp),
+        )
+        .await
+        .expect(201);
+    let handover_thread = handover.body["thread_id"]
+        .as_str()
+        .expect("thread_id")
+        .to_owned();
+
+    // The requester and the centre's specialist talk; the team's pharmacist is not a party.
+    app.post(
+        &format!("/api/v1/threads/{thread}/messages"),
+        &net.specialist.token,
+        json!({"body": "Pouvez-vous préciser l'EVA ?"}),
+    )
+    .await
+    .expect(201);
+    let reply = app
+        .post(
+            &format!("/api/v1/threads/{thread}/messages"),
+            &net.gp.token,
+            json!({"body": "EVA 8 au repos."}),
+        )
+        .await
+        .expect(201);
+    app.get(
+        &format!("/api/v1/threads/{thread}/messages"),
+        &net.pharmacist.token,
+    )
+    .await
+    .problem(404);
+    app.post(
+        &format!("/api/v1/threads/{thread}/messages"),
+        &net.addiction.token,
+        json!({"body": "?"}),
+    )
+    .await
+    .problem(404);
+    let read = app
+        .get(
+            &format!("/api/v1/threads/{thread}/messages"),
+            &net.specialist.token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(read.body["items"].as_array().unwrap().len(), 2);
+    let listed = app
+        .get("/api/v1/threads?unread=true", &net.specialist.token)
+        .await
+        .expect(200);
+    let entry = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == thread)
+        .expect("listed")
+        .clone();
+    assert_eq!(
+        entry["subject"],
+        json!({"type": "consultation", "id": consultation["id"]})
+    );
+    assert_eq!(entry["unread_count"], 1);
+    let inbox = app
+        .get("/api/v1/inbox", &net.specialist.token)
+        .await
+        .expect(200);
+    assert!(inbox.body["unread_threads"].as_i64().unwrap() >= 1);
+    app.post(
+        &format!("/api/v1/threads/{thread}/read"),
+        &net.specialist.token,
+        json!({"up_to": reply.body["id"]}),
+    )
+    .await
+    .expect(200);
+    let pharmacist_threads = app
+        .get("/api/v1/threads", &net.pharmacist.token)
+        .await
+        .expect(200);
+    assert!(
+        pharmacist_threads.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["id"] != thread && t["id"] != handover_thread)
+    );
+
+    // The handover's thread is the sender's and the addressee's.
+    app.post(
+        &format!("/api/v1/threads/{handover_thread}/messages"),
+        &net.gp.token,
+        json!({"body": "Reçu, je revois la patiente lundi."}),
+    )
+    .await
+    .expect(201);
+    let told = app
+        .get("/api/v1/notifications", &net.hospital.token)
+        .await
+        .expect(200);
+    assert_eq!(told.body["items"][0]["kind"], "new_message");
+    app.get(
+        &format!("/api/v1/threads/{handover_thread}/messages"),
+        &net.hospital.token,
+    )
+    .await
+    .expect(200);
+    app.get(
+        &format!("/api/v1/threads/{handover_thread}/messages"),
+        &net.pharmacist.token,
+    )
+    .await
+    .problem(404);
+}
