@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::audit::AuditWriter;
+use crate::auth::cache::UserCache;
 use crate::auth::throttle::IpLimiter;
 use crate::auth::tokens::{JwtKeys, random_token};
 use crate::clock::Clock;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub outbox: OutboxSignal,
     pub ip_limiter: Arc<IpLimiter>,
     pub audit: AuditWriter,
+    /// Account facts checked on every request, kept ≤ 2 s (see `auth::cache`).
+    pub users: Arc<UserCache>,
 }
 
 /// A built, bound, not yet running server with its background tasks.
@@ -99,6 +102,7 @@ impl Application {
             AuditWriter::start(db.clone(), clock.clone(), shutdown_rx.clone());
         let state = AppState {
             audit,
+            users: Arc::new(UserCache::default()),
             ip_limiter: Arc::new(IpLimiter::new(settings.auth.ip_requests_per_minute)),
             settings: Arc::new(settings),
             db,

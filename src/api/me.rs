@@ -171,6 +171,7 @@ pub async fn change_password(
     };
     let jwt = state.jwt.clone();
     let ttl = state.settings.auth.refresh_token_ttl_s;
+    let me_id = me.id.clone();
     let pair = state
         .db
         .write(move |conn| {
@@ -184,5 +185,7 @@ pub async fn change_password(
             Ok(TokenPair::new(issued, user))
         })
         .await?;
+    // Committed: the old tokens must stop working now, cache or not.
+    state.users.forget(&me_id);
     Ok(web::Json(pair))
 }

@@ -458,5 +458,7 @@ pub async fn update_user(
             User::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such user".into()))
         })
         .await?;
+    // Committed: a deactivation must not outlive this request in the cache.
+    state.users.forget(&user.id);
     Ok(web::Json(user.into()))
 }

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
+use crate::auth::cache::CachedUser;
 use crate::db::models::User;
 use crate::domain::role::Role;
 use crate::error::ApiError;
@@ -59,19 +60,46 @@ impl FromRequest for AuthUser {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
             let token = token.ok_or(ApiError::Unauthorized("a bearer access token is required"))?;
             let claims = state.jwt.verify(&token)?;
-            let sub = claims.sub.clone();
-            let user = state
-                .db
-                .read(move |conn| Ok(User::find(conn, &sub)?))
-                .await?;
+            // A cached answer only counts when it lets the token through; a
+            // mismatch is checked against the database (a newer token issued
+            // elsewhere, or a revoked one, which then fails there).
+            let cached = state
+                .users
+                .get(&claims.sub)
+                .filter(|u| u.active && u.token_version == claims.ver);
+            let user = match cached {
+                Some(user) => Some(user),
+                None => {
+                    let epoch = state.users.epoch();
+                    let sub = claims.sub.clone();
+                    let found = state
+                        .db
+                        .read(move |conn| Ok(User::find(conn, &sub)?))
+                        .await?;
+                    match found {
+                        Some(u) => {
+                            let role = Role::parse(&u.role).ok_or_else(|| {
+                                ApiError::internal(anyhow::anyhow!("unknown stored role"))
+                            })?;
+                            let user = CachedUser {
+                                token_version: u.token_version,
+                                active: u.active,
+                                role,
+                                organization_id: u.organization_id,
+                            };
+                            state.users.put(&claims.sub, user.clone(), epoch);
+                            Some(user)
+                        }
+                        None => None,
+                    }
+                }
+            };
             let user = user
                 .filter(|u| u.active && u.token_version == claims.ver)
                 .ok_or(ApiError::Unauthorized("the access token has been revoked"))?;
-            let role = Role::parse(&user.role)
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("unknown stored role")))?;
             Ok(AuthUser {
-                id: user.id,
-                role,
+                id: claims.sub,
+                role: user.role,
                 organization_id: user.organization_id,
             })
         })

@@ -1,5 +1,6 @@
 //! Authentication: passwords, access tokens, refresh-token rotation, throttling.
 
+pub mod cache;
 pub mod extractor;
 pub mod password;
 pub mod session;

@@ -1,0 +1,2 @@
+-- GET /api/v1/health/live (the ceiling).
+function request() return wrk.format("GET", "/api/v1/health/live") end
