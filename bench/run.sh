@@ -77,6 +77,8 @@ drop_db() {
     local backend=$1 name=$2
     if [[ $backend == postgres ]]; then
         psql -q "$PGURL_BASE/postgres" -c "DROP DATABASE IF EXISTS relais_bench_$name"
+    else
+        rm -rf "${OUT:?}/$name" # the SQLite file (GBs at 1 M patients)
     fi
 }
 
@@ -115,7 +117,7 @@ to_ms() { # "1.23ms" | "850.00us" | "1.02s" -> milliseconds
 load() {
     local backend=$1 patients=$2 scenario=$3 conns=$4
     shift 4
-    local file=$OUT/$backend-$patients-$scenario-c$conns.txt
+    local file=$OUT/$backend-$patients-$scenario-c$conns-$(date -u +%H%M%S).txt
     local token=PHARMACIST_TOKEN
     [[ $scenario == care_plan_put ]] && token=GP_TOKEN
     BENCH_DIR=$SEED_DIR BENCH_LUA=$ROOT/bench/lua BENCH_TOKEN=$token \
