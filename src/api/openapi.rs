@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{
     access, audit_events, auth, care_plans, care_team, consultations, handovers, health, inbox, me,
@@ -67,4 +68,31 @@ pub async fn document() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(json.as_str())
+}
+
+/// Where Swagger UI is served.
+pub const DOCS_PATH: &str = "/docs";
+
+/// Swagger UI at `/docs/`, from the assets compiled into the binary (the
+/// `vendored` feature: nothing is fetched at build or run time). It reads the
+/// document from `/api/v1/openapi.json`, so it registers no route of its own
+/// for it. These are pages for people, not API routes: they stay out of
+/// [`super::ROUTES`] and so out of the OpenAPI document and the
+/// authorisation matrix.
+pub fn configure_docs(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.route(
+        DOCS_PATH,
+        actix_web::web::get().to(|| async {
+            HttpResponse::PermanentRedirect()
+                .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+                .finish()
+        }),
+    )
+    .service(
+        SwaggerUi::new("/docs/{_:.*}").config(
+            Config::from("/api/v1/openapi.json")
+                .persist_authorization(true)
+                .try_it_out_enabled(true),
+        ),
+    );
 }

@@ -25,3 +25,31 @@ async fn document_lists_every_route_and_nothing_else() {
     assert_eq!(documented, registered);
     assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+#[actix_web::test]
+async fn swagger_ui_is_served_from_the_binary() {
+    let app = crate::helpers::spawn_app().await;
+    let page = app
+        .request(Method::GET, "/docs/", None, None)
+        .await
+        .expect(200);
+    assert!(page.content_type().starts_with("text/html"));
+    assert!(page.body.as_str().unwrap().contains("swagger-ui"));
+    // The page's settings point at the API's own document.
+    let init = app
+        .request(Method::GET, "/docs/swagger-initializer.js", None, None)
+        .await
+        .expect(200);
+    assert!(init.body.as_str().unwrap().contains("/api/v1/openapi.json"));
+    // Every asset is in the binary: no CDN link in the page.
+    assert!(!page.body.as_str().unwrap().contains("https://"));
+    // `/docs` itself leads to the page.
+    let redirect = app.raw(Method::GET, "/docs", &[], Vec::new()).await;
+    assert!(
+        redirect.status == 308 || redirect.status == 200,
+        "status {}",
+        redirect.status
+    );
+    // The docs are not API routes: not in the document, not in ROUTES.
+    assert!(ROUTES.iter().all(|(_, path)| !path.starts_with("/docs")));
+}
