@@ -53,3 +53,41 @@ async fn swagger_ui_is_served_from_the_binary() {
     // The docs are not API routes: not in the document, not in ROUTES.
     assert!(ROUTES.iter().all(|(_, path)| !path.starts_with("/docs")));
 }
+
+#[actix_web::test]
+async fn document_types_ids_and_describes_every_answer() {
+    let app = crate::helpers::spawn_app().await;
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .expect(200)
+        .body;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let at = format!("{method} {path}");
+            for (status, response) in op["responses"].as_object().unwrap() {
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{at} {status}: no description"
+                );
+            }
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().unwrap();
+                // A query string or header cannot carry JSON null.
+                assert!(
+                    !param["schema"]["type"].is_array(),
+                    "{at} {name}: {}",
+                    param["schema"]
+                );
+                if param["in"] == "path" && name != "n" {
+                    assert_eq!(param["schema"]["format"], "uuid", "{at} {name}");
+                }
+            }
+        }
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["AnalgesicLine"]["properties"]["drug"]["enum"].is_array());
+    assert!(schemas["NewObservation"]["anyOf"].is_array());
+}
