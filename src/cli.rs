@@ -1,4 +1,4 @@
-//! The command line: `relais [serve | migrate | create-admin]`.
+//! The command line: `relais [serve | migrate | create-admin | demo | audit verify]`.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -43,6 +43,9 @@ pub enum Command {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Load a small demo care network (six organisations, one user per role,
+    /// two patients with plans, a handover and a consultation) and print the logins.
+    Demo,
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -82,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let id = create_admin(&db, &SystemClock, &email, &full_name, &password).await?;
             println!("administrator created: {id}");
         }
+        Command::Demo => crate::demo::run(settings).await?,
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
@@ -102,6 +106,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An account created from the command line (administrator, demo users).
+pub struct NewAccount<'a> {
+    pub email: &'a str,
+    pub full_name: &'a str,
+    pub role: Role,
+    pub organization_id: Option<String>,
+    pub phone: Option<&'a str>,
+}
+
 /// Creates an active administrator with a password; returns its id.
 pub async fn create_admin(
     db: &Db,
@@ -110,8 +123,26 @@ pub async fn create_admin(
     full_name: &str,
     password: &str,
 ) -> anyhow::Result<String> {
-    let email = parse_email(email).map_err(|m| anyhow::anyhow!("--email: {m}"))?;
-    let full_name = parse_text(full_name, 200).map_err(|m| anyhow::anyhow!("--full-name: {m}"))?;
+    let account = NewAccount {
+        email,
+        full_name,
+        role: Role::Admin,
+        organization_id: None,
+        phone: None,
+    };
+    create_account(db, clock, account, password).await
+}
+
+/// Creates an active account with a password (no invitation); returns its id.
+pub async fn create_account(
+    db: &Db,
+    clock: &dyn Clock,
+    account: NewAccount<'_>,
+    password: &str,
+) -> anyhow::Result<String> {
+    let email = parse_email(account.email).map_err(|m| anyhow::anyhow!("--email: {m}"))?;
+    let full_name =
+        parse_text(account.full_name, 200).map_err(|m| anyhow::anyhow!("--full-name: {m}"))?;
     password::check_new(password, "password").map_err(|_| {
         anyhow::anyhow!(
             "the password needs at least {} characters",
@@ -124,10 +155,10 @@ pub async fn create_admin(
         id: new_id(),
         email,
         full_name,
-        role: Role::Admin.as_str().into(),
-        organization_id: None,
+        role: account.role.as_str().into(),
+        organization_id: account.organization_id,
         rpps: None,
-        phone: None,
+        phone: account.phone.map(str::to_owned),
         active: true,
         password_hash: Some(phc),
         token_version: 0,

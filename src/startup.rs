@@ -138,6 +138,7 @@ impl Application {
                     .wrap(ErrorHandlers::new().default_handler(render_foreign_error))
                     .wrap(from_fn(request_id))
                     .configure(api::configure)
+                    .configure(api::openapi::configure_docs)
             })
             .workers(workers)
             .shutdown_timeout(30)

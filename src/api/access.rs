@@ -55,7 +55,11 @@ pub struct AccessRequestView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
-    #[schema(min_length = 10, max_length = 1000)]
+    #[schema(
+        min_length = 10,
+        max_length = 1000,
+        pattern = "^\\s*\\S[\\s\\S]{8,}\\S\\s*$"
+    )]
     pub reason: String,
 }
 
@@ -69,8 +73,8 @@ pub struct EmergencyAccessView {
 
 fn reason(raw: &str) -> Result<String, ApiError> {
     let reason = raw.trim();
-    let len = reason.chars().count();
-    if !(10..=1000).contains(&len) {
+    // At least 10 characters once trimmed; at most 1000 as sent (the OpenAPI `maxLength`).
+    if reason.chars().count() < 10 || raw.chars().count() > 1000 {
         return Err(ApiError::invalid("reason", "10 to 1000 characters"));
     }
     Ok(reason.to_owned())
@@ -179,7 +183,7 @@ fn patient_exists(conn: &mut DbConnection, patient_id: &str) -> QueryResult<bool
 }
 
 #[utoipa::path(post, path = "/api/v1/patients/{id}/access-requests", tag = "access",
-    params(("id" = String, Path, description = "Patient id, from the INS lookup")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id, from the INS lookup")),
     request_body = ReasonBody,
     responses(
         (status = 201, description = "Sent; the referent is notified", body = AccessRequestView),
@@ -275,7 +279,7 @@ pub async fn create_access_request(
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/access-requests", tag = "access",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     responses(
         (status = 200, description = "Newest first", body = Vec<AccessRequestView>),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -406,7 +410,7 @@ async fn decide(
 }
 
 #[utoipa::path(post, path = "/api/v1/access-requests/{id}/approve", tag = "access",
-    params(("id" = String, Path, description = "Access request id")),
+    params(("id" = uuid::Uuid, Path, description = "Access request id")),
     responses(
         (status = 200, description = "Approved: the requester joins the team and is notified", body = AccessRequestView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -427,7 +431,7 @@ pub async fn approve_access_request(
 }
 
 #[utoipa::path(post, path = "/api/v1/access-requests/{id}/deny", tag = "access",
-    params(("id" = String, Path, description = "Access request id")),
+    params(("id" = uuid::Uuid, Path, description = "Access request id")),
     responses(
         (status = 200, description = "Denied; the requester is notified", body = AccessRequestView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -448,7 +452,7 @@ pub async fn deny_access_request(
 }
 
 #[utoipa::path(post, path = "/api/v1/patients/{id}/emergency-access", tag = "access",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     request_body = ReasonBody,
     responses(
         (status = 201, description = "Granted at once for auth.emergency_access_ttl_s; the referent and team are notified", body = EmergencyAccessView),

@@ -56,14 +56,23 @@ impl From<AuditEvent> for AuditEventView {
     }
 }
 
+text_enum! {
+    /// Whether an audited access was let through (filter of the audit trail).
+    OutcomeFilter {
+        Allowed => "allowed",
+        Denied => "denied",
+    }
+}
+
 /// Filters of the audit trail; the cursor is a `seq`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditFilter {
+    #[param(format = Uuid)]
     pub actor_id: Option<String>,
+    #[param(format = Uuid)]
     pub patient_id: Option<String>,
-    /// `allowed` or `denied`.
-    pub outcome: Option<String>,
+    pub outcome: Option<OutcomeFilter>,
     /// From this time (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Before this time (RFC 3339).
@@ -79,25 +88,22 @@ async fn load(
     patient: Option<String>,
 ) -> Result<Page<AuditEventView>, ApiError> {
     let limit = page_limit(filter.limit)?;
-    let outcome = match filter.outcome.as_deref() {
-        None => None,
-        Some("allowed") => Some(Outcome::Allowed),
-        Some("denied") => Some(Outcome::Denied),
-        Some(_) => return Err(ApiError::malformed("outcome", "allowed or denied")),
-    };
+    let outcome = filter.outcome.map(|o| match o {
+        OutcomeFilter::Allowed => Outcome::Allowed,
+        OutcomeFilter::Denied => Outcome::Denied,
+    });
     let actor = filter
         .actor_id
         .as_deref()
         .map(|a| path_id(a, "actor_id"))
         .transpose()?;
-    let patient = match patient {
-        Some(p) => Some(p),
-        None => filter
-            .patient_id
-            .as_deref()
-            .map(|p| path_id(p, "patient_id"))
-            .transpose()?,
-    };
+    // Checked even where the path names the patient: a malformed filter is an error.
+    let filtered = filter
+        .patient_id
+        .as_deref()
+        .map(|p| path_id(p, "patient_id"))
+        .transpose()?;
+    let patient = patient.or(filtered);
     let page = state
         .db
         .read(move |conn| {
@@ -132,7 +138,7 @@ async fn load(
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/audit-events", tag = "audit",
-    params(("id" = String, Path, description = "Patient id"), AuditFilter),
+    params(("id" = uuid::Uuid, Path, description = "Patient id"), AuditFilter),
     responses(
         (status = 200, description = "Oldest first", body = Page<AuditEventView>),
         (status = 400, body = Problem, content_type = "application/problem+json"),

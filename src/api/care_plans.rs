@@ -37,7 +37,7 @@ pub struct PlanWrite {
     #[schema(max_length = 2000)]
     pub non_drug_measures: Option<String>,
     pub review_date: Option<NaiveDate>,
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub change_summary: String,
     #[serde(default)]
     pub acknowledged_warnings: Vec<Acknowledgement>,
@@ -107,8 +107,15 @@ pub struct PersonRef {
 pub struct PlanVersionView {
     pub patient_id: String,
     pub version: i32,
-    #[serde(flatten)]
-    pub content: PlanContent,
+    // The content's fields, spelled out rather than `#[serde(flatten)]`: the
+    // request schema of `PlanContent` forbids other properties, so a flattened
+    // copy would make this response invalid against its own document.
+    pub status: PlanStatus,
+    pub omt: Omt,
+    pub analgesics: Vec<AnalgesicLine>,
+    pub pain_goal: Option<String>,
+    pub non_drug_measures: Option<String>,
+    pub review_date: Option<NaiveDate>,
     pub change_summary: String,
     pub source: Option<PlanSource>,
     pub acknowledged_warnings: Vec<Acknowledgement>,
@@ -161,8 +168,14 @@ impl PlanVersionRow {
     }
 
     fn view(self, author: PersonRef) -> Result<PlanVersionView, ApiError> {
+        let content = self.content()?;
         Ok(PlanVersionView {
-            content: self.content()?,
+            status: content.status,
+            omt: content.omt,
+            analgesics: content.analgesics,
+            pain_goal: content.pain_goal,
+            non_drug_measures: content.non_drug_measures,
+            review_date: content.review_date,
             source: self.source(),
             acknowledged_warnings: serde_json::from_str(&self.acknowledged)
                 .map_err(ApiError::internal)?,
@@ -259,8 +272,7 @@ pub fn prepare(
 ) -> Result<(PlanContent, Vec<Warning>), ApiError> {
     let mut errors = content.validate();
     errors.extend(validate_acknowledgements(acknowledged));
-    let summary = change_summary.trim().chars().count();
-    if !(1..=500).contains(&summary) {
+    if change_summary.trim().is_empty() || change_summary.chars().count() > 500 {
         errors.push(FieldError::new("change_summary", "1 to 500 characters"));
     }
     if !errors.is_empty() {
@@ -369,12 +381,20 @@ fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
+    // Exactly what the document's pattern allows: `"3"`, `3`, `W/"3"`.
     value
         .to_str()
         .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .map(|v| v.trim())
+        .map(|v| v.strip_prefix("W/").unwrap_or(v))
+        .map(|v| v.strip_prefix('"').unwrap_or(v))
+        .map(|v| v.strip_suffix('"').unwrap_or(v))
+        .filter(|v| {
+            (1..=9).contains(&v.len())
+                && !v.starts_with('0')
+                && v.bytes().all(|b| b.is_ascii_digit())
+        })
         .and_then(|v| v.parse::<i32>().ok())
-        .filter(|v| *v > 0)
         .map(Some)
         .ok_or_else(|| {
             ApiError::malformed("If-Match", "expected the ETag of a version, e.g. \"3\"")
@@ -389,7 +409,7 @@ fn with_etag(mut response: HttpResponse, version: i32) -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/care-plan", tag = "care plan",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     responses(
         (status = 200, description = "The current version; `ETag` is its number", body = PlanVersionView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -420,8 +440,8 @@ pub async fn get_care_plan(
 
 #[utoipa::path(put, path = "/api/v1/patients/{id}/care-plan", tag = "care plan",
     params(
-        ("id" = String, Path, description = "Patient id"),
-        ("If-Match" = Option<String>, Header, description = "ETag of the version this edit is based on; required once a plan exists"),
+        ("id" = uuid::Uuid, Path, description = "Patient id"),
+        ("If-Match" = Option<String>, Header, pattern = "^(W/)?\"?[1-9][0-9]{0,8}\"?$", description = "ETag of the version this edit is based on; required once a plan exists"),
     ),
     request_body = PlanWrite,
     responses(
@@ -499,7 +519,7 @@ pub async fn put_care_plan(
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/care-plan/versions", tag = "care plan",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     responses(
         (status = 200, description = "Oldest first", body = Vec<PlanVersionSummary>),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -543,7 +563,7 @@ pub async fn list_care_plan_versions(
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/care-plan/versions/{n}", tag = "care plan",
-    params(("id" = String, Path, description = "Patient id"), ("n" = i32, Path, description = "Version number")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id"), ("n" = i32, Path, minimum = 1, description = "Version number")),
     responses(
         (status = 200, body = PlanVersionView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -701,7 +721,7 @@ pub struct AnalgesicPlan {
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/analgesic-plan", tag = "care plan",
-    params(("id" = String, Path, description = "Patient id"), OnDay),
+    params(("id" = uuid::Uuid, Path, description = "Patient id"), OnDay),
     responses(
         (status = 200, body = AnalgesicPlan),
         (status = 400, body = Problem, content_type = "application/problem+json"),

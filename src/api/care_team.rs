@@ -37,6 +37,7 @@ pub struct TeamMemberView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
+    #[schema(format = Uuid)]
     pub user_id: String,
     /// `referent` hands the referent role over; the previous referent stays a member.
     pub team_role: Option<TeamRole>,
@@ -104,7 +105,7 @@ fn team(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<TeamMember
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/care-team", tag = "care team",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     responses(
         (status = 200, description = "Active members first, then past ones", body = Vec<TeamMemberView>),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -220,7 +221,7 @@ fn end_membership(
 }
 
 #[utoipa::path(post, path = "/api/v1/patients/{id}/care-team", tag = "care team",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     request_body = AddMember,
     responses(
         (status = 201, description = "Added; the new member is notified", body = Vec<TeamMemberView>),
@@ -281,8 +282,8 @@ pub async fn add_care_team_member(
 
 #[utoipa::path(delete, path = "/api/v1/patients/{id}/care-team/{user_id}", tag = "care team",
     params(
-        ("id" = String, Path, description = "Patient id"),
-        ("user_id" = String, Path, description = "The member to remove (yourself to leave)"),
+        ("id" = uuid::Uuid, Path, description = "Patient id"),
+        ("user_id" = uuid::Uuid, Path, description = "The member to remove (yourself to leave)"),
     ),
     responses(
         (status = 204, description = "The membership has ended (it stays in the history)"),

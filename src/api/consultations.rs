@@ -55,11 +55,13 @@ text_enum! {
 #[serde(deny_unknown_fields)]
 pub struct NewConsultation {
     /// An addiction centre or a pain centre.
+    #[schema(format = Uuid)]
     pub centre_id: String,
     /// Optional; the requester needs a basis on the patient.
+    #[schema(format = Uuid)]
     pub patient_id: Option<String>,
     pub priority: Priority,
-    #[schema(min_length = 1, max_length = 10000)]
+    #[schema(min_length = 1, max_length = 10000, pattern = "\\S")]
     pub question: String,
 }
 
@@ -67,7 +69,7 @@ pub struct NewConsultation {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Answer {
-    #[schema(min_length = 1, max_length = 20000)]
+    #[schema(min_length = 1, max_length = 20000, pattern = "\\S")]
     pub answer: String,
     /// A plan the requester may apply (patient consultations only).
     pub proposed_plan: Option<PlanContent>,
@@ -77,7 +79,7 @@ pub struct Answer {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Decline {
-    #[schema(min_length = 1, max_length = 5000)]
+    #[schema(min_length = 1, max_length = 5000, pattern = "\\S")]
     pub reason: String,
 }
 
@@ -95,6 +97,7 @@ pub struct Close {
 #[serde(deny_unknown_fields)]
 pub struct ApplyProposal {
     /// The care-plan version the requester looked at; 412 if it changed since.
+    #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub expected_plan_version: Option<i32>,
     #[serde(default)]
     pub acknowledged_warnings: Vec<Acknowledgement>,
@@ -247,8 +250,8 @@ fn view(
 
 fn required_text(raw: &str, field: &str, max: usize) -> Result<String, ApiError> {
     let text = raw.trim();
-    let len = text.chars().count();
-    if len == 0 || len > max {
+    // The limit counts what was sent, as the OpenAPI `maxLength` does.
+    if text.is_empty() || raw.chars().count() > max {
         return Err(ApiError::invalid(field, format!("1 to {max} characters")));
     }
     Ok(text.to_owned())
@@ -585,7 +588,7 @@ async fn party_to(
 }
 
 #[utoipa::path(get, path = "/api/v1/consultations/{id}", tag = "consultations",
-    params(("id" = String, Path, description = "Consultation id")),
+    params(("id" = uuid::Uuid, Path, description = "Consultation id")),
     responses(
         (status = 200, body = ConsultationView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -770,7 +773,7 @@ async fn transition(
 macro_rules! consultation_route {
     ($name:ident, $path:literal, $doc:literal, $status_doc:literal, $body:ty, |$b:ident| $step:expr) => {
         #[utoipa::path(post, path = $path, tag = "consultations",
-            params(("id" = String, Path, description = "Consultation id")),
+            params(("id" = uuid::Uuid, Path, description = "Consultation id")),
             request_body = $body,
             responses(
                 (status = 200, description = $status_doc, body = ConsultationView),
@@ -870,7 +873,7 @@ consultation_route!(
 );
 
 #[utoipa::path(post, path = "/api/v1/consultations/{id}/apply-proposal", tag = "consultations",
-    params(("id" = String, Path, description = "Consultation id")),
+    params(("id" = uuid::Uuid, Path, description = "Consultation id")),
     request_body = ApplyProposal,
     responses(
         (status = 200, description = "A new care-plan version whose source is the consultation", body = ConsultationView),
@@ -1054,7 +1057,7 @@ pub fn metrics_of(
 }
 
 #[utoipa::path(get, path = "/api/v1/organizations/{id}/consultation-metrics", tag = "consultations",
-    params(("id" = String, Path, description = "Centre id"), MetricsWindow),
+    params(("id" = uuid::Uuid, Path, description = "Centre id"), MetricsWindow),
     responses(
         (status = 200, body = Metrics),
         (status = 400, body = Problem, content_type = "application/problem+json"),

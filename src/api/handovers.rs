@@ -39,8 +39,9 @@ use crate::startup::AppState;
 #[serde(deny_unknown_fields)]
 pub struct NewHandover {
     /// The patient's GP, on the care team.
+    #[schema(format = Uuid)]
     pub to_user_id: String,
-    #[schema(min_length = 1, max_length = 10000)]
+    #[schema(min_length = 1, max_length = 10000, pattern = "\\S")]
     pub summary: String,
     pub discharge_date: NaiveDate,
     #[schema(max_length = 5000)]
@@ -68,6 +69,7 @@ pub struct Reconcile {
     #[schema(max_length = 5000)]
     pub comment: Option<String>,
     /// The care-plan version the GP looked at; 412 if it changed since.
+    #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub expected_plan_version: Option<i32>,
     #[serde(default)]
     pub acknowledged_warnings: Vec<Acknowledgement>,
@@ -193,7 +195,8 @@ fn text(
     let value = raw.map(str::trim).filter(|s| !s.is_empty());
     match value {
         None if required => errors.push(FieldError::new(field, "required")),
-        Some(v) if v.chars().count() > max => {
+        // The limit counts what was sent, as the OpenAPI `maxLength` does.
+        Some(_) if raw.is_some_and(|r| r.chars().count() > max) => {
             errors.push(FieldError::new(field, format!("at most {max} characters")))
         }
         _ => {}
@@ -203,7 +206,7 @@ fn text(
 
 #[utoipa::path(post, path = "/api/v1/patients/{id}/handovers", tag = "handovers",
     params(
-        ("id" = String, Path, description = "Patient id"),
+        ("id" = uuid::Uuid, Path, description = "Patient id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h; another body with the same key is 422"),
     ),
     request_body = NewHandover,
@@ -467,7 +470,7 @@ async fn party_to(
 }
 
 #[utoipa::path(get, path = "/api/v1/handovers/{id}", tag = "handovers",
-    params(("id" = String, Path, description = "Handover id")),
+    params(("id" = uuid::Uuid, Path, description = "Handover id")),
     responses(
         (status = 200, description = "With the diff against the current plan", body = HandoverView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -535,7 +538,10 @@ async fn decide(
         expected = body.expected_plan_version;
         decision = Some(body.decision);
         let content = match (body.decision, body.plan) {
-            (Decision::Reject, _) => None,
+            (Decision::Reject, None) => None,
+            (Decision::Reject, Some(_)) => {
+                return Err(ApiError::invalid("plan", "a rejection takes no plan"));
+            }
             (Decision::Accept, None) => Some(row.proposal()?),
             (Decision::Accept, Some(_)) => {
                 return Err(ApiError::invalid(
@@ -652,7 +658,7 @@ async fn decide(
 }
 
 #[utoipa::path(post, path = "/api/v1/handovers/{id}/acknowledge", tag = "handovers",
-    params(("id" = String, Path, description = "Handover id")),
+    params(("id" = uuid::Uuid, Path, description = "Handover id")),
     responses(
         (status = 200, body = HandoverView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -682,7 +688,7 @@ pub async fn acknowledge_handover(
 }
 
 #[utoipa::path(post, path = "/api/v1/handovers/{id}/reconcile", tag = "handovers",
-    params(("id" = String, Path, description = "Handover id")),
+    params(("id" = uuid::Uuid, Path, description = "Handover id")),
     request_body = Reconcile,
     responses(
         (status = 200, description = "Decided; accept and amend create a care-plan version whose source is the handover", body = HandoverView),

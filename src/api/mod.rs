@@ -41,7 +41,10 @@ macro_rules! routes {
             );
         }
 
-        /// Every registered route as (method, full path).
+        /// Every registered API route as (method, full path). Swagger UI
+        /// (`/docs`, see [`openapi::configure_docs`]) is deliberately not
+        /// here: it is a page for people, not part of the API, the document
+        /// or the authorisation matrix.
         pub const ROUTES: &[(&str, &str)] = &[
             $( $( (stringify!($method), concat!("/api/v1", $path)), )+ )*
         ];

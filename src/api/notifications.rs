@@ -105,7 +105,7 @@ pub async fn list_notifications(
 }
 
 #[utoipa::path(post, path = "/api/v1/notifications/{id}/read", tag = "notifications",
-    params(("id" = String, Path, description = "Notification id")),
+    params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 204, description = "Marked read (again is harmless)"),
         (status = 400, body = Problem, content_type = "application/problem+json"),

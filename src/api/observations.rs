@@ -33,15 +33,18 @@ text_enum! {
 pub struct NewObservation {
     /// Pain, 0 (none) to 10.
     #[schema(minimum = 0, maximum = 10)]
+    #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub pain_score: Option<i32>,
     /// Sedation, 0 (awake) to 4 (unrousable).
     #[schema(minimum = 0, maximum = 4)]
+    #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub sedation_score: Option<i32>,
     /// Withdrawal, COWS 0 to 48.
     #[schema(minimum = 0, maximum = 48)]
+    #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub cows_score: Option<i32>,
     /// OMT dose dispensed, mg.
-    #[schema(exclusive_minimum = 0)]
+    #[schema(exclusive_minimum = 0, maximum = 10000)]
     pub dose_dispensed_mg: Option<f64>,
     #[schema(max_length = 2000)]
     pub note: Option<String>,
@@ -230,7 +233,7 @@ fn watch(
 }
 
 #[utoipa::path(post, path = "/api/v1/patients/{id}/observations", tag = "observations",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     request_body = NewObservation,
     responses(
         (status = 201, body = ObservationView),
@@ -288,7 +291,7 @@ pub async fn create_observation(
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/observations", tag = "observations",
-    params(("id" = String, Path, description = "Patient id"), ObservationFilter),
+    params(("id" = uuid::Uuid, Path, description = "Patient id"), ObservationFilter),
     responses(
         (status = 200, description = "Newest first", body = Page<ObservationView>),
         (status = 400, body = Problem, content_type = "application/problem+json"),

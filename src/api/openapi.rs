@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{
     access, audit_events, auth, care_plans, care_team, consultations, handovers, health, inbox, me,
@@ -41,6 +42,11 @@ use super::{
         threads::list_threads, threads::list_messages, threads::post_message,
         threads::mark_thread_read, inbox::get_inbox,
     ),
+    // Enums used only in query strings: utoipa does not collect them from `IntoParams`.
+    components(schemas(
+        audit_events::OutcomeFilter, consultations::ConsultationBox, handovers::HandoverBox,
+        observations::ObservationKind,
+    )),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -63,8 +69,142 @@ impl Modify for BearerAuth {
 /// The OpenAPI document.
 pub async fn document() -> HttpResponse {
     static JSON: OnceLock<String> = OnceLock::new();
-    let json = JSON.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default());
+    let json = JSON.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        refine(&mut doc);
+        doc.to_string()
+    });
     HttpResponse::Ok()
         .content_type("application/json")
         .body(json.as_str())
+}
+
+/// Where Swagger UI is served.
+pub const DOCS_PATH: &str = "/docs";
+
+/// Swagger UI at `/docs/`, from the assets compiled into the binary (the
+/// `vendored` feature: nothing is fetched at build or run time). It reads the
+/// document from `/api/v1/openapi.json`, so it registers no route of its own
+/// for it. These are pages for people, not API routes: they stay out of
+/// [`super::ROUTES`] and so out of the OpenAPI document and the
+/// authorisation matrix.
+pub fn configure_docs(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.route(
+        DOCS_PATH,
+        actix_web::web::get().to(|| async {
+            HttpResponse::PermanentRedirect()
+                .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+                .finish()
+        }),
+    )
+    .service(
+        SwaggerUi::new("/docs/{_:.*}").config(
+            Config::from("/api/v1/openapi.json")
+                .persist_authorization(true)
+                .try_it_out_enabled(true),
+        ),
+    );
+}
+
+/// White space as Rust's `str::trim` sees it (Unicode `White_Space`), as a
+/// regular-expression class; `\s` differs between regex dialects.
+const WS: &str = r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
+/// Adds to the generated document the rules utoipa's attributes cannot
+/// express, so that a request valid against the document passes the
+/// handler's checks too.
+fn refine(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    // A query string or a header cannot carry JSON `null`: an optional
+    // parameter is absent, not null.
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for operation in paths.values_mut().filter_map(|p| p.as_object_mut()) {
+            for op in operation.values_mut() {
+                // OpenAPI requires a description on every response.
+                let responses = op.get_mut("responses").and_then(|r| r.as_object_mut());
+                for (status, response) in responses.into_iter().flatten() {
+                    if response.get("description").is_none_or(|d| d == "") {
+                        let reason = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| actix_web::http::StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("Response");
+                        response["description"] = json!(reason);
+                    }
+                }
+                let params = op.get_mut("parameters").and_then(|p| p.as_array_mut());
+                for param in params.into_iter().flatten() {
+                    if let Some(types) = param["schema"]["type"].as_array() {
+                        let kept: Vec<_> = types.iter().filter(|t| *t != "null").cloned().collect();
+                        param["schema"]["type"] = match kept.as_slice() {
+                            [one] => one.clone(),
+                            _ => json!(kept),
+                        };
+                    }
+                }
+            }
+        }
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    // A plan change's sides are whatever changed: a number, a line, a schedule.
+    for side in ["before", "after"] {
+        schemas["Change"]["properties"][side] =
+            json!({"description": "The value before (or after) the change; null when absent"});
+    }
+    // Phone numbers in requests (`parse_phone`): 6 to 20 digits and + . - ( ) or
+    // spaces, at most 30 characters; surrounding white space is trimmed and an
+    // empty string means none.
+    for schema in schemas
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|s| s.values_mut())
+    {
+        if schema["additionalProperties"] == json!(false)
+            && schema["properties"]["phone"].is_object()
+        {
+            let phone = &mut schema["properties"]["phone"];
+            phone["maxLength"] = json!(30);
+            phone["pattern"] = json!(format!("^{WS}*([ +.()-]*([0-9][ +.()-]*){{6,20}})?{WS}*$"));
+        }
+    }
+    // An observation carries at least one measure.
+    schemas["NewObservation"]["anyOf"] = json!([
+        {"required": ["pain_score"], "properties": {"pain_score": {"type": "integer"}}},
+        {"required": ["sedation_score"], "properties": {"sedation_score": {"type": "integer"}}},
+        {"required": ["cows_score"], "properties": {"cows_score": {"type": "integer"}}},
+        {"required": ["dose_dispensed_mg"], "properties": {"dose_dispensed_mg": {"type": "number"}}},
+    ]);
+    // A drug is a code of the built-in catalogue; a line gives its
+    // frequency one way, not both.
+    let codes: Vec<&str> = crate::domain::drugs::CATALOGUE
+        .iter()
+        .map(|d| d.code)
+        .collect();
+    let line = &mut schemas["AnalgesicLine"];
+    line["properties"]["drug"]["enum"] = json!(codes);
+    line["anyOf"] = json!([
+        {"required": ["times_per_day"],
+         "properties": {"times_per_day": {"type": "integer"}, "interval_h": {"type": "null"}}},
+        {"required": ["interval_h"],
+         "properties": {"interval_h": {"type": "integer"}, "times_per_day": {"type": "null"}}},
+    ]);
+    // An OMT has a dose and a schedule; `none` has nothing to adjust.
+    schemas["Omt"]["anyOf"] = json!([
+        {"properties": {"medication": {"const": "none"}, "temporary_adjustment": {"type": "null"}}},
+        {"required": ["daily_dose_mg", "doses_per_day"],
+         "properties": {
+            "medication": {"enum": ["methadone", "buprenorphine", "buprenorphine_naloxone"]},
+            "daily_dose_mg": {"type": "number"},
+            "doses_per_day": {"type": "integer"}}},
+    ]);
+    // `accept` takes the proposal as it is, `amend` brings the plan, `reject` says why.
+    schemas["Reconcile"]["anyOf"] = json!([
+        {"properties": {"decision": {"const": "accept"}, "plan": {"type": "null"}}},
+        {"required": ["plan"],
+         "properties": {"decision": {"const": "amend"}, "plan": {"type": "object"}}},
+        {"required": ["comment"],
+         "properties": {"decision": {"const": "reject"}, "plan": {"type": "null"},
+                        "comment": {"type": "string", "pattern": "\\S"}}},
+    ]);
 }

@@ -81,12 +81,21 @@ impl PatientView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePatient {
-    /// 13-character NIR and 2-digit key (Corsica: 2A/2B).
-    #[schema(pattern = "^[0-9]{5}[0-9AB][0-9]{9}$")]
+    /// 13-character NIR and 2-digit key (Corsica: 2A/2B); spaces are
+    /// ignored, an empty string means none.
+    #[schema(pattern = "^\\s*(([0-9]\\s*){5}[0-9ABab]\\s*([0-9]\\s*){9})?$")]
     pub ins: Option<String>,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub family_name: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub given_names: String,
     pub birth_date: NaiveDate,
     pub sex: Sex,
@@ -97,11 +106,20 @@ pub struct CreatePatient {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePatient {
-    /// An empty string clears it.
+    /// An empty string clears it; spaces are ignored.
+    #[schema(pattern = "^\\s*(([0-9]\\s*){5}[0-9ABab]\\s*([0-9]\\s*){9})?$")]
     pub ins: Option<String>,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub family_name: Option<String>,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub given_names: Option<String>,
     pub birth_date: Option<NaiveDate>,
     pub sex: Option<Sex>,
@@ -377,7 +395,7 @@ pub async fn list_patients(
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     responses(
         (status = 200, body = PatientView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -408,7 +426,7 @@ pub async fn get_patient(
 }
 
 #[utoipa::path(patch, path = "/api/v1/patients/{id}", tag = "patients",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     request_body = UpdatePatient,
     responses(
         (status = 200, body = PatientView),
@@ -507,7 +525,8 @@ pub async fn update_patient(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LookupQuery {
-    /// The patient's INS (15 characters).
+    /// The patient's INS: the 13-character NIR (Corsica: 2A/2B) and its 2-digit key.
+    #[param(pattern = "^\\s*([0-9]\\s*){5}[0-9ABab]\\s*([0-9]\\s*){9}$")]
     pub ins: String,
 }
 
@@ -668,7 +687,7 @@ fn consent_view(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Consen
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/consent", tag = "patients",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     responses(
         (status = 200, body = ConsentView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -690,7 +709,7 @@ pub async fn get_consent(
 }
 
 #[utoipa::path(put, path = "/api/v1/patients/{id}/consent", tag = "patients",
-    params(("id" = String, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id")),
     request_body = RecordConsent,
     responses(
         (status = 200, description = "Recorded; access of other organisations follows at once", body = ConsentView),

@@ -192,6 +192,7 @@ pub struct ThreadFilter {
     /// `true`: only threads with unread messages.
     pub unread: Option<bool>,
     /// Only the thread of this patient.
+    #[param(format = Uuid)]
     pub patient_id: Option<String>,
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
@@ -331,6 +332,7 @@ pub struct MessageAuthor {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MessageView {
     pub id: String,
+    #[schema(format = Uuid)]
     pub thread_id: String,
     pub author: MessageAuthor,
     pub body: String,
@@ -342,7 +344,11 @@ pub struct MessageView {
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
     /// 1 to 10 000 characters once trimmed.
-    #[schema(min_length = 1, max_length = 10000)]
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub body: String,
 }
 
@@ -351,6 +357,7 @@ pub struct NewMessage {
 #[into_params(parameter_in = Query)]
 pub struct MessageFilter {
     /// Only messages after this one (the previous page's `next_cursor`).
+    #[param(format = Uuid)]
     pub after: Option<String>,
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
@@ -382,7 +389,7 @@ fn message_view(row: MessageRow) -> MessageView {
 }
 
 #[utoipa::path(get, path = "/api/v1/threads/{id}/messages", tag = "messaging",
-    params(("id" = String, Path, description = "Thread id"), MessageFilter),
+    params(("id" = uuid::Uuid, Path, description = "Thread id"), MessageFilter),
     responses(
         (status = 200, description = "Oldest first; `next_cursor` is the `after` of the next page", body = Page<MessageView>),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -483,8 +490,8 @@ fn lock_thread(conn: &mut DbConnection, thread_id: &str) -> QueryResult<Option<S
 
 #[utoipa::path(post, path = "/api/v1/threads/{id}/messages", tag = "messaging",
     params(
-        ("id" = String, Path, description = "Thread id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters, kept 24 h per user: the same key with the same body answers as the first time and posts nothing more"),
+        ("id" = uuid::Uuid, Path, description = "Thread id"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Up to 255 visible ASCII characters, kept 24 h per user: the same key with the same body answers as the first time and posts nothing more"),
     ),
     request_body = NewMessage,
     responses(
@@ -578,6 +585,7 @@ pub async fn post_message(
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
     /// A message of this thread: it and everything before it count as read.
+    #[schema(format = Uuid)]
     pub up_to: String,
 }
 
@@ -591,7 +599,7 @@ pub struct ReadState {
 }
 
 #[utoipa::path(post, path = "/api/v1/threads/{id}/read", tag = "messaging",
-    params(("id" = String, Path, description = "Thread id")),
+    params(("id" = uuid::Uuid, Path, description = "Thread id")),
     request_body = MarkRead,
     responses(
         (status = 200, description = "The marker moved forward (a move backwards is ignored)", body = ReadState),

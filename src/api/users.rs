@@ -88,10 +88,15 @@ pub struct UserListItem {
 pub struct CreateUser {
     #[schema(max_length = 254)]
     pub email: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub full_name: String,
     pub role: Role,
     /// Required for every role but `admin`.
+    #[schema(format = Uuid)]
     pub organization_id: Option<String>,
     /// 11 digits with a Luhn check digit.
     #[schema(pattern = "^[0-9]{11}$")]
@@ -103,7 +108,11 @@ pub struct CreateUser {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub full_name: Option<String>,
     /// An empty string clears it.
     pub phone: Option<String>,
@@ -120,6 +129,7 @@ pub struct UserFilter {
     /// Part of the name (case-insensitive).
     pub q: Option<String>,
     pub role: Option<Role>,
+    #[param(format = Uuid)]
     pub organization_id: Option<String>,
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
@@ -137,7 +147,10 @@ fn optional_rpps(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Stri
 
 /// Checks the optional phone, turning "" into none.
 pub fn optional_phone(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
-    let raw = raw.map(str::trim).filter(|s| !s.is_empty())?;
+    let raw = raw?;
+    if raw.trim().is_empty() && raw.chars().count() <= 30 {
+        return None;
+    }
     parse_phone(raw)
         .map_err(|m| errors.push(FieldError::new("phone", m)))
         .ok()
@@ -364,7 +377,7 @@ pub async fn list_users(
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "accounts",
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = uuid::Uuid, Path, description = "User id")),
     request_body = UpdateUser,
     responses(
         (status = 200, body = UserView),

@@ -14,6 +14,10 @@ pub fn parse_email(text: &str) -> Result<String, &'static str> {
 
 /// Checks a phone number: digits with optional `+`, spaces, dots, dashes, brackets.
 pub fn parse_phone(text: &str) -> Result<String, &'static str> {
+    // The limit counts what was sent, as the OpenAPI `maxLength` does.
+    if text.chars().count() > 30 {
+        return Err("a phone number has 6 to 20 digits and only + . - ( ) or spaces");
+    }
     let phone = text.trim();
     let digits = phone.bytes().filter(u8::is_ascii_digit).count();
     let allowed = phone
@@ -27,6 +31,10 @@ pub fn parse_phone(text: &str) -> Result<String, &'static str> {
 
 /// Checks a display name or title: trimmed, 1 to `max` characters, no control characters.
 pub fn parse_text(text: &str, max: usize) -> Result<String, String> {
+    // The limit counts what was sent, as the OpenAPI `maxLength` does.
+    if text.chars().count() > max {
+        return Err(format!("at most {max} characters"));
+    }
     let text = text.trim();
     if text.is_empty() {
         return Err("must not be empty".into());
@@ -65,7 +73,9 @@ mod tests {
 
     #[test]
     fn texts() {
-        assert_eq!(parse_text("  Cabinet  ", 10).unwrap(), "Cabinet");
+        assert_eq!(parse_text(" Cabinet  ", 10).unwrap(), "Cabinet");
+        // The limit counts what was sent, surrounding spaces included.
+        assert!(parse_text("  Cabinet  ", 10).is_err());
         assert!(parse_text("   ", 10).is_err());
         assert!(parse_text("abcdefghijk", 10).is_err());
         assert!(parse_text("a\u{0}b", 10).is_err());

@@ -28,6 +28,10 @@ pub const MAX_KEY_LEN: usize = 255;
 /// A message body as stored: trimmed, 1 to 10 000 characters; line breaks
 /// and tabs are kept, other control characters refused.
 pub fn parse_body(raw: &str) -> Result<String, String> {
+    // The limit counts what was sent, as the OpenAPI `maxLength` does.
+    if raw.chars().count() > MAX_BODY_CHARS {
+        return Err(format!("at most {MAX_BODY_CHARS} characters"));
+    }
     let body = raw.trim();
     if body.is_empty() {
         return Err("must not be empty".into());
@@ -212,7 +216,9 @@ mod tests {
         assert!(parse_body("").is_err());
         assert!(parse_body("a\u{0}b").is_err());
         let longest = "é".repeat(MAX_BODY_CHARS);
-        assert_eq!(parse_body(&format!(" {longest} ")).unwrap(), longest);
+        assert_eq!(parse_body(&longest).unwrap(), longest);
+        // The limit counts what was sent, surrounding spaces included.
+        assert!(parse_body(&format!(" {longest} ")).is_err());
         assert!(parse_body(&"é".repeat(MAX_BODY_CHARS + 1)).is_err());
     }
 

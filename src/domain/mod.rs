@@ -4,6 +4,7 @@ pub mod access;
 pub mod contact;
 pub mod drugs;
 pub mod ins;
+pub mod json;
 pub mod messaging;
 pub mod plan;
 pub mod plan_diff;

@@ -63,14 +63,15 @@ text_enum! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemporaryAdjustment {
-    #[schema(exclusive_minimum = 0)]
+    #[schema(exclusive_minimum = 0, maximum = 100000)]
     pub daily_dose_mg: f64,
     #[schema(minimum = 1, maximum = 4)]
+    #[serde(deserialize_with = "crate::domain::json::integer")]
     pub doses_per_day: u8,
     pub start: NaiveDate,
     /// Required in practice: a temporary change without an end is blocked by the rules.
     pub end: Option<NaiveDate>,
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub reason: String,
 }
 
@@ -80,14 +81,17 @@ pub struct TemporaryAdjustment {
 pub struct Omt {
     pub medication: OmtMedication,
     /// Required unless the medication is `none`.
-    #[schema(exclusive_minimum = 0)]
+    #[schema(exclusive_minimum = 0, maximum = 100000)]
     pub daily_dose_mg: Option<f64>,
     /// 1 to 4; required unless the medication is `none`.
     #[schema(minimum = 1, maximum = 4)]
+    #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub doses_per_day: Option<u8>,
     /// A pharmacy of the network.
+    #[schema(format = Uuid)]
     pub dispensing_pharmacy_id: Option<String>,
     /// A prescriber; the author when omitted.
+    #[schema(format = Uuid)]
     pub prescriber_id: Option<String>,
     pub temporary_adjustment: Option<TemporaryAdjustment>,
 }
@@ -98,17 +102,19 @@ pub struct Omt {
 pub struct AnalgesicLine {
     /// A code of the catalogue (`GET /drugs`).
     pub drug: String,
-    #[schema(exclusive_minimum = 0)]
+    #[schema(exclusive_minimum = 0, maximum = 100000)]
     pub dose_mg: f64,
     #[serde(default = "default_route")]
     pub route: Route,
     /// 1 to 24; give this or `interval_h`.
     #[schema(minimum = 1, maximum = 24)]
+    #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub times_per_day: Option<u8>,
     /// Hours between doses, 1 to 24; give this or `times_per_day`.
     #[schema(minimum = 1, maximum = 24)]
+    #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub interval_h: Option<u8>,
-    #[schema(exclusive_minimum = 0)]
+    #[schema(exclusive_minimum = 0, maximum = 100000)]
     pub max_daily_mg: Option<f64>,
     #[serde(default)]
     pub as_needed: bool,
@@ -116,6 +122,7 @@ pub struct AnalgesicLine {
     /// Required for opioids (the rules block an opioid line without an end).
     pub end: Option<NaiveDate>,
     /// A prescriber; the author when omitted.
+    #[schema(format = Uuid)]
     pub prescriber_id: Option<String>,
     #[schema(max_length = 1000)]
     pub note: Option<String>,
@@ -167,7 +174,11 @@ pub struct PlanContent {
 #[serde(deny_unknown_fields)]
 pub struct Acknowledgement {
     pub code: String,
-    #[schema(min_length = 10, max_length = 1000)]
+    #[schema(
+        min_length = 10,
+        max_length = 1000,
+        pattern = "^\\s*\\S[\\s\\S]{8,}\\S\\s*$"
+    )]
     pub justification: String,
 }
 
@@ -185,28 +196,49 @@ fn text(value: Option<&str>, field: &str, max: usize, errors: &mut Vec<FieldErro
     }
 }
 
+fn uuid_field(value: Option<&str>, field: &str, errors: &mut Vec<FieldError>) {
+    if value.is_some_and(|v| uuid::Uuid::parse_str(v).is_err()) {
+        errors.push(FieldError::new(field, "not a valid id (UUID)"));
+    }
+}
+
 impl PlanContent {
     /// Checks everything that does not need the database; each error names its path.
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let omt = &self.omt;
-        if omt.medication == OmtMedication::None {
-            if omt.temporary_adjustment.is_some() {
-                errors.push(FieldError::new(
-                    "omt.temporary_adjustment",
-                    "there is no OMT to adjust",
-                ));
+        uuid_field(
+            omt.dispensing_pharmacy_id.as_deref(),
+            "omt.dispensing_pharmacy_id",
+            &mut errors,
+        );
+        uuid_field(
+            omt.prescriber_id.as_deref(),
+            "omt.prescriber_id",
+            &mut errors,
+        );
+        // Values given are checked even where they are not needed (`none`).
+        let treated = omt.medication != OmtMedication::None;
+        match omt.daily_dose_mg {
+            Some(dose) => positive(dose, "omt.daily_dose_mg", &mut errors),
+            None if treated => {
+                errors.push(FieldError::new("omt.daily_dose_mg", "required for an OMT"))
             }
-        } else {
-            match omt.daily_dose_mg {
-                Some(dose) => positive(dose, "omt.daily_dose_mg", &mut errors),
-                None => errors.push(FieldError::new("omt.daily_dose_mg", "required for an OMT")),
+            None => {}
+        }
+        match omt.doses_per_day {
+            Some(1..=4) => {}
+            Some(_) => errors.push(FieldError::new("omt.doses_per_day", "1 to 4")),
+            None if treated => {
+                errors.push(FieldError::new("omt.doses_per_day", "required for an OMT"))
             }
-            match omt.doses_per_day {
-                Some(1..=4) => {}
-                Some(_) => errors.push(FieldError::new("omt.doses_per_day", "1 to 4")),
-                None => errors.push(FieldError::new("omt.doses_per_day", "required for an OMT")),
-            }
+            None => {}
+        }
+        if !treated && omt.temporary_adjustment.is_some() {
+            errors.push(FieldError::new(
+                "omt.temporary_adjustment",
+                "there is no OMT to adjust",
+            ));
         }
         if let Some(adj) = &omt.temporary_adjustment {
             positive(
@@ -226,8 +258,7 @@ impl PlanContent {
                     "must not be before start",
                 ));
             }
-            let reason = adj.reason.trim().chars().count();
-            if !(1..=500).contains(&reason) {
+            if adj.reason.trim().is_empty() || adj.reason.chars().count() > 500 {
                 errors.push(FieldError::new(
                     "omt.temporary_adjustment.reason",
                     "1 to 500 characters",
@@ -243,6 +274,11 @@ impl PlanContent {
                 ));
             }
             positive(line.dose_mg, &at("dose_mg"), &mut errors);
+            uuid_field(
+                line.prescriber_id.as_deref(),
+                &at("prescriber_id"),
+                &mut errors,
+            );
             match (line.times_per_day, line.interval_h) {
                 (Some(_), Some(_)) => errors.push(FieldError::new(
                     at("interval_h"),
@@ -308,7 +344,9 @@ impl PlanContent {
 pub fn validate_acknowledgements(acks: &[Acknowledgement]) -> Vec<FieldError> {
     acks.iter()
         .enumerate()
-        .filter(|(_, a)| !(10..=1000).contains(&a.justification.trim().chars().count()))
+        .filter(|(_, a)| {
+            a.justification.trim().chars().count() < 10 || a.justification.chars().count() > 1000
+        })
         .map(|(i, _)| {
             FieldError::new(
                 format!("acknowledged_warnings[{i}].justification"),

@@ -185,3 +185,85 @@ fn serve_generates_a_private_secret_and_stops_on_sigterm() {
         "the secret must never be logged"
     );
 }
+
+#[actix_web::test]
+async fn demo_loads_a_network_the_gp_can_use() {
+    use std::sync::Arc;
+
+    use relais::demo::DEMO_PASSWORD;
+    use serde_json::Value;
+
+    let db = Arc::new(TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let out = relais(&db, dir.path()).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for login in [
+        "admin@demo.relais.test",
+        "gp@demo.relais.test",
+        "hospital@demo.relais.test",
+        "addiction@demo.relais.test",
+        "pain@demo.relais.test",
+        "pharmacist@demo.relais.test",
+        "nurse@demo.relais.test",
+    ] {
+        assert!(stdout.contains(login), "{login} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains(DEMO_PASSWORD));
+
+    // A second run changes nothing and says so.
+    let again = relais(&db, dir.path()).arg("demo").output().unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already loaded"));
+
+    // The demo GP signs in over HTTP and reads both plans.
+    let app =
+        crate::helpers::spawn_on(db, crate::helpers::SmtpListener::start().await, |_| {}).await;
+    let gp = app.login("gp@demo.relais.test", DEMO_PASSWORD).await;
+    let patients = app.get("/api/v1/patients", &gp.token).await.expect(200);
+    let items = patients.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let mut medications = Vec::new();
+    for patient in items {
+        let id = patient["id"].as_str().unwrap();
+        let plan = app
+            .get(&format!("/api/v1/patients/{id}/care-plan"), &gp.token)
+            .await
+            .expect(200);
+        assert_eq!(plan.body["status"], "active");
+        medications.push(plan.body["omt"]["medication"].clone());
+    }
+    medications.sort_by_key(Value::to_string);
+    assert_eq!(medications, ["buprenorphine", "methadone"]);
+    let handovers = app
+        .get("/api/v1/handovers?box=inbox", &gp.token)
+        .await
+        .expect(200);
+    assert_eq!(handovers.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(handovers.body["items"][0]["status"], "sent");
+
+    // The pharmacist sees the dispensing page; the pain centre has the request.
+    let pharmacist = app
+        .login("pharmacist@demo.relais.test", DEMO_PASSWORD)
+        .await;
+    for patient in items {
+        let id = patient["id"].as_str().unwrap();
+        app.get(
+            &format!("/api/v1/patients/{id}/analgesic-plan"),
+            &pharmacist.token,
+        )
+        .await
+        .expect(200);
+    }
+    let pain = app.login("pain@demo.relais.test", DEMO_PASSWORD).await;
+    let received = app
+        .get("/api/v1/consultations?box=received", &pain.token)
+        .await
+        .expect(200);
+    assert_eq!(received.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(received.body["items"][0]["status"], "submitted");
+}
