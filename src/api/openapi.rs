@@ -121,6 +121,14 @@ fn refine(doc: &mut serde_json::Value) {
         for operation in paths.values_mut().filter_map(|p| p.as_object_mut()) {
             for op in operation.values_mut() {
                 // OpenAPI requires a description on every response.
+                // Any body over `server.max_body_bytes` is refused before the handler runs.
+                if op.get("requestBody").is_some() {
+                    op["responses"]["413"] = json!({
+                        "description": "The body is larger than the server accepts",
+                        "content": {"application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}}},
+                    });
+                }
                 let responses = op.get_mut("responses").and_then(|r| r.as_object_mut());
                 for (status, response) in responses.into_iter().flatten() {
                     if response.get("description").is_none_or(|d| d == "") {

@@ -65,6 +65,9 @@ async fn document_types_ids_and_describes_every_answer() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let at = format!("{method} {path}");
+            if op.get("requestBody").is_some() {
+                assert!(op["responses"]["413"].is_object(), "{at}: no 413");
+            }
             for (status, response) in op["responses"].as_object().unwrap() {
                 assert!(
                     response["description"]
