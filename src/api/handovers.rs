@@ -207,7 +207,7 @@ fn text(
 #[utoipa::path(post, path = "/api/v1/patients/{id}/handovers", tag = "handovers",
     params(
         ("id" = uuid::Uuid, Path, description = "Patient id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h; another body with the same key is 422"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Up to 255 visible ASCII characters, kept 24 h per user: the same key with the same body answers as the first time and creates nothing more; another body with the same key is 422"),
     ),
     request_body = NewHandover,
     responses(
