@@ -9,7 +9,8 @@
 #                     --latency for N in $CONNS ("16 64") on: health/live,
 #                     analgesic-plan (pharmacist), thread read (50 messages),
 #                     message post, care-plan PUT with rules; peak memory
-#                     (VmHWM), then `relais audit verify`.
+#                     (VmHWM), then `relais audit verify`. $SCENARIOS picks
+#                     among those (default: all five, in that order).
 #   scale             the analgesic-plan read with $BIG_PATIENTS (1000000)
 #                     patients, $BIG_MESSAGES messages and $BIG_AUDIT audit rows,
 #                     on each backend in $SCALE_BACKENDS ("sqlite postgres").
@@ -36,9 +37,11 @@ PGURL_BASE=${PGURL_BASE:-postgres://postgres@127.0.0.1:5432}
 SECRET=bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 RESULTS=$OUT/results.tsv
 STEPS=${*:-sqlite postgres scale peer}
-BIN=$ROOT/target/release/relais
-SEED=$ROOT/target/release/relais-bench-seed
+BIN=${BIN:-$ROOT/target/release/relais}
+SEED=${SEED:-$ROOT/target/release/relais-bench-seed}
+SCENARIOS=${SCENARIOS:-"health analgesic thread_read message_post care_plan_put"}
 
+# BIN and SEED may name other builds (e.g. a copy of main's, for before/after).
 if [[ ! -x $BIN || ! -x $SEED || ${BUILD:-1} == 1 ]]; then
     cargo build --release --bin relais --bin relais-bench-seed
 fi
@@ -151,13 +154,15 @@ run_backend() {
     start_server "$backend-$name"
     local half=$((PATIENTS / 2)) first=1
     for c in $CONNS; do
-        load "$backend" "$PATIENTS" health "$c"
-        load "$backend" "$PATIENTS" analgesic "$c"
-        load "$backend" "$PATIENTS" thread_read "$c"
-        load "$backend" "$PATIENTS" message_post "$c"
-        # Each run writes its own half of the patients, so If-Match starts at "1".
-        load "$backend" "$PATIENTS" care_plan_put "$c" "$first" $((first + half - 1)) 2
-        first=$((first + half))
+        for scenario in $SCENARIOS; do
+            if [[ $scenario == care_plan_put ]]; then
+                # Each run writes its own half of the patients, so If-Match starts at "1".
+                load "$backend" "$PATIENTS" care_plan_put "$c" "$first" $((first + half - 1)) 2
+                first=$((first + half))
+            else
+                load "$backend" "$PATIENTS" "$scenario" "$c"
+            fi
+        done
     done
     echo "peak memory ($backend, $PATIENTS patients, all runs above): $(hwm)" | tee -a "$OUT/memory.txt"
     stop_server

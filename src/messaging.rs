@@ -44,11 +44,11 @@ pub struct Thread {
 impl Thread {
     /// The thread with this id, if any. Callers must check access.
     pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
-        threads::table
+        crate::per_backend!(conn, |c| threads::table
             .find(id)
             .select(Self::as_select())
-            .first(conn)
-            .optional()
+            .first(c)
+            .optional())
     }
 }
 

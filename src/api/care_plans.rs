@@ -95,7 +95,7 @@ pub struct PlanSource {
 }
 
 /// A person named on a plan.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PersonRef {
     pub id: String,
     pub full_name: String,
@@ -190,15 +190,41 @@ impl PlanVersionRow {
 }
 
 fn person(conn: &mut DbConnection, id: &str) -> QueryResult<PersonRef> {
-    let (full_name, phone): (String, Option<String>) = users::table
+    let (full_name, phone): (String, Option<String>) = crate::per_backend!(conn, |c| users::table
         .find(id)
         .select((users::full_name, users::phone))
-        .first(conn)?;
+        .first(c))?;
     Ok(PersonRef {
         id: id.to_owned(),
         full_name,
         phone,
     })
+}
+
+/// The people named by `ids`, by id; each once (the author is often the
+/// prescriber too), each by primary key (a statement prepared once).
+fn people(
+    conn: &mut DbConnection,
+    ids: &[&str],
+) -> QueryResult<std::collections::HashMap<String, PersonRef>> {
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    for id in ids {
+        if !found.contains_key(*id) {
+            found.insert((*id).to_owned(), person(conn, id)?);
+        }
+    }
+    Ok(found)
+}
+
+/// One of the [`people`] loaded for a page; every stored reference names a user.
+fn named_person(
+    people: &std::collections::HashMap<String, PersonRef>,
+    id: &str,
+) -> Result<PersonRef, ApiError> {
+    people
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a plan names an unknown user")))
 }
 
 /// The current version's number, if the patient has a plan.
@@ -740,10 +766,19 @@ pub async fn get_analgesic_plan(
     let page = state
         .db
         .read(move |conn| {
-            let version = current_version(conn, &id)?
-                .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
-            let row = version_row(conn, &id, version)?
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("current version missing")))?;
+            // The current version, found through the plan's pointer in one statement.
+            let row = crate::per_backend!(conn, |c| care_plan_versions::table
+                .filter(care_plan_versions::patient_id.eq(&id))
+                .filter(
+                    care_plan_versions::version.nullable().eq(care_plans::table
+                        .find(&id)
+                        .select(care_plans::current_version)
+                        .single_value()),
+                )
+                .select(PlanVersionRow::as_select())
+                .first(c)
+                .optional())?
+            .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
             let patient = Patient::find(conn, &id)?
                 .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
             analgesic_plan(conn, &patient, &row, day)
@@ -760,13 +795,26 @@ fn analgesic_plan(
 ) -> Result<AnalgesicPlan, ApiError> {
     let content = row.content()?;
     let active = content.status == PlanStatus::Active;
+    let lines: Vec<&AnalgesicLine> = content
+        .analgesics
+        .iter()
+        .filter(|l| active && l.active_on(day))
+        .collect();
+    let omt_in_force = content.omt_on(day).filter(|_| active);
+    // Everyone the page names.
+    let mut named: Vec<&str> = vec![&row.author_id];
+    if omt_in_force.is_some() {
+        named.extend(content.omt.prescriber_id.as_deref());
+    }
+    named.extend(lines.iter().filter_map(|l| l.prescriber_id.as_deref()));
+    let people = people(conn, &named)?;
     let mut valid_until: Option<NaiveDate> = None;
     let mut earliest = |end: Option<NaiveDate>| {
         if let Some(end) = end {
             valid_until = Some(valid_until.map_or(end, |v: NaiveDate| v.min(end)));
         }
     };
-    let omt = match content.omt_on(day).filter(|_| active) {
+    let omt = match omt_in_force {
         Some((dose, per_day, adjustment)) => {
             earliest(adjustment.and_then(|a| a.end));
             let pharmacy = match &content.omt.dispensing_pharmacy_id {
@@ -778,7 +826,7 @@ fn analgesic_plan(
                 None => None,
             };
             let prescriber = match &content.omt.prescriber_id {
-                Some(pid) => Some(person(conn, pid)?),
+                Some(pid) => Some(named_person(&people, pid)?),
                 None => None,
             };
             Some(OmtInForce {
@@ -796,14 +844,10 @@ fn analgesic_plan(
         None => None,
     };
     let mut analgesics = Vec::new();
-    for line in content
-        .analgesics
-        .iter()
-        .filter(|l| active && l.active_on(day))
-    {
+    for line in lines {
         earliest(line.end);
         let prescriber = match &line.prescriber_id {
-            Some(pid) => Some(person(conn, pid)?),
+            Some(pid) => Some(named_person(&people, pid)?),
             None => None,
         };
         analgesics.push(ActiveLine {
@@ -838,6 +882,6 @@ fn analgesic_plan(
         omt,
         analgesics,
         last_changed_at: row.created_at.and_utc(),
-        last_changed_by: person(conn, &row.author_id)?,
+        last_changed_by: named_person(&people, &row.author_id)?,
     })
 }

@@ -414,9 +414,12 @@ pub async fn list_messages(
         .db
         .read(move |conn| {
             // Walks the (thread_id, id) index from the cursor: as fast on page 1000 as on page 1.
-            let mut query = messages::table
+            // Every id is after "": one statement shape, prepared once.
+            let after = after.unwrap_or_default();
+            let rows: Vec<MessageRow> = crate::per_backend!(conn, |c| messages::table
                 .inner_join(users::table)
                 .filter(messages::thread_id.eq(&thread_id))
+                .filter(messages::id.gt(&after))
                 .order(messages::id)
                 .limit(limit + 1)
                 .select((
@@ -428,11 +431,7 @@ pub async fn list_messages(
                     messages::body,
                     messages::created_at,
                 ))
-                .into_boxed();
-            if let Some(after) = after {
-                query = query.filter(messages::id.gt(after));
-            }
-            let rows: Vec<MessageRow> = query.load(conn)?;
+                .load(c))?;
             Ok(Page::from_rows(rows, limit, |r| r.0.clone()))
         })
         .await?;

@@ -143,14 +143,25 @@ pub fn append(
         prev = event.hash.clone();
         rows.push(event);
     }
-    // Chunks keep each statement under SQLite's bound-parameter limit.
-    // (Multi-row inserts need the concrete backend.)
-    for chunk in rows.chunks(500) {
-        let insert = diesel::insert_into(audit_events::table).values(chunk);
-        match conn {
-            DbConnection::Postgres(pg) => insert.execute(pg)?,
-            DbConnection::Sqlite(lite) => insert.execute(lite)?,
-        };
+    match conn {
+        // One round trip per chunk (under the bound-parameter limit).
+        DbConnection::Postgres(pg) => {
+            for chunk in rows.chunks(500) {
+                diesel::insert_into(audit_events::table)
+                    .values(chunk)
+                    .execute(pg)?;
+            }
+        }
+        // No round trips to save: a one-row insert is prepared once per
+        // connection, where a statement for n rows would be prepared anew
+        // for every batch size.
+        DbConnection::Sqlite(lite) => {
+            for row in &rows {
+                diesel::insert_into(audit_events::table)
+                    .values(row)
+                    .execute(lite)?;
+            }
+        }
     }
     diesel::update(audit_head::table.find(1))
         .set((audit_head::seq.eq(seq), audit_head::hash.eq(prev)))

@@ -2,9 +2,9 @@
 
 pub mod models;
 pub mod schema;
+mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -18,6 +18,20 @@ use crate::error::ApiError;
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 /// Migrations for PostgreSQL.
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Runs `$body` with `$c` bound to the concrete connection of either
+/// backend. Hot queries use it: through [`DbConnection`] (diesel's
+/// `MultiConnection`) every execution also rebuilds and re-checks the
+/// query's SQL, which costs more than running a prepared statement.
+#[macro_export]
+macro_rules! per_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Postgres($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
 
 /// A connection to either backend.
 #[derive(diesel::MultiConnection)]
@@ -126,14 +140,18 @@ pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<usize> {
     Ok(applied)
 }
 
-/// The connection pool, with every query run off the async workers.
+/// The connection pool for reads and the writer thread for writes.
+///
+/// Reads: on SQLite they run in place when a pooled connection is free (a
+/// read of a local file takes microseconds; handing it to another thread
+/// and back costs more than the read); on PostgreSQL on tokio's blocking
+/// pool. Writes go to the one writer thread, which group-commits them
+/// ([`writer`]).
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<ConnectionManager>,
     backend: Backend,
-    /// SQLite allows one writer: this instance's writers take turns here
-    /// rather than spinning on the file lock.
-    sqlite_writer: Arc<Mutex<()>>,
+    writer: writer::Writer,
 }
 
 impl Db {
@@ -141,15 +159,25 @@ impl Db {
     pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
         let manager = ConnectionManager::new(url)?;
         let backend = manager.backend;
+        let writer = writer::Writer::start(manager.clone())?;
         let pool = Pool::builder()
             .max_size(pool_size)
-            .min_idle(Some(1))
+            .min_idle(Some(match backend {
+                // Open up front, so reads in place rarely find none free.
+                Backend::Sqlite => pool_size,
+                // Opened on demand, by the caller's checkout: a pool that
+                // tops itself up opens connections in the background, and
+                // one still opening when the process exits races libpq's
+                // OpenSSL against its exit handlers (a crash seen on
+                // `relais demo`).
+                Backend::Postgres => 0,
+            }))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         Ok(Self {
             pool,
             backend,
-            sqlite_writer: Arc::new(Mutex::new(())),
+            writer,
         })
     }
 
@@ -163,12 +191,21 @@ impl Db {
         self.pool.get().map_err(ApiError::internal)
     }
 
-    /// Runs `f` with a connection on the blocking pool.
+    /// Runs `f` with a connection: in place on SQLite when one is free,
+    /// otherwise on the blocking pool. `f` must not write (see [`Db::write`]).
     pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
+        if self.backend == Backend::Sqlite
+            && let Some(mut conn) = self.pool.try_get()
+        {
+            // One read transaction: one snapshot for all of `f`'s statements
+            // (and SQLite checks for newer commits once, not per statement).
+            let conn: &mut DbConnection = &mut conn;
+            return conn.transaction(f);
+        }
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(ApiError::internal)?;
@@ -178,36 +215,30 @@ impl Db {
         .map_err(ApiError::internal)?
     }
 
-    /// Runs `f` in one transaction on the blocking pool: all of it or nothing.
+    /// Runs `f` in one transaction: all of it or nothing. Answers once it is
+    /// committed (on SQLite, with the other writes of its batch).
     pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || db.write_blocking(f))
+        self.writer
+            .submit(f)
             .await
-            .map_err(ApiError::internal)?
+            .unwrap_or_else(|_| Err(writer_gone()))
     }
 
-    /// The blocking form of [`Db::write`].
+    /// The blocking form of [`Db::write`], for threads outside the async
+    /// runtime (it must not be called from async code).
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, ApiError>,
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
     {
-        let mut conn = self.pool.get().map_err(ApiError::internal)?;
-        let conn: &mut DbConnection = &mut conn;
-        match self.backend {
-            Backend::Postgres => conn.transaction(f),
-            Backend::Sqlite => {
-                let _turn = self.sqlite_writer.lock().unwrap_or_else(|e| e.into_inner());
-                conn.transaction(|conn| {
-                    // Take the write lock first (see migrations: write_lock).
-                    conn.batch_execute("UPDATE write_lock SET id = id WHERE 0")?;
-                    f(conn)
-                })
-            }
-        }
+        self.writer
+            .submit(f)
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(writer_gone()))
     }
 
     /// Applies pending migrations.
@@ -219,6 +250,10 @@ impl Db {
         })
         .await?
     }
+}
+
+fn writer_gone() -> ApiError {
+    ApiError::internal(anyhow::anyhow!("the database writer stopped"))
 }
 
 /// True when a diesel error is a unique-constraint violation.

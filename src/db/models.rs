@@ -21,11 +21,11 @@ pub struct Organization {
 impl Organization {
     /// The organisation with this id, if any.
     pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
-        organizations::table
+        crate::per_backend!(conn, |c| organizations::table
             .find(id)
             .select(Self::as_select())
-            .first(conn)
-            .optional()
+            .first(c)
+            .optional())
     }
 }
 
@@ -51,11 +51,11 @@ pub struct User {
 impl User {
     /// The user with this id, if any.
     pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
-        users::table
+        crate::per_backend!(conn, |c| users::table
             .find(id)
             .select(Self::as_select())
-            .first(conn)
-            .optional()
+            .first(c)
+            .optional())
     }
 
     /// The user with this (normalised) email, if any.
@@ -152,11 +152,11 @@ pub struct Patient {
 impl Patient {
     /// The patient with this id, if any. Callers must have checked access.
     pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
-        patients::table
+        crate::per_backend!(conn, |c| patients::table
             .find(id)
             .select(Self::as_select())
-            .first(conn)
-            .optional()
+            .first(c)
+            .optional())
     }
 }
 

@@ -217,7 +217,11 @@ async fn demo_loads_a_network_the_gp_can_use() {
 
     // A second run changes nothing and says so.
     let again = relais(&db, dir.path()).arg("demo").output().unwrap();
-    assert!(again.status.success());
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert!(String::from_utf8_lossy(&again.stdout).contains("already loaded"));
 
     // The demo GP signs in over HTTP and reads both plans.

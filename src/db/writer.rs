@@ -1,0 +1,331 @@
+//! The database's writer: one thread owns the write connection and commits
+//! the transactions of concurrent requests together (group commit).
+//!
+//! Each [`Db::write`](super::Db::write) sends its closure here. The thread
+//! takes whatever has queued up (up to [`MAX_BATCH`] jobs), opens one
+//! transaction, runs each job in its own savepoint — a job that fails is
+//! rolled back alone, exactly as if it had run in its own transaction — and
+//! commits once. Each caller hears its result only after that commit: a
+//! result is never reported for work that was not stored. If the commit
+//! fails, every job of the batch fails.
+//!
+//! Why one writer: SQLite allows one writer at a time anyway, and rather
+//! than queueing every request's thread on the file lock, the writes queue
+//! here. On PostgreSQL every write appends to the audit chain, whose head
+//! row is locked until commit, so the writes of all instances already take
+//! turns; committing them in batches pays one WAL flush per batch instead
+//! of one per write, with the lock held by one transaction at a time.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+
+use diesel::connection::{Connection, SimpleConnection};
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use tokio::sync::oneshot;
+
+use super::{Backend, ConnectionManager, DbConnection};
+use crate::error::ApiError;
+
+/// The most jobs committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Runs one job in its savepoint and returns how to report its result
+/// once the batch's commit is known (`None`: committed; `Some`: why not).
+type Job = Box<dyn FnOnce(&mut DbConnection) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// The handle requests use to reach the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread; it stops when the last handle is dropped.
+    pub fn start(manager: ConnectionManager) -> std::io::Result<Self> {
+        let sqlite = manager.backend == Backend::Sqlite;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (running, stopped) = mpsc::channel::<()>();
+        let checkpoints = manager.clone();
+        let restart = Arc::new(AtomicBool::new(false));
+        let asked = restart.clone();
+        std::thread::Builder::new()
+            .name("relais-db-writer".into())
+            .spawn(move || {
+                run(&manager, &queue, &restart);
+                drop(running);
+            })?;
+        if sqlite {
+            std::thread::Builder::new()
+                .name("relais-checkpoint".into())
+                .spawn(move || checkpoint(&checkpoints, &stopped, &asked))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Queues `f`; the receiver answers after the batch holding it commits.
+    pub fn submit<T, F>(&self, f: F) -> oneshot::Receiver<Result<T, ApiError>>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (answer, receiver) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut DbConnection| {
+            // Nested in the batch's transaction: a savepoint.
+            let result = conn.transaction(f);
+            Box::new(move |commit_error: Option<&str>| {
+                let result = match (commit_error, result) {
+                    (None, result) | (Some(_), result @ Err(_)) => result,
+                    (Some(why), Ok(_)) => Err(ApiError::internal(anyhow::anyhow!(
+                        "the transaction could not be committed: {why}"
+                    ))),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        // If the thread is gone the receiver reports it (its sender drops).
+        let _ = self.jobs.send(job);
+        receiver
+    }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// A WAL this long (in 4 KiB frames) is restarted from its beginning.
+const RESTART_FRAMES: i64 = 2000;
+
+#[derive(QueryableByName)]
+struct CheckpointResult {
+    #[diesel(sql_type = BigInt)]
+    log: i64,
+}
+
+/// Checkpoints the WAL on its own thread until the writer stops.
+///
+/// The writer's connection does not checkpoint on commit
+/// (`wal_autocheckpoint = 0`): that checkpoint would run inside the commit
+/// that crosses the threshold, and its copy and fsync would hold up every
+/// request waiting on that batch. A passive checkpoint here blocks neither
+/// the writer nor the readers. Under constant writes it never quite catches
+/// up, so the WAL would only grow: once it is long, this thread asks the
+/// writer to finish the job between two batches ([`restart_wal`]), when
+/// little is left to copy.
+fn checkpoint(manager: &ConnectionManager, stopped: &mpsc::Receiver<()>, restart: &AtomicBool) {
+    let mut conn: Option<DbConnection> = None;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match manager.establish() {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::warn!(error = %err, "checkpoint: cannot connect");
+                    continue;
+                }
+            },
+        };
+        let result = match &mut c {
+            DbConnection::Sqlite(lite) => diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)")
+                .get_result::<CheckpointResult>(lite),
+            DbConnection::Postgres(_) => return,
+        };
+        match result {
+            Ok(done) => {
+                if done.log >= RESTART_FRAMES {
+                    restart.store(true, Ordering::Relaxed);
+                }
+                conn = Some(c);
+            }
+            Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
+        }
+    }
+}
+
+/// Between two batches: copies what the checkpoint thread has not, waits
+/// for the readers still on the WAL, so that the next commit starts the
+/// WAL again from its beginning.
+fn restart_wal(conn: &mut DbConnection) {
+    if let Err(err) = conn.batch_execute("PRAGMA wal_checkpoint(RESTART)") {
+        tracing::warn!(error = %err, "restarting the WAL failed");
+    }
+}
+
+/// Opens the writer's connection; on SQLite it leaves checkpoints to [`checkpoint`].
+fn connect(manager: &ConnectionManager) -> Result<DbConnection, diesel::r2d2::Error> {
+    let mut conn = manager.establish()?;
+    if let DbConnection::Sqlite(lite) = &mut conn {
+        lite.batch_execute("PRAGMA wal_autocheckpoint = 0")
+            .map_err(diesel::r2d2::Error::QueryError)?;
+    }
+    Ok(conn)
+}
+
+/// Takes batches off the queue until every handle is dropped.
+fn run(manager: &ConnectionManager, queue: &mpsc::Receiver<Job>, restart: &AtomicBool) {
+    let mut conn: Option<DbConnection> = None;
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let connection = match conn.take() {
+            Some(c) => c,
+            None => match connect(manager) {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::error!(error = %err, "database writer: cannot connect");
+                    // Dropping the jobs drops their answer channels: each
+                    // caller gets an error.
+                    drop(batch);
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
+        conn = commit_batch(connection, batch);
+        if let Some(c) = conn.as_mut()
+            && restart.swap(false, Ordering::Relaxed)
+        {
+            restart_wal(c);
+        }
+    }
+}
+
+/// Runs a batch in one transaction; returns the connection when it is still
+/// fit for the next batch.
+fn commit_batch(mut conn: DbConnection, batch: Vec<Job>) -> Option<DbConnection> {
+    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut panicked = false;
+    let outcome = conn.transaction::<_, diesel::result::Error, _>(|conn| {
+        // SQLite: take the write lock first (see migrations: write_lock), so
+        // a read-then-write job never meets SQLITE_BUSY_SNAPSHOT.
+        if let DbConnection::Sqlite(lite) = conn {
+            lite.batch_execute("UPDATE write_lock SET id = id WHERE 0")?;
+        }
+        for job in batch {
+            match catch_unwind(AssertUnwindSafe(|| job(conn))) {
+                Ok(done) => completions.push(done),
+                Err(_) => {
+                    // The panicking job's answer channel is dropped; the
+                    // others must not be reported as committed.
+                    panicked = true;
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+            }
+        }
+        Ok(())
+    });
+    let error = match (&outcome, panicked) {
+        (_, true) => Some("a job of the batch panicked".to_owned()),
+        (Err(err), false) => {
+            tracing::error!(error = %err, "database writer: a batch failed to commit");
+            Some(err.to_string())
+        }
+        (Ok(()), false) => None,
+    };
+    for done in completions {
+        done(error.as_deref());
+    }
+    // After a panic or a failed commit the connection's transaction state is
+    // not certain: the next batch starts on a fresh one.
+    (error.is_none()).then_some(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+
+    use crate::db::Db;
+    use crate::error::ApiError;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    fn count(db: &Db) -> i64 {
+        let mut conn = db.get().unwrap();
+        diesel::sql_query("SELECT COUNT(*) AS n FROM t")
+            .get_result::<Count>(&mut *conn)
+            .unwrap()
+            .n
+    }
+
+    async fn fresh() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/w.db", dir.path().display());
+        let db = Db::connect(&url, 2).unwrap();
+        db.migrate().await.unwrap();
+        db.write(|conn| {
+            Ok(conn.batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?)
+        })
+        .await
+        .unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_write_is_rolled_back_alone_and_the_others_commit() {
+        let (_dir, db) = fresh().await;
+        let writes = (0..200i64).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |conn| {
+                    diesel::sql_query("INSERT INTO t (id, v) VALUES (?, 'x')")
+                        .bind::<BigInt, _>(i)
+                        .execute(conn)?;
+                    if i % 3 == 0 {
+                        // Fails after writing: its row must not stay.
+                        return Err(ApiError::Gone(format!("{i}")));
+                    }
+                    Ok(i)
+                })
+                .await
+            })
+        });
+        let results = futures_util::future::join_all(writes).await;
+        let ok = results
+            .into_iter()
+            .map(|r| r.unwrap())
+            .enumerate()
+            .map(|(i, r)| {
+                let i = i as i64;
+                match r {
+                    Ok(v) => assert_eq!(v, i),
+                    Err(ApiError::Gone(m)) => assert_eq!(m, i.to_string()),
+                    Err(other) => panic!("{other:?}"),
+                }
+                i % 3 != 0
+            })
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(ok, 133);
+        assert_eq!(count(&db), 133);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_its_batch_and_the_writer_goes_on() {
+        let (_dir, db) = fresh().await;
+        let panicked = db
+            .write(|conn| -> Result<(), ApiError> {
+                diesel::sql_query("INSERT INTO t (id, v) VALUES (1, 'x')").execute(conn)?;
+                panic!("a bug in a handler")
+            })
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(count(&db), 0, "nothing of the failed batch is kept");
+        db.write(|conn| {
+            Ok(diesel::sql_query("INSERT INTO t (id, v) VALUES (2, 'y')").execute(conn)?)
+        })
+        .await
+        .unwrap();
+        assert_eq!(count(&db), 1);
+    }
+}
