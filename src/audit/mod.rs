@@ -4,6 +4,7 @@
 //! through the [`AuditWriter`], which group-commits the rows of concurrent
 //! requests in one transaction and answers each request once its row is stored.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -102,11 +103,86 @@ pub fn row_hash(event: &AuditEvent) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Appends records to the chain in the caller's transaction.
+thread_local! {
+    /// Records appended by the writes of the batch the database writer is
+    /// running on this thread (see [`Deferral`]).
+    static DEFERRED: RefCell<Option<Vec<(AuditRecord, NaiveDateTime)>>> =
+        const { RefCell::new(None) };
+}
+
+/// The database writer's batch: while it lasts, [`append`] on this thread
+/// collects records instead of writing them, and [`Deferral::finish`]
+/// chains them all at once, in the batch's transaction, before it commits.
+/// A write whose savepoint rolls back drops its records
+/// ([`Deferral::rewind`]), so a row is in the chain exactly when the write it
+/// audits is stored, as when each write appended its own. One batch then
+/// locks and updates the chain's head once, not once per write.
+pub struct Deferral(());
+
+impl Deferral {
+    /// Starts collecting on this thread.
+    pub fn begin() -> Self {
+        DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+        Self(())
+    }
+
+    /// How many records are collected so far (a mark to rewind to).
+    pub fn mark(&self) -> usize {
+        DEFERRED.with(|d| d.borrow().as_ref().map_or(0, Vec::len))
+    }
+
+    /// Drops the records collected after `mark` (their write rolled back).
+    pub fn rewind(&self, mark: usize) {
+        DEFERRED.with(|d| {
+            if let Some(records) = d.borrow_mut().as_mut() {
+                records.truncate(mark);
+            }
+        });
+    }
+
+    /// Appends everything collected, in order, in `conn`'s transaction.
+    pub fn finish(self, conn: &mut DbConnection) -> Result<(), ApiError> {
+        let records = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+        write_chain(conn, &records)
+    }
+}
+
+impl Drop for Deferral {
+    fn drop(&mut self) {
+        // A batch that failed or panicked leaves nothing behind.
+        DEFERRED.with(|d| d.borrow_mut().take());
+    }
+}
+
+/// Appends records to the chain in the caller's transaction (inside a
+/// database writer's batch: when the batch commits, see [`Deferral`]).
 pub fn append(
     conn: &mut DbConnection,
     records: &[AuditRecord],
     now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let deferred = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(batch) => {
+            batch.extend(records.iter().map(|r| (r.clone(), now)));
+            true
+        }
+        None => false,
+    });
+    if deferred {
+        return Ok(());
+    }
+    let stamped: Vec<(AuditRecord, NaiveDateTime)> =
+        records.iter().map(|r| (r.clone(), now)).collect();
+    write_chain(conn, &stamped)
+}
+
+/// Chains and stores records, each with its time.
+fn write_chain(
+    conn: &mut DbConnection,
+    records: &[(AuditRecord, NaiveDateTime)],
 ) -> Result<(), ApiError> {
     if records.is_empty() {
         return Ok(());
@@ -121,12 +197,12 @@ pub fn append(
         DbConnection::Sqlite(lite) => head.first(lite)?,
     };
     let mut rows = Vec::with_capacity(records.len());
-    for record in records {
+    for (record, at) in records {
         seq += 1;
         let mut event = AuditEvent {
             seq,
             id: uuid::Uuid::now_v7().to_string(),
-            at: now,
+            at: *at,
             actor_id: record.actor_id.clone(),
             actor_role: record.actor_role.clone(),
             action: record.action.clone(),

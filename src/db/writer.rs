@@ -15,6 +15,9 @@
 //! row is locked until commit, so the writes of all instances already take
 //! turns; committing them in batches pays one WAL flush per batch instead
 //! of one per write, with the lock held by one transaction at a time.
+//!
+//! The audit rows the writes append join the chain once per batch, just
+//! before the commit (see [`Deferral`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,14 +29,19 @@ use diesel::sql_types::BigInt;
 use tokio::sync::oneshot;
 
 use super::{Backend, ConnectionManager, DbConnection};
+use crate::audit::Deferral;
 use crate::error::ApiError;
 
-/// The most jobs committed in one transaction.
-const MAX_BATCH: usize = 256;
+/// The most jobs committed in one transaction. PostgreSQL keeps the first
+/// 64 subtransactions (savepoints) of a transaction in shared memory; past
+/// that, every other session's snapshot checks get slower.
+const MAX_BATCH_SQLITE: usize = 256;
+const MAX_BATCH_POSTGRES: usize = 64;
 
-/// Runs one job in its savepoint and returns how to report its result
-/// once the batch's commit is known (`None`: committed; `Some`: why not).
-type Job = Box<dyn FnOnce(&mut DbConnection) -> Completion + Send>;
+/// Runs one job in its savepoint; says whether it succeeded and how to
+/// report its result once the batch's commit is known (`None`: committed;
+/// `Some`: why not).
+type Job = Box<dyn FnOnce(&mut DbConnection) -> (bool, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// The handle requests use to reach the writer thread.
@@ -75,7 +83,8 @@ impl Writer {
         let job: Job = Box::new(move |conn: &mut DbConnection| {
             // Nested in the batch's transaction: a savepoint.
             let result = conn.transaction(f);
-            Box::new(move |commit_error: Option<&str>| {
+            let ok = result.is_ok();
+            let done: Completion = Box::new(move |commit_error: Option<&str>| {
                 let result = match (commit_error, result) {
                     (None, result) | (Some(_), result @ Err(_)) => result,
                     (Some(why), Ok(_)) => Err(ApiError::internal(anyhow::anyhow!(
@@ -83,7 +92,8 @@ impl Writer {
                     ))),
                 };
                 let _ = answer.send(result);
-            })
+            });
+            (ok, done)
         });
         // If the thread is gone the receiver reports it (its sender drops).
         let _ = self.jobs.send(job);
@@ -166,7 +176,11 @@ fn run(manager: &ConnectionManager, queue: &mpsc::Receiver<Job>, restart: &Atomi
     let mut conn: Option<DbConnection> = None;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let max = match manager.backend {
+            Backend::Sqlite => MAX_BATCH_SQLITE,
+            Backend::Postgres => MAX_BATCH_POSTGRES,
+        };
+        while batch.len() < max {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -206,9 +220,16 @@ fn commit_batch(mut conn: DbConnection, batch: Vec<Job>) -> Option<DbConnection>
         if let DbConnection::Sqlite(lite) = conn {
             lite.batch_execute("UPDATE write_lock SET id = id WHERE 0")?;
         }
+        let audit = Deferral::begin();
         for job in batch {
+            let mark = audit.mark();
             match catch_unwind(AssertUnwindSafe(|| job(conn))) {
-                Ok(done) => completions.push(done),
+                Ok((ok, done)) => {
+                    if !ok {
+                        audit.rewind(mark);
+                    }
+                    completions.push(done);
+                }
                 Err(_) => {
                     // The panicking job's answer channel is dropped; the
                     // others must not be reported as committed.
@@ -217,7 +238,12 @@ fn commit_batch(mut conn: DbConnection, batch: Vec<Job>) -> Option<DbConnection>
                 }
             }
         }
-        Ok(())
+        // The audit rows of the batch's writes join the chain here, in the
+        // same transaction: stored together with what they audit, or not at all.
+        audit.finish(conn).map_err(|err| {
+            tracing::error!(error = %err, "database writer: appending the audit rows failed");
+            diesel::result::Error::RollbackTransaction
+        })
     });
     let error = match (&outcome, panicked) {
         (_, true) => Some("a job of the batch panicked".to_owned()),
@@ -327,5 +353,56 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(count(&db), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn audit_rows_join_the_chain_with_their_write_only() {
+        use crate::audit::{self, AuditRecord, Outcome, Verdict};
+        let (_dir, db) = fresh().await;
+        let writes = (0..60i64).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |conn| {
+                    let record = AuditRecord {
+                        actor_id: None,
+                        actor_role: None,
+                        action: "TEST".into(),
+                        resource_type: "t".into(),
+                        resource_id: Some(i.to_string()),
+                        patient_id: None,
+                        basis: None,
+                        outcome: Outcome::Allowed,
+                        request_id: None,
+                    };
+                    audit::append(conn, &[record], chrono::Utc::now().naive_utc())?;
+                    if i % 2 == 0 {
+                        return Err(ApiError::Gone(i.to_string()));
+                    }
+                    Ok(())
+                })
+                .await
+            })
+        });
+        for (i, result) in futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(result.unwrap().is_ok(), i % 2 == 1);
+        }
+        let mut conn = db.get().unwrap();
+        assert_eq!(
+            audit::verify(&mut conn).unwrap(),
+            Verdict::Intact { rows: 30 }
+        );
+        let ids: Vec<Option<String>> = crate::db::schema::audit_events::table
+            .select(crate::db::schema::audit_events::resource_id)
+            .load(&mut *conn)
+            .unwrap();
+        assert!(
+            ids.iter()
+                .all(|id| id.as_deref().unwrap().parse::<i64>().unwrap() % 2 == 1),
+            "{ids:?}"
+        );
     }
 }
