@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Relais benchmarks (issue 7). Never run by CI or `cargo test`.
 #
-#   bench/run.sh [sqlite] [postgres] [scale] [peer]     (default: sqlite postgres scale peer)
+#   bench/run.sh [sqlite] [postgres] [scale] [peer] [peer-pg]
+#                                   (default: sqlite postgres scale peer)
 #
 #   sqlite, postgres  fresh database with $PATIENTS patients (default 1000,
 #                     $HOT_MESSAGES=100 messages in each thread), release
@@ -15,6 +16,7 @@
 #                     patients, $BIG_MESSAGES messages and $BIG_AUDIT audit rows,
 #                     on each backend in $SCALE_BACKENDS ("sqlite postgres").
 #   peer              ../shared/bench/peer-synapse/run.sh (Synapse, 16 clients).
+#   peer-pg           the same with Synapse on PostgreSQL (throwaway cluster, port 55432).
 #
 # Results: bench/out/results.tsv (one line per wrk run) and a table on stdout.
 # Load goes to 127.0.0.1 only. PostgreSQL databases relais_bench_* are
@@ -34,6 +36,11 @@ SCALE_BACKENDS=${SCALE_BACKENDS:-"sqlite postgres"}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-"16 64"}
 PGURL_BASE=${PGURL_BASE:-postgres://postgres@127.0.0.1:5432}
+# Relais's connections to PostgreSQL: TLS off by default, since it protects
+# nothing on loopback and costs ~25 % of the throughput here (PG_QUERY= to
+# keep libpq's default, sslmode=prefer, which negotiates TLS with Debian's
+# snakeoil certificate).
+PG_QUERY=${PG_QUERY-?sslmode=disable}
 SECRET=bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 RESULTS=$OUT/results.tsv
 STEPS=${*:-sqlite postgres scale peer}
@@ -72,7 +79,7 @@ fresh_db() {
     else
         PG_DB=relais_bench_$name
         psql -q "$PGURL_BASE/postgres" -c "DROP DATABASE IF EXISTS $PG_DB" -c "CREATE DATABASE $PG_DB"
-        DB_URL="$PGURL_BASE/$PG_DB"
+        DB_URL="$PGURL_BASE/$PG_DB$PG_QUERY"
     fi
 }
 
@@ -198,6 +205,13 @@ for step in $STEPS; do
                 run_scale "$b" s1m "$BIG_PATIENTS" "$BIG_MESSAGES" "$BIG_AUDIT"
             done ;;
         peer) "$ROOT/../shared/bench/peer-synapse/run.sh" 2>&1 | tee "$OUT/peer-synapse.txt" | grep '^PEER' ;;
+        # Synapse on PostgreSQL: a throwaway cluster on port 55432, stopped afterwards.
+        peer-pg)
+            PEER=$ROOT/../shared/bench/peer-synapse
+            eval "$("$PEER/pg-throwaway.sh" start)"
+            PEER_PG_URL=$PEER_PG_URL PEER_PG_POSTMASTER_PID=$PEER_PG_POSTMASTER_PID "$PEER/run.sh" 2>&1 |
+                tee "$OUT/peer-synapse-pg.txt" | grep '^PEER' || true
+            "$PEER/pg-throwaway.sh" stop ;;
         *) echo "unknown step $step" >&2; exit 2 ;;
     esac
 done

@@ -152,12 +152,13 @@ fn checkpoint(manager: &ConnectionManager, stopped: &mpsc::Receiver<()>, restart
     }
 }
 
-/// Between two batches: copies what the checkpoint thread has not, waits
-/// for the readers still on the WAL, so that the next commit starts the
-/// WAL again from its beginning.
+/// Between two batches, when no write can slip in: copies the little the
+/// checkpoint thread has not, so that the next commit can start the WAL
+/// again from its beginning. Passive: it waits for no reader (a reader
+/// still on the old frames only means the restart happens at a later try).
 fn restart_wal(conn: &mut DbConnection) {
-    if let Err(err) = conn.batch_execute("PRAGMA wal_checkpoint(RESTART)") {
-        tracing::warn!(error = %err, "restarting the WAL failed");
+    if let Err(err) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+        tracing::warn!(error = %err, "checkpointing the WAL failed");
     }
 }
 
