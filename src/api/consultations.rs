@@ -1,7 +1,6 @@
 //! Consultation requests to addiction and pain centres: due times by
 //! priority, a state machine, escalation when late, and response metrics.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -10,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::care_plans::{NewVersion, PlanSource, current_version, prepare, store_version};
 use super::extract::{Json, Query, path_id};
-use super::idempotency::{self, Claim, IdempotencyKey};
+use super::idempotency::{self, IdempotencyKey};
 use super::scope::{RequestInfo, authorize};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
@@ -420,19 +419,7 @@ pub async fn create_consultation(
             if let Some(key) = &key.0 {
                 let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
                 let print = fingerprint("create_consultation", "", &request);
-                let claim = idempotency::claim(
-                    conn,
-                    &caller.id,
-                    key,
-                    &print,
-                    StatusCode::CREATED,
-                    &response,
-                    now,
-                )?;
-                if let Claim::Replay { status, body } = claim {
-                    // Rolls this transaction back: the first request's answer stands.
-                    return Err(ApiError::Replay { status, body });
-                }
+                idempotency::claim_creation(conn, &caller.id, key, &print, &response, now)?;
             }
             Ok(view)
         })

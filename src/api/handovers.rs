@@ -1,7 +1,6 @@
 //! Discharge handovers from hospital to GP: a proposed plan, its diff against
 //! the current plan, and an explicit reconciliation by the GP.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -12,7 +11,7 @@ use super::care_plans::{
     NewVersion, PlanSource, current_version, prepare, store_version, version_row,
 };
 use super::extract::{Json, Query, path_id};
-use super::idempotency::{self, Claim, IdempotencyKey};
+use super::idempotency::{self, IdempotencyKey};
 use super::scope::{PatientAccess, Read, RequestInfo, authorize};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
@@ -324,19 +323,7 @@ pub async fn create_handover(
             if let Some(key) = &key.0 {
                 let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
                 let print = fingerprint("create_handover", "", &request);
-                let claim = idempotency::claim(
-                    conn,
-                    &access.caller.id,
-                    key,
-                    &print,
-                    StatusCode::CREATED,
-                    &response,
-                    now,
-                )?;
-                if let Claim::Replay { status, body } = claim {
-                    // Rolls this transaction back: the first request's answer stands.
-                    return Err(ApiError::Replay { status, body });
-                }
+                idempotency::claim_creation(conn, &access.caller.id, key, &print, &response, now)?;
             }
             Ok(view)
         })

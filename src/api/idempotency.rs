@@ -46,6 +46,31 @@ pub enum Claim {
     Replay { status: u16, body: String },
 }
 
+/// [`claim`] for a creation answered with 201 and `response`: on a replay,
+/// returns [`ApiError::Replay`], which rolls the caller's transaction back so
+/// that the first request's answer stands.
+pub fn claim_creation(
+    conn: &mut DbConnection,
+    user_id: &str,
+    key: &str,
+    fingerprint: &str,
+    response: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    match claim(
+        conn,
+        user_id,
+        key,
+        fingerprint,
+        StatusCode::CREATED,
+        response,
+        now,
+    )? {
+        Claim::New => Ok(()),
+        Claim::Replay { status, body } => Err(ApiError::Replay { status, body }),
+    }
+}
+
 /// Claims `key` for `user_id` in the caller's transaction, storing the answer
 /// that the request will give if it goes ahead. Concurrent first uses of one
 /// key wait for each other on PostgreSQL and take turns on SQLite, so exactly
