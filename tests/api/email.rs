@@ -31,7 +31,18 @@ async fn invitation_email_carries_only_the_link() {
     assert!(!mail.data.contains("Le Goff") && !mail.data.contains("Kerhervé"));
     assert_eq!(mail.from, "no-reply@relais.localhost");
 
-    // Message-ID derives from the outbox row.
+    // Message-ID derives from the outbox row. The relay accepts the mail
+    // before the worker records the row as sent, so wait for that record.
+    eventually("outbox row marked sent", || async {
+        let outbox = app
+            .get("/api/v1/email-outbox?status=sent", &admin.token)
+            .await
+            .expect(200);
+        outbox.body["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    })
+    .await;
     let outbox = app
         .get("/api/v1/email-outbox?status=sent", &admin.token)
         .await
