@@ -98,8 +98,7 @@ impl Application {
             settings.auth.jwt_leeway_s,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (audit, audit_task) =
-            AuditWriter::start(db.clone(), clock.clone(), shutdown_rx.clone());
+        let audit = AuditWriter::new(db.clone(), clock.clone());
         let state = AppState {
             audit,
             users: Arc::new(UserCache::default()),
@@ -122,7 +121,6 @@ impl Application {
         let tasks = vec![
             tokio::spawn(sender.run(shutdown_rx.clone())),
             tokio::spawn(scheduler.run(shutdown_rx)),
-            audit_task,
         ];
 
         let listener = TcpListener::bind(&state.settings.server.bind)?;

@@ -1,8 +1,9 @@
 //! The audit trail: append-only rows in one SHA-256 hash chain.
 //!
-//! Writes append their row in their own transaction ([`append`]). Reads go
-//! through the [`AuditWriter`], which group-commits the rows of concurrent
-//! requests in one transaction and answers each request once its row is stored.
+//! Writes append their row in their own transaction ([`append`]). Reads and
+//! denials go through the [`AuditWriter`] to the database writer, which
+//! commits their rows with its next batch and answers each request once its
+//! row is stored.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::db::schema::{audit_events, audit_head};
@@ -154,6 +154,18 @@ impl Drop for Deferral {
     }
 }
 
+/// Adds records to the batch the database writer is running on this
+/// thread; gives them back when there is none.
+pub fn defer(records: Vec<AuditRecord>, now: NaiveDateTime) -> Result<(), Vec<AuditRecord>> {
+    DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(batch) => {
+            batch.extend(records.into_iter().map(|r| (r, now)));
+            Ok(())
+        }
+        None => Err(records),
+    })
+}
+
 /// Appends records to the chain in the caller's transaction (inside a
 /// database writer's batch: when the batch commits, see [`Deferral`]).
 pub fn append(
@@ -245,68 +257,17 @@ fn write_chain(
     Ok(())
 }
 
-struct Pending {
-    records: Vec<AuditRecord>,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
-/// The group-commit writer for audit rows of reads.
+/// Audit records of their own (a read's, a denial's), sent straight to
+/// the database writer, which commits them with its next batch.
 #[derive(Clone)]
 pub struct AuditWriter {
-    queue: mpsc::UnboundedSender<Pending>,
+    db: Db,
+    clock: Arc<dyn Clock>,
 }
 
-/// The most rows committed in one transaction.
-const MAX_BATCH: usize = 2000;
-
 impl AuditWriter {
-    /// Starts the writer task; it stops once `shutdown` turns true and the queue is drained.
-    pub fn start(
-        db: Db,
-        clock: Arc<dyn Clock>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (queue, mut rx) = mpsc::unbounded_channel::<Pending>();
-        let task = tokio::spawn(async move {
-            loop {
-                let first = tokio::select! {
-                    next = rx.recv() => next,
-                    _ = shutdown.changed() => {
-                        rx.close();
-                        rx.recv().await
-                    }
-                };
-                let Some(first) = first else { break };
-                let mut batch = vec![first];
-                let mut rows = batch[0].records.len();
-                while rows < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => {
-                            rows += more.records.len();
-                            batch.push(more);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let records: Vec<AuditRecord> = batch
-                    .iter()
-                    .flat_map(|p| p.records.iter().cloned())
-                    .collect();
-                let now = clock.now_naive();
-                let result = db
-                    .write(move |conn| append(conn, &records, now))
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "audit: committing a batch failed");
-                        "the audit trail could not be written".to_owned()
-                    });
-                for pending in batch {
-                    let _ = pending.done.send(result.clone());
-                }
-            }
-            tracing::info!("audit writer stopped");
-        });
-        (Self { queue }, task)
+    pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
     }
 
     /// Stores records and returns once they are committed.
@@ -314,15 +275,7 @@ impl AuditWriter {
         if records.is_empty() {
             return Ok(());
         }
-        let (done, wait) = oneshot::channel();
-        self.queue
-            .send(Pending { records, done })
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(ApiError::internal(anyhow::anyhow!(message))),
-            Err(_) => Err(ApiError::Unavailable("shutting down".into())),
-        }
+        self.db.append_audit(records, self.clock.now_naive()).await
     }
 
     /// Stores one record and returns once it is committed.

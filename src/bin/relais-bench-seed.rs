@@ -296,8 +296,21 @@ fn main() -> anyhow::Result<()> {
     let hot_k = if a.messages > 0 { a.hot_messages } else { 0 };
     let rest = (a.messages - hot * hot_k).max(0);
     let cold_k = if n > hot { rest / (n - hot) } else { 0 };
-    let per_thread =
-        |i: &str| -> String { format!("CASE WHEN {i} <= {hot} THEN {hot_k} ELSE {cold_k} END") };
+    // The remainder goes one each to the first cold threads, so that exactly
+    // `messages` rows are seeded (when there are enough of them).
+    let extra = if n > hot {
+        rest - cold_k * (n - hot)
+    } else {
+        0
+    };
+    let cold_hi = cold_k + i64::from(extra > 0);
+    let per_thread = |i: &str| -> String {
+        format!(
+            "CASE WHEN {i} <= {hot} THEN {hot_k} WHEN {i} <= {} THEN {} ELSE {cold_k} END",
+            hot + extra,
+            cold_k + 1
+        )
+    };
     let tid = sql_id(backend, "01", "i");
     let last = sql_message_id(backend, "i", &format!("({} - 1)", per_thread("i")));
     let last_expr = format!(
@@ -322,10 +335,10 @@ fn main() -> anyhow::Result<()> {
                   could you check the paracetamol timing? Merci.",
     );
     let msg_id = sql_message_id(backend, "g.i", "s.k");
-    let seeded_messages = hot * hot_k + (n - hot) * cold_k;
+    let seeded_messages = hot * hot_k + (n - hot) * cold_k + extra;
     if seeded_messages > 0 {
         // Chunks of threads sized so that each holds about CHUNK messages.
-        let max_k = hot_k.max(cold_k).max(1);
+        let max_k = hot_k.max(cold_hi).max(1);
         let threads_per_chunk = (CHUNK / max_k).max(1);
         let started = Instant::now();
         let mut from = 1;
@@ -334,7 +347,7 @@ fn main() -> anyhow::Result<()> {
             let k = if to <= hot {
                 hot_k
             } else if from > hot {
-                cold_k
+                cold_hi
             } else {
                 max_k
             };
@@ -351,7 +364,8 @@ fn main() -> anyhow::Result<()> {
                 let statement = format!(
                     "INSERT INTO messages (id, thread_id, author_id, body, created_at) \
                      SELECT {msg_id}, {tid_g}, '{GP}', {body}, {t} FROM {g} CROSS JOIN {seqs} \
-                     WHERE s.k < CASE WHEN g.i <= {hot} THEN {hot_k} ELSE {cold_k} END"
+                     WHERE s.k < {}",
+                    per_thread("g.i")
                 );
                 db.write_blocking(move |conn| Ok(conn.batch_execute(&statement)?))
                     .map_err(|e| anyhow::anyhow!("messages: {e}"))?;
@@ -359,8 +373,9 @@ fn main() -> anyhow::Result<()> {
             from = to + 1;
         }
         eprintln!(
-            "seed: messages: {seeded_messages} rows ({hot} threads x {hot_k}, {} x {cold_k}) in {:.1} s",
-            n - hot,
+            "seed: messages: {seeded_messages} rows ({hot} threads x {hot_k}, {extra} x {}, {} x {cold_k}) in {:.1} s",
+            cold_k + 1,
+            n - hot - extra,
             started.elapsed().as_secs_f64()
         );
     }

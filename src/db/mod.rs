@@ -228,6 +228,19 @@ impl Db {
             .unwrap_or_else(|_| Err(writer_gone()))
     }
 
+    /// Commits audit records of their own with the writer's next batch
+    /// (see [`writer::Writer::submit_audit`]).
+    pub async fn append_audit(
+        &self,
+        records: Vec<crate::audit::AuditRecord>,
+        now: chrono::NaiveDateTime,
+    ) -> Result<(), ApiError> {
+        self.writer
+            .submit_audit(records, now)
+            .await
+            .unwrap_or_else(|_| Err(writer_gone()))
+    }
+
     /// The blocking form of [`Db::write`], for threads outside the async
     /// runtime (it must not be called from async code).
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
