@@ -186,7 +186,9 @@ run_scale() {
     rm -rf "$DATA" "$SEED_DIR"
     "$SEED" --url "$DB_URL" --secret "$SECRET" --out "$SEED_DIR" --patients "$patients" \
         --messages "$messages" --hot-messages "$HOT_MESSAGES" --audit "$audit" --sample 1000
-    # Let the seed's gigabytes reach the disk before measuring.
+    # Let the seed's gigabytes reach the disk before measuring (on
+    # PostgreSQL, first out of its shared buffers).
+    [[ $backend == postgres ]] && psql -q "$PGURL_BASE/postgres" -c CHECKPOINT
     sync
     sleep "${SETTLE:-20}"
     start_server "$backend-$name"
