@@ -236,6 +236,25 @@ pub fn current_version(conn: &mut DbConnection, patient_id: &str) -> QueryResult
         .optional()
 }
 
+/// The current version's row, found through the plan's pointer in one
+/// statement, if the patient has a plan.
+pub fn current_version_row(
+    conn: &mut DbConnection,
+    patient_id: &str,
+) -> QueryResult<Option<PlanVersionRow>> {
+    crate::per_backend!(conn, |c| care_plan_versions::table
+        .filter(care_plan_versions::patient_id.eq(patient_id))
+        .filter(
+            care_plan_versions::version.nullable().eq(care_plans::table
+                .find(patient_id)
+                .select(care_plans::current_version)
+                .single_value()),
+        )
+        .select(PlanVersionRow::as_select())
+        .first(c)
+        .optional())
+}
+
 /// One version row.
 pub fn version_row(
     conn: &mut DbConnection,
@@ -452,10 +471,8 @@ pub async fn get_care_plan(
     let view = state
         .db
         .read(move |conn| {
-            let version = current_version(conn, &id)?
+            let row = current_version_row(conn, &id)?
                 .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
-            let row = version_row(conn, &id, version)?
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("current version missing")))?;
             let author = person(conn, &row.author_id)?;
             row.view(author)
         })
@@ -766,19 +783,8 @@ pub async fn get_analgesic_plan(
     let page = state
         .db
         .read(move |conn| {
-            // The current version, found through the plan's pointer in one statement.
-            let row = crate::per_backend!(conn, |c| care_plan_versions::table
-                .filter(care_plan_versions::patient_id.eq(&id))
-                .filter(
-                    care_plan_versions::version.nullable().eq(care_plans::table
-                        .find(&id)
-                        .select(care_plans::current_version)
-                        .single_value()),
-                )
-                .select(PlanVersionRow::as_select())
-                .first(c)
-                .optional())?
-            .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
+            let row = current_version_row(conn, &id)?
+                .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
             let patient = Patient::find(conn, &id)?
                 .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
             analgesic_plan(conn, &patient, &row, day)

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::care_plans::{
-    NewVersion, PlanSource, current_version, prepare, store_version, version_row,
+    NewVersion, PlanSource, current_version, current_version_row, prepare, store_version,
 };
 use super::extract::{Json, Query, path_id};
 use super::idempotency::{self, IdempotencyKey};
@@ -145,13 +145,9 @@ fn view(
     now: NaiveDateTime,
 ) -> Result<HandoverView, ApiError> {
     let proposal = row.proposal()?;
-    let current = current_version(conn, &row.patient_id)?;
-    let base = match current {
-        Some(v) => version_row(conn, &row.patient_id, v)?
-            .map(|r| r.content())
-            .transpose()?,
-        None => None,
-    };
+    let current_row = current_version_row(conn, &row.patient_id)?;
+    let current = current_row.as_ref().map(|r| r.version);
+    let base = current_row.map(|r| r.content()).transpose()?;
     let status = row.status();
     let thread_id: Option<String> = threads::table
         .filter(threads::subject_type.eq(SubjectType::Handover.as_str()))
