@@ -40,6 +40,10 @@ pub struct Settings {
 pub struct ConsultationSettings {
     pub urgent_due_h: u32,
     pub routine_due_h: u32,
+    /// The longest a consultation opens its patient to the centre, in days
+    /// after submission (the basis ends sooner when it is closed, cancelled
+    /// or declined).
+    pub basis_max_days: u32,
 }
 
 /// Due time of handover acknowledgement.
@@ -306,6 +310,9 @@ impl Settings {
             if !(1..=24 * 30).contains(&hours) {
                 return invalid(key, "must be 1 to 720 hours");
             }
+        }
+        if !(1..=365).contains(&self.consultations.basis_max_days) {
+            return invalid("consultations.basis_max_days", "must be 1 to 365 days");
         }
         if !(10..=3_600_000).contains(&self.scheduler.tick_ms) {
             return invalid(

@@ -6,7 +6,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
-use crate::api::scope::resolve;
+use crate::api::scope::{basis_of, resolve};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::new_id;
@@ -231,7 +231,14 @@ pub fn thread_participants(
     ) {
         (Some(SubjectType::Patient), Some(patient), Some(relations)) => {
             let mut ids = patient_participants(conn, patient, relations, now)?;
-            ids.extend(specialists_of(conn, &relations.consultation_centres)?);
+            // Centres with an open consultation, as far as consent lets them in.
+            let centres: Vec<String> = relations
+                .consultation_centres
+                .iter()
+                .filter(|c| relations.sharing_allowed_with(Some(c)))
+                .cloned()
+                .collect();
+            ids.extend(specialists_of(conn, &centres)?);
             ids
         }
         (Some(SubjectType::Consultation), _, _) => {
@@ -254,6 +261,20 @@ pub fn thread_participants(
     };
     ids.sort_unstable();
     ids.dedup();
+    // A consultation's or handover's parties take part while they have a
+    // basis on its patient.
+    if let (false, Some(patient)) = (
+        SubjectType::parse(&thread.subject_type) == Some(SubjectType::Patient),
+        &thread.patient_id,
+    ) {
+        let mut kept = Vec::with_capacity(ids.len());
+        for id in ids {
+            if basis_of(conn, patient, &id, now.and_utc())?.is_some() {
+                kept.push(id);
+            }
+        }
+        ids = kept;
+    }
     Ok(ids)
 }
 
@@ -401,11 +422,10 @@ pub fn inbox_counts(
     let mut unread_threads = 0;
     for (subject_type, patient_id) in candidates {
         // Patient threads follow the access rule (consent); the others were
-        // selected among the caller's own consultations and handovers.
+        // selected among the caller's own consultations and handovers,
+        // and those about a patient need a basis on the patient too.
         let counts = match (SubjectType::parse(&subject_type), patient_id) {
-            (Some(SubjectType::Patient), Some(patient_id)) => {
-                resolve(conn, user, &patient_id, now)?.is_some()
-            }
+            (_, Some(patient_id)) => resolve(conn, user, &patient_id, now)?.is_some(),
             (Some(SubjectType::Patient), None) => false,
             _ => true,
         };

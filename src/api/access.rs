@@ -356,6 +356,15 @@ async fn decide(
             if approve {
                 let requester = User::find(conn, &requester_id)?
                     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("requester vanished")))?;
+                // Membership without consent would grant nothing: say so, and
+                // leave the request pending until consent is recorded.
+                if !relations.sharing_allowed_with(requester.organization_id.as_deref()) {
+                    return Err(ApiError::conflict(
+                        "id",
+                        "the patient's consent to sharing does not cover the requester's \
+                         organisation: record the patient's consent first",
+                    ));
+                }
                 if !relations.members.iter().any(|m| m.user_id == requester.id) {
                     add_member(
                         conn,

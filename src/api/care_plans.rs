@@ -9,17 +9,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query};
-use super::scope::{PatientAccess, Read, WritePlan};
+use super::scope::{PatientAccess, Read, WritePlan, named_prescriber};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::models::{Organization, Patient, User, new_id};
+use crate::db::models::{Organization, Patient, new_id};
 use crate::db::schema::{care_plan_versions, care_plans, users};
 use crate::domain::drugs::{self, CATALOGUE, Drug};
 use crate::domain::plan::{
     Acknowledgement, AnalgesicLine, Omt, OmtMedication, PlanContent, PlanStatus, Route,
     validate_acknowledgements,
 };
-use crate::domain::role::{OrgKind, Role};
+use crate::domain::role::OrgKind;
 use crate::domain::rules::{self, Warning};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
@@ -269,14 +269,23 @@ pub fn version_row(
         .optional()
 }
 
-/// Checks a plan's references against the database: the pharmacy and the prescribers.
-fn check_references(conn: &mut DbConnection, content: &PlanContent) -> Result<(), ApiError> {
+/// Checks a plan's references against the database: the pharmacy, and the
+/// prescribers, each an active prescriber with a team basis on the patient
+/// now (§5: every person a record names has a basis). Fields are named under
+/// `prefix` (`""` for a plan, `"proposed_plan."` for a proposal).
+pub fn check_references(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    content: &PlanContent,
+    now: NaiveDateTime,
+    prefix: &str,
+) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     if let Some(pharmacy) = &content.omt.dispensing_pharmacy_id {
         let kind = Organization::find(conn, pharmacy)?.and_then(|o| OrgKind::parse(&o.kind));
         if kind != Some(OrgKind::Pharmacy) {
             errors.push(FieldError::new(
-                "omt.dispensing_pharmacy_id",
+                format!("{prefix}omt.dispensing_pharmacy_id"),
                 "not a pharmacy of the network",
             ));
         }
@@ -289,14 +298,23 @@ fn check_references(conn: &mut DbConnection, content: &PlanContent) -> Result<()
                 .enumerate()
                 .map(|(i, l)| (format!("analgesics[{i}].prescriber_id"), &l.prescriber_id)),
         );
+    let mut checked = std::collections::HashMap::new();
     for (field, id) in prescribers {
-        if let Some(id) = id {
-            let role = User::find(conn, id)?
-                .filter(|u| u.active)
-                .and_then(|u| Role::parse(&u.role));
-            if !role.is_some_and(Role::is_prescriber) {
-                errors.push(FieldError::new(field, "not an active prescriber"));
+        let Some(id) = id else { continue };
+        let ok = match checked.get(id) {
+            Some(ok) => *ok,
+            None => {
+                let ok = named_prescriber(conn, patient_id, id, now.and_utc())?.is_some();
+                checked.insert(id.clone(), ok);
+                ok
             }
+        };
+        if !ok {
+            errors.push(FieldError::new(
+                format!("{prefix}{field}"),
+                "not an active prescriber with a team basis on this patient (on the care \
+                 team, and the patient's consent covers their organisation)",
+            ));
         }
     }
     if errors.is_empty() {
@@ -359,7 +377,7 @@ pub fn store_version(
     expected: Option<i32>,
     now: NaiveDateTime,
 ) -> Result<PlanVersionRow, ApiError> {
-    check_references(conn, new.content)?;
+    check_references(conn, new.patient_id, new.content, now, "")?;
     let stale = || {
         ApiError::PreconditionFailed(
             "the care plan has changed since you read it; reload it".into(),

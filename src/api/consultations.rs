@@ -7,10 +7,12 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::care_plans::{NewVersion, PlanSource, current_version, prepare, store_version};
+use super::care_plans::{
+    NewVersion, PlanSource, check_references, current_version, prepare, store_version,
+};
 use super::extract::{Json, Query, path_id};
 use super::idempotency::{self, IdempotencyKey};
-use super::scope::{RequestInfo, authorize};
+use super::scope::{Linked, LinkedAccess, Read, RequestInfo, authorize, resolve};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
@@ -169,7 +171,37 @@ pub struct ConsultationRow {
     pub cancelled_at: Option<NaiveDateTime>,
     pub escalated_at: Option<NaiveDateTime>,
     pub applied_plan_version: Option<i32>,
+    /// When the consultation stops opening its patient to the centre.
+    pub basis_until: Option<NaiveDateTime>,
 }
+
+impl Linked for ConsultationRow {
+    const RESOURCE: &'static str = "consultation";
+
+    fn load(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
+        consultations::table
+            .find(id)
+            .select(Self::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn patient_id(&self) -> Option<&str> {
+        self.patient_id.as_deref()
+    }
+
+    /// Its requester and the specialists of the addressed centre.
+    fn is_party(&self, _: &mut DbConnection, caller: &AuthUser) -> QueryResult<bool> {
+        Ok(self.requester_id == caller.id || self.at_centre(caller))
+    }
+}
+
+/// A party to the consultation `{id}` with a basis on its patient (if any) now.
+pub type ConsultationAccess = LinkedAccess<ConsultationRow, Read>;
 
 impl ConsultationRow {
     fn status(&self) -> ConsultationStatus {
@@ -294,26 +326,20 @@ fn tell_centre(
     Ok(())
 }
 
+/// The audit record of a request on `row` by `caller` with the basis resolved.
 fn record(
     info: &RequestInfo,
     caller: &AuthUser,
     row: &ConsultationRow,
-    outcome: Outcome,
+    basis: Option<Basis>,
 ) -> audit::AuditRecord {
-    let basis = row.patient_id.as_ref().map(|_| {
-        if row.requester_id == caller.id {
-            Basis::Team
-        } else {
-            Basis::Consultation
-        }
-    });
     info.record(
         caller,
         "consultation",
         Some(&row.id),
         row.patient_id.as_deref(),
         basis,
-        outcome,
+        Outcome::Allowed,
     )
 }
 
@@ -352,10 +378,33 @@ pub async fn create_consultation(
                 .map_err(|_| ApiError::invalid("patient_id", "not a valid id (UUID)"))
         })
         .transpose()?;
-    if let Some(patient) = &patient_id {
-        authorize(&state, &caller, patient, Permission::Read, &info, false).await?;
+    if caller.organization_id.as_deref() == Some(centre_id.as_str()) {
+        return Err(ApiError::invalid(
+            "centre_id",
+            "your own centre: a consultation asks another centre",
+        ));
     }
+    // Attaching a patient takes a team basis (not an emergency grant, not a
+    // consultation), and the centre must be one the patient's consent covers:
+    // otherwise the consultation would open the patient to it regardless.
+    let basis = match &patient_id {
+        Some(patient) => {
+            let (basis, relations) =
+                authorize(&state, &caller, patient, Permission::Refer, &info, false).await?;
+            if !relations.sharing_allowed_with(Some(&centre_id)) {
+                return Err(ApiError::invalid(
+                    "patient_id",
+                    "the patient's consent to sharing does not cover this centre",
+                ));
+            }
+            Some(basis)
+        }
+        None => None,
+    };
     let now = state.clock.now_naive();
+    let basis_until = patient_id
+        .as_ref()
+        .map(|_| now + Duration::days(i64::from(state.settings.consultations.basis_max_days)));
     let hours = match body.priority {
         Priority::Urgent => state.settings.consultations.urgent_due_h,
         Priority::Routine => state.settings.consultations.routine_due_h,
@@ -395,6 +444,7 @@ pub async fn create_consultation(
                 cancelled_at: None,
                 escalated_at: None,
                 applied_plan_version: None,
+                basis_until,
             };
             diesel::insert_into(consultations::table)
                 .values(&row)
@@ -414,7 +464,7 @@ pub async fn create_consultation(
                 &public_url,
                 now,
             )?;
-            audit::append(conn, &[record(&info, &caller, &row, Outcome::Allowed)], now)?;
+            audit::append(conn, &[record(&info, &caller, &row, basis)], now)?;
             let view = view(conn, row, now)?;
             if let Some(key) = &key.0 {
                 let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
@@ -466,7 +516,8 @@ pub async fn list_consultations(
     Query(filter): Query<ConsultationFilter>,
 ) -> Result<web::Json<Page<ConsultationView>>, ApiError> {
     let limit = page_limit(filter.limit)?;
-    let now = state.clock.now_naive();
+    let clock = state.clock.now();
+    let now = clock.naive_utc();
     let who = caller.clone();
     let page = state
         .db
@@ -515,8 +566,12 @@ pub async fn list_consultations(
             let mut items = Vec::with_capacity(rows.items.len());
             let mut records = Vec::new();
             for row in rows.items {
-                if row.patient_id.is_some() {
-                    records.push(record(&info, &who, &row, Outcome::Allowed));
+                if let Some(patient_id) = &row.patient_id {
+                    // Being its party is not enough: a basis on the patient, now.
+                    let Some((basis, _)) = resolve(conn, &who, patient_id, clock)? else {
+                        continue;
+                    };
+                    records.push(record(&info, &who, &row, Some(basis)));
                 }
                 items.push(view(conn, row, now)?);
             }
@@ -534,69 +589,21 @@ pub async fn list_consultations(
     Ok(web::Json(page))
 }
 
-/// Loads a consultation the caller is party to (requester or centre specialist); 404 otherwise.
-async fn party_to(
-    state: &AppState,
-    caller: &AuthUser,
-    info: &RequestInfo,
-    raw_id: &str,
-) -> Result<ConsultationRow, ApiError> {
-    let id = path_id(raw_id, "id")?;
-    let row = {
-        let id = id.clone();
-        state
-            .db
-            .read(move |conn| {
-                Ok(consultations::table
-                    .find(&id)
-                    .select(ConsultationRow::as_select())
-                    .first(conn)
-                    .optional()?)
-            })
-            .await?
-    };
-    match row {
-        Some(row) if row.requester_id == caller.id || row.at_centre(caller) => Ok(row),
-        other => {
-            if let Some(patient) = other.and_then(|r| r.patient_id) {
-                let denied = info.record(
-                    caller,
-                    "consultation",
-                    Some(&id),
-                    Some(&patient),
-                    None,
-                    Outcome::Denied,
-                );
-                state.audit.record(denied).await?;
-            }
-            Err(ApiError::NotFound("no such consultation".into()))
-        }
-    }
-}
-
 #[utoipa::path(get, path = "/api/v1/consultations/{id}", tag = "consultations",
     params(("id" = uuid::Uuid, Path, description = "Consultation id")),
     responses(
         (status = 200, body = ConsultationView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown, or neither its requester nor at its centre", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, neither its requester nor at its centre, or no basis on its patient now", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 /// One consultation.
 pub async fn get_consultation(
     state: web::Data<AppState>,
-    caller: AuthUser,
-    info: RequestInfo,
-    id: web::Path<String>,
+    access: ConsultationAccess,
 ) -> Result<web::Json<ConsultationView>, ApiError> {
-    let row = party_to(&state, &caller, &info, &id).await?;
-    if row.patient_id.is_some() {
-        state
-            .audit
-            .record(record(&info, &caller, &row, Outcome::Allowed))
-            .await?;
-    }
+    let row = access.object;
     let now = state.clock.now_naive();
     Ok(web::Json(
         state.db.read(move |conn| view(conn, row, now)).await?,
@@ -634,21 +641,20 @@ impl Move {
 
 async fn transition(
     state: &AppState,
-    caller: &AuthUser,
-    info: &RequestInfo,
-    raw_id: &str,
+    access: ConsultationAccess,
     step: Move,
 ) -> Result<ConsultationView, ApiError> {
-    let row = party_to(state, caller, info, raw_id).await?;
     let action = step.action();
-    if action.by_centre() && !row.at_centre(caller) {
-        return Err(ApiError::Forbidden(
-            "only the centre's specialists do this".into(),
-        ));
+    if action.by_centre() && !access.object.at_centre(&access.caller) {
+        return Err(access
+            .forbid(state, "only the centre's specialists do this")
+            .await);
     }
-    if !action.by_centre() && row.requester_id != caller.id {
-        return Err(ApiError::Forbidden("only the requester does this".into()));
+    if !action.by_centre() && access.object.requester_id != access.caller.id {
+        return Err(access.forbid(state, "only the requester does this").await);
     }
+    let record = access.audit();
+    let (row, caller) = (access.object, access.caller);
     if matches!(
         step,
         Move::Answer {
@@ -664,7 +670,6 @@ async fn transition(
     }
     let now = state.clock.now_naive();
     let public_url = state.settings.server.public_url.clone();
-    let (caller, info) = (caller.clone(), info.clone());
     state
         .db
         .write(move |conn| {
@@ -693,6 +698,11 @@ async fn transition(
                         .execute(conn)?;
                 }
                 Move::Answer { answer, proposal } => {
+                    if let (Some(plan), Some(patient)) = (&proposal, &row.patient_id) {
+                        let plan: PlanContent =
+                            serde_json::from_str(plan).map_err(ApiError::internal)?;
+                        check_references(conn, patient, &plan, now, "proposed_plan.")?;
+                    }
                     diesel::update(target)
                         .set((
                             consultations::accepted_at.eq(row.accepted_at.unwrap_or(now)),
@@ -747,7 +757,7 @@ async fn transition(
                         .execute(conn)?;
                 }
             }
-            audit::append(conn, &[record(&info, &caller, &row, Outcome::Allowed)], now)?;
+            audit::append(conn, &[record], now)?;
             let row = consultations::table
                 .find(&row.id)
                 .select(ConsultationRow::as_select())
@@ -775,13 +785,11 @@ macro_rules! consultation_route {
         #[doc = $doc]
         pub async fn $name(
             state: web::Data<AppState>,
-            caller: AuthUser,
-            info: RequestInfo,
-            id: web::Path<String>,
+            access: ConsultationAccess,
             Json($b): Json<$body>,
         ) -> Result<web::Json<ConsultationView>, ApiError> {
             let step = $step;
-            let view = transition(&state, &caller, &info, &id, step).await?;
+            let view = transition(&state, access, step).await?;
             state.outbox.wake();
             Ok(web::Json(view))
         }
@@ -876,17 +884,20 @@ consultation_route!(
 /// Applies the centre's proposed plan as a new care-plan version (the requester, prescriber on the team).
 pub async fn apply_proposal(
     state: web::Data<AppState>,
-    caller: AuthUser,
-    info: RequestInfo,
-    id: web::Path<String>,
+    access: ConsultationAccess,
     Json(body): Json<ApplyProposal>,
 ) -> Result<web::Json<ConsultationView>, ApiError> {
-    let row = party_to(&state, &caller, &info, &id).await?;
-    if row.requester_id != caller.id {
-        return Err(ApiError::Forbidden(
-            "only the requester applies the proposal".into(),
-        ));
+    if access.object.requester_id != access.caller.id {
+        return Err(access
+            .forbid(&state, "only the requester applies the proposal")
+            .await);
     }
+    let LinkedAccess {
+        object: row,
+        caller,
+        info,
+        ..
+    } = access;
     let (Some(patient_id), Some(proposal)) = (row.patient_id.clone(), row.proposal()?) else {
         return Err(ApiError::conflict(
             "id",
@@ -899,7 +910,7 @@ pub async fn apply_proposal(
             "the proposal has already been applied",
         ));
     }
-    authorize(
+    let (basis, _) = authorize(
         &state,
         &caller,
         &patient_id,
@@ -955,7 +966,7 @@ pub async fn apply_proposal(
                 current,
                 now,
             )?;
-            audit::append(conn, &[record(&info, &caller, &row, Outcome::Allowed)], now)?;
+            audit::append(conn, &[record(&info, &caller, &row, Some(basis))], now)?;
             let row = consultations::table
                 .find(&row.id)
                 .select(ConsultationRow::as_select())

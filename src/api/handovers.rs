@@ -8,16 +8,19 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::care_plans::{
-    NewVersion, PlanSource, current_version, current_version_row, prepare, store_version,
+    NewVersion, PlanSource, check_references, current_version, current_version_row, prepare,
+    store_version,
 };
-use super::extract::{Json, Query, path_id};
+use super::extract::{Json, Query};
 use super::idempotency::{self, IdempotencyKey};
-use super::scope::{PatientAccess, Read, RequestInfo, authorize};
+use super::scope::{
+    Linked, LinkedAccess, PatientAccess, Read, RequestInfo, authorize, named_prescriber, resolve,
+};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::models::{User, new_id};
+use crate::db::models::new_id;
 use crate::db::schema::handovers;
 use crate::db::schema::threads;
 use crate::domain::access::Permission;
@@ -128,6 +131,34 @@ pub struct HandoverRow {
     pub resulting_plan_version: Option<i32>,
     pub reminded_at: Option<NaiveDateTime>,
 }
+
+impl Linked for HandoverRow {
+    const RESOURCE: &'static str = "handover";
+
+    fn load(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
+        handovers::table
+            .find(id)
+            .select(Self::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn patient_id(&self) -> Option<&str> {
+        Some(&self.patient_id)
+    }
+
+    /// Its sender and its addressee.
+    fn is_party(&self, _: &mut DbConnection, caller: &AuthUser) -> QueryResult<bool> {
+        Ok(self.to_user_id == caller.id || self.from_user_id == caller.id)
+    }
+}
+
+/// A party to the handover `{id}` with a basis on its patient now.
+pub type HandoverAccess = LinkedAccess<HandoverRow, Read>;
 
 impl HandoverRow {
     fn status(&self) -> HandoverStatus {
@@ -251,11 +282,6 @@ pub async fn create_handover(
     let (Some(summary), Some(to_user_id), true) = (summary, to_user_id, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let addressee_ok = access
-        .relations
-        .members
-        .iter()
-        .any(|m| m.user_id == to_user_id);
     let now = state.clock.now_naive();
     let due = now + Duration::hours(i64::from(state.settings.handovers.acknowledge_due_h));
     let public_url = state.settings.server.public_url.clone();
@@ -263,14 +289,22 @@ pub async fn create_handover(
     let view = state
         .db
         .write(move |conn| {
-            let gp =
-                User::find(conn, &to_user_id)?.filter(|u| u.active && u.role == Role::Gp.as_str());
-            if gp.is_none() || !addressee_ok {
+            let gp = named_prescriber(conn, &access.patient_id, &to_user_id, now.and_utc())?
+                .filter(|u| u.role == Role::Gp.as_str());
+            if gp.is_none() {
                 return Err(ApiError::invalid(
                     "to_user_id",
-                    "not a GP on this patient's care team",
+                    "not an active GP with a team basis on this patient (on the care team, \
+                     and the patient's consent covers their organisation)",
                 ));
             }
+            check_references(
+                conn,
+                &access.patient_id,
+                &body.proposed_plan,
+                now,
+                "proposed_plan.",
+            )?;
             let row = HandoverRow {
                 id: new_id(),
                 patient_id: access.patient_id.clone(),
@@ -356,7 +390,8 @@ text_enum! {
         (status = 401, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-/// The caller's handovers, received or sent (every one listed is audited).
+/// The caller's handovers, received or sent, about patients they have a
+/// basis on now (every one listed is audited).
 pub async fn list_handovers(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -364,9 +399,9 @@ pub async fn list_handovers(
     Query(filter): Query<HandoverFilter>,
 ) -> Result<web::Json<Page<HandoverView>>, ApiError> {
     let limit = page_limit(filter.limit)?;
-    let now = state.clock.now_naive();
-    let me = caller.id.clone();
-    let page = state
+    let now = state.clock.now();
+    let who = caller.clone();
+    let (page, bases) = state
         .db
         .read(move |conn| {
             let mut query = handovers::table
@@ -375,8 +410,8 @@ pub async fn list_handovers(
                 .limit(limit + 1)
                 .into_boxed();
             query = match filter.r#box.unwrap_or(HandoverBox::Inbox) {
-                HandoverBox::Inbox => query.filter(handovers::to_user_id.eq(me)),
-                HandoverBox::Outbox => query.filter(handovers::from_user_id.eq(me)),
+                HandoverBox::Inbox => query.filter(handovers::to_user_id.eq(who.id.clone())),
+                HandoverBox::Outbox => query.filter(handovers::from_user_id.eq(who.id.clone())),
             };
             if let Some(status) = filter.status {
                 query = query.filter(handovers::status.eq(status.as_str()));
@@ -386,25 +421,35 @@ pub async fn list_handovers(
             }
             let rows = Page::from_rows(query.load::<HandoverRow>(conn)?, limit, |r| r.id.clone());
             let mut items = Vec::with_capacity(rows.items.len());
+            let mut bases = Vec::with_capacity(rows.items.len());
             for row in rows.items {
-                items.push(view(conn, row, now)?);
+                // Being its party is not enough: a basis on the patient, now.
+                let Some((basis, _)) = resolve(conn, &who, &row.patient_id, now)? else {
+                    continue;
+                };
+                bases.push(basis);
+                items.push(view(conn, row, now.naive_utc())?);
             }
-            Ok(Page {
-                items,
-                next_cursor: rows.next_cursor,
-            })
+            Ok((
+                Page {
+                    items,
+                    next_cursor: rows.next_cursor,
+                },
+                bases,
+            ))
         })
         .await?;
     let records = page
         .items
         .iter()
-        .map(|h| {
+        .zip(bases)
+        .map(|(h, basis)| {
             info.record(
                 &caller,
                 "handover",
                 Some(&h.id),
                 Some(&h.patient_id),
-                None,
+                Some(basis),
                 Outcome::Allowed,
             )
         })
@@ -413,71 +458,21 @@ pub async fn list_handovers(
     Ok(web::Json(page))
 }
 
-/// Loads a handover the caller is party to; 404 otherwise (audited).
-async fn party_to(
-    state: &AppState,
-    caller: &AuthUser,
-    info: &RequestInfo,
-    raw_id: &str,
-) -> Result<HandoverRow, ApiError> {
-    let id = path_id(raw_id, "id")?;
-    let row = {
-        let id = id.clone();
-        state
-            .db
-            .read(move |conn| {
-                Ok(handovers::table
-                    .find(&id)
-                    .select(HandoverRow::as_select())
-                    .first(conn)
-                    .optional()?)
-            })
-            .await?
-    };
-    match row {
-        Some(row) if row.to_user_id == caller.id || row.from_user_id == caller.id => Ok(row),
-        other => {
-            let patient = other.map(|r| r.patient_id);
-            let record = info.record(
-                caller,
-                "handover",
-                Some(&id),
-                patient.as_deref(),
-                None,
-                Outcome::Denied,
-            );
-            state.audit.record(record).await?;
-            Err(ApiError::NotFound("no such handover".into()))
-        }
-    }
-}
-
 #[utoipa::path(get, path = "/api/v1/handovers/{id}", tag = "handovers",
     params(("id" = uuid::Uuid, Path, description = "Handover id")),
     responses(
         (status = 200, description = "With the diff against the current plan", body = HandoverView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown, or not its sender or addressee", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, not its sender or addressee, or no basis on its patient now", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-/// One handover (its sender and addressee).
+/// One handover (its sender and addressee, while they have a basis on the patient).
 pub async fn get_handover(
     state: web::Data<AppState>,
-    caller: AuthUser,
-    info: RequestInfo,
-    id: web::Path<String>,
+    access: HandoverAccess,
 ) -> Result<web::Json<HandoverView>, ApiError> {
-    let row = party_to(&state, &caller, &info, &id).await?;
-    let record = info.record(
-        &caller,
-        "handover",
-        Some(&row.id),
-        Some(&row.patient_id),
-        None,
-        Outcome::Allowed,
-    );
-    state.audit.record(record).await?;
+    let row = access.object;
     let now = state.clock.now_naive();
     Ok(web::Json(
         state.db.read(move |conn| view(conn, row, now)).await?,
@@ -487,18 +482,26 @@ pub async fn get_handover(
 /// Applies a move of the state machine, as the addressee, in one transaction.
 async fn decide(
     state: &AppState,
-    caller: &AuthUser,
-    info: &RequestInfo,
-    raw_id: &str,
+    access: HandoverAccess,
     action: HandoverAction,
     reconcile: Option<Reconcile>,
 ) -> Result<HandoverView, ApiError> {
-    let row = party_to(state, caller, info, raw_id).await?;
-    if row.to_user_id != caller.id {
-        return Err(ApiError::Forbidden(
-            "only the addressee acknowledges or reconciles a handover".into(),
-        ));
+    if access.object.to_user_id != access.caller.id {
+        return Err(access
+            .forbid(
+                state,
+                "only the addressee acknowledges or reconciles a handover",
+            )
+            .await);
     }
+    let record = access.audit();
+    let LinkedAccess {
+        object: row,
+        caller,
+        info,
+        ..
+    } = access;
+    let (caller, info) = (&caller, &info);
     let now = state.clock.now_naive();
     let public_url = state.settings.server.public_url.clone();
     // A new plan version needs the right to write the plan.
@@ -555,7 +558,6 @@ async fn decide(
         }
     }
     let caller = caller.clone();
-    let info = info.clone();
     state
         .db
         .write(move |conn| {
@@ -622,14 +624,6 @@ async fn decide(
                 };
                 notify(conn, &row.from_user_id, kind, &subject, &public_url, now)?;
             }
-            let record = info.record(
-                &caller,
-                "handover",
-                Some(&row.id),
-                Some(&row.patient_id),
-                None,
-                Outcome::Allowed,
-            );
             audit::append(conn, &[record], now)?;
             let row = handovers::table
                 .find(&row.id)
@@ -654,19 +648,9 @@ async fn decide(
 /// Acknowledges receipt of a handover (its addressee).
 pub async fn acknowledge_handover(
     state: web::Data<AppState>,
-    caller: AuthUser,
-    info: RequestInfo,
-    id: web::Path<String>,
+    access: HandoverAccess,
 ) -> Result<web::Json<HandoverView>, ApiError> {
-    let view = decide(
-        &state,
-        &caller,
-        &info,
-        &id,
-        HandoverAction::Acknowledge,
-        None,
-    )
-    .await?;
+    let view = decide(&state, access, HandoverAction::Acknowledge, None).await?;
     Ok(web::Json(view))
 }
 
@@ -687,9 +671,7 @@ pub async fn acknowledge_handover(
 /// Accepts, amends or rejects a handover (its addressee).
 pub async fn reconcile_handover(
     state: web::Data<AppState>,
-    caller: AuthUser,
-    info: RequestInfo,
-    id: web::Path<String>,
+    access: HandoverAccess,
     Json(body): Json<Reconcile>,
 ) -> Result<web::Json<HandoverView>, ApiError> {
     let action = if body.decision == Decision::Reject {
@@ -697,7 +679,7 @@ pub async fn reconcile_handover(
     } else {
         HandoverAction::Reconcile
     };
-    let view = decide(&state, &caller, &info, &id, action, Some(body)).await?;
+    let view = decide(&state, access, action, Some(body)).await?;
     state.outbox.wake();
     Ok(web::Json(view))
 }

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Query, path_id};
+use super::scope::resolve;
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
+use crate::db::DbConnection;
 use crate::db::schema::notifications;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::NotificationKind;
@@ -47,6 +49,28 @@ type Row = (
     Option<NaiveDateTime>,
 );
 
+/// Whether the caller may see a notification of theirs now: one about a
+/// patient needs a basis on the patient (the one door), except the decision
+/// on the caller's own access request, which they asked for without one.
+fn visible(
+    conn: &mut DbConnection,
+    caller: &AuthUser,
+    kind: &str,
+    patient_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> QueryResult<bool> {
+    let Some(patient_id) = patient_id else {
+        return Ok(true);
+    };
+    if matches!(
+        NotificationKind::parse(kind),
+        Some(NotificationKind::AccessRequestApproved | NotificationKind::AccessRequestDenied)
+    ) {
+        return Ok(true);
+    }
+    Ok(resolve(conn, caller, patient_id, now)?.is_some())
+}
+
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
     params(NotificationFilter),
     responses(
@@ -62,11 +86,12 @@ pub async fn list_notifications(
     Query(filter): Query<NotificationFilter>,
 ) -> Result<web::Json<Page<NotificationView>>, ApiError> {
     let limit = page_limit(filter.limit)?;
+    let now = state.clock.now();
     let page = state
         .db
         .read(move |conn| {
             let mut query = notifications::table
-                .filter(notifications::user_id.eq(caller.id))
+                .filter(notifications::user_id.eq(caller.id.clone()))
                 .order(notifications::id.desc())
                 .limit(limit + 1)
                 .select((
@@ -85,8 +110,17 @@ pub async fn list_notifications(
             if let Some(cursor) = filter.cursor {
                 query = query.filter(notifications::id.lt(cursor));
             }
-            let rows: Vec<Row> = query.load(conn)?;
-            Ok(Page::from_rows(rows, limit, |r| r.0.clone()))
+            let rows = Page::from_rows(query.load::<Row>(conn)?, limit, |r| r.0.clone());
+            let mut items = Vec::with_capacity(rows.items.len());
+            for row in rows.items {
+                if visible(conn, &caller, &row.1, row.4.as_deref(), now)? {
+                    items.push(row);
+                }
+            }
+            Ok(Page {
+                items,
+                next_cursor: rows.next_cursor,
+            })
         })
         .await?;
     Ok(web::Json(page.map(
@@ -120,24 +154,33 @@ pub async fn read_notification(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id, "id")?;
-    let now = state.clock.now_naive();
+    let now = state.clock.now();
     state
         .db
         .write(move |conn| {
             let mine = notifications::table
                 .find(&id)
                 .filter(notifications::user_id.eq(&caller.id));
-            let read_at: Option<Option<NaiveDateTime>> =
-                mine.select(notifications::read_at).first(conn).optional()?;
-            match read_at {
-                None => Err(ApiError::NotFound("no such notification".into())),
-                Some(Some(_)) => Ok(()),
-                Some(None) => {
-                    diesel::update(mine)
-                        .set(notifications::read_at.eq(now))
-                        .execute(conn)?;
+            let found: Option<(String, Option<String>, Option<NaiveDateTime>)> = mine
+                .select((
+                    notifications::kind,
+                    notifications::patient_id,
+                    notifications::read_at,
+                ))
+                .first(conn)
+                .optional()?;
+            match found {
+                Some((kind, patient, read_at))
+                    if visible(conn, &caller, &kind, patient.as_deref(), now)? =>
+                {
+                    if read_at.is_none() {
+                        diesel::update(mine)
+                            .set(notifications::read_at.eq(now.naive_utc()))
+                            .execute(conn)?;
+                    }
                     Ok(())
                 }
+                _ => Err(ApiError::NotFound("no such notification".into())),
             }
         })
         .await?;

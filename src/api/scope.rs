@@ -21,9 +21,11 @@ use super::extract::path_id;
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
+use crate::db::models::User;
 use crate::domain::access::{
     self, Basis, Caller, ConsentStatus, Member, Permission, Relations, TeamRole,
 };
+use crate::domain::role::Role;
 use crate::error::ApiError;
 use crate::startup::{AppState, RequestId};
 
@@ -70,8 +72,10 @@ struct RelationRow {
 /// - `p`: the patient exists; `a` = the latest consent decision, `t` = the
 ///   latest expiry of the caller's live emergency grants;
 /// - `m`: an active team member; `a` = user, `b` = organisation, `c` = team role;
-/// - `x`: a centre (`a`) with an open consultation about the patient (once
-///   per consultation: no DISTINCT, which would cost a temporary b-tree).
+/// - `x`: a centre (`a`) with an open consultation about the patient whose
+///   basis has not lapsed (`basis_until`, consultations.basis_max_days after
+///   submission); once per consultation: no DISTINCT, which would cost a
+///   temporary b-tree.
 ///
 /// `{p}` is bound to the patient, `{c}` to the caller, `{n}` to now. The
 /// statuses are those of [`is_open`](crate::domain::workflow::ConsultationStatus::is_open) (unit-tested).
@@ -91,7 +95,7 @@ const RELATIONS_SQL: &str = "\
     SELECT 'x', k.centre_id, CAST(NULL AS TEXT), CAST(NULL AS TEXT), \
         CAST(NULL AS TIMESTAMP) \
     FROM consultations k WHERE k.patient_id = {p} \
-      AND k.status IN ('submitted', 'accepted', 'answered')";
+      AND k.status IN ('submitted', 'accepted', 'answered') AND k.basis_until > {n}";
 
 /// [`RELATIONS_SQL`] with its parameters: a query with a static id, so both
 /// backends prepare it once per connection (`diesel::sql_query` never caches).
@@ -200,6 +204,48 @@ pub fn resolve(
         organization_id: caller.organization_id.as_deref(),
     };
     Ok(access::basis(who, &relations, now).map(|b| (b, relations)))
+}
+
+/// The basis of the user `user_id` (not the caller: someone a record names
+/// or a message reaches) on a patient now, with the user; `None` when they
+/// have none, are inactive or unknown.
+pub fn basis_of(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    user_id: &str,
+    now: chrono::DateTime<Utc>,
+) -> QueryResult<Option<(User, Basis)>> {
+    let Some(user) = User::find(conn, user_id)?.filter(|u| u.active) else {
+        return Ok(None);
+    };
+    let Some(role) = Role::parse(&user.role) else {
+        return Ok(None);
+    };
+    let Some(relations) = load_relations(conn, patient_id, user_id, now.naive_utc())? else {
+        return Ok(None);
+    };
+    let who = Caller {
+        user_id,
+        role,
+        organization_id: user.organization_id.as_deref(),
+    };
+    Ok(access::basis(who, &relations, now).map(|basis| (user, basis)))
+}
+
+/// The user `user_id` if they may be named on the patient's records (a plan
+/// line's prescriber, a handover's addressee): an active prescriber with a
+/// team basis on the patient now (§5: every person a record names has a basis).
+pub fn named_prescriber(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    user_id: &str,
+    now: chrono::DateTime<Utc>,
+) -> QueryResult<Option<User>> {
+    Ok(basis_of(conn, patient_id, user_id, now)?
+        .filter(|(user, basis)| {
+            *basis == Basis::Team && Role::parse(&user.role).is_some_and(Role::is_prescriber)
+        })
+        .map(|(user, _)| user))
 }
 
 /// What the audit trail needs to know of the request being served.
@@ -312,7 +358,7 @@ impl<N: Need> PatientAccess<N> {
 }
 
 /// Checks `permission` on `patient_id` for `caller`, auditing the attempt
-/// (a read's allowed row too, when `audit_allowed`).
+/// (a read's allowed row too, when `audit_allowed`) as a request on the patient.
 pub async fn authorize(
     state: &AppState,
     caller: &AuthUser,
@@ -320,6 +366,39 @@ pub async fn authorize(
     permission: Permission,
     info: &RequestInfo,
     audit_allowed: bool,
+) -> Result<(Basis, Relations), ApiError> {
+    let resource = Resource {
+        kind: "patient",
+        id: patient_id,
+    };
+    authorize_as(
+        state,
+        caller,
+        patient_id,
+        permission,
+        info,
+        audit_allowed,
+        resource,
+    )
+    .await
+}
+
+/// What an audit row is about: a resource type and its id.
+#[derive(Debug, Clone, Copy)]
+pub struct Resource<'a> {
+    pub kind: &'a str,
+    pub id: &'a str,
+}
+
+/// [`authorize`], audited as a request on `resource` (which belongs to the patient).
+async fn authorize_as(
+    state: &AppState,
+    caller: &AuthUser,
+    patient_id: &str,
+    permission: Permission,
+    info: &RequestInfo,
+    audit_allowed: bool,
+    resource: Resource<'_>,
 ) -> Result<(Basis, Relations), ApiError> {
     let now = state.clock.now();
     let relations = {
@@ -344,23 +423,26 @@ pub async fn authorize(
     let basis = relations.as_ref().and_then(|r| access::basis(who, r, now));
     // A denial names the patient when it exists, so its trail shows who tried.
     let known = relations.is_some().then_some(patient_id);
-    let deny = |basis: Option<Basis>| {
+    let record = |basis: Option<Basis>, outcome: Outcome| {
         info.record(
             caller,
-            "patient",
-            Some(patient_id),
+            resource.kind,
+            Some(resource.id),
             known,
             basis,
-            Outcome::Denied,
+            outcome,
         )
     };
     match (basis, relations) {
         (None, _) | (_, None) => {
-            state.audit.record(deny(None)).await?;
-            Err(ApiError::NotFound("no such patient".into()))
+            state.audit.record(record(None, Outcome::Denied)).await?;
+            Err(ApiError::NotFound(format!("no such {}", resource.kind)))
         }
         (Some(basis), Some(_)) if !access::allows(basis, caller.role, permission) => {
-            state.audit.record(deny(Some(basis))).await?;
+            state
+                .audit
+                .record(record(Some(basis), Outcome::Denied))
+                .await?;
             Err(ApiError::Forbidden(format!(
                 "your access to this patient ({basis}) does not allow this"
             )))
@@ -369,18 +451,177 @@ pub async fn authorize(
             if audit_allowed {
                 state
                     .audit
-                    .record(info.record(
-                        caller,
-                        "patient",
-                        Some(patient_id),
-                        Some(patient_id),
-                        Some(basis),
-                        Outcome::Allowed,
-                    ))
+                    .record(record(Some(basis), Outcome::Allowed))
                     .await?;
             }
             Ok((basis, relations))
         }
+    }
+}
+
+/// Something that belongs to a patient, or to none (a handover, a
+/// consultation, a thread), and has parties: its sender, addressee,
+/// requester, centre. Reaching it takes both: being a party, and a basis on
+/// its patient now (§5, the one door).
+pub trait Linked: Sized + Send + 'static {
+    /// Its resource type in the audit trail and in a 404's detail.
+    const RESOURCE: &'static str;
+    /// The object with this id, if any.
+    fn load(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>>;
+    fn id(&self) -> &str;
+    /// The patient it belongs to, if any.
+    fn patient_id(&self) -> Option<&str>;
+    /// Whether `caller` is one of its parties (an extra condition, never a
+    /// substitute for the basis).
+    fn is_party(&self, conn: &mut DbConnection, caller: &AuthUser) -> QueryResult<bool>;
+}
+
+/// The gate of a patient-linked object: 404 (audited) unless the caller is a
+/// party and, when it belongs to a patient, has a basis on the patient now
+/// that permits `permission` (403 when the basis is too weak). A read's
+/// allowed row is audited when `audit_allowed`, with the basis resolved.
+#[allow(clippy::too_many_arguments)]
+pub async fn authorize_linked(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    resource: Resource<'_>,
+    patient_id: Option<&str>,
+    is_party: bool,
+    permission: Permission,
+    audit_allowed: bool,
+) -> Result<(Option<Basis>, Option<Relations>), ApiError> {
+    let record = |outcome: Outcome| {
+        info.record(
+            caller,
+            resource.kind,
+            Some(resource.id),
+            patient_id,
+            None,
+            outcome,
+        )
+    };
+    if !is_party {
+        state.audit.record(record(Outcome::Denied)).await?;
+        return Err(ApiError::NotFound(format!("no such {}", resource.kind)));
+    }
+    let Some(patient_id) = patient_id else {
+        if audit_allowed {
+            state.audit.record(record(Outcome::Allowed)).await?;
+        }
+        return Ok((None, None));
+    };
+    let (basis, relations) = authorize_as(
+        state,
+        caller,
+        patient_id,
+        permission,
+        info,
+        audit_allowed,
+        resource,
+    )
+    .await?;
+    Ok((Some(basis), Some(relations)))
+}
+
+/// A caller who may reach the patient-linked object `{id}` with `N`: a party
+/// to it with a basis on its patient now (see [`authorize_linked`]). Reads
+/// are audited before the handler runs; writes append [`LinkedAccess::audit`]
+/// in their transaction.
+pub struct LinkedAccess<O: Linked, N: Need> {
+    pub object: O,
+    pub caller: AuthUser,
+    /// The caller's basis on the object's patient (`None`: it has no patient).
+    pub basis: Option<Basis>,
+    pub relations: Option<Relations>,
+    pub info: RequestInfo,
+    _need: PhantomData<N>,
+}
+
+impl<O: Linked, N: Need> LinkedAccess<O, N> {
+    /// The audit record of this (allowed) request on the object.
+    pub fn audit(&self) -> AuditRecord {
+        self.info.record(
+            &self.caller,
+            O::RESOURCE,
+            Some(self.object.id()),
+            self.object.patient_id(),
+            self.basis,
+            Outcome::Allowed,
+        )
+    }
+
+    /// Audits a refusal decided in the handler (a rule finer than the
+    /// permission, such as "only the addressee") and returns the 403.
+    pub async fn forbid(&self, state: &AppState, message: &str) -> ApiError {
+        let record = AuditRecord {
+            outcome: Outcome::Denied,
+            ..self.audit()
+        };
+        match state.audit.record(record).await {
+            Ok(()) => ApiError::Forbidden(message.to_owned()),
+            Err(err) => err,
+        }
+    }
+}
+
+impl<O: Linked, N: Need + 'static> FromRequest for LinkedAccess<O, N> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let user = AuthUser::from_request(req, payload);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let raw_id = req.match_info().get("id").map(str::to_owned);
+        let info = RequestInfo::of(req);
+        let is_read = req.method() == Method::GET;
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            let caller = user.await?;
+            let id = path_id(raw_id.as_deref().unwrap_or_default(), "id")?;
+            let found = {
+                let (id, who) = (id.clone(), caller.clone());
+                state
+                    .db
+                    .read(move |conn| {
+                        let Some(object) = O::load(conn, &id)? else {
+                            return Ok(None);
+                        };
+                        let party = object.is_party(conn, &who)?;
+                        Ok(Some((object, party)))
+                    })
+                    .await?
+            };
+            let Some((object, party)) = found else {
+                let denied =
+                    info.record(&caller, O::RESOURCE, Some(&id), None, None, Outcome::Denied);
+                state.audit.record(denied).await?;
+                return Err(ApiError::NotFound(format!("no such {}", O::RESOURCE)));
+            };
+            let resource = Resource {
+                kind: O::RESOURCE,
+                id: object.id(),
+            };
+            let (basis, relations) = authorize_linked(
+                &state,
+                &caller,
+                &info,
+                resource,
+                object.patient_id(),
+                party,
+                N::PERMISSION,
+                is_read,
+            )
+            .await?;
+            Ok(Self {
+                object,
+                caller,
+                basis,
+                relations,
+                info,
+                _need: PhantomData,
+            })
+        })
     }
 }
 
@@ -436,6 +677,6 @@ mod tests {
             .map(|(at, _)| &RELATIONS_SQL[at..at + 3])
             .collect();
         assert!(markers.iter().all(|m| ["{p}", "{c}", "{n}"].contains(m)));
-        assert_eq!(markers.iter().filter(|m| **m == "{n}").count(), 1);
+        assert_eq!(markers.iter().filter(|m| **m == "{n}").count(), 2);
     }
 }

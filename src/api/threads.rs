@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query, path_id};
 use super::idempotency::{self, Claim, IdempotencyKey};
-use super::scope::{RequestInfo, authorize, resolve};
+use super::scope::{RequestInfo, Resource, authorize_linked, resolve};
 use super::{Page, page_limit};
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
@@ -87,52 +87,47 @@ impl FromRequest for ThreadAccess {
                     .read(move |conn| Ok(Thread::find(conn, &id)?))
                     .await?
             };
-            let deny = |patient: Option<&str>| {
-                info.record(
+            let Some(thread) = thread else {
+                let denied = info.record(
                     &caller,
                     "thread",
                     Some(&thread_id),
-                    patient,
+                    None,
                     None,
                     Outcome::Denied,
-                )
-            };
-            let Some(thread) = thread else {
-                state.audit.record(deny(None)).await?;
+                );
+                state.audit.record(denied).await?;
                 return Err(no_such_thread());
             };
-            let (patient_id, basis, relations) = match SubjectType::parse(&thread.subject_type) {
-                Some(SubjectType::Patient) => {
-                    let Some(patient_id) = thread.patient_id.clone() else {
-                        return Err(no_such_thread());
-                    };
-                    // The participants are those with a basis on the patient, now.
-                    let (basis, relations) =
-                        authorize(&state, &caller, &patient_id, Permission::Read, &info, false)
-                            .await
-                            .map_err(|err| match err {
-                                ApiError::NotFound(_) => no_such_thread(),
-                                other => other,
-                            })?;
-                    (Some(patient_id), Some(basis), Some(relations))
-                }
-                // Consultation and handover threads: their parties, now.
+            // Patient threads: those with a basis on the patient. Consultation
+            // and handover threads: their parties, with a basis on the
+            // patient too when there is one (the one door).
+            let party = match SubjectType::parse(&thread.subject_type) {
+                Some(SubjectType::Patient) => thread.patient_id.is_some(),
                 _ => {
                     let (t, who) = (thread.clone(), caller.clone());
-                    let party = state
+                    state
                         .db
                         .read(move |conn| Ok(party_to_subject(conn, &t, &who)?))
-                        .await?;
-                    if !party {
-                        state
-                            .audit
-                            .record(deny(thread.patient_id.as_deref()))
-                            .await?;
-                        return Err(no_such_thread());
-                    }
-                    (thread.patient_id.clone(), None, None)
+                        .await?
                 }
             };
+            let resource = Resource {
+                kind: "thread",
+                id: &thread.id,
+            };
+            let (basis, relations) = authorize_linked(
+                &state,
+                &caller,
+                &info,
+                resource,
+                thread.patient_id.as_deref(),
+                party,
+                Permission::Read,
+                false,
+            )
+            .await?;
+            let patient_id = thread.patient_id.clone();
             let access = Self {
                 thread,
                 patient_id,
@@ -268,7 +263,7 @@ pub async fn list_threads(
                     // A patient thread needs a basis; a consultation or handover
                     // thread was selected among the caller's own, and names the
                     // patient only to those who may see them.
-                    if kind == SubjectType::Patient && basis.is_none() {
+                    if thread.patient_id.is_some() && basis.is_none() {
                         continue;
                     }
                     let unread_count = unread_count(conn, &thread.id, &caller.id)?;

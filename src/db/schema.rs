@@ -281,6 +281,7 @@ diesel::table! {
         cancelled_at -> Nullable<Timestamp>,
         escalated_at -> Nullable<Timestamp>,
         applied_plan_version -> Nullable<Integer>,
+        basis_until -> Nullable<Timestamp>,
     }
 }
 

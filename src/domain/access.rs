@@ -92,10 +92,13 @@ pub fn basis(caller: Caller<'_>, relations: &Relations, now: DateTime<Utc>) -> O
     if on_team && relations.sharing_allowed_with(caller.organization_id) {
         return Some(Basis::Team);
     }
+    // A centre's specialists, while a consultation about the patient is open
+    // there, under the consent rule like any member of another organisation.
     if caller.role == Role::Specialist
         && caller
             .organization_id
             .is_some_and(|org| relations.consultation_centres.iter().any(|c| c == org))
+        && relations.sharing_allowed_with(caller.organization_id)
     {
         return Some(Basis::Consultation);
     }
@@ -118,6 +121,9 @@ pub enum Permission {
     ManageTeam,
     /// Read the patient's audit trail.
     ReadAudit,
+    /// Attach the patient to a consultation, name someone on the patient's
+    /// records: a team basis, whatever the role (never emergency or consultation).
+    Refer,
 }
 
 /// Whether `basis` lets a user of `role` do `permission`.
@@ -128,6 +134,7 @@ pub fn allows(basis: Basis, role: Role, permission: Permission) -> bool {
         Permission::WritePlan | Permission::ManageTeam | Permission::ReadAudit => {
             basis == Basis::Team && role.is_prescriber()
         }
+        Permission::Refer => basis == Basis::Team,
     }
 }
 
@@ -223,7 +230,7 @@ mod tests {
 
     #[test]
     fn consultation_basis_is_for_the_centre_specialists() {
-        let mut rel = relations(None);
+        let mut rel = relations(Some(ConsentStatus::Granted));
         rel.consultation_centres = vec!["centre".into()];
         let now = Utc::now();
         assert_eq!(
@@ -235,6 +242,43 @@ mod tests {
             basis(caller("s", Role::Specialist, "elsewhere"), &rel, now),
             None
         );
+    }
+
+    #[test]
+    fn consultation_basis_obeys_consent() {
+        let now = Utc::now();
+        for (consent, expected) in [
+            (None, None),
+            (Some(ConsentStatus::Refused), None),
+            (Some(ConsentStatus::Withdrawn), None),
+            (Some(ConsentStatus::Granted), Some(Basis::Consultation)),
+        ] {
+            let mut rel = relations(consent);
+            rel.consultation_centres = vec!["centre".into()];
+            assert_eq!(
+                basis(caller("s", Role::Specialist, "centre"), &rel, now),
+                expected,
+                "consent {consent:?}"
+            );
+        }
+        // A centre that is the referent's own organisation needs no consent.
+        let mut rel = relations(Some(ConsentStatus::Withdrawn));
+        rel.consultation_centres = vec![REFERENT_ORG.into()];
+        assert_eq!(
+            basis(caller("s", Role::Specialist, REFERENT_ORG), &rel, now),
+            Some(Basis::Consultation)
+        );
+    }
+
+    #[test]
+    fn only_a_team_basis_refers() {
+        assert!(allows(Basis::Team, Role::Nurse, Permission::Refer));
+        assert!(!allows(Basis::Emergency, Role::Gp, Permission::Refer));
+        assert!(!allows(
+            Basis::Consultation,
+            Role::Specialist,
+            Permission::Refer
+        ));
     }
 
     #[test]

@@ -450,12 +450,13 @@ async fn consultation_from_request_to_close() {
     )
     .await
     .problem(404);
+    // So does it to the consultation itself: it belongs to the patient.
     app.get(
         &format!("/api/v1/consultations/{id}"),
         &net.specialist.token,
     )
     .await
-    .expect(200);
+    .problem(404);
 
     // Metrics of the centre.
     let metrics = app

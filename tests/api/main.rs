@@ -14,5 +14,6 @@ mod matrix;
 mod messaging;
 mod migrations;
 mod network;
+mod one_door;
 mod openapi;
 mod patients;

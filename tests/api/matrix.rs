@@ -266,7 +266,7 @@ const TABLE: &[Case] = &[
     case("get", "/api/v1/handovers/{id}",                           [401, 404, 200, 200, 404, 404, 404, 404], false),
     case("post", "/api/v1/handovers/{id}/acknowledge",              [401, 404, 200, 403, 404, 404, 404, 404], false),
     case("post", "/api/v1/handovers/{id}/reconcile",                [401, 404, 200, 403, 404, 404, 404, 404], false),
-    case("post", "/api/v1/consultations",                           [401, 403, 201, 201, 201, 201, 201, 201], false),
+    case("post", "/api/v1/consultations",                           [401, 403, 201, 201, 201, 201, 201, 422], false),
     case("get", "/api/v1/consultations",                            [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("get", "/api/v1/consultations/{id}",                       [401, 404, 200, 404, 404, 404, 404, 200], false),
     case("post", "/api/v1/consultations/{id}/accept",               [401, 404, 403, 404, 404, 404, 404, 200], false),
@@ -492,6 +492,379 @@ async fn authorisation_matrix() {
                         case.method, case.path
                     ));
                 }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatch(es):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A caller whose basis on the patient has ended, each in a scene of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The hospital doctor (other organisation, on the team, sender of the
+    /// handover) after the patient withdrew consent.
+    ConsentWithdrawn,
+    /// The same hospital doctor, removed from the team (consent granted).
+    RemovedFromTeam,
+    /// The nurse whose emergency grant expired.
+    EmergencyExpired,
+    /// The pain specialist whose consultation about the patient was closed.
+    ConsultationClosed,
+}
+
+const ENDED: [Ended; 4] = [
+    Ended::ConsentWithdrawn,
+    Ended::RemovedFromTeam,
+    Ended::EmergencyExpired,
+    Ended::ConsultationClosed,
+];
+
+/// What the caller could reach before their basis ended.
+struct EndedScene {
+    patient: String,
+    handover: String,
+    consultation: String,
+    /// The thread the caller wrote in: the handover's (hospital doctor), the
+    /// consultation's (specialist), the patient's (nurse).
+    thread: String,
+    message: String,
+    access_request: String,
+    /// One of the caller's own notifications about the patient.
+    notification: String,
+}
+
+fn str_of(body: &Value, key: &str) -> String {
+    body[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} in {body}"))
+        .to_owned()
+}
+
+fn caller_of(net: &Network, ended: Ended) -> &Session {
+    match ended {
+        Ended::ConsentWithdrawn | Ended::RemovedFromTeam => &net.hospital,
+        Ended::EmergencyExpired => &net.nurse,
+        Ended::ConsultationClosed => &net.specialist,
+    }
+}
+
+/// Builds the scene in which `ended`'s caller has a basis and uses it.
+async fn ended_scene(app: &TestApp, net: &Network, ended: Ended) -> EndedScene {
+    let patient = create_patient(app, &net.gp, Some(&random_ins())).await;
+    set_consent(app, &net.gp, &patient, "granted").await;
+    add_member(app, &net.gp, &patient, &net.hospital).await;
+    add_member(app, &net.gp, &patient, &net.pharmacist).await;
+    let plan = crate::care_plans::design_plan(None);
+    let put = format!("/api/v1/patients/{patient}/care-plan");
+    app.request(Method::PUT, &put, Some(&net.gp.token), Some(&plan))
+        .await
+        .expect(201);
+    let mut proposed = plan.clone();
+    proposed.as_object_mut().unwrap().remove("change_summary");
+    let handover = app
+        .post(
+            &format!("/api/v1/patients/{patient}/handovers"),
+            &net.hospital.token,
+            json!({"to_user_id": net.gp.id, "summary": "Sortie", "discharge_date": "2026-11-24", "proposed_plan": proposed}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let consultation = app
+        .post(
+            "/api/v1/consultations",
+            &net.gp.token,
+            json!({"centre_id": net.pain_centre, "patient_id": patient, "priority": "urgent", "question": "Quel palier ?"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let consultation_id = str_of(&consultation, "id");
+    app.post(
+        &format!("/api/v1/consultations/{consultation_id}/accept"),
+        &net.specialist.token,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    app.post(
+        &format!("/api/v1/patients/{patient}/emergency-access"),
+        &net.nurse.token,
+        json!({"reason": "Appel du centre 15 la nuit"}),
+    )
+    .await
+    .expect(201);
+    let access_request = app
+        .post(
+            &format!("/api/v1/patients/{patient}/access-requests"),
+            &net.addiction.token,
+            json!({"reason": "Avis du CSAPA demandé"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let patient_thread = app
+        .get(&format!("/api/v1/patients/{patient}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    let patient_thread = str_of(&patient_thread, "thread_id");
+    let thread = match ended {
+        Ended::ConsentWithdrawn | Ended::RemovedFromTeam => str_of(&handover, "thread_id"),
+        Ended::EmergencyExpired => patient_thread.clone(),
+        Ended::ConsultationClosed => str_of(&consultation, "thread_id"),
+    };
+    let caller = caller_of(net, ended);
+    let message = app
+        .post(
+            &format!("/api/v1/threads/{thread}/messages"),
+            &caller.token,
+            json!({"body": "Je regarde le plan ce soir."}),
+        )
+        .await
+        .expect(201)
+        .body;
+    // The GP answers on the patient's thread: the nurse is told in the app.
+    app.post(
+        &format!("/api/v1/threads/{patient_thread}/messages"),
+        &net.gp.token,
+        json!({"body": "Merci, rappel demain matin."}),
+    )
+    .await
+    .expect(201);
+    let notes = app
+        .get("/api/v1/notifications?limit=200", &caller.token)
+        .await
+        .expect(200)
+        .body;
+    let notification = notes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["patient_id"] == json!(patient))
+        .map(|n| str_of(n, "id"))
+        .unwrap_or_else(|| panic!("{ended:?}: no notification about the patient in {notes}"));
+    EndedScene {
+        handover: str_of(&handover, "id"),
+        consultation: consultation_id,
+        thread,
+        message: str_of(&message, "id"),
+        access_request: str_of(&access_request, "id"),
+        notification,
+        patient,
+    }
+}
+
+/// Ends the basis of `ended`'s caller (the emergency grant expires with the clock).
+async fn end_basis(app: &TestApp, net: &Network, ended: Ended, scene: &EndedScene) {
+    let p = &scene.patient;
+    match ended {
+        Ended::ConsentWithdrawn => set_consent(app, &net.gp, p, "withdrawn").await,
+        Ended::RemovedFromTeam => {
+            app.request(
+                Method::DELETE,
+                &format!("/api/v1/patients/{p}/care-team/{}", net.hospital.id),
+                Some(&net.gp.token),
+                None,
+            )
+            .await
+            .expect(204);
+        }
+        Ended::EmergencyExpired => {}
+        Ended::ConsultationClosed => {
+            let id = &scene.consultation;
+            app.post(
+                &format!("/api/v1/consultations/{id}/answer"),
+                &net.specialist.token,
+                json!({"answer": "Paracétamol et glace"}),
+            )
+            .await
+            .expect(200);
+            app.post(
+                &format!("/api/v1/consultations/{id}/close"),
+                &net.gp.token,
+                json!({"outcome": "resolved", "referral_avoided": true}),
+            )
+            .await
+            .expect(200);
+        }
+    }
+}
+
+/// Routes with an `{id}` that is not about a patient.
+const NOT_ABOUT_A_PATIENT: &[&str] = &[
+    "/api/v1/users/{id}",
+    "/api/v1/organizations/{id}/consultation-metrics",
+];
+
+/// Every route taking the id of a patient or of something of theirs, with
+/// the status each caller whose basis ended gets (ConsentWithdrawn,
+/// RemovedFromTeam, EmergencyExpired, ConsultationClosed). Only asking for
+/// access and breaking the glass are open without a basis.
+#[rustfmt::skip]
+const ENDED_TABLE: &[(&str, &str, [u16; 4])] = &[
+    ("get", "/api/v1/patients/{id}",                            [404, 404, 404, 404]),
+    ("patch", "/api/v1/patients/{id}",                          [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/consent",                    [404, 404, 404, 404]),
+    ("put", "/api/v1/patients/{id}/consent",                    [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/care-team",                  [404, 404, 404, 404]),
+    ("post", "/api/v1/patients/{id}/care-team",                 [404, 404, 404, 404]),
+    ("delete", "/api/v1/patients/{id}/care-team/{user_id}",     [404, 404, 404, 404]),
+    ("post", "/api/v1/patients/{id}/access-requests",           [201, 201, 201, 201]),
+    ("get", "/api/v1/patients/{id}/access-requests",            [404, 404, 404, 404]),
+    ("post", "/api/v1/access-requests/{id}/approve",            [404, 404, 404, 404]),
+    ("post", "/api/v1/access-requests/{id}/deny",               [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/audit-events",               [404, 404, 404, 404]),
+    ("post", "/api/v1/notifications/{id}/read",                 [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/care-plan",                  [404, 404, 404, 404]),
+    ("put", "/api/v1/patients/{id}/care-plan",                  [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/care-plan/versions",         [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/care-plan/versions/{n}",     [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/analgesic-plan",             [404, 404, 404, 404]),
+    ("post", "/api/v1/patients/{id}/observations",              [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/observations",               [404, 404, 404, 404]),
+    ("post", "/api/v1/patients/{id}/handovers",                 [404, 404, 404, 404]),
+    ("get", "/api/v1/handovers/{id}",                           [404, 404, 404, 404]),
+    ("post", "/api/v1/handovers/{id}/acknowledge",              [404, 404, 404, 404]),
+    ("post", "/api/v1/handovers/{id}/reconcile",                [404, 404, 404, 404]),
+    ("get", "/api/v1/consultations/{id}",                       [404, 404, 404, 404]),
+    ("post", "/api/v1/consultations/{id}/accept",               [404, 404, 404, 404]),
+    ("post", "/api/v1/consultations/{id}/answer",               [404, 404, 404, 404]),
+    ("post", "/api/v1/consultations/{id}/decline",              [404, 404, 404, 404]),
+    ("post", "/api/v1/consultations/{id}/close",                [404, 404, 404, 404]),
+    ("post", "/api/v1/consultations/{id}/cancel",               [404, 404, 404, 404]),
+    ("post", "/api/v1/consultations/{id}/apply-proposal",       [404, 404, 404, 404]),
+    ("get", "/api/v1/threads/{id}/messages",                    [404, 404, 404, 404]),
+    ("post", "/api/v1/threads/{id}/messages",                   [404, 404, 404, 404]),
+    ("post", "/api/v1/threads/{id}/read",                       [404, 404, 404, 404]),
+    // Last: it gives the caller a new basis.
+    ("post", "/api/v1/patients/{id}/emergency-access",          [201, 201, 201, 201]),
+];
+
+fn ended_request(
+    method: &str,
+    path: &str,
+    net: &Network,
+    scene: &EndedScene,
+) -> (String, Option<Value>) {
+    let concrete = match path {
+        "/api/v1/patients/{id}/care-team/{user_id}" => format!(
+            "/api/v1/patients/{}/care-team/{}",
+            scene.patient, net.pharmacist.id
+        ),
+        "/api/v1/patients/{id}/care-plan/versions/{n}" => {
+            format!("/api/v1/patients/{}/care-plan/versions/1", scene.patient)
+        }
+        p if p.starts_with("/api/v1/access-requests/") => p.replace("{id}", &scene.access_request),
+        p if p.starts_with("/api/v1/notifications/") => p.replace("{id}", &scene.notification),
+        p if p.starts_with("/api/v1/handovers/") => p.replace("{id}", &scene.handover),
+        p if p.starts_with("/api/v1/consultations/") => p.replace("{id}", &scene.consultation),
+        p if p.starts_with("/api/v1/threads/") => p.replace("{id}", &scene.thread),
+        p => p.replace("{id}", &scene.patient),
+    };
+    let mut proposed = crate::care_plans::design_plan(None);
+    proposed.as_object_mut().unwrap().remove("change_summary");
+    let body = match (method, path) {
+        ("patch", "/api/v1/patients/{id}") => json!({"phone": "02 99 11 22 33"}),
+        ("put", "/api/v1/patients/{id}/consent") => json!({"status": "granted"}),
+        ("post", "/api/v1/patients/{id}/care-team") => json!({"user_id": net.gp2.id}),
+        (
+            "post",
+            "/api/v1/patients/{id}/access-requests" | "/api/v1/patients/{id}/emergency-access",
+        ) => json!({"reason": "Douleur aiguë, besoin du plan en cours"}),
+        ("put", "/api/v1/patients/{id}/care-plan") => crate::care_plans::design_plan(None),
+        ("post", "/api/v1/patients/{id}/observations") => json!({"pain_score": 4}),
+        ("post", "/api/v1/patients/{id}/handovers") => {
+            json!({"to_user_id": net.gp.id, "summary": "Sortie", "discharge_date": "2026-11-24", "proposed_plan": proposed})
+        }
+        ("post", "/api/v1/handovers/{id}/reconcile") => json!({"decision": "accept"}),
+        ("post", "/api/v1/consultations/{id}/answer") => json!({"answer": "Paracétamol"}),
+        ("post", "/api/v1/consultations/{id}/decline") => json!({"reason": "Hors champ"}),
+        ("post", "/api/v1/consultations/{id}/close") => {
+            json!({"outcome": "resolved", "referral_avoided": true})
+        }
+        ("post", "/api/v1/threads/{id}/messages") => json!({"body": "Encore là ?"}),
+        ("post", "/api/v1/threads/{id}/read") => json!({"up_to": scene.message}),
+        ("post", _) => json!({}),
+        _ => return (concrete, None),
+    };
+    (concrete, Some(body))
+}
+
+#[actix_web::test]
+async fn every_route_about_a_patient_has_a_row_for_ended_bases() {
+    let about_a_patient: BTreeSet<(&str, &str)> = ROUTES
+        .iter()
+        .copied()
+        .filter(|(_, path)| path.contains('{') && !NOT_ABOUT_A_PATIENT.contains(path))
+        .collect();
+    let listed: BTreeSet<(&str, &str)> = ENDED_TABLE.iter().map(|(m, p, _)| (*m, *p)).collect();
+    let missing: Vec<_> = about_a_patient.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&about_a_patient).collect();
+    assert!(
+        missing.is_empty(),
+        "routes about a patient missing from ENDED_TABLE: {missing:?}"
+    );
+    assert!(stale.is_empty(), "stale ENDED_TABLE rows: {stale:?}");
+}
+
+#[actix_web::test]
+async fn callers_whose_basis_ended_reach_nothing_of_the_patient() {
+    let app = spawn_app().await;
+    let mut net = Network::new(&app).await;
+    let mut scenes = Vec::new();
+    for ended in ENDED {
+        scenes.push(ended_scene(&app, &net, ended).await);
+    }
+    for (ended, scene) in ENDED.iter().zip(&scenes) {
+        end_basis(&app, &net, *ended, scene).await;
+    }
+    // Emergency grants last auth.emergency_access_ttl_s (12 h): past them,
+    // signed in again.
+    app.clock.advance(chrono::Duration::hours(13));
+    for (session, email) in [
+        (&mut net.gp, "gp@relais.test"),
+        (&mut net.hospital, "hospital@relais.test"),
+        (&mut net.nurse, "nurse@relais.test"),
+        (&mut net.specialist, "pain@relais.test"),
+    ] {
+        *session = app.login(email, crate::helpers::PASSWORD).await;
+    }
+    let mut failures = Vec::new();
+    for (ended, scene) in ENDED.iter().zip(&scenes) {
+        let caller = caller_of(&net, *ended);
+        // The lists no longer name the patient either.
+        for list in [
+            "/api/v1/patients",
+            "/api/v1/handovers?box=outbox",
+            "/api/v1/consultations?box=received",
+            "/api/v1/threads",
+            "/api/v1/notifications",
+        ] {
+            let body = app.get(list, &caller.token).await.expect(200).body;
+            if body.to_string().contains(&scene.patient) {
+                failures.push(format!(
+                    "{list} as {ended:?} still names the patient: {body}"
+                ));
+            }
+        }
+        for (method, path, expect) in ENDED_TABLE {
+            let expected = expect[ENDED.iter().position(|e| e == ended).unwrap()];
+            let (concrete, body) = ended_request(method, path, &net, scene);
+            let verb = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = app
+                .request(verb, &concrete, Some(&caller.token), body.as_ref())
+                .await;
+            if resp.status != expected {
+                failures.push(format!(
+                    "{method} {path} as {ended:?}: expected {expected}, got {} {}",
+                    resp.status, resp.body
+                ));
             }
         }
     }

@@ -1,0 +1,1 @@
+ALTER TABLE consultations DROP COLUMN basis_until;

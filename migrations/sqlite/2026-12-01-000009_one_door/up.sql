@@ -1,0 +1,5 @@
+-- A consultation's basis on its patient ends when it closes and, at the
+-- latest, at `basis_until` (consultations.basis_max_days after submission,
+-- fixed when it is submitted). Existing consultations get the default, 30 days.
+ALTER TABLE consultations ADD COLUMN basis_until TIMESTAMP;
+UPDATE consultations SET basis_until = strftime('%Y-%m-%d %H:%M:%f', created_at, '+30 days');
