@@ -121,12 +121,12 @@ pub struct HandoverRow {
     pub follow_up: Option<String>,
     pub proposed_plan: String,
     pub base_plan_version: Option<i32>,
-    pub status: String,
+    pub status: HandoverStatus,
     pub due_at: NaiveDateTime,
     pub created_at: NaiveDateTime,
     pub acknowledged_at: Option<NaiveDateTime>,
     pub reconciled_at: Option<NaiveDateTime>,
-    pub decision: Option<String>,
+    pub decision: Option<Decision>,
     pub comment: Option<String>,
     pub resulting_plan_version: Option<i32>,
     pub reminded_at: Option<NaiveDateTime>,
@@ -161,10 +161,6 @@ impl Linked for HandoverRow {
 pub type HandoverAccess = LinkedAccess<HandoverRow, Read>;
 
 impl HandoverRow {
-    fn status(&self) -> HandoverStatus {
-        HandoverStatus::parse(&self.status).unwrap_or(HandoverStatus::Sent)
-    }
-
     fn proposal(&self) -> Result<PlanContent, ApiError> {
         serde_json::from_str(&self.proposed_plan).map_err(ApiError::internal)
     }
@@ -179,7 +175,7 @@ fn view(
     let current_row = current_version_row(conn, &row.patient_id)?;
     let current = current_row.as_ref().map(|r| r.version);
     let base = current_row.map(|r| r.content()).transpose()?;
-    let status = row.status();
+    let status = row.status;
     let thread_id: Option<String> = threads::table
         .filter(threads::subject_type.eq(SubjectType::Handover.as_str()))
         .filter(threads::subject_id.eq(&row.id))
@@ -198,7 +194,7 @@ fn view(
         created_at: row.created_at.and_utc(),
         acknowledged_at: row.acknowledged_at.map(|t| t.and_utc()),
         reconciled_at: row.reconciled_at.map(|t| t.and_utc()),
-        decision: row.decision.as_deref().and_then(Decision::parse),
+        decision: row.decision,
         id: row.id,
         patient_id: row.patient_id,
         from_user_id: row.from_user_id,
@@ -315,7 +311,7 @@ pub async fn create_handover(
                 follow_up,
                 proposed_plan: proposed,
                 base_plan_version: current_version(conn, &access.patient_id)?,
-                status: HandoverStatus::Sent.as_str().into(),
+                status: HandoverStatus::Sent,
                 due_at: due,
                 created_at: now,
                 acknowledged_at: None,
@@ -565,7 +561,7 @@ async fn decide(
                 .find(&row.id)
                 .select(HandoverRow::as_select())
                 .first(conn)?;
-            let next = handover_transition(row.status(), action)
+            let next = handover_transition(row.status, action)
                 .map_err(|m| ApiError::conflict("status", m))?;
             let mut resulting = None;
             if let Some((content, warnings, acks, summary)) = &prepared {
@@ -607,7 +603,7 @@ async fn decide(
                 diesel::update(target)
                     .set((
                         handovers::reconciled_at.eq(now),
-                        handovers::decision.eq(decision.map(Decision::as_str)),
+                        handovers::decision.eq(decision),
                         handovers::comment.eq(&comment),
                         handovers::resulting_plan_version.eq(resulting),
                     ))
