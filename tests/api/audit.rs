@@ -245,3 +245,50 @@ async fn the_audit_head_only_moves_forward() {
         relais::audit::Verdict::Intact { .. }
     ));
 }
+
+#[actix_web::test]
+async fn each_instance_checkpoints_the_heads_it_commits() {
+    // Two instances on one database, each with its own data directory.
+    let db = Arc::new(TestDb::new());
+    let fast = |s: &mut relais::config::Settings| s.audit.checkpoint_interval_ms = 50;
+    let a = spawn_on(db.clone(), SmtpListener::start().await, fast).await;
+    let b = spawn_on(db.clone(), SmtpListener::start().await, fast).await;
+    let (net, patient) = audited_requests(&a).await;
+    let gp_on_b = b.login("gp@relais.test", crate::helpers::PASSWORD).await;
+    for _ in 0..3 {
+        b.get(&format!("/api/v1/patients/{patient}"), &gp_on_b.token)
+            .await
+            .expect(200);
+        read_patient(&a, &net, &patient).await;
+    }
+    let dirs = [
+        a.settings.server.data_dir.clone(),
+        b.settings.server.data_dir.clone(),
+    ];
+    a.stop().await;
+    b.stop().await;
+
+    let store = Db::connect(&db.url, 1).unwrap();
+    let (last, _) = head(&mut store.get().unwrap());
+    let mut latest = Vec::new();
+    for dir in &dirs {
+        let out = verify(&db.url, dir);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(
+            stdout.contains(&format!("intact: {last} row(s)")),
+            "{stdout}"
+        );
+        let found = relais::audit::anchor::load_checkpoints(dir).unwrap();
+        assert!(!found.valid.is_empty());
+        latest.push(found.valid.iter().map(|c| c.seq).max().unwrap_or(0));
+    }
+    // Whichever instance committed the last row anchored it.
+    assert_eq!(latest.iter().max(), Some(&last), "{latest:?}");
+    // One instance's key does not vouch for the other's lines.
+    let mine = std::fs::read(dirs[0].join("audit_checkpoints")).unwrap();
+    let key = relais::audit::anchor::AnchorKey::load(&dirs[1])
+        .unwrap()
+        .unwrap();
+    assert!(relais::audit::anchor::parse_checkpoints(&mine, &key).is_err());
+}
