@@ -1,12 +1,13 @@
 //! The command line: `relais [serve | migrate | create-admin | demo | audit verify]`.
 
 use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use diesel::prelude::*;
 
-use crate::audit::{self, Verdict};
+use crate::audit::{self, Verdict, anchor};
 use crate::auth::password;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -56,7 +57,9 @@ pub enum Command {
 /// What to do with the audit trail.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; exits non-zero and names the first bad row when broken.
+    /// Check the hash chain, and the database against the signed checkpoints
+    /// in the data directory; exits non-zero and names the first bad row
+    /// (or checkpoint line) when broken.
     Verify,
 }
 
@@ -89,14 +92,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
+            // The checkpoints first: each names a row committed before it
+            // was written, so before the database snapshot is taken.
+            let data_dir = &settings.server.data_dir;
+            let checkpoints = anchor::load_checkpoints(data_dir)?;
             let db = Db::connect(&settings.database.url, 1)?;
             db.migrate().await?;
+            let checked = checkpoints.valid.clone();
             let verdict = db
-                .read(|conn| Ok(audit::verify(conn)?))
+                .read(move |conn| Ok(audit::verify_against(conn, &checked)?))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             match verdict {
-                Verdict::Intact { rows } => println!("audit chain intact: {rows} row(s)"),
+                Verdict::Intact { rows } => {
+                    let (report, warnings) = intact_report(rows, &checkpoints, data_dir);
+                    println!("{report}");
+                    for warning in warnings {
+                        eprintln!("{warning}");
+                    }
+                }
                 Verdict::Broken { seq, reason } => {
                     anyhow::bail!("audit chain broken at row {seq}: {reason}")
                 }
@@ -104,6 +118,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `audit verify` says of an intact chain (standard output: counts
+/// and the latest checkpoint) and what it could not check (warnings, for
+/// standard error). Row and checkpoint numbers and times only: nothing
+/// about any patient.
+fn intact_report(
+    rows: i64,
+    checkpoints: &anchor::Checkpoints,
+    data_dir: &Path,
+) -> (String, Vec<String>) {
+    let path = anchor::checkpoint_path(data_dir);
+    let mut report = format!(
+        "audit chain intact: {rows} row(s), {} checkpoint(s) checked",
+        checkpoints.valid.len()
+    );
+    let mut warnings = Vec::new();
+    match checkpoints.valid.iter().max_by_key(|c| c.seq) {
+        Some(latest) => report.push_str(&format!(
+            " (latest: row {} at {})",
+            latest.seq,
+            latest.at.format("%Y-%m-%dT%H:%M:%SZ")
+        )),
+        None => warnings.push(format!(
+            "warning: no checkpoints in {}: rows removed from the end of the chain \
+             would go unseen (is server.data_dir the server's?)",
+            path.display()
+        )),
+    }
+    if checkpoints.unreadable > 0 {
+        warnings.push(format!(
+            "warning: {} unreadable line(s) in {} skipped (a torn write, or an edit)",
+            checkpoints.unreadable,
+            path.display()
+        ));
+    }
+    (report, warnings)
 }
 
 /// An account created from the command line (administrator, demo users).

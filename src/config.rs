@@ -32,6 +32,16 @@ pub struct Settings {
     pub consultations: ConsultationSettings,
     pub handovers: HandoverSettings,
     pub scheduler: SchedulerSettings,
+    pub audit: AuditSettings,
+}
+
+/// The audit chain's checkpoints outside the database (`audit::anchor`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// At most one signed checkpoint of the chain's head per this many
+    /// milliseconds: rows younger than that can be removed unseen.
+    pub checkpoint_interval_ms: u64,
 }
 
 /// Due times of consultation requests.
@@ -262,6 +272,12 @@ impl Settings {
         }
         if self.auth.login_failure_window_s == 0 {
             return invalid("auth.login_failure_window_s", "must be positive");
+        }
+        if !(10..=60_000).contains(&self.audit.checkpoint_interval_ms) {
+            return invalid(
+                "audit.checkpoint_interval_ms",
+                "must be between 10 and 60000",
+            );
         }
         if self.auth.ip_requests_per_minute == 0 {
             return invalid("auth.ip_requests_per_minute", "must be at least 1");

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::audit::AuditWriter;
+use crate::audit::anchor::{Anchor, AnchorKey};
 use crate::auth::cache::UserCache;
 use crate::auth::throttle::IpLimiter;
 use crate::auth::tokens::{JwtKeys, random_token};
@@ -46,6 +47,8 @@ pub struct Application {
     state: AppState,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Checkpoints the audit chain; stopped last, after every writer.
+    anchor: Anchor,
 }
 
 /// Reads `auth.jwt_secret`, or the generated one in the data folder (made on first run).
@@ -92,6 +95,13 @@ impl Application {
             tracing::info!(applied, "database migrated");
         }
         let secret = jwt_secret(&settings)?;
+        let anchor = Anchor::start(
+            &settings.server.data_dir,
+            AnchorKey::load_or_create(&settings.server.data_dir)?,
+            std::time::Duration::from_millis(settings.audit.checkpoint_interval_ms),
+            db.committed_head(),
+            clock.clone(),
+        )?;
         let jwt = JwtKeys::new(
             secret.as_bytes(),
             settings.auth.access_token_ttl_s,
@@ -149,6 +159,7 @@ impl Application {
             state,
             shutdown,
             tasks,
+            anchor,
         })
     }
 
@@ -175,6 +186,10 @@ impl Application {
         for task in self.tasks {
             let _ = task.await;
         }
+        // Nothing audits any more: the last head is checkpointed, so that a
+        // restart leaves no unanchored tail (the fsync off the async workers).
+        let anchor = self.anchor;
+        let _ = tokio::task::spawn_blocking(move || anchor.finish()).await;
         tracing::info!("stopped");
         result
     }

@@ -4,6 +4,12 @@
 //! denials go through the [`AuditWriter`] to the database writer, which
 //! commits their rows with its next batch and answers each request once its
 //! row is stored.
+//!
+//! The chain proves that no stored row was changed or removed from its
+//! middle; [`anchor`] keeps signed checkpoints of its head outside the
+//! database, so that rows removed from its end are seen too.
+
+pub mod anchor;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -67,6 +73,13 @@ pub struct AuditEvent {
     pub outcome: String,
     pub request_id: Option<String>,
     pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The chain's last row: its seq and hash (what `audit_head` holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
     pub hash: String,
 }
 
@@ -140,8 +153,9 @@ impl Deferral {
         });
     }
 
-    /// Appends everything collected, in order, in `conn`'s transaction.
-    pub fn finish(self, conn: &mut DbConnection) -> Result<(), ApiError> {
+    /// Appends everything collected, in order, in `conn`'s transaction;
+    /// returns the chain's new head (`None` when nothing was collected).
+    pub fn finish(self, conn: &mut DbConnection) -> Result<Option<ChainHead>, ApiError> {
         let records = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
         write_chain(conn, &records)
     }
@@ -188,16 +202,16 @@ pub fn append(
     }
     let stamped: Vec<(AuditRecord, NaiveDateTime)> =
         records.iter().map(|r| (r.clone(), now)).collect();
-    write_chain(conn, &stamped)
+    write_chain(conn, &stamped).map(|_| ())
 }
 
-/// Chains and stores records, each with its time.
+/// Chains and stores records, each with its time; returns the new head.
 fn write_chain(
     conn: &mut DbConnection,
     records: &[(AuditRecord, NaiveDateTime)],
-) -> Result<(), ApiError> {
+) -> Result<Option<ChainHead>, ApiError> {
     if records.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let head = audit_head::table
         .find(1)
@@ -251,10 +265,12 @@ fn write_chain(
             }
         }
     }
+    // The head only moves forward, onto a stored row (a trigger checks it:
+    // migration audit_anchor).
     diesel::update(audit_head::table.find(1))
-        .set((audit_head::seq.eq(seq), audit_head::hash.eq(prev)))
+        .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev)))
         .execute(conn)?;
-    Ok(())
+    Ok(Some(ChainHead { seq, hash: prev }))
 }
 
 /// Audit records of their own (a read's, a denial's), sent straight to
@@ -295,7 +311,44 @@ pub enum Verdict {
 
 /// Walks the whole chain in order.
 pub fn verify(conn: &mut DbConnection) -> QueryResult<Verdict> {
+    verify_against(conn, &[])
+}
+
+/// Walks the whole chain in order, in one snapshot, and checks it against
+/// checkpoints taken outside the database: each one's row must be in the
+/// chain with the checkpoint's hash. One past the chain's end means rows
+/// were removed from the end (and the head set back).
+///
+/// Read the checkpoints before calling this: a checkpoint is written after
+/// its row commits, so any read before the snapshot names a row in it.
+pub fn verify_against(
+    conn: &mut DbConnection,
+    checkpoints: &[anchor::Checkpoint],
+) -> QueryResult<Verdict> {
+    conn.transaction(|conn| {
+        // One snapshot for every page and the head, so that rows committed
+        // meanwhile (a live server) cannot look like a broken chain.
+        if let DbConnection::Postgres(pg) = conn {
+            use diesel::connection::{AnsiTransactionManager, TransactionManager};
+            let outermost = AnsiTransactionManager::transaction_manager_status_mut(pg)
+                .transaction_depth()?
+                .is_some_and(|depth| depth.get() == 1);
+            if outermost {
+                diesel::connection::SimpleConnection::batch_execute(
+                    pg,
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                )?;
+            }
+        }
+        walk_chain(conn, checkpoints)
+    })
+}
+
+fn walk_chain(conn: &mut DbConnection, checkpoints: &[anchor::Checkpoint]) -> QueryResult<Verdict> {
     const PAGE: i64 = 5000;
+    let mut pending: Vec<&anchor::Checkpoint> = checkpoints.iter().collect();
+    pending.sort_by_key(|c| c.seq);
+    let mut next_checkpoint = 0usize;
     let mut expected_seq = 0i64;
     let mut prev = "0".repeat(64);
     loop {
@@ -325,6 +378,23 @@ pub fn verify(conn: &mut DbConnection) -> QueryResult<Verdict> {
                     reason: "the row's content does not match its hash".into(),
                 });
             }
+            // Rows come in order from 1 and checkpoints name rows from 1:
+            // each checkpoint is met at its row, unless it is past the end.
+            while let Some(checkpoint) = pending.get(next_checkpoint)
+                && checkpoint.seq == event.seq
+            {
+                if checkpoint.hash != event.hash {
+                    return Ok(Verdict::Broken {
+                        seq: event.seq,
+                        reason: format!(
+                            "the row's hash differs from its checkpoint of {}: \
+                             the chain was rewritten up to here",
+                            checkpoint.at.format("%Y-%m-%dT%H:%M:%SZ")
+                        ),
+                    });
+                }
+                next_checkpoint += 1;
+            }
             prev = event.hash.clone();
         }
         if i64::try_from(page.len()).unwrap_or(0) < PAGE {
@@ -340,6 +410,17 @@ pub fn verify(conn: &mut DbConnection) -> QueryResult<Verdict> {
             seq: head_seq.max(expected_seq),
             reason: format!(
                 "the chain ends at row {expected_seq} but its head names row {head_seq}"
+            ),
+        });
+    }
+    if let Some(checkpoint) = pending.get(next_checkpoint) {
+        return Ok(Verdict::Broken {
+            seq: checkpoint.seq,
+            reason: format!(
+                "a checkpoint of {} names row {}, but the chain ends at row {expected_seq}: \
+                 rows were removed from its end",
+                checkpoint.at.format("%Y-%m-%dT%H:%M:%SZ"),
+                checkpoint.seq
             ),
         });
     }

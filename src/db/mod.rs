@@ -5,6 +5,7 @@ pub mod schema;
 mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -12,6 +13,7 @@ use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use crate::audit::anchor::CommittedHead;
 use crate::error::ApiError;
 
 /// Migrations for SQLite; the PostgreSQL folder has the same names.
@@ -152,6 +154,8 @@ pub struct Db {
     pool: Pool<ConnectionManager>,
     backend: Backend,
     writer: writer::Writer,
+    /// The audit chain's head as last committed by the writer.
+    committed: Arc<CommittedHead>,
 }
 
 impl Db {
@@ -159,7 +163,8 @@ impl Db {
     pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
         let manager = ConnectionManager::new(url)?;
         let backend = manager.backend;
-        let writer = writer::Writer::start(manager.clone())?;
+        let committed = Arc::new(CommittedHead::default());
+        let writer = writer::Writer::start(manager.clone(), committed.clone())?;
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(match backend {
@@ -178,7 +183,14 @@ impl Db {
             pool,
             backend,
             writer,
+            committed,
         })
+    }
+
+    /// Where the writer publishes each audit head it commits (for the
+    /// audit anchor).
+    pub fn committed_head(&self) -> Arc<CommittedHead> {
+        self.committed.clone()
     }
 
     /// Which engine this is.

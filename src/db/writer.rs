@@ -17,7 +17,9 @@
 //! of one per write, with the lock held by one transaction at a time.
 //!
 //! The audit rows the writes append join the chain once per batch, just
-//! before the commit (see [`Deferral`]).
+//! before the commit (see [`Deferral`]). After the commit the thread records
+//! the chain's new head in a [`CommittedHead`], for the audit anchor to
+//! checkpoint outside the database (no disk write here: see `audit::anchor`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +32,8 @@ use diesel::sql_types::BigInt;
 use tokio::sync::oneshot;
 
 use super::{Backend, ConnectionManager, DbConnection};
-use crate::audit::{self, AuditRecord, Deferral};
+use crate::audit::anchor::CommittedHead;
+use crate::audit::{self, AuditRecord, ChainHead, Deferral};
 use crate::error::ApiError;
 
 /// The most jobs committed in one transaction. PostgreSQL keeps the first
@@ -53,7 +56,11 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread; it stops when the last handle is dropped.
-    pub fn start(manager: ConnectionManager) -> std::io::Result<Self> {
+    /// Each head it commits is published to `committed`.
+    pub fn start(
+        manager: ConnectionManager,
+        committed: Arc<CommittedHead>,
+    ) -> std::io::Result<Self> {
         let sqlite = manager.backend == Backend::Sqlite;
         let (jobs, queue) = mpsc::channel::<Job>();
         let (running, stopped) = mpsc::channel::<()>();
@@ -63,7 +70,9 @@ impl Writer {
         std::thread::Builder::new()
             .name("relais-db-writer".into())
             .spawn(move || {
-                run(&manager, &queue, &restart);
+                run(&manager, &queue, &restart, &committed);
+                // Nothing more will commit: the anchor writes the last head.
+                committed.stop();
                 drop(running);
             })?;
         if sqlite {
@@ -203,7 +212,12 @@ fn connect(manager: &ConnectionManager) -> Result<DbConnection, diesel::r2d2::Er
 }
 
 /// Takes batches off the queue until every handle is dropped.
-fn run(manager: &ConnectionManager, queue: &mpsc::Receiver<Job>, restart: &AtomicBool) {
+fn run(
+    manager: &ConnectionManager,
+    queue: &mpsc::Receiver<Job>,
+    restart: &AtomicBool,
+    committed: &CommittedHead,
+) {
     let mut conn: Option<DbConnection> = None;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -231,7 +245,7 @@ fn run(manager: &ConnectionManager, queue: &mpsc::Receiver<Job>, restart: &Atomi
                 }
             },
         };
-        conn = commit_batch(connection, batch);
+        conn = commit_batch(connection, batch, committed);
         if let Some(c) = conn.as_mut()
             && restart.swap(false, Ordering::Relaxed)
         {
@@ -242,10 +256,14 @@ fn run(manager: &ConnectionManager, queue: &mpsc::Receiver<Job>, restart: &Atomi
 
 /// Runs a batch in one transaction; returns the connection when it is still
 /// fit for the next batch.
-fn commit_batch(mut conn: DbConnection, batch: Vec<Job>) -> Option<DbConnection> {
+fn commit_batch(
+    mut conn: DbConnection,
+    batch: Vec<Job>,
+    committed: &CommittedHead,
+) -> Option<DbConnection> {
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut panicked = false;
-    let outcome = conn.transaction::<_, diesel::result::Error, _>(|conn| {
+    let outcome = conn.transaction::<Option<ChainHead>, diesel::result::Error, _>(|conn| {
         // SQLite: take the write lock first (see migrations: write_lock), so
         // a read-then-write job never meets SQLITE_BUSY_SNAPSHOT.
         if let DbConnection::Sqlite(lite) = conn {
@@ -282,8 +300,13 @@ fn commit_batch(mut conn: DbConnection, batch: Vec<Job>) -> Option<DbConnection>
             tracing::error!(error = %err, "database writer: a batch failed to commit");
             Some(err.to_string())
         }
-        (Ok(()), false) => None,
+        (Ok(_), false) => None,
     };
+    // Only a committed head is published: a checkpoint never names a row
+    // that a rollback took back.
+    if let (Ok(Some(head)), None) = (outcome, &error) {
+        committed.publish(head);
+    }
     for done in completions {
         done(error.as_deref());
     }

@@ -2,6 +2,7 @@
 //! against a real database and a real SMTP listener.
 
 mod accounts;
+mod audit;
 mod auth;
 mod care_plans;
 mod cli;
