@@ -32,7 +32,7 @@ diesel::define_sql_function! {
 #[diesel(table_name = threads)]
 pub struct Thread {
     pub id: String,
-    pub subject_type: String,
+    pub subject_type: SubjectType,
     pub subject_id: String,
     pub patient_id: Option<String>,
     pub created_at: NaiveDateTime,
@@ -75,7 +75,7 @@ pub fn create_thread(
     diesel::insert_into(threads::table)
         .values(Thread {
             id: id.clone(),
-            subject_type: subject_type.as_str().to_owned(),
+            subject_type,
             subject_id: subject_id.to_owned(),
             patient_id: patient_id.map(str::to_owned),
             created_at: now,
@@ -192,8 +192,8 @@ pub fn party_to_subject(
     thread: &Thread,
     user: &AuthUser,
 ) -> QueryResult<bool> {
-    match SubjectType::parse(&thread.subject_type) {
-        Some(SubjectType::Consultation) => {
+    match thread.subject_type {
+        SubjectType::Consultation => {
             let row: Option<(String, String)> = consultations::table
                 .find(&thread.subject_id)
                 .select((consultations::requester_id, consultations::centre_id))
@@ -205,7 +205,7 @@ pub fn party_to_subject(
                         && user.organization_id.as_deref() == Some(centre.as_str()))
             }))
         }
-        Some(SubjectType::Handover) => {
+        SubjectType::Handover => {
             let row: Option<(String, String)> = handovers::table
                 .find(&thread.subject_id)
                 .select((handovers::from_user_id, handovers::to_user_id))
@@ -213,7 +213,7 @@ pub fn party_to_subject(
                 .optional()?;
             Ok(row.is_some_and(|(from, to)| from == user.id || to == user.id))
         }
-        _ => Ok(false),
+        SubjectType::Patient => Ok(false),
     }
 }
 
@@ -224,12 +224,8 @@ pub fn thread_participants(
     relations: Option<&Relations>,
     now: NaiveDateTime,
 ) -> QueryResult<Vec<String>> {
-    let mut ids = match (
-        SubjectType::parse(&thread.subject_type),
-        &thread.patient_id,
-        relations,
-    ) {
-        (Some(SubjectType::Patient), Some(patient), Some(relations)) => {
+    let mut ids = match (thread.subject_type, &thread.patient_id, relations) {
+        (SubjectType::Patient, Some(patient), Some(relations)) => {
             let mut ids = patient_participants(conn, patient, relations, now)?;
             // Centres with an open consultation, as far as consent lets them in.
             let centres: Vec<String> = relations
@@ -241,7 +237,7 @@ pub fn thread_participants(
             ids.extend(specialists_of(conn, &centres)?);
             ids
         }
-        (Some(SubjectType::Consultation), _, _) => {
+        (SubjectType::Consultation, _, _) => {
             let (requester, centre): (String, String) = consultations::table
                 .find(&thread.subject_id)
                 .select((consultations::requester_id, consultations::centre_id))
@@ -250,7 +246,7 @@ pub fn thread_participants(
             ids.push(requester);
             ids
         }
-        (Some(SubjectType::Handover), _, _) => {
+        (SubjectType::Handover, _, _) => {
             let (from, to): (String, String) = handovers::table
                 .find(&thread.subject_id)
                 .select((handovers::from_user_id, handovers::to_user_id))
@@ -264,7 +260,7 @@ pub fn thread_participants(
     // A consultation's or handover's parties take part while they have a
     // basis on its patient.
     if let (false, Some(patient)) = (
-        SubjectType::parse(&thread.subject_type) == Some(SubjectType::Patient),
+        thread.subject_type == SubjectType::Patient,
         &thread.patient_id,
     ) {
         let mut kept = Vec::with_capacity(ids.len());
@@ -416,7 +412,7 @@ pub fn inbox_counts(
     now: DateTime<Utc>,
 ) -> QueryResult<InboxCounts> {
     let threads = candidate_threads(conn, user, now.naive_utc())?;
-    let candidates: Vec<(String, Option<String>)> = with_unread(threads, &user.id)
+    let candidates: Vec<(SubjectType, Option<String>)> = with_unread(threads, &user.id)
         .select((threads::subject_type, threads::patient_id))
         .load(conn)?;
     let mut unread_threads = 0;
@@ -424,9 +420,9 @@ pub fn inbox_counts(
         // Patient threads follow the access rule (consent); the others were
         // selected among the caller's own consultations and handovers,
         // and those about a patient need a basis on the patient too.
-        let counts = match (SubjectType::parse(&subject_type), patient_id) {
+        let counts = match (subject_type, patient_id) {
             (_, Some(patient_id)) => resolve(conn, user, &patient_id, now)?.is_some(),
-            (Some(SubjectType::Patient), None) => false,
+            (SubjectType::Patient, None) => false,
             _ => true,
         };
         if counts {

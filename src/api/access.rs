@@ -84,13 +84,13 @@ type RequestRow = (
     String,
     String,
     String,
-    String,
+    AccessRequestStatus,
     Option<String>,
     Option<NaiveDateTime>,
     NaiveDateTime,
     String,
     String,
-    String,
+    Role,
     Option<String>,
 );
 
@@ -144,15 +144,14 @@ fn requests(
                     id,
                     patient_id,
                     reason,
-                    status: AccessRequestStatus::parse(&status)
-                        .unwrap_or(AccessRequestStatus::Pending),
+                    status,
                     decided_by,
                     decided_at: decided_at.map(|t| t.and_utc()),
                     created_at: created_at.and_utc(),
                     requester: Requester {
                         id: uid,
                         full_name,
-                        role: Role::parse(&role).unwrap_or(Role::Nurse),
+                        role,
                         organization_name,
                     },
                 }

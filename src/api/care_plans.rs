@@ -143,7 +143,7 @@ pub struct PlanVersionRow {
     pub id: String,
     pub patient_id: String,
     pub version: i32,
-    pub status: String,
+    pub status: PlanStatus,
     pub content: String,
     pub warnings: String,
     pub acknowledged: String,
@@ -423,7 +423,7 @@ pub fn store_version(
         id: new_id(),
         patient_id: new.patient_id.to_owned(),
         version: next,
-        status: new.content.status.as_str().to_owned(),
+        status: new.content.status,
         content: serde_json::to_string(new.content).map_err(ApiError::internal)?,
         warnings: serde_json::to_string(new.warnings).map_err(ApiError::internal)?,
         acknowledged: serde_json::to_string(new.acknowledged).map_err(ApiError::internal)?,
@@ -606,7 +606,7 @@ pub async fn list_care_plan_versions(
             Ok(rows
                 .into_iter()
                 .map(|(row, full_name, phone)| PlanVersionSummary {
-                    status: PlanStatus::parse(&row.status).unwrap_or(PlanStatus::Draft),
+                    status: row.status,
                     source: row.source(),
                     version: row.version,
                     change_summary: row.change_summary,

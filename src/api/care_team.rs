@@ -46,11 +46,11 @@ pub struct AddMember {
 type MemberRow = (
     String,
     String,
-    String,
+    Role,
     Option<String>,
     Option<String>,
     Option<String>,
-    String,
+    TeamRole,
     NaiveDateTime,
     Option<NaiveDateTime>,
 );
@@ -92,11 +92,11 @@ fn team(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<TeamMember
             )| TeamMemberView {
                 user_id,
                 full_name,
-                role: Role::parse(&role).unwrap_or(Role::Nurse),
+                role,
                 organization_id,
                 organization_name,
                 phone,
-                team_role: TeamRole::parse(&team_role).unwrap_or(TeamRole::Member),
+                team_role,
                 since: since.and_utc(),
                 until: until.map(|t| t.and_utc()),
             },

@@ -152,9 +152,9 @@ pub struct ConsultationRow {
     pub requester_id: String,
     pub centre_id: String,
     pub patient_id: Option<String>,
-    pub priority: String,
+    pub priority: Priority,
     pub question: String,
-    pub status: String,
+    pub status: ConsultationStatus,
     pub due_at: NaiveDateTime,
     pub created_at: NaiveDateTime,
     pub accepted_at: Option<NaiveDateTime>,
@@ -166,7 +166,7 @@ pub struct ConsultationRow {
     pub declined_at: Option<NaiveDateTime>,
     pub decline_reason: Option<String>,
     pub closed_at: Option<NaiveDateTime>,
-    pub outcome: Option<String>,
+    pub outcome: Option<ConsultationOutcome>,
     pub referral_avoided: Option<bool>,
     pub cancelled_at: Option<NaiveDateTime>,
     pub escalated_at: Option<NaiveDateTime>,
@@ -204,10 +204,6 @@ impl Linked for ConsultationRow {
 pub type ConsultationAccess = LinkedAccess<ConsultationRow, Read>;
 
 impl ConsultationRow {
-    fn status(&self) -> ConsultationStatus {
-        ConsultationStatus::parse(&self.status).unwrap_or(ConsultationStatus::Submitted)
-    }
-
     fn proposal(&self) -> Result<Option<PlanContent>, ApiError> {
         self.proposed_plan
             .as_deref()
@@ -238,7 +234,7 @@ fn view(
         .first(conn)?;
     let centre = Organization::find(conn, &row.centre_id)?.map_or_else(String::new, |o| o.name);
     let proposal = row.proposal()?;
-    let status = row.status();
+    let status = row.status;
     let thread_id: Option<String> = threads::table
         .filter(threads::subject_type.eq(SubjectType::Consultation.as_str()))
         .filter(threads::subject_id.eq(&row.id))
@@ -259,8 +255,8 @@ fn view(
             id: row.centre_id,
             name: centre,
         },
-        priority: Priority::parse(&row.priority).unwrap_or(Priority::Routine),
-        outcome: row.outcome.as_deref().and_then(ConsultationOutcome::parse),
+        priority: row.priority,
+        outcome: row.outcome,
         due_at: row.due_at.and_utc(),
         created_at: row.created_at.and_utc(),
         accepted_at: utc(row.accepted_at),
@@ -425,9 +421,9 @@ pub async fn create_consultation(
                 requester_id: caller.id.clone(),
                 centre_id,
                 patient_id,
-                priority: body.priority.as_str().into(),
+                priority: body.priority,
                 question,
-                status: ConsultationStatus::Submitted.as_str().into(),
+                status: ConsultationStatus::Submitted,
                 due_at: now + Duration::hours(i64::from(hours)),
                 created_at: now,
                 accepted_at: None,
@@ -677,7 +673,7 @@ async fn transition(
                 .find(&row.id)
                 .select(ConsultationRow::as_select())
                 .first(conn)?;
-            let next = consultation_transition(row.status(), action)
+            let next = consultation_transition(row.status, action)
                 .map_err(|m| ApiError::conflict("status", m))?;
             let target = consultations::table.find(&row.id);
             diesel::update(target)
@@ -746,7 +742,7 @@ async fn transition(
                     diesel::update(target)
                         .set((
                             consultations::closed_at.eq(now),
-                            consultations::outcome.eq(outcome.as_str()),
+                            consultations::outcome.eq(outcome),
                             consultations::referral_avoided.eq(referral_avoided),
                         ))
                         .execute(conn)?;

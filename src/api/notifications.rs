@@ -41,7 +41,7 @@ pub struct NotificationFilter {
 
 type Row = (
     String,
-    String,
+    NotificationKind,
     String,
     String,
     Option<String>,
@@ -55,7 +55,7 @@ type Row = (
 fn visible(
     conn: &mut DbConnection,
     caller: &AuthUser,
-    kind: &str,
+    kind: NotificationKind,
     patient_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> QueryResult<bool> {
@@ -63,8 +63,8 @@ fn visible(
         return Ok(true);
     };
     if matches!(
-        NotificationKind::parse(kind),
-        Some(NotificationKind::AccessRequestApproved | NotificationKind::AccessRequestDenied)
+        kind,
+        NotificationKind::AccessRequestApproved | NotificationKind::AccessRequestDenied
     ) {
         return Ok(true);
     }
@@ -113,7 +113,7 @@ pub async fn list_notifications(
             let rows = Page::from_rows(query.load::<Row>(conn)?, limit, |r| r.0.clone());
             let mut items = Vec::with_capacity(rows.items.len());
             for row in rows.items {
-                if visible(conn, &caller, &row.1, row.4.as_deref(), now)? {
+                if visible(conn, &caller, row.1, row.4.as_deref(), now)? {
                     items.push(row);
                 }
             }
@@ -127,7 +127,7 @@ pub async fn list_notifications(
         |(id, kind, resource_type, resource_id, patient_id, created_at, read_at)| {
             NotificationView {
                 id,
-                kind: NotificationKind::parse(&kind).unwrap_or(NotificationKind::AccessRequest),
+                kind,
                 resource_type,
                 resource_id,
                 patient_id,
@@ -161,7 +161,7 @@ pub async fn read_notification(
             let mine = notifications::table
                 .find(&id)
                 .filter(notifications::user_id.eq(&caller.id));
-            let found: Option<(String, Option<String>, Option<NaiveDateTime>)> = mine
+            let found: Option<(NotificationKind, Option<String>, Option<NaiveDateTime>)> = mine
                 .select((
                     notifications::kind,
                     notifications::patient_id,
@@ -171,7 +171,7 @@ pub async fn read_notification(
                 .optional()?;
             match found {
                 Some((kind, patient, read_at))
-                    if visible(conn, &caller, &kind, patient.as_deref(), now)? =>
+                    if visible(conn, &caller, kind, patient.as_deref(), now)? =>
                 {
                     if read_at.is_none() {
                         diesel::update(mine)

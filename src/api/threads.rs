@@ -102,8 +102,8 @@ impl FromRequest for ThreadAccess {
             // Patient threads: those with a basis on the patient. Consultation
             // and handover threads: their parties, with a basis on the
             // patient too when there is one (the one door).
-            let party = match SubjectType::parse(&thread.subject_type) {
-                Some(SubjectType::Patient) => thread.patient_id.is_some(),
+            let party = match thread.subject_type {
+                SubjectType::Patient => thread.patient_id.is_some(),
                 _ => {
                     let (t, who) = (thread.clone(), caller.clone());
                     state
@@ -252,8 +252,7 @@ pub async fn list_threads(
                 // Being on the team is not enough: the consent rule decides.
                 let mut items = Vec::with_capacity(raw.items.len());
                 for thread in raw.items {
-                    let kind =
-                        SubjectType::parse(&thread.subject_type).unwrap_or(SubjectType::Patient);
+                    let kind = thread.subject_type;
                     let basis = match &thread.patient_id {
                         Some(patient_id) => {
                             resolve(conn, &caller, patient_id, now)?.map(|(b, _)| b)
@@ -358,15 +357,7 @@ pub struct MessageFilter {
     pub limit: Option<i64>,
 }
 
-type MessageRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    NaiveDateTime,
-);
+type MessageRow = (String, String, String, String, Role, String, NaiveDateTime);
 
 fn message_view(row: MessageRow) -> MessageView {
     let (id, thread_id, author_id, full_name, role, body, created_at) = row;
@@ -376,7 +367,7 @@ fn message_view(row: MessageRow) -> MessageView {
         author: MessageAuthor {
             id: author_id,
             full_name,
-            role: Role::parse(&role).unwrap_or(Role::Nurse),
+            role,
         },
         body,
         created_at: created_at.and_utc(),
