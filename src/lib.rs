@@ -72,4 +72,5 @@ pub mod messaging;
 pub mod notify;
 pub mod scheduler;
 pub mod startup;
+pub mod store;
 pub mod telemetry;

@@ -6,7 +6,6 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
-use crate::api::scope::{basis_of, resolve};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::new_id;
@@ -18,6 +17,7 @@ use crate::domain::access::Relations;
 use crate::domain::messaging::{InboxCounts, SubjectType};
 use crate::domain::role::Role;
 use crate::domain::workflow::{ConsultationStatus, HandoverStatus};
+use crate::store::access::{basis_of, resolve};
 
 /// The backend of [`DbConnection`], for boxed queries.
 pub type Backend = <DbConnection as Connection>::Backend;

@@ -12,8 +12,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use tokio::sync::watch;
 
-use crate::api::consultations::escalate_overdue;
-use crate::api::handovers::remind_overdue;
 use crate::api::idempotency;
 use crate::auth::AuthUser;
 use crate::clock::Clock;
@@ -28,6 +26,8 @@ use crate::messaging::inbox_counts;
 use crate::notify::outbox::{self, OutboxSignal};
 use crate::notify::templates::Email;
 use crate::startup::AppState;
+use crate::store::consultation::escalate_overdue;
+use crate::store::handover::remind_overdue;
 
 /// Users claimed per transaction.
 const BATCH: i64 = 50;

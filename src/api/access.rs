@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::care_team::add_member;
 use super::extract::{Json, path_id};
-use super::scope::{ManageTeam, PatientAccess, RequestInfo, authorize, load_relations, resolve};
+use super::scope::{ManageTeam, PatientAccess, RequestInfo, authorize};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
@@ -19,6 +19,7 @@ use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::startup::AppState;
+use crate::store::access::{load_relations, resolve};
 
 text_enum! {
     /// Where an access request stands.

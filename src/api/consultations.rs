@@ -7,49 +7,30 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::care_plans::{
-    NewVersion, PlanSource, check_references, current_version, prepare, store_version,
-};
 use super::extract::{Json, Query, path_id};
 use super::idempotency::{self, IdempotencyKey};
-use super::scope::{Linked, LinkedAccess, Read, RequestInfo, authorize, resolve};
+use super::scope::{Linked, LinkedAccess, Read, RequestInfo, authorize};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::models::{Organization, new_id};
+use crate::db::models::Organization;
 use crate::db::schema::threads;
 use crate::db::schema::{consultations, users};
 use crate::domain::access::{Basis, Permission};
 use crate::domain::messaging::SubjectType;
 use crate::domain::messaging::fingerprint;
 use crate::domain::plan::{Acknowledgement, PlanContent};
-use crate::domain::role::{OrgKind, Role};
+use crate::domain::role::Role;
 use crate::domain::rules::{self, Warning};
-use crate::domain::workflow::{ConsultationAction, ConsultationStatus, consultation_transition};
+use crate::domain::workflow::ConsultationStatus;
 use crate::error::{ApiError, FieldError, Problem};
-use crate::messaging::create_thread;
-use crate::notify::inapp::{NotificationKind, Subject, notify};
-use crate::notify::outbox;
-use crate::notify::templates::{Email, ItemKind};
 use crate::startup::AppState;
-
-text_enum! {
-    /// How soon an answer is needed.
-    Priority {
-        Routine => "routine",
-        Urgent => "urgent",
-    }
-}
-
-text_enum! {
-    /// How a consultation ended, for the requester.
-    ConsultationOutcome {
-        Resolved => "resolved",
-        ReferralNeeded => "referral_needed",
-        NoLongerNeeded => "no_longer_needed",
-    }
-}
+use crate::store::access::resolve;
+use crate::store::care_plan::prepare;
+use crate::store::consultation::{
+    self, ConsultationOutcome, ConsultationRow, Move, Priority, ProposalPlan, Request,
+};
 
 /// A request for advice.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -144,46 +125,11 @@ pub struct ConsultationView {
     pub applied_plan_version: Option<i32>,
 }
 
-/// A stored consultation.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = consultations)]
-pub struct ConsultationRow {
-    pub id: String,
-    pub requester_id: String,
-    pub centre_id: String,
-    pub patient_id: Option<String>,
-    pub priority: Priority,
-    pub question: String,
-    pub status: ConsultationStatus,
-    pub due_at: NaiveDateTime,
-    pub created_at: NaiveDateTime,
-    pub accepted_at: Option<NaiveDateTime>,
-    pub accepted_by: Option<String>,
-    pub answered_at: Option<NaiveDateTime>,
-    pub answered_by: Option<String>,
-    pub answer: Option<String>,
-    pub proposed_plan: Option<String>,
-    pub declined_at: Option<NaiveDateTime>,
-    pub decline_reason: Option<String>,
-    pub closed_at: Option<NaiveDateTime>,
-    pub outcome: Option<ConsultationOutcome>,
-    pub referral_avoided: Option<bool>,
-    pub cancelled_at: Option<NaiveDateTime>,
-    pub escalated_at: Option<NaiveDateTime>,
-    pub applied_plan_version: Option<i32>,
-    /// When the consultation stops opening its patient to the centre.
-    pub basis_until: Option<NaiveDateTime>,
-}
-
 impl Linked for ConsultationRow {
     const RESOURCE: &'static str = "consultation";
 
     fn load(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
-        consultations::table
-            .find(id)
-            .select(Self::as_select())
-            .first(conn)
-            .optional()
+        ConsultationRow::find(conn, id)
     }
 
     fn id(&self) -> &str {
@@ -202,22 +148,6 @@ impl Linked for ConsultationRow {
 
 /// A party to the consultation `{id}` with a basis on its patient (if any) now.
 pub type ConsultationAccess = LinkedAccess<ConsultationRow, Read>;
-
-impl ConsultationRow {
-    fn proposal(&self) -> Result<Option<PlanContent>, ApiError> {
-        self.proposed_plan
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(ApiError::internal)
-    }
-
-    /// Whether `caller` is a specialist of the addressed centre.
-    fn at_centre(&self, caller: &AuthUser) -> bool {
-        caller.role == Role::Specialist
-            && caller.organization_id.as_deref() == Some(self.centre_id.as_str())
-    }
-}
 
 fn utc(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
     t.map(|t| t.and_utc())
@@ -282,44 +212,6 @@ fn required_text(raw: &str, field: &str, max: usize) -> Result<String, ApiError>
         return Err(ApiError::invalid(field, format!("1 to {max} characters")));
     }
     Ok(text.to_owned())
-}
-
-/// The active specialists of a centre.
-fn specialists_of(conn: &mut DbConnection, centre_id: &str) -> QueryResult<Vec<String>> {
-    users::table
-        .filter(users::organization_id.eq(centre_id))
-        .filter(users::role.eq(Role::Specialist.as_str()))
-        .filter(users::active.eq(true))
-        .select(users::id)
-        .load(conn)
-}
-
-/// Tells the centre: each specialist in the app (and by email per preference),
-/// and the centre's shared address by email.
-fn tell_centre(
-    conn: &mut DbConnection,
-    row: &ConsultationRow,
-    kind: NotificationKind,
-    email: ItemKind,
-    public_url: &str,
-    now: NaiveDateTime,
-) -> Result<(), ApiError> {
-    let subject = Subject {
-        resource_type: "consultation",
-        resource_id: &row.id,
-        patient_id: row.patient_id.as_deref(),
-    };
-    for specialist in specialists_of(conn, &row.centre_id)? {
-        notify(conn, &specialist, kind, &subject, public_url, now)?;
-    }
-    if let Some(address) = Organization::find(conn, &row.centre_id)?.and_then(|o| o.email) {
-        let email = Email::NewItem {
-            what: email,
-            link: format!("{public_url}/consultations/{}", row.id),
-        };
-        outbox::queue(conn, &address, &email, now)?;
-    }
-    Ok(())
 }
 
 /// The audit record of a request on `row` by `caller` with the basis resolved.
@@ -409,57 +301,16 @@ pub async fn create_consultation(
     let view = state
         .db
         .write(move |conn| {
-            let kind = Organization::find(conn, &centre_id)?.and_then(|o| OrgKind::parse(&o.kind));
-            if !matches!(kind, Some(OrgKind::AddictionCentre | OrgKind::PainCentre)) {
-                return Err(ApiError::invalid(
-                    "centre_id",
-                    "not an addiction or pain centre of the network",
-                ));
-            }
-            let row = ConsultationRow {
-                id: new_id(),
-                requester_id: caller.id.clone(),
-                centre_id,
-                patient_id,
+            let submitted = Request {
+                requester_id: &caller.id,
+                centre_id: &centre_id,
+                patient_id: patient_id.as_deref(),
                 priority: body.priority,
                 question,
-                status: ConsultationStatus::Submitted,
                 due_at: now + Duration::hours(i64::from(hours)),
-                created_at: now,
-                accepted_at: None,
-                accepted_by: None,
-                answered_at: None,
-                answered_by: None,
-                answer: None,
-                proposed_plan: None,
-                declined_at: None,
-                decline_reason: None,
-                closed_at: None,
-                outcome: None,
-                referral_avoided: None,
-                cancelled_at: None,
-                escalated_at: None,
-                applied_plan_version: None,
                 basis_until,
             };
-            diesel::insert_into(consultations::table)
-                .values(&row)
-                .execute(conn)?;
-            create_thread(
-                conn,
-                SubjectType::Consultation,
-                &row.id,
-                row.patient_id.as_deref(),
-                now,
-            )?;
-            tell_centre(
-                conn,
-                &row,
-                NotificationKind::ConsultationReceived,
-                ItemKind::ConsultationReceived,
-                &public_url,
-                now,
-            )?;
+            let row = consultation::submit(conn, submitted, &public_url, now)?;
             audit::append(conn, &[record(&info, &caller, &row, basis)], now)?;
             let view = view(conn, row, now)?;
             if let Some(key) = &key.0 {
@@ -606,35 +457,6 @@ pub async fn get_consultation(
     ))
 }
 
-/// What a move carries besides the new status.
-enum Move {
-    Accept,
-    Answer {
-        answer: String,
-        proposal: Option<String>,
-    },
-    Decline {
-        reason: String,
-    },
-    Close {
-        outcome: ConsultationOutcome,
-        referral_avoided: bool,
-    },
-    Cancel,
-}
-
-impl Move {
-    fn action(&self) -> ConsultationAction {
-        match self {
-            Move::Accept => ConsultationAction::Accept,
-            Move::Answer { .. } => ConsultationAction::Answer,
-            Move::Decline { .. } => ConsultationAction::Decline,
-            Move::Close { .. } => ConsultationAction::Close,
-            Move::Cancel => ConsultationAction::Cancel,
-        }
-    }
-}
-
 async fn transition(
     state: &AppState,
     access: ConsultationAccess,
@@ -666,98 +488,12 @@ async fn transition(
     }
     let now = state.clock.now_naive();
     let public_url = state.settings.server.public_url.clone();
+    let id = row.id;
     state
         .db
         .write(move |conn| {
-            let row: ConsultationRow = consultations::table
-                .find(&row.id)
-                .select(ConsultationRow::as_select())
-                .first(conn)?;
-            let next = consultation_transition(row.status, action)
-                .map_err(|m| ApiError::conflict("status", m))?;
-            let target = consultations::table.find(&row.id);
-            diesel::update(target)
-                .set(consultations::status.eq(next.as_str()))
-                .execute(conn)?;
-            let subject = Subject {
-                resource_type: "consultation",
-                resource_id: &row.id,
-                patient_id: row.patient_id.as_deref(),
-            };
-            match step {
-                Move::Accept => {
-                    diesel::update(target)
-                        .set((
-                            consultations::accepted_at.eq(now),
-                            consultations::accepted_by.eq(&caller.id),
-                        ))
-                        .execute(conn)?;
-                }
-                Move::Answer { answer, proposal } => {
-                    if let (Some(plan), Some(patient)) = (&proposal, &row.patient_id) {
-                        let plan: PlanContent =
-                            serde_json::from_str(plan).map_err(ApiError::internal)?;
-                        check_references(conn, patient, &plan, now, "proposed_plan.")?;
-                    }
-                    diesel::update(target)
-                        .set((
-                            consultations::accepted_at.eq(row.accepted_at.unwrap_or(now)),
-                            consultations::accepted_by
-                                .eq(row.accepted_by.clone().unwrap_or_else(|| caller.id.clone())),
-                            consultations::answered_at.eq(now),
-                            consultations::answered_by.eq(&caller.id),
-                            consultations::answer.eq(answer),
-                            consultations::proposed_plan.eq(proposal),
-                        ))
-                        .execute(conn)?;
-                    notify(
-                        conn,
-                        &row.requester_id,
-                        NotificationKind::ConsultationAnswered,
-                        &subject,
-                        &public_url,
-                        now,
-                    )?;
-                }
-                Move::Decline { reason } => {
-                    diesel::update(target)
-                        .set((
-                            consultations::declined_at.eq(now),
-                            consultations::decline_reason.eq(reason),
-                        ))
-                        .execute(conn)?;
-                    notify(
-                        conn,
-                        &row.requester_id,
-                        NotificationKind::ConsultationDeclined,
-                        &subject,
-                        &public_url,
-                        now,
-                    )?;
-                }
-                Move::Close {
-                    outcome,
-                    referral_avoided,
-                } => {
-                    diesel::update(target)
-                        .set((
-                            consultations::closed_at.eq(now),
-                            consultations::outcome.eq(outcome),
-                            consultations::referral_avoided.eq(referral_avoided),
-                        ))
-                        .execute(conn)?;
-                }
-                Move::Cancel => {
-                    diesel::update(target)
-                        .set(consultations::cancelled_at.eq(now))
-                        .execute(conn)?;
-                }
-            }
+            let row = consultation::apply_move(conn, &id, step, &caller.id, &public_url, now)?;
             audit::append(conn, &[record], now)?;
-            let row = consultations::table
-                .find(&row.id)
-                .select(ConsultationRow::as_select())
-                .first(conn)?;
             view(conn, row, now)
         })
         .await
@@ -921,52 +657,16 @@ pub async fn apply_proposal(
     let view = state
         .db
         .write(move |conn| {
-            let current = current_version(conn, &patient_id)?;
-            if body
-                .expected_plan_version
-                .is_some_and(|v| Some(v) != current)
-            {
-                return Err(ApiError::PreconditionFailed(format!(
-                    "the care plan is at version {}; review the proposal again",
-                    current.unwrap_or(0)
-                )));
-            }
-            // Re-checked under the write lock: applied once only.
-            let applied = diesel::update(
-                consultations::table
-                    .find(&row.id)
-                    .filter(consultations::applied_plan_version.is_null()),
-            )
-            .set(consultations::applied_plan_version.eq(current.unwrap_or(0) + 1))
-            .execute(conn)?;
-            if applied != 1 {
-                return Err(ApiError::conflict(
-                    "id",
-                    "the proposal has already been applied",
-                ));
-            }
-            store_version(
-                conn,
-                NewVersion {
-                    patient_id: &patient_id,
-                    content: &content,
-                    warnings: &warnings,
-                    acknowledged: &body.acknowledged_warnings,
-                    change_summary: &summary,
-                    source: Some(PlanSource {
-                        kind: "consultation".into(),
-                        id: row.id.clone(),
-                    }),
-                    author_id: &caller.id,
-                },
-                current,
-                now,
-            )?;
+            let plan = ProposalPlan {
+                patient_id: &patient_id,
+                content: &content,
+                warnings: &warnings,
+                acknowledged: &body.acknowledged_warnings,
+                summary: &summary,
+                expected_version: body.expected_plan_version,
+            };
+            let row = consultation::apply_proposal(conn, &row.id, plan, &caller.id, now)?;
             audit::append(conn, &[record(&info, &caller, &row, Some(basis))], now)?;
-            let row = consultations::table
-                .find(&row.id)
-                .select(ConsultationRow::as_select())
-                .first(conn)?;
             view(conn, row, now)
         })
         .await?;
@@ -1116,61 +816,6 @@ pub async fn consultation_metrics(
         answered_within_due_share: within,
         referral_avoided_share: avoided,
     }))
-}
-
-/// Overdue consultations: the centre (address and specialists) is emailed and
-/// the requester notified, once. Claimed with `SKIP LOCKED` on PostgreSQL.
-pub fn escalate_overdue(
-    conn: &mut DbConnection,
-    public_url: &str,
-    now: NaiveDateTime,
-) -> Result<usize, ApiError> {
-    let waiting: Vec<&str> = ConsultationStatus::ALL
-        .iter()
-        .filter(|s| s.awaits_answer())
-        .map(|s| s.as_str())
-        .collect();
-    let due = consultations::table
-        .filter(consultations::status.eq_any(waiting))
-        .filter(consultations::due_at.le(now))
-        .filter(consultations::escalated_at.is_null())
-        .select(consultations::id)
-        .limit(100);
-    let ids: Vec<String> = match conn {
-        DbConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
-        DbConnection::Sqlite(lite) => due.load(lite)?,
-    };
-    let rows: Vec<ConsultationRow> = consultations::table
-        .filter(consultations::id.eq_any(&ids))
-        .select(ConsultationRow::as_select())
-        .load(conn)?;
-    for row in &rows {
-        diesel::update(consultations::table.find(&row.id))
-            .set(consultations::escalated_at.eq(now))
-            .execute(conn)?;
-        tell_centre(
-            conn,
-            row,
-            NotificationKind::ConsultationOverdue,
-            ItemKind::ConsultationOverdue,
-            public_url,
-            now,
-        )?;
-        let subject = Subject {
-            resource_type: "consultation",
-            resource_id: &row.id,
-            patient_id: row.patient_id.as_deref(),
-        };
-        notify(
-            conn,
-            &row.requester_id,
-            NotificationKind::ConsultationOverdue,
-            &subject,
-            public_url,
-            now,
-        )?;
-    }
-    Ok(rows.len())
 }
 
 #[cfg(test)]

@@ -7,20 +7,13 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::care_plans::{
-    NewVersion, PlanSource, check_references, current_version, current_version_row, prepare,
-    store_version,
-};
 use super::extract::{Json, Query};
 use super::idempotency::{self, IdempotencyKey};
-use super::scope::{
-    Linked, LinkedAccess, PatientAccess, Read, RequestInfo, authorize, named_prescriber, resolve,
-};
+use super::scope::{Linked, LinkedAccess, PatientAccess, Read, RequestInfo, authorize};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::models::new_id;
 use crate::db::schema::handovers;
 use crate::db::schema::threads;
 use crate::domain::access::Permission;
@@ -30,11 +23,12 @@ use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::plan_diff::{Change, diff};
 use crate::domain::role::Role;
 use crate::domain::rules::{self, Warning};
-use crate::domain::workflow::{HandoverAction, HandoverStatus, handover_transition};
+use crate::domain::workflow::{HandoverAction, HandoverStatus};
 use crate::error::{ApiError, FieldError, Problem};
-use crate::messaging::create_thread;
-use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::startup::AppState;
+use crate::store::access::resolve;
+use crate::store::care_plan::{current_version_row, prepare};
+use crate::store::handover::{self, Decision, HandoverRow, Move, NewPlan, Outgoing};
 
 /// A discharge handover to send.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -49,15 +43,6 @@ pub struct NewHandover {
     #[schema(max_length = 5000)]
     pub follow_up: Option<String>,
     pub proposed_plan: PlanContent,
-}
-
-text_enum! {
-    /// The GP's decision on a handover.
-    Decision {
-        Accept => "accept",
-        Amend => "amend",
-        Reject => "reject",
-    }
 }
 
 /// The GP's reconciliation.
@@ -108,39 +93,11 @@ pub struct HandoverView {
     pub resulting_plan_version: Option<i32>,
 }
 
-/// A stored handover.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = handovers)]
-pub struct HandoverRow {
-    pub id: String,
-    pub patient_id: String,
-    pub from_user_id: String,
-    pub to_user_id: String,
-    pub summary: String,
-    pub discharge_date: NaiveDate,
-    pub follow_up: Option<String>,
-    pub proposed_plan: String,
-    pub base_plan_version: Option<i32>,
-    pub status: HandoverStatus,
-    pub due_at: NaiveDateTime,
-    pub created_at: NaiveDateTime,
-    pub acknowledged_at: Option<NaiveDateTime>,
-    pub reconciled_at: Option<NaiveDateTime>,
-    pub decision: Option<Decision>,
-    pub comment: Option<String>,
-    pub resulting_plan_version: Option<i32>,
-    pub reminded_at: Option<NaiveDateTime>,
-}
-
 impl Linked for HandoverRow {
     const RESOURCE: &'static str = "handover";
 
     fn load(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {
-        handovers::table
-            .find(id)
-            .select(Self::as_select())
-            .first(conn)
-            .optional()
+        HandoverRow::find(conn, id)
     }
 
     fn id(&self) -> &str {
@@ -159,12 +116,6 @@ impl Linked for HandoverRow {
 
 /// A party to the handover `{id}` with a basis on its patient now.
 pub type HandoverAccess = LinkedAccess<HandoverRow, Read>;
-
-impl HandoverRow {
-    fn proposal(&self) -> Result<PlanContent, ApiError> {
-        serde_json::from_str(&self.proposed_plan).map_err(ApiError::internal)
-    }
-}
 
 fn view(
     conn: &mut DbConnection,
@@ -281,69 +232,20 @@ pub async fn create_handover(
     let now = state.clock.now_naive();
     let due = now + Duration::hours(i64::from(state.settings.handovers.acknowledge_due_h));
     let public_url = state.settings.server.public_url.clone();
-    let proposed = serde_json::to_string(&body.proposed_plan).map_err(ApiError::internal)?;
     let view = state
         .db
         .write(move |conn| {
-            let gp = named_prescriber(conn, &access.patient_id, &to_user_id, now.and_utc())?
-                .filter(|u| u.role == Role::Gp.as_str());
-            if gp.is_none() {
-                return Err(ApiError::invalid(
-                    "to_user_id",
-                    "not an active GP with a team basis on this patient (on the care team, \
-                     and the patient's consent covers their organisation)",
-                ));
-            }
-            check_references(
-                conn,
-                &access.patient_id,
-                &body.proposed_plan,
-                now,
-                "proposed_plan.",
-            )?;
-            let row = HandoverRow {
-                id: new_id(),
-                patient_id: access.patient_id.clone(),
-                from_user_id: access.caller.id.clone(),
-                to_user_id: to_user_id.clone(),
+            let out = Outgoing {
+                patient_id: &access.patient_id,
+                from_user_id: &access.caller.id,
+                to_user_id: &to_user_id,
                 summary,
                 discharge_date: body.discharge_date,
                 follow_up,
-                proposed_plan: proposed,
-                base_plan_version: current_version(conn, &access.patient_id)?,
-                status: HandoverStatus::Sent,
+                proposed_plan: &body.proposed_plan,
                 due_at: due,
-                created_at: now,
-                acknowledged_at: None,
-                reconciled_at: None,
-                decision: None,
-                comment: None,
-                resulting_plan_version: None,
-                reminded_at: None,
             };
-            diesel::insert_into(handovers::table)
-                .values(&row)
-                .execute(conn)?;
-            create_thread(
-                conn,
-                SubjectType::Handover,
-                &row.id,
-                Some(&row.patient_id),
-                now,
-            )?;
-            let subject = Subject {
-                resource_type: "handover",
-                resource_id: &row.id,
-                patient_id: Some(&row.patient_id),
-            };
-            notify(
-                conn,
-                &to_user_id,
-                NotificationKind::HandoverReceived,
-                &subject,
-                &public_url,
-                now,
-            )?;
+            let row = handover::send(conn, out, &public_url, now)?;
             access.append_audit(conn, "handover", Some(&row.id), now)?;
             let view = view(conn, row, now)?;
             if let Some(key) = &key.0 {
@@ -501,9 +403,8 @@ async fn decide(
     let now = state.clock.now_naive();
     let public_url = state.settings.server.public_url.clone();
     // A new plan version needs the right to write the plan.
-    let mut prepared: Option<(PlanContent, Vec<Warning>, Vec<Acknowledgement>, String)> = None;
+    let mut prepared: Option<NewPlan> = None;
     let mut comment = None;
-    let mut expected = None;
     let mut decision = None;
     if let Some(body) = reconcile {
         let mut errors = Vec::new();
@@ -517,7 +418,6 @@ async fn decide(
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
-        expected = body.expected_plan_version;
         decision = Some(body.decision);
         let content = match (body.decision, body.plan) {
             (Decision::Reject, None) => None,
@@ -550,81 +450,27 @@ async fn decide(
             let summary: String = summary.chars().take(500).collect();
             let (content, warnings) =
                 prepare(content, &summary, &body.acknowledged_warnings, &caller.id)?;
-            prepared = Some((content, warnings, body.acknowledged_warnings, summary));
+            prepared = Some(NewPlan {
+                content,
+                warnings,
+                acknowledged: body.acknowledged_warnings,
+                summary,
+                expected_version: body.expected_plan_version,
+            });
         }
     }
-    let caller = caller.clone();
+    let step = Move {
+        action,
+        decision,
+        comment,
+        plan: prepared,
+    };
+    let (id, author) = (row.id.clone(), caller.id.clone());
     state
         .db
         .write(move |conn| {
-            let row: HandoverRow = handovers::table
-                .find(&row.id)
-                .select(HandoverRow::as_select())
-                .first(conn)?;
-            let next = handover_transition(row.status, action)
-                .map_err(|m| ApiError::conflict("status", m))?;
-            let mut resulting = None;
-            if let Some((content, warnings, acks, summary)) = &prepared {
-                let current = current_version(conn, &row.patient_id)?;
-                if expected.is_some_and(|v| Some(v) != current) {
-                    return Err(ApiError::PreconditionFailed(format!(
-                        "the care plan is at version {}, not {}; review the diff again",
-                        current.unwrap_or(0),
-                        expected.unwrap_or(0)
-                    )));
-                }
-                let version = store_version(
-                    conn,
-                    NewVersion {
-                        patient_id: &row.patient_id,
-                        content,
-                        warnings,
-                        acknowledged: acks,
-                        change_summary: summary,
-                        source: Some(PlanSource {
-                            kind: "handover".into(),
-                            id: row.id.clone(),
-                        }),
-                        author_id: &caller.id,
-                    },
-                    current,
-                    now,
-                )?;
-                resulting = Some(version.version);
-            }
-            let target = handovers::table.find(&row.id);
-            diesel::update(target)
-                .set((
-                    handovers::status.eq(next.as_str()),
-                    handovers::acknowledged_at.eq(row.acknowledged_at.unwrap_or(now)),
-                ))
-                .execute(conn)?;
-            if action != HandoverAction::Acknowledge {
-                diesel::update(target)
-                    .set((
-                        handovers::reconciled_at.eq(now),
-                        handovers::decision.eq(decision),
-                        handovers::comment.eq(&comment),
-                        handovers::resulting_plan_version.eq(resulting),
-                    ))
-                    .execute(conn)?;
-                let kind = if next == HandoverStatus::Rejected {
-                    NotificationKind::HandoverRejected
-                } else {
-                    NotificationKind::HandoverReconciled
-                };
-                let subject = Subject {
-                    resource_type: "handover",
-                    resource_id: &row.id,
-                    patient_id: Some(&row.patient_id),
-                };
-                notify(conn, &row.from_user_id, kind, &subject, &public_url, now)?;
-            }
+            let row = handover::decide(conn, &id, step, &author, &public_url, now)?;
             audit::append(conn, &[record], now)?;
-            let row = handovers::table
-                .find(&row.id)
-                .select(HandoverRow::as_select())
-                .first(conn)?;
             view(conn, row, now)
         })
         .await
@@ -678,55 +524,4 @@ pub async fn reconcile_handover(
     let view = decide(&state, access, action, Some(body)).await?;
     state.outbox.wake();
     Ok(web::Json(view))
-}
-
-/// Handovers not acknowledged in time: the GP is reminded and the sender told,
-/// once. Claimed with `SKIP LOCKED` on PostgreSQL. Returns how many.
-pub fn remind_overdue(
-    conn: &mut DbConnection,
-    public_url: &str,
-    now: NaiveDateTime,
-) -> Result<usize, ApiError> {
-    let due = handovers::table
-        .filter(handovers::status.eq(HandoverStatus::Sent.as_str()))
-        .filter(handovers::due_at.le(now))
-        .filter(handovers::reminded_at.is_null())
-        .select((
-            handovers::id,
-            handovers::patient_id,
-            handovers::from_user_id,
-            handovers::to_user_id,
-        ))
-        .limit(100);
-    let rows: Vec<(String, String, String, String)> = match conn {
-        DbConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
-        DbConnection::Sqlite(lite) => due.load(lite)?,
-    };
-    for (id, patient_id, from, to) in &rows {
-        diesel::update(handovers::table.find(id))
-            .set(handovers::reminded_at.eq(now))
-            .execute(conn)?;
-        let subject = Subject {
-            resource_type: "handover",
-            resource_id: id,
-            patient_id: Some(patient_id),
-        };
-        notify(
-            conn,
-            to,
-            NotificationKind::HandoverOverdue,
-            &subject,
-            public_url,
-            now,
-        )?;
-        notify(
-            conn,
-            from,
-            NotificationKind::HandoverOverdue,
-            &subject,
-            public_url,
-            now,
-        )?;
-    }
-    Ok(rows.len())
 }

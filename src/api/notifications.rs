@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Query, path_id};
-use super::scope::resolve;
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
@@ -15,6 +14,7 @@ use crate::db::schema::notifications;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::NotificationKind;
 use crate::startup::AppState;
+use crate::store::access::resolve;
 
 /// A notification: what happened and where to look; no clinical content.
 #[derive(Debug, Serialize, ToSchema)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query};
-use super::scope::{ManageTeam, PatientAccess, Read, RequestInfo, WritePlan, resolve};
+use super::scope::{ManageTeam, PatientAccess, Read, RequestInfo, WritePlan};
 use super::users::{lower, optional_phone};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
@@ -24,6 +24,7 @@ use crate::domain::messaging::SubjectType;
 use crate::error::{ApiError, FieldError, Problem};
 use crate::messaging::{create_thread, threads_of};
 use crate::startup::AppState;
+use crate::store::access::resolve;
 
 text_enum! {
     /// Administrative sex, as on the INS.

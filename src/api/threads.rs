@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query, path_id};
 use super::idempotency::{self, Claim, IdempotencyKey};
-use super::scope::{RequestInfo, Resource, authorize_linked, resolve};
+use super::scope::{RequestInfo, Resource, authorize_linked};
 use super::{Page, page_limit};
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
@@ -32,6 +32,7 @@ use crate::messaging::{
 };
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::startup::AppState;
+use crate::store::access::resolve;
 
 /// A caller taking part in the thread `{id}`: they have a basis on its
 /// subject now. Unknown threads and threads without a basis are both 404,

@@ -1,0 +1,320 @@
+//! The care-plan version store: immutable numbered versions behind a
+//! compare-and-swap pointer, the checks a version's references must pass,
+//! and the preparation (validation, default prescribers, safety rules) every
+//! write goes through, whether a GP's edit, a reconciled handover or an
+//! applied consultation proposal.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::DbConnection;
+use crate::db::models::{Organization, new_id};
+use crate::db::schema::{care_plan_versions, care_plans, users};
+use crate::domain::plan::{
+    Acknowledgement, OmtMedication, PlanContent, PlanStatus, validate_acknowledgements,
+};
+use crate::domain::role::OrgKind;
+use crate::domain::rules::{self, Warning};
+use crate::error::{ApiError, FieldError};
+use crate::store::access::named_prescriber;
+
+/// Where a version came from, besides a direct edit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanSource {
+    /// `handover` or `consultation`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+/// A person named on a plan.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PersonRef {
+    pub id: String,
+    pub full_name: String,
+    pub phone: Option<String>,
+}
+
+/// A stored version row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = care_plan_versions)]
+pub struct PlanVersionRow {
+    pub id: String,
+    pub patient_id: String,
+    pub version: i32,
+    pub status: PlanStatus,
+    pub content: String,
+    pub warnings: String,
+    pub acknowledged: String,
+    pub change_summary: String,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    pub author_id: String,
+    pub created_at: NaiveDateTime,
+}
+
+impl PlanVersionRow {
+    /// The clinical content.
+    pub fn content(&self) -> Result<PlanContent, ApiError> {
+        serde_json::from_str(&self.content).map_err(ApiError::internal)
+    }
+
+    pub fn source(&self) -> Option<PlanSource> {
+        Some(PlanSource {
+            kind: self.source_type.clone()?,
+            id: self.source_id.clone()?,
+        })
+    }
+}
+
+pub fn person(conn: &mut DbConnection, id: &str) -> QueryResult<PersonRef> {
+    let (full_name, phone): (String, Option<String>) = crate::per_backend!(conn, |c| users::table
+        .find(id)
+        .select((users::full_name, users::phone))
+        .first(c))?;
+    Ok(PersonRef {
+        id: id.to_owned(),
+        full_name,
+        phone,
+    })
+}
+
+/// The people named by `ids`, by id; each once (the author is often the
+/// prescriber too), each by primary key (a statement prepared once).
+pub fn people(
+    conn: &mut DbConnection,
+    ids: &[&str],
+) -> QueryResult<std::collections::HashMap<String, PersonRef>> {
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    for id in ids {
+        if !found.contains_key(*id) {
+            found.insert((*id).to_owned(), person(conn, id)?);
+        }
+    }
+    Ok(found)
+}
+
+/// One of the [`people`] loaded for a page; every stored reference names a user.
+pub fn named_person(
+    people: &std::collections::HashMap<String, PersonRef>,
+    id: &str,
+) -> Result<PersonRef, ApiError> {
+    people
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a plan names an unknown user")))
+}
+
+/// The current version's number, if the patient has a plan.
+pub fn current_version(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Option<i32>> {
+    care_plans::table
+        .find(patient_id)
+        .select(care_plans::current_version)
+        .first(conn)
+        .optional()
+}
+
+/// The current version's row, found through the plan's pointer in one
+/// statement, if the patient has a plan.
+pub fn current_version_row(
+    conn: &mut DbConnection,
+    patient_id: &str,
+) -> QueryResult<Option<PlanVersionRow>> {
+    crate::per_backend!(conn, |c| care_plan_versions::table
+        .filter(care_plan_versions::patient_id.eq(patient_id))
+        .filter(
+            care_plan_versions::version.nullable().eq(care_plans::table
+                .find(patient_id)
+                .select(care_plans::current_version)
+                .single_value()),
+        )
+        .select(PlanVersionRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// One version row.
+pub fn version_row(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    version: i32,
+) -> QueryResult<Option<PlanVersionRow>> {
+    care_plan_versions::table
+        .filter(care_plan_versions::patient_id.eq(patient_id))
+        .filter(care_plan_versions::version.eq(version))
+        .select(PlanVersionRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Checks a plan's references against the database: the pharmacy, and the
+/// prescribers, each an active prescriber with a team basis on the patient
+/// now (§5: every person a record names has a basis). Fields are named under
+/// `prefix` (`""` for a plan, `"proposed_plan."` for a proposal).
+pub fn check_references(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    content: &PlanContent,
+    now: NaiveDateTime,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if let Some(pharmacy) = &content.omt.dispensing_pharmacy_id {
+        let kind = Organization::find(conn, pharmacy)?.and_then(|o| OrgKind::parse(&o.kind));
+        if kind != Some(OrgKind::Pharmacy) {
+            errors.push(FieldError::new(
+                format!("{prefix}omt.dispensing_pharmacy_id"),
+                "not a pharmacy of the network",
+            ));
+        }
+    }
+    let prescribers = std::iter::once(("omt.prescriber_id".to_owned(), &content.omt.prescriber_id))
+        .chain(
+            content
+                .analgesics
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("analgesics[{i}].prescriber_id"), &l.prescriber_id)),
+        );
+    let mut checked = std::collections::HashMap::new();
+    for (field, id) in prescribers {
+        let Some(id) = id else { continue };
+        let ok = match checked.get(id) {
+            Some(ok) => *ok,
+            None => {
+                let ok = named_prescriber(conn, patient_id, id, now.and_utc())?.is_some();
+                checked.insert(id.clone(), ok);
+                ok
+            }
+        };
+        if !ok {
+            errors.push(FieldError::new(
+                format!("{prefix}{field}"),
+                "not an active prescriber with a team basis on this patient (on the care \
+                 team, and the patient's consent covers their organisation)",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// Validates content (shape, acknowledgements, summary), fills in the
+/// author as default prescriber, and runs the rules: 422 when invalid or
+/// when a blocking warning is not acknowledged.
+pub fn prepare(
+    mut content: PlanContent,
+    change_summary: &str,
+    acknowledged: &[Acknowledgement],
+    author_id: &str,
+) -> Result<(PlanContent, Vec<Warning>), ApiError> {
+    let mut errors = content.validate();
+    errors.extend(validate_acknowledgements(acknowledged));
+    if change_summary.trim().is_empty() || change_summary.chars().count() > 500 {
+        errors.push(FieldError::new("change_summary", "1 to 500 characters"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    if content.omt.medication != OmtMedication::None && content.omt.prescriber_id.is_none() {
+        content.omt.prescriber_id = Some(author_id.to_owned());
+    }
+    for line in &mut content.analgesics {
+        line.prescriber_id
+            .get_or_insert_with(|| author_id.to_owned());
+    }
+    let warnings = rules::check(&content);
+    let codes: Vec<&str> = acknowledged.iter().map(|a| a.code.as_str()).collect();
+    let blocking = rules::unacknowledged_blocking(&warnings, &codes);
+    if !blocking.is_empty() {
+        let blocking = serde_json::to_value(blocking).map_err(ApiError::internal)?;
+        return Err(ApiError::Blocked(blocking));
+    }
+    Ok((content, warnings))
+}
+
+/// A version to store.
+pub struct NewVersion<'a> {
+    pub patient_id: &'a str,
+    pub content: &'a PlanContent,
+    pub warnings: &'a [Warning],
+    pub acknowledged: &'a [Acknowledgement],
+    pub change_summary: &'a str,
+    pub source: Option<PlanSource>,
+    pub author_id: &'a str,
+}
+
+/// Stores the next version if the current one is still `expected` (None: no
+/// plan yet); otherwise 412. Run inside the write's transaction.
+pub fn store_version(
+    conn: &mut DbConnection,
+    new: NewVersion<'_>,
+    expected: Option<i32>,
+    now: NaiveDateTime,
+) -> Result<PlanVersionRow, ApiError> {
+    check_references(conn, new.patient_id, new.content, now, "")?;
+    let stale = || {
+        ApiError::PreconditionFailed(
+            "the care plan has changed since you read it; reload it".into(),
+        )
+    };
+    let next = match expected {
+        Some(version) => {
+            // The compare-and-swap: of racing writers on one version, one wins.
+            let swapped = diesel::update(
+                care_plans::table
+                    .find(new.patient_id)
+                    .filter(care_plans::current_version.eq(version)),
+            )
+            .set((
+                care_plans::current_version.eq(version + 1),
+                care_plans::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+            if swapped != 1 {
+                return Err(stale());
+            }
+            version + 1
+        }
+        None => {
+            diesel::insert_into(care_plans::table)
+                .values((
+                    care_plans::patient_id.eq(new.patient_id),
+                    care_plans::current_version.eq(1),
+                    care_plans::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .map_err(|e| {
+                    if crate::db::is_unique_violation(&e) {
+                        stale()
+                    } else {
+                        e.into()
+                    }
+                })?;
+            1
+        }
+    };
+    let row = PlanVersionRow {
+        id: new_id(),
+        patient_id: new.patient_id.to_owned(),
+        version: next,
+        status: new.content.status,
+        content: serde_json::to_string(new.content).map_err(ApiError::internal)?,
+        warnings: serde_json::to_string(new.warnings).map_err(ApiError::internal)?,
+        acknowledged: serde_json::to_string(new.acknowledged).map_err(ApiError::internal)?,
+        change_summary: new.change_summary.trim().to_owned(),
+        source_type: new.source.as_ref().map(|s| s.kind.clone()),
+        source_id: new.source.map(|s| s.id),
+        author_id: new.author_id.to_owned(),
+        created_at: now,
+    };
+    diesel::insert_into(care_plan_versions::table)
+        .values(&row)
+        .execute(conn)?;
+    Ok(row)
+}

@@ -1,0 +1,8 @@
+//! The stored operations, one module per resource: row types, queries, state
+//! transitions with their writes, the notifications they raise. The HTTP
+//! handlers (`api`), the scheduler and `relais demo` call the same functions.
+
+pub mod access;
+pub mod care_plan;
+pub mod consultation;
+pub mod handover;
