@@ -15,13 +15,13 @@ use chrono::{Days, NaiveDate};
 use diesel::prelude::*;
 use serde_json::{Value, json};
 
-use crate::cli::{NewAccount, create_account};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::db::Db;
 use crate::db::schema::users;
 use crate::domain::role::Role;
 use crate::startup::Application;
+use crate::store::account::{NewAccount, create_account};
 
 /// The password of every demo account. Demo data is for evaluation only.
 pub const DEMO_PASSWORD: &str = "relais-demo-password";

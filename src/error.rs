@@ -219,7 +219,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let Self::Replay { status, body } = self {
-            return crate::api::idempotency::respond(*status, body.clone(), true);
+            return respond(*status, body.clone(), true);
         }
         if let Self::Internal(cause) = self {
             // The chain may name tables or constraints, never request bodies.
@@ -314,6 +314,17 @@ fn replace_body<B>(
         }
     }
     ServiceResponse::new(req, response).map_into_right_body()
+}
+
+/// An answer given (or given again) from its stored status and JSON body.
+pub fn respond(status: u16, body: String, replayed: bool) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = HttpResponse::build(status);
+    response.content_type("application/json");
+    if replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    response.body(body)
 }
 
 #[cfg(test)]

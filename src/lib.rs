@@ -68,7 +68,6 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod error;
-pub mod messaging;
 pub mod notify;
 pub mod scheduler;
 pub mod startup;

@@ -12,7 +12,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use tokio::sync::watch;
 
-use crate::api::idempotency;
 use crate::auth::AuthUser;
 use crate::clock::Clock;
 use crate::config::SchedulerSettings;
@@ -22,12 +21,13 @@ use crate::db::{Db, DbConnection};
 use crate::domain::messaging::digest_day;
 use crate::domain::role::{NotificationPreference, Role};
 use crate::error::ApiError;
-use crate::messaging::inbox_counts;
 use crate::notify::outbox::{self, OutboxSignal};
 use crate::notify::templates::Email;
 use crate::startup::AppState;
 use crate::store::consultation::escalate_overdue;
 use crate::store::handover::remind_overdue;
+use crate::store::idempotency;
+use crate::store::messaging::inbox_counts;
 
 /// Users claimed per transaction.
 const BATCH: i64 = 50;

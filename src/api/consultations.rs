@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query, path_id};
-use super::idempotency::{self, IdempotencyKey};
+use super::idempotency::IdempotencyKey;
 use super::scope::{Linked, LinkedAccess, Read, RequestInfo, authorize};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
@@ -31,6 +31,7 @@ use crate::store::care_plan::prepare;
 use crate::store::consultation::{
     self, ConsultationOutcome, ConsultationRow, Move, Priority, ProposalPlan, Request,
 };
+use crate::store::idempotency;
 
 /// A request for advice.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query};
-use super::idempotency::{self, IdempotencyKey};
+use super::idempotency::IdempotencyKey;
 use super::scope::{Linked, LinkedAccess, PatientAccess, Read, RequestInfo, authorize};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
@@ -29,6 +29,7 @@ use crate::startup::AppState;
 use crate::store::access::resolve;
 use crate::store::care_plan::{current_version_row, prepare};
 use crate::store::handover::{self, Decision, HandoverRow, Move, NewPlan, Outgoing};
+use crate::store::idempotency;
 
 /// A discharge handover to send.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -5,8 +5,8 @@ use actix_web::web;
 use crate::auth::AuthUser;
 use crate::domain::messaging::InboxCounts;
 use crate::error::{ApiError, Problem};
-use crate::messaging::inbox_counts;
 use crate::startup::AppState;
+use crate::store::messaging::inbox_counts;
 
 #[utoipa::path(get, path = "/api/v1/inbox", tag = "messaging",
     responses(

@@ -22,9 +22,9 @@ use crate::domain::contact::parse_text;
 use crate::domain::ins::Ins;
 use crate::domain::messaging::SubjectType;
 use crate::error::{ApiError, FieldError, Problem};
-use crate::messaging::{create_thread, threads_of};
 use crate::startup::AppState;
 use crate::store::access::resolve;
+use crate::store::messaging::{create_thread, threads_of};
 
 text_enum! {
     /// Administrative sex, as on the INS.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query, path_id};
-use super::idempotency::{self, Claim, IdempotencyKey};
+use super::idempotency::IdempotencyKey;
 use super::scope::{RequestInfo, Resource, authorize_linked};
 use super::{Page, page_limit};
 use crate::audit::{self, AuditRecord, Outcome};
@@ -26,13 +26,14 @@ use crate::domain::access::{Basis, Permission, Relations};
 use crate::domain::messaging::{self, SubjectType, fingerprint, next_message_id, parse_body};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
-use crate::messaging::{
-    Message, Thread, advance_marker, candidate_threads, party_to_subject, read_marker,
-    thread_participants, unread_count, with_unread,
-};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::startup::AppState;
 use crate::store::access::resolve;
+use crate::store::idempotency::{self, Claim};
+use crate::store::messaging::{
+    Message, Thread, advance_marker, candidate_threads, party_to_subject, read_marker,
+    thread_participants, unread_count, with_unread,
+};
 
 /// A caller taking part in the thread `{id}`: they have a basis on its
 /// subject now. Unknown threads and threads without a basis are both 404,
@@ -563,7 +564,7 @@ pub async fn post_message(
     if !replayed {
         state.outbox.wake();
     }
-    Ok(idempotency::respond(status, response, replayed))
+    Ok(crate::error::respond(status, response, replayed))
 }
 
 /// How far the caller has read.

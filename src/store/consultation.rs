@@ -18,13 +18,13 @@ use crate::domain::role::{OrgKind, Role};
 use crate::domain::rules::Warning;
 use crate::domain::workflow::{ConsultationAction, ConsultationStatus, consultation_transition};
 use crate::error::ApiError;
-use crate::messaging::create_thread;
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::notify::outbox;
 use crate::notify::templates::{Email, ItemKind};
 use crate::store::care_plan::{
     NewVersion, PlanSource, check_references, current_version, store_version,
 };
+use crate::store::messaging::create_thread;
 
 text_enum! {
     /// How soon an answer is needed.

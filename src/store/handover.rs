@@ -16,12 +16,12 @@ use crate::domain::role::Role;
 use crate::domain::rules::Warning;
 use crate::domain::workflow::{HandoverAction, HandoverStatus, handover_transition};
 use crate::error::ApiError;
-use crate::messaging::create_thread;
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::store::access::named_prescriber;
 use crate::store::care_plan::{
     NewVersion, PlanSource, check_references, current_version, store_version,
 };
+use crate::store::messaging::create_thread;
 
 text_enum! {
     /// The GP's decision on a handover.

@@ -3,6 +3,9 @@
 //! handlers (`api`), the scheduler and `relais demo` call the same functions.
 
 pub mod access;
+pub mod account;
 pub mod care_plan;
 pub mod consultation;
 pub mod handover;
+pub mod idempotency;
+pub mod messaging;

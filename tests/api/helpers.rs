@@ -442,7 +442,7 @@ pub async fn spawn_on(
         _db: db,
         client,
     };
-    relais::cli::create_admin(
+    relais::store::account::create_admin(
         &test_app.state.db,
         &*test_app.clock,
         ADMIN_EMAIL,
