@@ -72,12 +72,15 @@ pub struct EmergencyAccessView {
 }
 
 fn reason(raw: &str) -> Result<String, ApiError> {
-    let reason = raw.trim();
-    // At least 10 characters once trimmed; at most 1000 as sent (the OpenAPI `maxLength`).
-    if reason.chars().count() < 10 || raw.chars().count() > 1000 {
-        return Err(ApiError::invalid("reason", "10 to 1000 characters"));
-    }
-    Ok(reason.to_owned())
+    use crate::domain::text::{self, Flavour};
+    text::required_at_least(
+        raw,
+        "reason",
+        Flavour::Free,
+        text::ACCESS_REASON_MIN,
+        text::ACCESS_REASON_MAX,
+    )
+    .map_err(|e| ApiError::Validation(vec![e]))
 }
 
 type RequestRow = (

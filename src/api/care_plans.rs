@@ -21,6 +21,7 @@ use crate::domain::plan::{
 };
 use crate::domain::role::{OrgKind, Role};
 use crate::domain::rules::{self, Warning};
+use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
 
@@ -317,8 +318,13 @@ pub fn prepare(
 ) -> Result<(PlanContent, Vec<Warning>), ApiError> {
     let mut errors = content.validate();
     errors.extend(validate_acknowledgements(acknowledged));
-    if change_summary.trim().is_empty() || change_summary.chars().count() > 500 {
-        errors.push(FieldError::new("change_summary", "1 to 500 characters"));
+    if let Err(e) = text::required(
+        change_summary,
+        "change_summary",
+        Flavour::Free,
+        text::CHANGE_SUMMARY_MAX,
+    ) {
+        errors.push(e);
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -693,7 +699,7 @@ pub async fn list_drugs(_caller: AuthUser) -> web::Json<&'static [Drug]> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OnDay {
-    /// `YYYY-MM-DD`; today (UTC) when omitted.
+    /// `YYYY-MM-DD`; today in the network's time zone (`network.time_zone`) when omitted.
     pub on: Option<NaiveDate>,
 }
 
@@ -778,7 +784,9 @@ pub async fn get_analgesic_plan(
     access: PatientAccess<Read>,
     Query(query): Query<OnDay>,
 ) -> Result<web::Json<AnalgesicPlan>, ApiError> {
-    let day = query.on.unwrap_or_else(|| state.clock.now().date_naive());
+    let day = query
+        .on
+        .unwrap_or_else(|| state.clock.today(state.settings.time_zone()));
     let id = access.patient_id;
     let page = state
         .db

@@ -8,6 +8,7 @@ pub mod care_team;
 pub mod consultations;
 pub mod extract;
 pub mod handovers;
+pub mod hardening;
 pub mod health;
 pub mod idempotency;
 pub mod inbox;
