@@ -137,8 +137,7 @@ async fn versions_with_etag_and_if_match() {
         .get(&format!("{url}/versions"), &net.pharmacist.token)
         .await
         .expect(200);
-    let listed: Vec<(i64, &str)> = versions
-        .body
+    let listed: Vec<(i64, &str)> = versions.body["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -322,7 +321,7 @@ async fn twenty_writers_on_one_version_one_wins() {
         )
         .await
         .expect(200);
-    assert_eq!(versions.body.as_array().unwrap().len(), 2);
+    assert_eq!(versions.body["items"].as_array().unwrap().len(), 2);
 }
 
 #[actix_web::test]

@@ -364,3 +364,108 @@ async fn free_text_keeps_emoji_but_refuses_bidirectional_overrides() {
         .invalid_field("body");
     }
 }
+
+/// Follows `next_cursor` from `path` (which has a `?`), `limit` at a time.
+async fn walk(app: &TestApp, path: &str, token: &str) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let mut at = path.to_owned();
+        if let Some(c) = &cursor {
+            at.push_str(&format!("&cursor={c}"));
+        }
+        let page = app.get(&at, token).await.expect(200).body;
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+    panic!("{path}: the cursor never ended");
+}
+
+#[actix_web::test]
+async fn per_patient_lists_page_like_every_other() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let patient = create_patient(&app, &net.gp, None).await;
+    set_consent(&app, &net.gp, &patient, "granted").await;
+    add_member(&app, &net.gp, &patient, &net.hospital).await;
+    add_member(&app, &net.gp, &patient, &net.pharmacist).await;
+    let team = walk(
+        &app,
+        &format!("/api/v1/patients/{patient}/care-team?limit=1"),
+        &net.gp.token,
+    )
+    .await;
+    let ids: Vec<&str> = team
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&net.gp.id, &net.hospital.id, &net.pharmacist.id]);
+
+    for reason in [
+        "Avis douleur pour ce patient",
+        "Soins post-opératoires à domicile",
+    ] {
+        let who = if reason.starts_with("Avis") {
+            &net.specialist
+        } else {
+            &net.nurse
+        };
+        app.post(
+            &format!("/api/v1/patients/{patient}/access-requests"),
+            &who.token,
+            json!({"reason": reason}),
+        )
+        .await
+        .expect(201);
+    }
+    let requests = walk(
+        &app,
+        &format!("/api/v1/patients/{patient}/access-requests?limit=1"),
+        &net.gp.token,
+    )
+    .await;
+    assert_eq!(requests.len(), 2);
+
+    let mut plan = crate::care_plans::design_plan(None);
+    for n in 0..3 {
+        plan["change_summary"] = json!(format!("change {n}"));
+        let current = app
+            .get(
+                &format!("/api/v1/patients/{patient}/care-plan"),
+                &net.gp.token,
+            )
+            .await;
+        let etag = header(&current, "etag");
+        let headers: Vec<(&str, String)> = etag.map(|e| ("if-match", e)).into_iter().collect();
+        app.request_with(
+            Method::PUT,
+            &format!("/api/v1/patients/{patient}/care-plan"),
+            Some(&net.gp.token),
+            Some(&plan),
+            &headers,
+        )
+        .await
+        .expect(if n == 0 { 201 } else { 200 });
+    }
+    let versions = walk(
+        &app,
+        &format!("/api/v1/patients/{patient}/care-plan/versions?limit=2"),
+        &net.gp.token,
+    )
+    .await;
+    let numbers: Vec<i64> = versions
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3]);
+
+    app.get(
+        &format!("/api/v1/patients/{patient}/care-team?cursor=nonsense"),
+        &net.gp.token,
+    )
+    .await
+    .invalid_field_400("cursor");
+}
