@@ -169,7 +169,9 @@ impl<T> Page<T> {
     /// Pages a whole list already in its order (the short per-patient lists,
     /// read whole): the items after the one whose `key` is the cursor. The
     /// cursor is a key, not an offset, so a page never repeats an item
-    /// because one was added before it.
+    /// because one was added before it. A cursor that names no item ends
+    /// the list, as a cursor past the last row does for the lists paged in
+    /// the database.
     pub fn of_list(
         items: Vec<T>,
         query: &PageQuery,
@@ -178,15 +180,10 @@ impl<T> Page<T> {
         let limit = page_limit(query.limit)?;
         let start = match &query.cursor {
             None => 0,
-            Some(cursor) => {
-                items
-                    .iter()
-                    .position(|item| key(item) == *cursor)
-                    .ok_or_else(|| {
-                        crate::error::ApiError::malformed("cursor", "not a cursor of this list")
-                    })?
-                    + 1
-            }
+            Some(cursor) => items
+                .iter()
+                .position(|item| key(item) == *cursor)
+                .map_or(items.len(), |at| at + 1),
         };
         let rest: Vec<T> = items.into_iter().skip(start).collect();
         Ok(Self::from_rows(rest, limit, key))

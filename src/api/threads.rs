@@ -355,7 +355,8 @@ pub struct MessageFilter {
     /// The previous page's `next_cursor`: only messages after it.
     #[param(format = Uuid)]
     pub cursor: Option<String>,
-    /// The same as `cursor` (its older name, kept for clients that use it).
+    /// The same as `cursor` (its older name, kept for clients that use it);
+    /// with both, the later one counts.
     #[param(format = Uuid)]
     pub after: Option<String>,
     #[param(minimum = 1, maximum = 200)]
@@ -413,15 +414,8 @@ pub async fn list_messages(
         .as_deref()
         .map(|a| path_id(a, "after"))
         .transpose()?;
-    let after = match (cursor, alias) {
-        (Some(c), Some(a)) if c != a => {
-            return Err(ApiError::malformed(
-                "after",
-                "differs from `cursor`; give one",
-            ));
-        }
-        (c, a) => c.or(a),
-    };
+    // Both given: the messages after both, i.e. after the later one.
+    let after = cursor.max(alias);
     let thread_id = access.thread.id;
     let page = state
         .db
