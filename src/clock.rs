@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use chrono::{DateTime, Duration, DurationRound, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, Duration, DurationRound, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 
 /// A source of the current UTC time, to the microsecond (what PostgreSQL keeps).
 pub trait Clock: Send + Sync + 'static {
@@ -12,6 +12,13 @@ pub trait Clock: Send + Sync + 'static {
     /// The current time as stored in the database (UTC, no zone).
     fn now_naive(&self) -> NaiveDateTime {
         self.now().naive_utc()
+    }
+
+    /// Today's date in `zone` (the network's: `Settings::time_zone`), the
+    /// only "today" the rules may use: UTC's date is yesterday's in France
+    /// between midnight and 01:00 (02:00 in summer).
+    fn today(&self, zone: chrono_tz::Tz) -> NaiveDate {
+        self.now().with_timezone(&zone).date_naive()
     }
 }
 
@@ -36,6 +43,12 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// Sets this clock to `at` (it keeps running from there).
+    pub fn set(&self, at: DateTime<Utc>) {
+        let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        *offset = at - Utc::now();
+    }
+
     /// Moves this clock forward.
     pub fn advance(&self, by: Duration) {
         let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());

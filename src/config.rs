@@ -33,6 +33,7 @@ pub struct Settings {
     pub handovers: HandoverSettings,
     pub scheduler: SchedulerSettings,
     pub audit: AuditSettings,
+    pub network: NetworkSettings,
 }
 
 /// The audit chain's checkpoints outside the database (`audit::anchor`).
@@ -42,6 +43,17 @@ pub struct AuditSettings {
     /// At most one signed checkpoint of the chain's head per this many
     /// milliseconds: rows younger than that can be removed unseen.
     pub checkpoint_interval_ms: u64,
+}
+
+/// The care network as a whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// The IANA name of the network's time zone: it decides what "today"
+    /// is (the pharmacist's page, the lines and changes in force, birth
+    /// dates, the digest's day and hour). A care network lives by its
+    /// local day, not by UTC's, which turns at 01:00 or 02:00 in France.
+    pub time_zone: String,
 }
 
 /// Due times of consultation requests.
@@ -69,8 +81,8 @@ pub struct HandoverSettings {
 pub struct SchedulerSettings {
     /// How often it looks for due work, in milliseconds.
     pub tick_ms: u64,
-    /// The hour (UTC, 0–23) from which each day's digest is sent.
-    pub digest_hour_utc: u32,
+    /// The hour (0–23, in `network.time_zone`) from which each day's digest is sent.
+    pub digest_hour: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -336,10 +348,24 @@ impl Settings {
                 "must be between 10 and 3600000 (one hour)",
             );
         }
-        if self.scheduler.digest_hour_utc > 23 {
-            return invalid("scheduler.digest_hour_utc", "must be an hour from 0 to 23");
+        if self.scheduler.digest_hour > 23 {
+            return invalid("scheduler.digest_hour", "must be an hour from 0 to 23");
+        }
+        if self.network.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return invalid(
+                "network.time_zone",
+                "expected an IANA time zone name such as Europe/Paris",
+            );
         }
         Ok(())
+    }
+
+    /// The network's time zone (`network.time_zone`, checked at start-up).
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.network
+            .time_zone
+            .parse()
+            .unwrap_or(chrono_tz::Europe::Paris)
     }
 
     /// The number of HTTP workers to start.
@@ -383,7 +409,7 @@ mod tests {
         let err = Settings::from_figment(figment).unwrap_err().to_string();
         assert!(err.contains("server.bind"), "{err}");
 
-        for bad in ["tick_ms = 0", "tick_ms = 3600001", "digest_hour_utc = 24"] {
+        for bad in ["tick_ms = 0", "tick_ms = 3600001", "digest_hour = 24"] {
             let figment = Figment::from(Toml::string(DEFAULT_TOML))
                 .merge(Toml::string(&format!("[scheduler]\n{bad}")));
             let err = Settings::from_figment(figment).unwrap_err().to_string();
@@ -394,6 +420,22 @@ mod tests {
             Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[scheduler]\ntick = 5"));
         let err = Settings::from_figment(figment).unwrap_err().to_string();
         assert!(err.contains("tick"), "{err}");
+    }
+
+    #[test]
+    fn the_time_zone_is_checked_and_named() {
+        let settings = Settings::defaults().unwrap();
+        assert_eq!(settings.time_zone(), chrono_tz::Europe::Paris);
+        for bad in ["Europe/Pariss", "CET+1", ""] {
+            let figment = Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(&format!("[network]\ntime_zone = \"{bad}\"")));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(err.contains("network.time_zone"), "{err}");
+        }
+        let figment = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[network]\ntime_zone = \"America/Cayenne\""));
+        let settings = Settings::from_figment(figment).unwrap();
+        assert_eq!(settings.time_zone(), chrono_tz::America::Cayenne);
     }
 
     #[test]

@@ -177,6 +177,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     // A private server on a loopback port: the demo calls the API like any client.
     settings.server.bind = "127.0.0.1:0".into();
     settings.server.workers = 1;
+    let zone = settings.time_zone();
     let app = Application::build(settings, clock.clone()).await?;
     let api = Api {
         base: format!("http://127.0.0.1:{}/api/v1", app.port()),
@@ -186,7 +187,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     };
     let handle = app.handle();
     let server = tokio::spawn(app.run_until_stopped());
-    let loaded = load(&api, &db, &*clock).await;
+    let loaded = load(&api, &db, &*clock, zone).await;
     handle.stop(true).await;
     let _ = server.await;
     loaded?;
@@ -241,7 +242,7 @@ const HOSPITAL: &str = "hospital@demo.relais.test";
 const PHARMACIST: &str = "pharmacist@demo.relais.test";
 const NURSE: &str = "nurse@demo.relais.test";
 
-async fn load(api: &Api, db: &Db, clock: &dyn Clock) -> anyhow::Result<()> {
+async fn load(api: &Api, db: &Db, clock: &dyn Clock, zone: chrono_tz::Tz) -> anyhow::Result<()> {
     let admin = api.login(USERS[0].email).await?;
     let mut ids = Ids {
         orgs: Vec::new(),
@@ -279,7 +280,8 @@ async fn load(api: &Api, db: &Db, clock: &dyn Clock) -> anyhow::Result<()> {
         ids.users.push((user.email, id, token));
     }
 
-    let today = clock.now().date_naive();
+    // The network's today, as the pharmacist's page reads it.
+    let today = clock.today(zone);
     let day = |n: u64| today.checked_add_days(Days::new(n)).unwrap_or(today);
     let (gp_id, gp) = ids.user(GP);
     let (_, hospital) = ids.user(HOSPITAL);

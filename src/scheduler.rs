@@ -53,6 +53,7 @@ pub struct Scheduler {
     db: Db,
     clock: Arc<dyn Clock>,
     settings: SchedulerSettings,
+    time_zone: chrono_tz::Tz,
     public_url: String,
     outbox: OutboxSignal,
 }
@@ -64,6 +65,7 @@ impl Scheduler {
             db: state.db.clone(),
             clock: state.clock.clone(),
             settings: state.settings.scheduler.clone(),
+            time_zone: state.settings.time_zone(),
             public_url: state.settings.server.public_url.clone(),
             outbox: state.outbox.clone(),
         }
@@ -117,7 +119,7 @@ impl Scheduler {
             );
             self.outbox.wake();
         }
-        let day = digest_day(now, self.settings.digest_hour_utc);
+        let day = digest_day(now, self.settings.digest_hour, self.time_zone);
         loop {
             let public_url = self.public_url.clone();
             let (claimed, queued) = self

@@ -143,8 +143,10 @@ impl Application {
                 App::new()
                     .app_data(web::Data::new(state.clone()))
                     .app_data(web::PayloadConfig::new(body_limit))
+                    .wrap(from_fn(api::hardening::known_query_parameters))
                     .wrap(ErrorHandlers::new().default_handler(render_foreign_error))
                     .wrap(from_fn(request_id))
+                    .wrap(from_fn(api::hardening::security_headers))
                     .configure(api::configure)
                     .configure(api::openapi::configure_docs)
             })
@@ -197,11 +199,15 @@ impl Application {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The id of the current request, from `X-Request-Id` or made here.
+/// The id of the current request, always made here: the audit trail and
+/// the logs must be able to trust it, so a client cannot choose it (and so
+/// cannot make two requests share one, or forge a reference in the audit).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+/// A client's own `X-Request-Id`, kept apart for correlation in the log
+/// only when it is short and plain (it must not smuggle text into the log).
+fn client_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     let ok = !text.is_empty()
         && text.len() <= 64
@@ -211,17 +217,19 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_owned())
 }
 
-/// Tags each request with an id (echoed in `X-Request-Id`) and logs one line
-/// per request: method, route pattern (never the query or body), status, time.
+/// Tags each request with a server-made id (returned in `X-Request-Id`) and
+/// logs one line per request: method, route pattern (never the query or
+/// body), status, time, and the client's own id as `client_request_id`.
 async fn request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = req
+    let id = uuid::Uuid::now_v7().to_string();
+    let client_id = req
         .headers()
         .get(&REQUEST_ID)
-        .and_then(acceptable_request_id)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        .and_then(client_request_id)
+        .unwrap_or_default();
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().to_string();
     let started = Instant::now();
@@ -233,6 +241,7 @@ async fn request_id(
     let status = res.status().as_u16();
     tracing::info!(
         request_id = %id,
+        client_request_id = %client_id,
         method,
         route,
         status,

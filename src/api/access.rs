@@ -73,12 +73,15 @@ pub struct EmergencyAccessView {
 }
 
 fn reason(raw: &str) -> Result<String, ApiError> {
-    let reason = raw.trim();
-    // At least 10 characters once trimmed; at most 1000 as sent (the OpenAPI `maxLength`).
-    if reason.chars().count() < 10 || raw.chars().count() > 1000 {
-        return Err(ApiError::invalid("reason", "10 to 1000 characters"));
-    }
-    Ok(reason.to_owned())
+    use crate::domain::text::{self, Flavour};
+    text::required_at_least(
+        raw,
+        "reason",
+        Flavour::Free,
+        text::ACCESS_REASON_MIN,
+        text::ACCESS_REASON_MAX,
+    )
+    .map_err(|e| ApiError::Validation(vec![e]))
 }
 
 type RequestRow = (
@@ -279,9 +282,9 @@ pub async fn create_access_request(
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/access-requests", tag = "access",
-    params(("id" = uuid::Uuid, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id"), super::PageQuery),
     responses(
-        (status = 200, description = "Newest first", body = Vec<AccessRequestView>),
+        (status = 200, description = "Newest first", body = super::Page<AccessRequestView>),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -292,14 +295,16 @@ pub async fn create_access_request(
 pub async fn list_access_requests(
     state: web::Data<AppState>,
     access: PatientAccess<ManageTeam>,
-) -> Result<web::Json<Vec<AccessRequestView>>, ApiError> {
+    crate::api::extract::Query(page): crate::api::extract::Query<super::PageQuery>,
+) -> Result<web::Json<super::Page<AccessRequestView>>, ApiError> {
     let id = access.patient_id;
-    Ok(web::Json(
-        state
-            .db
-            .read(move |conn| Ok(requests(conn, Some(&id), None)?))
-            .await?,
-    ))
+    let list = state
+        .db
+        .read(move |conn| Ok(requests(conn, Some(&id), None)?))
+        .await?;
+    Ok(web::Json(super::Page::of_list(list, &page, |r| {
+        r.id.clone()
+    })?))
 }
 
 async fn decide(

@@ -73,9 +73,11 @@ pub struct AuditFilter {
     #[param(format = Uuid)]
     pub patient_id: Option<String>,
     pub outcome: Option<OutcomeFilter>,
-    /// From this time (RFC 3339).
+    /// From this time (RFC 3339, years 1 to 9999).
+    #[serde(default, deserialize_with = "crate::api::extract::query_time")]
     pub from: Option<DateTime<Utc>>,
-    /// Before this time (RFC 3339).
+    /// Before this time (RFC 3339, years 1 to 9999).
+    #[serde(default, deserialize_with = "crate::api::extract::query_time")]
     pub to: Option<DateTime<Utc>>,
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,

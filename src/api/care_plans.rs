@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query};
 use super::scope::{PatientAccess, Read, WritePlan};
+use super::{Page, page_limit};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{Organization, Patient};
@@ -284,10 +285,21 @@ pub async fn put_care_plan(
     Ok(with_etag(response, version))
 }
 
+/// A page of plan versions: the cursor is a version number.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VersionPage {
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// The previous page's `next_cursor`: versions after this one.
+    #[param(pattern = "^[1-9][0-9]{0,8}$")]
+    pub cursor: Option<String>,
+}
+
 #[utoipa::path(get, path = "/api/v1/patients/{id}/care-plan/versions", tag = "care plan",
-    params(("id" = uuid::Uuid, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id"), VersionPage),
     responses(
-        (status = 200, description = "Oldest first", body = Vec<PlanVersionSummary>),
+        (status = 200, description = "Oldest first", body = Page<PlanVersionSummary>),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -297,7 +309,17 @@ pub async fn put_care_plan(
 pub async fn list_care_plan_versions(
     state: web::Data<AppState>,
     access: PatientAccess<Read>,
-) -> Result<web::Json<Vec<PlanVersionSummary>>, ApiError> {
+    Query(page): Query<VersionPage>,
+) -> Result<web::Json<Page<PlanVersionSummary>>, ApiError> {
+    let limit = page_limit(page.limit)?;
+    let after: i32 = match page.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .parse()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| ApiError::malformed("cursor", "not a version number"))?,
+    };
     let id = access.patient_id;
     let list = state
         .db
@@ -305,10 +327,12 @@ pub async fn list_care_plan_versions(
             let rows: Vec<(PlanVersionRow, String, Option<String>)> = care_plan_versions::table
                 .inner_join(users::table)
                 .filter(care_plan_versions::patient_id.eq(&id))
+                .filter(care_plan_versions::version.gt(after))
                 .order(care_plan_versions::version)
+                .limit(limit + 1)
                 .select((PlanVersionRow::as_select(), users::full_name, users::phone))
                 .load(conn)?;
-            Ok(rows
+            let items: Vec<PlanVersionSummary> = rows
                 .into_iter()
                 .map(|(row, full_name, phone)| PlanVersionSummary {
                     status: row.status,
@@ -322,7 +346,8 @@ pub async fn list_care_plan_versions(
                     },
                     created_at: row.created_at.and_utc(),
                 })
-                .collect())
+                .collect();
+            Ok(Page::from_rows(items, limit, |v| v.version.to_string()))
         })
         .await?;
     Ok(web::Json(list))
@@ -416,7 +441,7 @@ pub async fn list_drugs(_caller: AuthUser) -> web::Json<&'static [Drug]> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OnDay {
-    /// `YYYY-MM-DD`; today (UTC) when omitted.
+    /// `YYYY-MM-DD`; today in the network's time zone (`network.time_zone`) when omitted.
     pub on: Option<NaiveDate>,
 }
 
@@ -501,7 +526,9 @@ pub async fn get_analgesic_plan(
     access: PatientAccess<Read>,
     Query(query): Query<OnDay>,
 ) -> Result<web::Json<AnalgesicPlan>, ApiError> {
-    let day = query.on.unwrap_or_else(|| state.clock.now().date_naive());
+    let day = query
+        .on
+        .unwrap_or_else(|| state.clock.today(state.settings.time_zone()));
     let id = access.patient_id;
     let page = state
         .db

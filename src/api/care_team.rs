@@ -6,8 +6,9 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{Json, path_id};
+use super::extract::{Json, Query, path_id};
 use super::scope::{ManageTeam, PatientAccess, Read};
+use super::{Page, PageQuery};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{User, new_id};
@@ -105,9 +106,9 @@ fn team(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<TeamMember
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/care-team", tag = "care team",
-    params(("id" = uuid::Uuid, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id"), PageQuery),
     responses(
-        (status = 200, description = "Active members first, then past ones", body = Vec<TeamMemberView>),
+        (status = 200, description = "Active members first, then past ones", body = Page<TeamMemberView>),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -117,11 +118,13 @@ fn team(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<TeamMember
 pub async fn list_care_team(
     state: web::Data<AppState>,
     access: PatientAccess<Read>,
-) -> Result<web::Json<Vec<TeamMemberView>>, ApiError> {
+    Query(page): Query<PageQuery>,
+) -> Result<web::Json<Page<TeamMemberView>>, ApiError> {
     let id = access.patient_id;
-    Ok(web::Json(
-        state.db.read(move |conn| Ok(team(conn, &id)?)).await?,
-    ))
+    let members = state.db.read(move |conn| Ok(team(conn, &id)?)).await?;
+    // A membership is one person over one stretch of time.
+    let key = |m: &TeamMemberView| format!("{}.{}", m.user_id, m.since.timestamp_micros());
+    Ok(web::Json(Page::of_list(members, &page, key)?))
 }
 
 /// Adds `user` to the team in the caller's transaction, checking the consent

@@ -23,6 +23,7 @@ use crate::domain::messaging::fingerprint;
 use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::role::Role;
 use crate::domain::rules::{self, Warning};
+use crate::domain::text::{self, Flavour};
 use crate::domain::workflow::ConsultationStatus;
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
@@ -207,12 +208,7 @@ fn view(
 }
 
 fn required_text(raw: &str, field: &str, max: usize) -> Result<String, ApiError> {
-    let text = raw.trim();
-    // The limit counts what was sent, as the OpenAPI `maxLength` does.
-    if text.is_empty() || raw.chars().count() > max {
-        return Err(ApiError::invalid(field, format!("1 to {max} characters")));
-    }
-    Ok(text.to_owned())
+    text::required(raw, field, Flavour::Free, max).map_err(|e| ApiError::Validation(vec![e]))
 }
 
 /// The audit record of a request on `row` by `caller` with the basis resolved.
@@ -254,7 +250,7 @@ pub async fn create_consultation(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_clinician()?;
     let request = serde_json::to_string(&body).map_err(ApiError::internal)?;
-    let question = required_text(&body.question, "question", 10_000)?;
+    let question = required_text(&body.question, "question", text::QUESTION_MAX)?;
     let centre_id = uuid::Uuid::parse_str(&body.centre_id)
         .map(|u| u.to_string())
         .map_err(|_| ApiError::invalid("centre_id", "not a valid id (UUID)"))?;
@@ -549,7 +545,7 @@ consultation_route!(
     "Answered; the requester is notified",
     Answer,
     |b| {
-        let answer = required_text(&b.answer, "answer", 20_000)?;
+        let answer = required_text(&b.answer, "answer", text::ANSWER_MAX)?;
         let proposal = match b.proposed_plan {
             Some(plan) => {
                 let errors: Vec<FieldError> = plan
@@ -577,7 +573,7 @@ consultation_route!(
     "Declined; the requester is notified",
     Decline,
     |b| Move::Decline {
-        reason: required_text(&b.reason, "reason", 5000)?
+        reason: required_text(&b.reason, "reason", text::DECLINE_REASON_MAX)?
     }
 );
 consultation_route!(
@@ -678,9 +674,11 @@ pub async fn apply_proposal(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MetricsWindow {
-    /// RFC 3339; consultations created from then (default: 30 days ago).
+    /// RFC 3339, years 1 to 9999; consultations created from then (default: 30 days before `to`).
+    #[serde(default, deserialize_with = "crate::api::extract::query_time")]
     pub from: Option<DateTime<Utc>>,
-    /// RFC 3339; consultations created before then (default: now).
+    /// RFC 3339, years 1 to 9999; consultations created before then (default: now).
+    #[serde(default, deserialize_with = "crate::api::extract::query_time")]
     pub to: Option<DateTime<Utc>>,
 }
 
@@ -776,7 +774,13 @@ pub async fn consultation_metrics(
     }
     let now = state.clock.now();
     let to = window.to.unwrap_or(now);
-    let from = window.from.unwrap_or(to - Duration::days(30));
+    let from = match window.from {
+        Some(from) => from,
+        // Checked: `to` may be at the very start of the years accepted.
+        None => to
+            .checked_sub_signed(Duration::days(30))
+            .ok_or_else(|| ApiError::malformed("to", "too early for a 30-day window"))?,
+    };
     if from >= to {
         return Err(ApiError::malformed("from", "must be before `to`"));
     }

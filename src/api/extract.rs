@@ -77,6 +77,30 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
     }
 }
 
+/// The years a time in a query may name. Wider values parse (chrono takes
+/// years from -262143 to 262142) but overflow date arithmetic and the
+/// databases' own ranges; no one asks about them.
+pub const QUERY_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// `deserialize_with` for an optional RFC 3339 time in a query: refuses
+/// years outside [`QUERY_YEARS`], so that handlers can do arithmetic on it
+/// and bind it to either database without overflow. Use with `#[serde(default)]`.
+pub fn query_time<'de, D>(de: D) -> Result<Option<chrono::DateTime<chrono::Utc>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use chrono::Datelike;
+    let value: Option<chrono::DateTime<chrono::Utc>> = serde::Deserialize::deserialize(de)?;
+    match value {
+        Some(t) if !QUERY_YEARS.contains(&t.year()) => Err(serde::de::Error::custom(format!(
+            "the year must be between {} and {}",
+            QUERY_YEARS.start(),
+            QUERY_YEARS.end()
+        ))),
+        other => Ok(other),
+    }
+}
+
 /// Parses an id from the path; a malformed one is 400 naming the parameter.
 pub fn path_id(raw: &str, name: &str) -> Result<String, ApiError> {
     uuid::Uuid::parse_str(raw)

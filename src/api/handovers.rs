@@ -23,6 +23,7 @@ use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::plan_diff::{Change, diff};
 use crate::domain::role::Role;
 use crate::domain::rules::{self, Warning};
+use crate::domain::text::{self, Flavour};
 use crate::domain::workflow::{HandoverAction, HandoverStatus};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
@@ -159,25 +160,6 @@ fn view(
     })
 }
 
-fn text(
-    raw: Option<&str>,
-    field: &str,
-    max: usize,
-    required: bool,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
-    let value = raw.map(str::trim).filter(|s| !s.is_empty());
-    match value {
-        None if required => errors.push(FieldError::new(field, "required")),
-        // The limit counts what was sent, as the OpenAPI `maxLength` does.
-        Some(_) if raw.is_some_and(|r| r.chars().count() > max) => {
-            errors.push(FieldError::new(field, format!("at most {max} characters")))
-        }
-        _ => {}
-    }
-    value.map(str::to_owned)
-}
-
 #[utoipa::path(post, path = "/api/v1/patients/{id}/handovers", tag = "handovers",
     params(
         ("id" = uuid::Uuid, Path, description = "Patient id"),
@@ -211,14 +193,19 @@ pub async fn create_handover(
             .await);
     }
     let mut errors = Vec::new();
-    let summary = text(Some(&body.summary), "summary", 10_000, true, &mut errors);
-    let follow_up = text(
+    let summary = text::required(&body.summary, "summary", Flavour::Free, text::SUMMARY_MAX)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let follow_up = text::optional(
         body.follow_up.as_deref(),
         "follow_up",
-        5000,
-        false,
-        &mut errors,
-    );
+        Flavour::Free,
+        text::FOLLOW_UP_MAX,
+    )
+    .unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
     errors.extend(body.proposed_plan.validate().into_iter().map(|mut e| {
         e.field = format!("proposed_plan.{}", e.field);
         e
@@ -409,13 +396,22 @@ async fn decide(
     let mut decision = None;
     if let Some(body) = reconcile {
         let mut errors = Vec::new();
-        comment = text(
+        comment = match text::optional(
             body.comment.as_deref(),
             "comment",
-            5000,
-            body.decision == Decision::Reject,
-            &mut errors,
-        );
+            Flavour::Free,
+            text::COMMENT_MAX,
+        ) {
+            Ok(None) if body.decision == Decision::Reject => {
+                errors.push(FieldError::new("comment", "required"));
+                None
+            }
+            Ok(comment) => comment,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }

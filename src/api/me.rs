@@ -11,20 +11,16 @@ use super::users::{UserView, optional_phone};
 use crate::auth::{AuthUser, password, session};
 use crate::db::models::User;
 use crate::db::schema::users;
-use crate::domain::contact::parse_text;
 use crate::domain::role::NotificationPreference;
-use crate::error::{ApiError, FieldError, Problem};
+use crate::domain::text::{self, Flavour};
+use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 
 /// Changes a user may make to their own account.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 200)]
     pub full_name: Option<String>,
     /// An empty string clears it.
     pub phone: Option<String>,
@@ -77,10 +73,14 @@ pub async fn update_me(
     Json(body): Json<UpdateMe>,
 ) -> Result<web::Json<UserView>, ApiError> {
     let mut errors = Vec::new();
-    let full_name = match body.full_name.as_deref().map(|n| parse_text(n, 200)) {
+    let full_name = match body
+        .full_name
+        .as_deref()
+        .map(|n| text::required(n, "full_name", Flavour::Name, text::PERSON_NAME_MAX))
+    {
         Some(Ok(name)) => Some(name),
-        Some(Err(m)) => {
-            errors.push(FieldError::new("full_name", m));
+        Some(Err(e)) => {
+            errors.push(e);
             None
         }
         None => None,

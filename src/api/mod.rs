@@ -8,6 +8,7 @@ pub mod care_team;
 pub mod consultations;
 pub mod extract;
 pub mod handovers;
+pub mod hardening;
 pub mod health;
 pub mod idempotency;
 pub mod inbox;
@@ -23,8 +24,8 @@ pub mod threads;
 pub mod users;
 
 use actix_web::web;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// The base path of every API route.
 pub const BASE: &str = "/api/v1";
@@ -122,6 +123,16 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// `?limit=&cursor=`, for lists with no filter of their own.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
 /// The default and largest page sizes.
 pub const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
@@ -153,6 +164,29 @@ impl<T> Page<T> {
             items: rows,
             next_cursor,
         }
+    }
+
+    /// Pages a whole list already in its order (the short per-patient lists,
+    /// read whole): the items after the one whose `key` is the cursor. The
+    /// cursor is a key, not an offset, so a page never repeats an item
+    /// because one was added before it. A cursor that names no item ends
+    /// the list, as a cursor past the last row does for the lists paged in
+    /// the database.
+    pub fn of_list(
+        items: Vec<T>,
+        query: &PageQuery,
+        key: impl Fn(&T) -> String,
+    ) -> Result<Self, crate::error::ApiError> {
+        let limit = page_limit(query.limit)?;
+        let start = match &query.cursor {
+            None => 0,
+            Some(cursor) => items
+                .iter()
+                .position(|item| key(item) == *cursor)
+                .map_or(items.len(), |at| at + 1),
+        };
+        let rest: Vec<T> = items.into_iter().skip(start).collect();
+        Ok(Self::from_rows(rest, limit, key))
     }
 
     /// Converts the items, keeping the cursor.

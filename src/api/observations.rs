@@ -13,6 +13,7 @@ use crate::db::DbConnection;
 use crate::db::models::new_id;
 use crate::db::schema::{care_team_members, observation_alerts, observations};
 use crate::domain::access::TeamRole;
+use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::startup::AppState;
@@ -76,7 +77,8 @@ fn utc<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error>
 #[into_params(parameter_in = Query)]
 pub struct ObservationFilter {
     pub kind: Option<ObservationKind>,
-    /// RFC 3339; only observations from then on.
+    /// RFC 3339 (years 1 to 9999); only observations from then on.
+    #[serde(default, deserialize_with = "crate::api::extract::query_time")]
     pub since: Option<DateTime<Utc>>,
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
@@ -103,12 +105,13 @@ impl NewObservation {
                 "a positive number of mg",
             ));
         }
-        if self
-            .note
-            .as_deref()
-            .is_some_and(|n| n.chars().count() > 2000)
-        {
-            errors.push(FieldError::new("note", "at most 2000 characters"));
+        if let Err(e) = text::optional(
+            self.note.as_deref(),
+            "note",
+            Flavour::Free,
+            text::OBSERVATION_NOTE_MAX,
+        ) {
+            errors.push(e);
         }
         let measures = [
             self.pain_score.is_some(),

@@ -1,5 +1,6 @@
 //! The OpenAPI document, built from the handlers' annotations.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
@@ -79,6 +80,95 @@ pub async fn document() -> HttpResponse {
         .body(json.as_str())
 }
 
+/// The query parameters each operation documents, by (lower-case method,
+/// path as registered): what [`super::hardening::known_query_parameters`]
+/// accepts. `None` for an operation the document does not have.
+pub fn query_parameters(method: &str, path: &str) -> Option<&'static [String]> {
+    static TABLE: OnceLock<HashMap<(String, String), Vec<String>>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let mut table = HashMap::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let names = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "query")
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect();
+                table.insert((method.clone(), path.clone()), names);
+            }
+        }
+        table
+    });
+    table
+        .get(&(method.to_owned(), path.to_owned()))
+        .map(Vec::as_slice)
+}
+
+/// Operations any client may call without a bearer token.
+pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
+    ("get", "/api/v1/health/live"),
+    ("get", "/api/v1/health/ready"),
+    ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/refresh"),
+    ("post", "/api/v1/auth/logout"),
+    ("post", "/api/v1/auth/invitations/accept"),
+];
+
+/// Operations that never reach the database (and so never answer 503).
+const WITHOUT_DATABASE: &[(&str, &str)] = &[
+    ("get", "/api/v1/health/live"),
+    ("get", "/api/v1/openapi.json"),
+];
+
+fn problem_response(description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "description": description,
+        "content": {"application/problem+json": {
+            "schema": {"$ref": "#/components/schemas/Problem"}}},
+    })
+}
+
+/// Adds what every operation shares and no handler annotation should have
+/// to repeat: who may call it (`security: []` for the public ones), 400 for
+/// a malformed request or an unknown query parameter, 401 behind the bearer
+/// token, 429 from the `/auth` throttles, 503 when the database (or the
+/// bounded password hashing) cannot take the request now.
+fn common_answers(path: &str, method: &str, op: &mut serde_json::Value) {
+    use serde_json::json;
+    let public = PUBLIC_OPERATIONS.contains(&(method, path));
+    if public {
+        op["security"] = json!([]);
+    }
+    let responses = &mut op["responses"];
+    if responses.get("400").is_none() {
+        responses["400"] = problem_response(
+            "Malformed request, or a query parameter this operation does not take (named in `errors`)",
+        );
+    }
+    if !public && responses.get("401").is_none() {
+        responses["401"] = problem_response("No valid access token");
+    }
+    let retry_after = json!({"Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 0}}});
+    if path.starts_with("/api/v1/auth/") {
+        if responses.get("429").is_none() {
+            responses["429"] =
+                problem_response("Too many requests from this address or for this account");
+        }
+        responses["429"]["headers"] = retry_after;
+    }
+    if !WITHOUT_DATABASE.contains(&(method, path)) && responses.get("503").is_none() {
+        responses["503"] = problem_response(
+            "The database (or the password hashing) cannot take the request now; retry later",
+        );
+    }
+}
+
 /// Where Swagger UI is served.
 pub const DOCS_PATH: &str = "/docs";
 
@@ -100,10 +190,82 @@ pub fn configure_docs(cfg: &mut actix_web::web::ServiceConfig) {
     .service(
         SwaggerUi::new("/docs/{_:.*}").config(
             Config::from("/api/v1/openapi.json")
+                // No badge fetched from an outside validator (the page's CSP
+                // would refuse it anyway).
+                .validator_url("none")
                 .persist_authorization(true)
                 .try_it_out_enabled(true),
         ),
     );
+}
+
+/// Which text rule each text property of a request follows (see
+/// [`crate::domain::text`]): the document states it as a pattern, so that a
+/// generated client refuses what the server would.
+pub const NAMES: &[(&str, &str)] = &[
+    ("CreatePatient", "family_name"),
+    ("CreatePatient", "given_names"),
+    ("UpdatePatient", "family_name"),
+    ("UpdatePatient", "given_names"),
+    ("CreateOrganization", "name"),
+    ("CreateUser", "full_name"),
+    ("UpdateUser", "full_name"),
+    ("UpdateMe", "full_name"),
+];
+
+/// Required free text (something left once trimmed).
+pub const REQUIRED_FREE_TEXT: &[(&str, &str)] = &[
+    ("NewHandover", "summary"),
+    ("NewConsultation", "question"),
+    ("Answer", "answer"),
+    ("Decline", "reason"),
+    ("NewMessage", "body"),
+    ("PlanWrite", "change_summary"),
+    ("TemporaryAdjustment", "reason"),
+];
+
+/// Required free text of at least ten characters once trimmed.
+pub const REASONS: &[(&str, &str)] = &[
+    ("ReasonBody", "reason"),
+    ("Acknowledgement", "justification"),
+];
+
+/// Optional free text (empty means none).
+pub const OPTIONAL_FREE_TEXT: &[(&str, &str)] = &[
+    ("NewHandover", "follow_up"),
+    ("Reconcile", "comment"),
+    ("RecordConsent", "note"),
+    ("NewObservation", "note"),
+    ("AnalgesicLine", "note"),
+    ("PlanContent", "pain_goal"),
+    ("PlanContent", "non_drug_measures"),
+    ("PlanWrite", "pain_goal"),
+    ("PlanWrite", "non_drug_measures"),
+];
+
+fn text_patterns(schemas: &mut serde_json::Value) {
+    use crate::domain::text;
+    let reason = {
+        // Ten characters from the first to the last that is not white space.
+        let refused = text::free_refused_class();
+        format!("^[^{refused}]*[^\\s{refused}][^{refused}]{{8,}}[^\\s{refused}][^{refused}]*$")
+    };
+    let rules = [
+        (NAMES, text::name_pattern()),
+        (REQUIRED_FREE_TEXT, text::free_text_pattern()),
+        (REASONS, reason),
+        (OPTIONAL_FREE_TEXT, text::optional_free_text_pattern()),
+    ];
+    for (fields, pattern) in rules {
+        for (schema, property) in fields {
+            let slot = &mut schemas[*schema]["properties"][*property];
+            // A table naming a property the document lacks is a bug (the
+            // OpenAPI test checks that every entry names a string).
+            if slot.is_object() {
+                slot["pattern"] = serde_json::json!(pattern);
+            }
+        }
+    }
 }
 
 /// White space as Rust's `str::trim` sees it (Unicode `White_Space`), as a
@@ -118,8 +280,12 @@ fn refine(doc: &mut serde_json::Value) {
     // A query string or a header cannot carry JSON `null`: an optional
     // parameter is absent, not null.
     if let Some(paths) = doc["paths"].as_object_mut() {
-        for operation in paths.values_mut().filter_map(|p| p.as_object_mut()) {
-            for op in operation.values_mut() {
+        for (path, operation) in paths.iter_mut() {
+            let Some(operation) = operation.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in operation.iter_mut() {
+                common_answers(path, method, op);
                 // OpenAPI requires a description on every response.
                 // Any body over `server.max_body_bytes` is refused before the handler runs.
                 if op.get("requestBody").is_some() {
@@ -155,6 +321,7 @@ fn refine(doc: &mut serde_json::Value) {
         }
     }
     let schemas = &mut doc["components"]["schemas"];
+    text_patterns(schemas);
     // A plan change's sides are whatever changed: a number, a line, a schedule.
     for side in ["before", "after"] {
         schemas["Change"]["properties"][side] =

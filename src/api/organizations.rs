@@ -15,8 +15,9 @@ use crate::auth::AuthUser;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::organizations;
 use crate::domain::access::Basis;
-use crate::domain::contact::{parse_email, parse_text};
+use crate::domain::contact::parse_email;
 use crate::domain::role::OrgKind;
+use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
 
@@ -48,11 +49,7 @@ impl From<Organization> for OrganizationView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub kind: OrgKind,
     /// The shared address (centres receive consultation alerts there).
@@ -90,9 +87,14 @@ pub async fn create_organization(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let mut errors = Vec::new();
-    let name = parse_text(&body.name, 200)
-        .map_err(|m| errors.push(FieldError::new("name", m)))
-        .ok();
+    let name = text::required(
+        &body.name,
+        "name",
+        Flavour::Name,
+        text::ORGANIZATION_NAME_MAX,
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
     let email = match body
         .email
         .as_deref()

@@ -18,9 +18,9 @@ use crate::db::schema::{
 };
 use crate::db::{DbConnection, is_unique_violation};
 use crate::domain::access::{Basis, ConsentStatus, TeamRole};
-use crate::domain::contact::parse_text;
 use crate::domain::ins::Ins;
 use crate::domain::messaging::SubjectType;
+use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
 use crate::store::access::resolve;
@@ -86,17 +86,9 @@ pub struct CreatePatient {
     /// ignored, an empty string means none.
     #[schema(pattern = "^\\s*(([0-9]\\s*){5}[0-9ABab]\\s*([0-9]\\s*){9})?$")]
     pub ins: Option<String>,
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 100)]
     pub family_name: String,
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 200)]
     pub given_names: String,
     pub birth_date: NaiveDate,
     pub sex: Sex,
@@ -110,17 +102,9 @@ pub struct UpdatePatient {
     /// An empty string clears it; spaces are ignored.
     #[schema(pattern = "^\\s*(([0-9]\\s*){5}[0-9ABab]\\s*([0-9]\\s*){9})?$")]
     pub ins: Option<String>,
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 100)]
     pub family_name: Option<String>,
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 200)]
     pub given_names: Option<String>,
     pub birth_date: Option<NaiveDate>,
     pub sex: Option<Sex>,
@@ -158,8 +142,8 @@ fn check_birth_date(date: NaiveDate, today: NaiveDate, errors: &mut Vec<FieldErr
 }
 
 fn name(raw: &str, field: &str, max: usize, errors: &mut Vec<FieldError>) -> Option<String> {
-    parse_text(raw, max)
-        .map_err(|m| errors.push(FieldError::new(field, m)))
+    text::required(raw, field, Flavour::Name, max)
+        .map_err(|e| errors.push(e))
         .ok()
 }
 
@@ -222,9 +206,20 @@ pub async fn create_patient(
     let now = state.clock.now();
     let mut errors = Vec::new();
     let ins = optional_ins(body.ins.as_deref(), &mut errors);
-    let family_name = name(&body.family_name, "family_name", 100, &mut errors);
-    let given_names = name(&body.given_names, "given_names", 200, &mut errors);
-    check_birth_date(body.birth_date, now.date_naive(), &mut errors);
+    let family_name = name(
+        &body.family_name,
+        "family_name",
+        text::FAMILY_NAME_MAX,
+        &mut errors,
+    );
+    let given_names = name(
+        &body.given_names,
+        "given_names",
+        text::GIVEN_NAMES_MAX,
+        &mut errors,
+    );
+    let today = now.with_timezone(&state.settings.time_zone()).date_naive();
+    check_birth_date(body.birth_date, today, &mut errors);
     let phone = optional_phone(body.phone.as_deref(), &mut errors);
     let (Some(family_name), Some(given_names), true) =
         (family_name, given_names, errors.is_empty())
@@ -454,13 +449,14 @@ pub async fn update_patient(
     let family_name = body
         .family_name
         .as_deref()
-        .and_then(|n| name(n, "family_name", 100, &mut errors));
+        .and_then(|n| name(n, "family_name", text::FAMILY_NAME_MAX, &mut errors));
     let given_names = body
         .given_names
         .as_deref()
-        .and_then(|n| name(n, "given_names", 200, &mut errors));
+        .and_then(|n| name(n, "given_names", text::GIVEN_NAMES_MAX, &mut errors));
     if let Some(date) = body.birth_date {
-        check_birth_date(date, now.date_naive(), &mut errors);
+        let today = now.with_timezone(&state.settings.time_zone()).date_naive();
+        check_birth_date(date, today, &mut errors);
     }
     let phone = body
         .phone
@@ -727,17 +723,13 @@ pub async fn put_consent(
     access: PatientAccess<ManageTeam>,
     Json(body): Json<RecordConsent>,
 ) -> Result<web::Json<ConsentView>, ApiError> {
-    let note = match body
-        .note
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        Some(note) if note.chars().count() > 1000 => {
-            return Err(ApiError::invalid("note", "at most 1000 characters"));
-        }
-        other => other.map(str::to_owned),
-    };
+    let note = text::optional(
+        body.note.as_deref(),
+        "note",
+        Flavour::Free,
+        text::CONSENT_NOTE_MAX,
+    )
+    .map_err(|e| ApiError::Validation(vec![e]))?;
     let now = state.clock.now_naive();
     let view = state
         .db

@@ -340,11 +340,7 @@ pub struct MessageView {
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
     /// 1 to 10 000 characters once trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 10000,
-        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 10000)]
     pub body: String,
 }
 
@@ -352,7 +348,11 @@ pub struct NewMessage {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MessageFilter {
-    /// Only messages after this one (the previous page's `next_cursor`).
+    /// The previous page's `next_cursor`: only messages after it.
+    #[param(format = Uuid)]
+    pub cursor: Option<String>,
+    /// The same as `cursor` (its older name, kept for clients that use it);
+    /// with both, the later one counts.
     #[param(format = Uuid)]
     pub after: Option<String>,
     #[param(minimum = 1, maximum = 200)]
@@ -379,7 +379,7 @@ fn message_view(row: MessageRow) -> MessageView {
 #[utoipa::path(get, path = "/api/v1/threads/{id}/messages", tag = "messaging",
     params(("id" = uuid::Uuid, Path, description = "Thread id"), MessageFilter),
     responses(
-        (status = 200, description = "Oldest first; `next_cursor` is the `after` of the next page", body = Page<MessageView>),
+        (status = 200, description = "Oldest first; pass `next_cursor` back as `cursor` for the next page", body = Page<MessageView>),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown thread, or no basis on its subject", body = Problem, content_type = "application/problem+json"),
@@ -392,11 +392,18 @@ pub async fn list_messages(
     Query(filter): Query<MessageFilter>,
 ) -> Result<web::Json<Page<MessageView>>, ApiError> {
     let limit = page_limit(filter.limit)?;
-    let after = filter
+    let cursor = filter
+        .cursor
+        .as_deref()
+        .map(|c| path_id(c, "cursor"))
+        .transpose()?;
+    let alias = filter
         .after
         .as_deref()
         .map(|a| path_id(a, "after"))
         .transpose()?;
+    // Both given: the messages after both, i.e. after the later one.
+    let after = cursor.max(alias);
     let thread_id = access.thread.id;
     let page = state
         .db

@@ -16,9 +16,10 @@ use crate::db::models::{Invitation, Organization, User, new_id};
 use crate::db::schema::{invitations, organizations, users};
 use crate::db::{DbConnection, is_unique_violation};
 use crate::domain::access::Basis;
-use crate::domain::contact::{parse_email, parse_phone, parse_text};
+use crate::domain::contact::{parse_email, parse_phone};
 use crate::domain::role::{NotificationPreference, OrgKind, Role};
 use crate::domain::rpps::Rpps;
+use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::notify::outbox;
 use crate::notify::templates::Email;
@@ -88,11 +89,7 @@ pub struct UserListItem {
 pub struct CreateUser {
     #[schema(max_length = 254)]
     pub email: String,
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 200)]
     pub full_name: String,
     pub role: Role,
     /// Required for every role but `admin`.
@@ -108,11 +105,7 @@ pub struct CreateUser {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 200)]
     pub full_name: Option<String>,
     /// An empty string clears it.
     pub phone: Option<String>,
@@ -193,9 +186,14 @@ pub async fn create_user(
     let email = parse_email(&body.email)
         .map_err(|m| errors.push(FieldError::new("email", m)))
         .ok();
-    let full_name = parse_text(&body.full_name, 200)
-        .map_err(|m| errors.push(FieldError::new("full_name", m)))
-        .ok();
+    let full_name = text::required(
+        &body.full_name,
+        "full_name",
+        Flavour::Name,
+        text::PERSON_NAME_MAX,
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
     let rpps = optional_rpps(body.rpps.as_deref(), &mut errors);
     let phone = optional_phone(body.phone.as_deref(), &mut errors);
     let organization_id = match (&body.organization_id, body.role) {
@@ -403,9 +401,9 @@ pub async fn update_user(
     let full_name = body
         .full_name
         .as_deref()
-        .map(|n| parse_text(n, 200))
+        .map(|n| text::required(n, "full_name", Flavour::Name, text::PERSON_NAME_MAX))
         .transpose()
-        .map_err(|m| errors.push(FieldError::new("full_name", m)))
+        .map_err(|e| errors.push(e))
         .ok()
         .flatten();
     let rpps = body

@@ -142,6 +142,13 @@ pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<usize> {
     Ok(applied)
 }
 
+/// No connection could be had in time (the database is down or saturated):
+/// a 503 the client may retry, not a 500; the cause goes to the log.
+fn unavailable(err: r2d2::PoolError) -> ApiError {
+    tracing::warn!(error = %err, "no database connection");
+    ApiError::Unavailable("the database cannot take the request now; retry later".into())
+}
+
 /// The connection pool for reads and the writer thread for writes.
 ///
 /// Reads: on SQLite they run in place when a pooled connection is free (a
@@ -200,7 +207,7 @@ impl Db {
 
     /// A pooled connection for blocking code (CLI, background tasks in `spawn_blocking`).
     pub fn get(&self) -> Result<PooledConnection<ConnectionManager>, ApiError> {
-        self.pool.get().map_err(ApiError::internal)
+        self.pool.get().map_err(unavailable)
     }
 
     /// Runs `f` with a connection: in place on SQLite when one is free,
@@ -220,7 +227,7 @@ impl Db {
         }
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(ApiError::internal)?;
+            let mut conn = pool.get().map_err(unavailable)?;
             f(&mut conn)
         })
         .await

@@ -1,4 +1,5 @@
-//! Email addresses, phone numbers and names as they are accepted from users.
+//! Email addresses and phone numbers as they are accepted from users
+//! (names and other text: [`super::text`]).
 
 /// Normalises an email address (trimmed, lower-cased) and checks its form.
 pub fn parse_email(text: &str) -> Result<String, &'static str> {
@@ -29,25 +30,6 @@ pub fn parse_phone(text: &str) -> Result<String, &'static str> {
     Ok(phone.to_owned())
 }
 
-/// Checks a display name or title: trimmed, 1 to `max` characters, no control characters.
-pub fn parse_text(text: &str, max: usize) -> Result<String, String> {
-    // The limit counts what was sent, as the OpenAPI `maxLength` does.
-    if text.chars().count() > max {
-        return Err(format!("at most {max} characters"));
-    }
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if text.chars().count() > max {
-        return Err(format!("at most {max} characters"));
-    }
-    if text.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
-    Ok(text.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,15 +51,5 @@ mod tests {
         assert!(parse_phone("02.99.00.00.00").is_ok());
         assert!(parse_phone("call me").is_err());
         assert!(parse_phone("12").is_err());
-    }
-
-    #[test]
-    fn texts() {
-        assert_eq!(parse_text(" Cabinet  ", 10).unwrap(), "Cabinet");
-        // The limit counts what was sent, surrounding spaces included.
-        assert!(parse_text("  Cabinet  ", 10).is_err());
-        assert!(parse_text("   ", 10).is_err());
-        assert!(parse_text("abcdefghijk", 10).is_err());
-        assert!(parse_text("a\u{0}b", 10).is_err());
     }
 }

@@ -16,8 +16,8 @@ text_enum! {
     }
 }
 
-/// The longest message body, in characters (after trimming).
-pub const MAX_BODY_CHARS: usize = 10_000;
+/// The longest message body, in characters as sent.
+pub const MAX_BODY_CHARS: usize = super::text::MESSAGE_MAX;
 
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
@@ -25,27 +25,11 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// A message body as stored: trimmed, 1 to 10 000 characters; line breaks
-/// and tabs are kept, other control characters refused.
+/// A message body as stored: trimmed, 1 to 10 000 characters, free text
+/// (see [`super::text`]: line breaks, tabs and emoji kept).
 pub fn parse_body(raw: &str) -> Result<String, String> {
-    // The limit counts what was sent, as the OpenAPI `maxLength` does.
-    if raw.chars().count() > MAX_BODY_CHARS {
-        return Err(format!("at most {MAX_BODY_CHARS} characters"));
-    }
-    let body = raw.trim();
-    if body.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if body.chars().count() > MAX_BODY_CHARS {
-        return Err(format!("at most {MAX_BODY_CHARS} characters"));
-    }
-    if body
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-    {
-        return Err("must not contain control characters other than line breaks and tabs".into());
-    }
-    Ok(body.to_owned())
+    use super::text::{Flavour, required};
+    required(raw, "body", Flavour::Free, MAX_BODY_CHARS).map_err(|e| e.message)
 }
 
 /// A new message id, later than the thread's `last` one: a UUIDv7 from this
@@ -134,12 +118,13 @@ pub fn key_expired(created_at: NaiveDateTime, now: NaiveDateTime) -> bool {
     now - created_at >= IDEMPOTENCY_TTL
 }
 
-/// The day whose digest is due at `now`: today once `hour` (UTC) has
-/// struck, yesterday before. One digest per user and day, so a digest missed
-/// while the service was down is sent late, never twice.
-pub fn digest_day(now: DateTime<Utc>, hour: u32) -> NaiveDate {
-    let today = now.date_naive();
-    if now.hour() >= hour {
+/// The day whose digest is due at `now`: the network's today once `hour`
+/// has struck in its time zone, yesterday before. One digest per user and
+/// day, so a digest missed while the service was down is sent late, never twice.
+pub fn digest_day(now: DateTime<Utc>, hour: u32, zone: chrono_tz::Tz) -> NaiveDate {
+    let local = now.with_timezone(&zone);
+    let today = local.date_naive();
+    if local.hour() >= hour {
         today
     } else {
         today.pred_opt().unwrap_or(today)
@@ -323,16 +308,23 @@ mod tests {
         };
         let today = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
         let yesterday = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
-        assert_eq!(digest_day(at(5, 59), 6), yesterday);
-        assert_eq!(digest_day(at(6, 0), 6), today);
-        assert_eq!(digest_day(at(23, 59), 6), today);
-        assert_eq!(digest_day(at(0, 0), 0), today);
+        let utc = chrono_tz::UTC;
+        assert_eq!(digest_day(at(5, 59), 6, utc), yesterday);
+        assert_eq!(digest_day(at(6, 0), 6, utc), today);
+        assert_eq!(digest_day(at(23, 59), 6, utc), today);
+        assert_eq!(digest_day(at(0, 0), 0, utc), today);
+        // In Paris (UTC+1 in November), 7:00 is 6:00 UTC, and 23:30 UTC is
+        // already the next day.
+        let paris = chrono_tz::Europe::Paris;
+        assert_eq!(digest_day(at(5, 59), 7, paris), yesterday);
+        assert_eq!(digest_day(at(6, 0), 7, paris), today);
+        assert_eq!(digest_day(at(23, 30), 0, paris), today.succ_opt().unwrap());
         // Each day of a week at any hour names one digest day, moving by one.
         let mut t = at(3, 17);
-        let mut previous = digest_day(t, 6);
+        let mut previous = digest_day(t, 6, paris);
         for _ in 0..7 {
             t += Duration::days(1);
-            let day = digest_day(t, 6);
+            let day = digest_day(t, 6, paris);
             assert_eq!(day - previous, Duration::days(1));
             previous = day;
         }

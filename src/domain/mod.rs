@@ -11,4 +11,5 @@ pub mod plan_diff;
 pub mod role;
 pub mod rpps;
 pub mod rules;
+pub mod text;
 pub mod workflow;

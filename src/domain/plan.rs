@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::drugs;
+use super::text::{self, Flavour};
 use crate::error::FieldError;
 
 text_enum! {
@@ -188,11 +189,11 @@ fn positive(value: f64, field: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn text(value: Option<&str>, field: &str, max: usize, errors: &mut Vec<FieldError>) {
-    if let Some(value) = value
-        && value.chars().count() > max
-    {
-        errors.push(FieldError::new(field, format!("at most {max} characters")));
+/// Checks optional free text of the plan. The plan keeps it as written (its
+/// versions and diffs show what the author typed); only the rules apply.
+fn free_text(value: Option<&str>, field: &str, max: usize, errors: &mut Vec<FieldError>) {
+    if let Err(e) = text::optional(value, field, Flavour::Free, max) {
+        errors.push(e);
     }
 }
 
@@ -258,11 +259,13 @@ impl PlanContent {
                     "must not be before start",
                 ));
             }
-            if adj.reason.trim().is_empty() || adj.reason.chars().count() > 500 {
-                errors.push(FieldError::new(
-                    "omt.temporary_adjustment.reason",
-                    "1 to 500 characters",
-                ));
+            if let Err(e) = text::required(
+                &adj.reason,
+                "omt.temporary_adjustment.reason",
+                Flavour::Free,
+                text::ADJUSTMENT_REASON_MAX,
+            ) {
+                errors.push(e);
             }
         }
         for (i, line) in self.analgesics.iter().enumerate() {
@@ -308,13 +311,23 @@ impl PlanContent {
             if line.end.is_some_and(|end| end < line.start) {
                 errors.push(FieldError::new(at("end"), "must not be before start"));
             }
-            text(line.note.as_deref(), &at("note"), 1000, &mut errors);
+            free_text(
+                line.note.as_deref(),
+                &at("note"),
+                text::LINE_NOTE_MAX,
+                &mut errors,
+            );
         }
-        text(self.pain_goal.as_deref(), "pain_goal", 1000, &mut errors);
-        text(
+        free_text(
+            self.pain_goal.as_deref(),
+            "pain_goal",
+            text::PAIN_GOAL_MAX,
+            &mut errors,
+        );
+        free_text(
             self.non_drug_measures.as_deref(),
             "non_drug_measures",
-            2000,
+            text::NON_DRUG_MEASURES_MAX,
             &mut errors,
         );
         errors
@@ -344,14 +357,15 @@ impl PlanContent {
 pub fn validate_acknowledgements(acks: &[Acknowledgement]) -> Vec<FieldError> {
     acks.iter()
         .enumerate()
-        .filter(|(_, a)| {
-            a.justification.trim().chars().count() < 10 || a.justification.chars().count() > 1000
-        })
-        .map(|(i, _)| {
-            FieldError::new(
-                format!("acknowledged_warnings[{i}].justification"),
-                "10 to 1000 characters",
+        .filter_map(|(i, a)| {
+            text::required_at_least(
+                &a.justification,
+                &format!("acknowledged_warnings[{i}].justification"),
+                Flavour::Free,
+                text::JUSTIFICATION_MIN,
+                text::JUSTIFICATION_MAX,
             )
+            .err()
         })
         .collect()
 }

@@ -8,8 +8,9 @@ use crate::clock::Clock;
 use crate::db::models::{User, new_id};
 use crate::db::schema::users;
 use crate::db::{Db, is_unique_violation};
-use crate::domain::contact::{parse_email, parse_text};
+use crate::domain::contact::parse_email;
 use crate::domain::role::{NotificationPreference, Role};
+use crate::domain::text::{self, Flavour};
 use crate::error::ApiError;
 
 /// An account made without an invitation (administrator, demo users).
@@ -47,8 +48,13 @@ pub async fn create_account(
     password: &str,
 ) -> anyhow::Result<String> {
     let email = parse_email(account.email).map_err(|m| anyhow::anyhow!("--email: {m}"))?;
-    let full_name =
-        parse_text(account.full_name, 200).map_err(|m| anyhow::anyhow!("--full-name: {m}"))?;
+    let full_name = text::required(
+        account.full_name,
+        "full_name",
+        Flavour::Name,
+        text::PERSON_NAME_MAX,
+    )
+    .map_err(|e| anyhow::anyhow!("--full-name: {}", e.message))?;
     password::check_new(password, "password").map_err(|_| {
         anyhow::anyhow!(
             "the password needs at least {} characters",

@@ -17,6 +17,7 @@ use crate::domain::plan::{
 };
 use crate::domain::role::OrgKind;
 use crate::domain::rules::{self, Warning};
+use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError};
 use crate::store::access::named_prescriber;
 
@@ -215,8 +216,13 @@ pub fn prepare(
 ) -> Result<(PlanContent, Vec<Warning>), ApiError> {
     let mut errors = content.validate();
     errors.extend(validate_acknowledgements(acknowledged));
-    if change_summary.trim().is_empty() || change_summary.chars().count() > 500 {
-        errors.push(FieldError::new("change_summary", "1 to 500 characters"));
+    if let Err(e) = text::required(
+        change_summary,
+        "change_summary",
+        Flavour::Free,
+        text::CHANGE_SUMMARY_MAX,
+    ) {
+        errors.push(e);
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));

@@ -137,8 +137,7 @@ async fn versions_with_etag_and_if_match() {
         .get(&format!("{url}/versions"), &net.pharmacist.token)
         .await
         .expect(200);
-    let listed: Vec<(i64, &str)> = versions
-        .body
+    let listed: Vec<(i64, &str)> = versions.body["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -322,7 +321,7 @@ async fn twenty_writers_on_one_version_one_wins() {
         )
         .await
         .expect(200);
-    assert_eq!(versions.body.as_array().unwrap().len(), 2);
+    assert_eq!(versions.body["items"].as_array().unwrap().len(), 2);
 }
 
 #[actix_web::test]
@@ -587,4 +586,88 @@ async fn observations_alert_the_referent_once_per_episode() {
     let all = app.get(&url, &net.gp.token).await.expect(200);
     assert_eq!(all.body["items"].as_array().unwrap().len(), 7);
     assert_eq!(all.body["items"][0]["sedation_score"], 3, "newest first");
+}
+
+/// A winter evening, 23:30 UTC: already 00:30 the next day in Paris.
+/// Today's if it is winter now (so the server's clock moves little), else
+/// the next 15 December.
+fn winter_evening() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+    let now = Utc::now();
+    let day = if [11, 12, 1, 2].contains(&now.month()) {
+        now.date_naive()
+    } else {
+        NaiveDate::from_ymd_opt(now.year(), 12, 15).unwrap()
+    };
+    Utc.from_utc_datetime(&day.and_hms_opt(23, 30, 0).unwrap())
+}
+
+#[actix_web::test]
+async fn the_pharmacists_today_is_the_networks_not_utcs() {
+    let Setting {
+        app,
+        net,
+        patient,
+        pharmacy,
+    } = setting().await;
+    let evening = winter_evening();
+    app.clock.set(evening);
+    let utc_day = evening.date_naive();
+    let paris_day = utc_day.succ_opt().unwrap();
+    let mut plan = design_plan(Some(&pharmacy));
+    // A change that starts today in Paris (tomorrow in UTC terms)…
+    plan["omt"]["temporary_adjustment"]["start"] = json!(paris_day.to_string());
+    plan["omt"]["temporary_adjustment"]["end"] =
+        json!((paris_day + chrono::Duration::days(3)).to_string());
+    // …a line that ended yesterday in Paris (today in UTC terms)…
+    plan["analgesics"][0]["start"] = json!((utc_day - chrono::Duration::days(5)).to_string());
+    plan["analgesics"][0]["end"] = json!(utc_day.to_string());
+    // …and one that starts today in Paris.
+    plan["analgesics"][1]["start"] = json!(paris_day.to_string());
+    plan["analgesics"][1]["end"] = json!((paris_day + chrono::Duration::days(2)).to_string());
+    put_plan(&app, &net.gp, &patient, &plan, None)
+        .await
+        .expect(201);
+
+    let page = app
+        .get(
+            &format!("/api/v1/patients/{patient}/analgesic-plan"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(page["on"], paris_day.to_string());
+    assert_eq!(page["omt"]["temporary"], true, "{page}");
+    assert_eq!(page["omt"]["daily_dose_mg"], 80.0);
+    let drugs: Vec<&str> = page["analgesics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["drug"].as_str().unwrap())
+        .collect();
+    assert_eq!(drugs, ["morphine"], "{page}");
+
+    // The network decides: in UTC, it is still the day before.
+    let app = crate::helpers::spawn_app_with(|s| s.network.time_zone = "UTC".into()).await;
+    let net = Network::new(&app).await;
+    app.clock.set(evening);
+    let patient = create_patient(&app, &net.gp, None).await;
+    set_consent(&app, &net.gp, &patient, "granted").await;
+    add_member(&app, &net.gp, &patient, &net.pharmacist).await;
+    plan["omt"]["dispensing_pharmacy_id"] = json!(null);
+    put_plan(&app, &net.gp, &patient, &plan, None)
+        .await
+        .expect(201);
+    let page = app
+        .get(
+            &format!("/api/v1/patients/{patient}/analgesic-plan"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(page["on"], utc_day.to_string());
+    assert_eq!(page["omt"]["temporary"], false, "{page}");
+    assert_eq!(page["analgesics"][0]["drug"], "paracetamol", "{page}");
 }

@@ -254,7 +254,7 @@ async fn amend_and_reject() {
         .await
         .expect(200);
     assert_eq!(
-        versions.body.as_array().unwrap().len(),
+        versions.body["items"].as_array().unwrap().len(),
         2,
         "reject writes no plan"
     );

@@ -350,7 +350,18 @@ impl Resp {
     /// Asserts a 422 naming `field`.
     #[track_caller]
     pub fn invalid_field(self, field: &str) -> Value {
-        let problem = self.problem(422);
+        self.field_problem(422, field)
+    }
+
+    /// Asserts a 400 naming `field` (a malformed or unknown parameter).
+    #[track_caller]
+    pub fn invalid_field_400(self, field: &str) -> Value {
+        self.field_problem(400, field)
+    }
+
+    #[track_caller]
+    fn field_problem(self, status: u16, field: &str) -> Value {
+        let problem = self.problem(status);
         let fields: Vec<&str> = problem["errors"]
             .as_array()
             .expect("errors")

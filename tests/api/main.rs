@@ -9,6 +9,7 @@ mod cli;
 mod email;
 mod errors;
 mod handovers;
+mod hardening;
 mod health;
 mod helpers;
 mod matrix;

@@ -94,3 +94,138 @@ async fn document_types_ids_and_describes_every_answer() {
     assert!(schemas["AnalgesicLine"]["properties"]["drug"]["enum"].is_array());
     assert!(schemas["NewObservation"]["anyOf"].is_array());
 }
+
+#[actix_web::test]
+async fn public_operations_say_so_and_every_other_answer_is_documented() {
+    let app = crate::helpers::spawn_app().await;
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .expect(200)
+        .body;
+    let public: BTreeSet<(&str, &str)> = relais::api::openapi::PUBLIC_OPERATIONS
+        .iter()
+        .copied()
+        .collect();
+    // Health, the document, and what a client calls before it has a token.
+    for expected in [
+        ("get", "/api/v1/health/live"),
+        ("get", "/api/v1/health/ready"),
+        ("get", "/api/v1/openapi.json"),
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/refresh"),
+        ("post", "/api/v1/auth/invitations/accept"),
+    ] {
+        assert!(public.contains(&expected), "{expected:?}");
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let at = format!("{method} {path}");
+            let responses = &op["responses"];
+            assert!(responses["400"].is_object(), "{at}: no 400");
+            if public.contains(&(method.as_str(), path.as_str())) {
+                assert_eq!(op["security"], serde_json::json!([]), "{at}");
+            } else {
+                assert_eq!(
+                    op["security"],
+                    serde_json::json!([{"bearer": []}]),
+                    "{at}: not behind the bearer token"
+                );
+                assert!(responses["401"].is_object(), "{at}: no 401");
+            }
+            if path.starts_with("/api/v1/auth/") {
+                assert!(responses["429"].is_object(), "{at}: no 429");
+                assert!(responses["429"]["headers"]["Retry-After"].is_object());
+            }
+            if path != "/api/v1/health/live" && path != "/api/v1/openapi.json" {
+                assert!(responses["503"].is_object(), "{at}: no 503");
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn text_limits_and_rules_are_the_documents() {
+    use relais::api::openapi::{NAMES, OPTIONAL_FREE_TEXT, REASONS, REQUIRED_FREE_TEXT};
+    use relais::domain::text::*;
+    let app = crate::helpers::spawn_app().await;
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .expect(200)
+        .body;
+    let schemas = &doc["components"]["schemas"];
+    // Each constant, and every `maxLength` it backs.
+    let limits: &[(&str, &str, usize)] = &[
+        ("CreateUser", "full_name", PERSON_NAME_MAX),
+        ("UpdateUser", "full_name", PERSON_NAME_MAX),
+        ("UpdateMe", "full_name", PERSON_NAME_MAX),
+        ("CreateOrganization", "name", ORGANIZATION_NAME_MAX),
+        ("CreatePatient", "family_name", FAMILY_NAME_MAX),
+        ("UpdatePatient", "family_name", FAMILY_NAME_MAX),
+        ("CreatePatient", "given_names", GIVEN_NAMES_MAX),
+        ("UpdatePatient", "given_names", GIVEN_NAMES_MAX),
+        ("NewHandover", "summary", SUMMARY_MAX),
+        ("NewHandover", "follow_up", FOLLOW_UP_MAX),
+        ("Reconcile", "comment", COMMENT_MAX),
+        ("NewConsultation", "question", QUESTION_MAX),
+        ("Answer", "answer", ANSWER_MAX),
+        ("Decline", "reason", DECLINE_REASON_MAX),
+        ("NewMessage", "body", MESSAGE_MAX),
+        ("RecordConsent", "note", CONSENT_NOTE_MAX),
+        ("ReasonBody", "reason", ACCESS_REASON_MAX),
+        ("NewObservation", "note", OBSERVATION_NOTE_MAX),
+        ("PlanWrite", "change_summary", CHANGE_SUMMARY_MAX),
+        ("TemporaryAdjustment", "reason", ADJUSTMENT_REASON_MAX),
+        ("AnalgesicLine", "note", LINE_NOTE_MAX),
+        ("PlanContent", "pain_goal", PAIN_GOAL_MAX),
+        ("PlanWrite", "pain_goal", PAIN_GOAL_MAX),
+        ("PlanContent", "non_drug_measures", NON_DRUG_MEASURES_MAX),
+        ("PlanWrite", "non_drug_measures", NON_DRUG_MEASURES_MAX),
+        ("Acknowledgement", "justification", JUSTIFICATION_MAX),
+    ];
+    for (schema, property, max) in limits {
+        assert_eq!(
+            schemas[schema]["properties"][property]["maxLength"],
+            serde_json::json!(max),
+            "{schema}.{property}"
+        );
+    }
+    for (schema, property) in [
+        ("ReasonBody", "reason"),
+        ("Acknowledgement", "justification"),
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"][property]["minLength"],
+            serde_json::json!(ACCESS_REASON_MIN.max(JUSTIFICATION_MIN)),
+            "{schema}.{property}"
+        );
+    }
+    // Every text property with a rule has it as a pattern, and every table
+    // entry names a real property; every limited text has a rule.
+    let ruled: BTreeSet<(&str, &str)> = NAMES
+        .iter()
+        .chain(REQUIRED_FREE_TEXT)
+        .chain(REASONS)
+        .chain(OPTIONAL_FREE_TEXT)
+        .copied()
+        .collect();
+    for (schema, property) in &ruled {
+        let pattern = schemas[schema]["properties"][property]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema}.{property}: no pattern"));
+        assert!(pattern.contains("\\x00-"), "{schema}.{property}: {pattern}");
+    }
+    for (schema, property, _) in limits {
+        assert!(
+            ruled.contains(&(*schema, *property)),
+            "{schema}.{property}: no rule"
+        );
+    }
+    assert!(
+        schemas["CreateOrganization"]["properties"]["name"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("\\u202a-\\u202e")
+    );
+}

@@ -40,8 +40,8 @@ async fn prescribers_create_patients_and_become_referent() {
         .get(&format!("/api/v1/patients/{id}/care-team"), &net.gp.token)
         .await
         .expect(200);
-    assert_eq!(team.body[0]["user_id"], net.gp.id);
-    assert_eq!(team.body[0]["team_role"], "referent");
+    assert_eq!(team.body["items"][0]["user_id"], net.gp.id);
+    assert_eq!(team.body["items"][0]["team_role"], "referent");
 
     // Non-prescribers cannot; bad fields are named; nothing is stored on error.
     app.post(
@@ -233,7 +233,7 @@ async fn lookup_gives_the_referent_and_access_requests_reach_them() {
         )
         .await
         .expect(200);
-    assert_eq!(pending.body[0]["status"], "pending");
+    assert_eq!(pending.body["items"][0]["status"], "pending");
     let approved = app
         .request(
             Method::POST,
@@ -457,7 +457,7 @@ async fn care_team_membership_is_kept_with_dates() {
     .expect(204);
 
     let team = app.get(&care_team, &net.hospital.token).await.expect(200);
-    let rows = team.body.as_array().unwrap();
+    let rows = team.body["items"].as_array().unwrap();
     let active: Vec<(&str, &str)> = rows
         .iter()
         .filter(|r| r["until"].is_null())
