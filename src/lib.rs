@@ -43,6 +43,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod messaging;
+pub mod net;
 pub mod notify;
 pub mod scheduler;
 pub mod startup;

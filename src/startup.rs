@@ -16,12 +16,14 @@ use tokio::task::JoinHandle;
 use crate::api;
 use crate::audit::AuditWriter;
 use crate::auth::cache::UserCache;
+use crate::auth::password::Hasher;
 use crate::auth::throttle::IpLimiter;
 use crate::auth::tokens::{JwtKeys, random_token};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::render_foreign_error;
+use crate::net::TrustedProxies;
 use crate::notify::outbox::{OutboxSignal, Sender};
 use crate::scheduler::Scheduler;
 
@@ -35,8 +37,20 @@ pub struct AppState {
     pub outbox: OutboxSignal,
     pub ip_limiter: Arc<IpLimiter>,
     pub audit: AuditWriter,
-    /// Account facts checked on every request, kept ≤ 2 s (see `auth::cache`).
+    /// Session and account facts checked on every request, kept at most
+    /// `auth.session_cache_ms` (see `auth::cache`).
     pub users: Arc<UserCache>,
+    /// Password hashing, bounded (see `auth::password`).
+    pub hasher: Arc<Hasher>,
+    /// Whose `X-Forwarded-For` is believed (see `net`).
+    pub proxies: Arc<TrustedProxies>,
+}
+
+impl AppState {
+    /// The client address of `req`, after trusted proxies.
+    pub fn client_addr(&self, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
+        crate::net::client_addr(req, &self.proxies)
+    }
 }
 
 /// A built, bound, not yet running server with its background tasks.
@@ -99,9 +113,20 @@ impl Application {
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let audit = AuditWriter::new(db.clone(), clock.clone());
+        let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("server.trusted_proxies: {e}"))?;
+        let hasher = Hasher::new(
+            settings.max_concurrent_hashes(),
+            settings.auth.hash_queue_max,
+            std::time::Duration::from_millis(settings.auth.hash_queue_wait_ms),
+        );
         let state = AppState {
             audit,
-            users: Arc::new(UserCache::default()),
+            users: Arc::new(UserCache::new(std::time::Duration::from_millis(
+                settings.auth.session_cache_ms,
+            ))),
+            hasher,
+            proxies: Arc::new(proxies),
             ip_limiter: Arc::new(IpLimiter::new(settings.auth.ip_requests_per_minute)),
             settings: Arc::new(settings),
             db,
