@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod auth_hardening;
 mod care_plans;
 mod cli;
 mod email;
