@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -60,6 +61,8 @@ pub struct Application {
     state: AppState,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// PostgreSQL: the thread hearing other instances' revocations.
+    revocations: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// Reads `auth.jwt_secret`, or the generated one in the data folder (made on first run).
@@ -135,6 +138,15 @@ impl Application {
             outbox: OutboxSignal::default(),
         };
 
+        let revocations = match state.db.backend() {
+            crate::db::Backend::Postgres => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let manager = crate::db::ConnectionManager::new(&state.settings.database.url)?;
+                let handle = crate::auth::revocations::spawn(manager, &state.users, stop.clone())?;
+                Some((stop, handle))
+            }
+            crate::db::Backend::Sqlite => None,
+        };
         let sender = Sender::new(
             state.db.clone(),
             state.clock.clone(),
@@ -174,6 +186,7 @@ impl Application {
             state,
             shutdown,
             tasks,
+            revocations,
         })
     }
 
@@ -199,6 +212,10 @@ impl Application {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some((stop, handle)) = self.revocations {
+            stop.store(true, Ordering::SeqCst);
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
         tracing::info!("stopped");
         result

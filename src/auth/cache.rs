@@ -7,14 +7,16 @@
 //! sign-out and refresh-token reuse call [`UserCache::forget_session`],
 //! deactivation and password change [`UserCache::forget_user`], once their
 //! write has committed; a lookup that began before a forget never stores
-//! its (possibly stale) answer. Other instances on the same database see a
-//! revocation after at most the cache's lifetime (`auth.session_cache_ms`,
-//! default 2 s; 0 turns the cache off, and then no instance lets a revoked
-//! token through).
+//! its (possibly stale) answer. Other instances hear of it on PostgreSQL
+//! through `NOTIFY` at the revocation's commit (`auth::revocations`, within
+//! its poll interval, 10 ms); while that listener is not connected the
+//! cache is off. Instances sharing a SQLite file see a revocation after at
+//! most the cache's lifetime (`auth.session_cache_ms`, default 2 s; 0 turns
+//! the cache off everywhere).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::domain::role::Role;
@@ -37,6 +39,9 @@ pub struct UserCache {
     ttl: Duration,
     entries: Mutex<HashMap<String, (Instant, CachedUser)>>,
     epoch: AtomicU64,
+    /// False while revocations from other instances may go unheard (on
+    /// PostgreSQL, until the listener is connected): nothing is trusted.
+    enabled: AtomicBool,
 }
 
 impl Default for UserCache {
@@ -52,12 +57,26 @@ impl UserCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
+            enabled: AtomicBool::new(true),
         }
+    }
+
+    /// Turns the cache on or off; either way it starts empty and refuses
+    /// lookups in flight (revocations may have been missed meanwhile).
+    pub fn set_enabled(&self, enabled: bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.enabled.store(enabled, Ordering::SeqCst);
+        entries.clear();
+    }
+
+    fn off(&self) -> bool {
+        self.ttl.is_zero() || !self.enabled.load(Ordering::SeqCst)
     }
 
     /// A fresh entry for session `sid`, if any.
     pub fn get(&self, sid: &str) -> Option<CachedUser> {
-        if self.ttl.is_zero() {
+        if self.off() {
             return None;
         }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,7 +94,7 @@ impl UserCache {
     /// Stores what a lookup begun at `epoch` found of live session `sid`,
     /// unless a forget came since.
     pub fn put(&self, sid: &str, user: CachedUser, epoch: u64) {
-        if self.ttl.is_zero() {
+        if self.off() {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

@@ -199,6 +199,6 @@ fn revoke_family(conn: &mut DbConnection, family: &str, now: NaiveDateTime) -> Q
             .filter(sessions::revoked_at.is_null()),
     )
     .set(sessions::revoked_at.eq(now))
-    .execute(conn)
-    .map(drop)
+    .execute(conn)?;
+    crate::db::announce_revocation(conn, &format!("session:{family}"))
 }

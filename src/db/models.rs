@@ -96,7 +96,7 @@ impl User {
         )
         .set(sessions::revoked_at.eq(now))
         .execute(conn)?;
-        Ok(())
+        super::announce_revocation(conn, &format!("user:{id}"))
     }
 }
 

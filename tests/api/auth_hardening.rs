@@ -147,6 +147,47 @@ async fn revocation_reaches_other_instances() {
     .expect(204);
     tokio::time::sleep(std::time::Duration::from_millis(350)).await;
     c.get("/api/v1/me", &session.token).await.problem(401);
+
+    // PostgreSQL: the revocation is announced at its commit, so even a
+    // long-lived cache on another instance drops the session at once.
+    if a.state.db.backend() == relais::db::Backend::Postgres {
+        let d = spawn_on(db.clone(), SmtpListener::start().await, |s| {
+            s.auth.session_cache_ms = 60_000
+        })
+        .await;
+        let session = a.admin().await;
+        let sid = sid_of(&session.token);
+        crate::helpers::eventually("the listener is connected and the cache warm", || async {
+            d.get("/api/v1/me", &session.token).await.expect(200);
+            d.state.users.get(&sid).is_some()
+        })
+        .await;
+        a.post_anon(
+            "/api/v1/auth/logout",
+            json!({"refresh_token": session.refresh_token}),
+        )
+        .await
+        .expect(204);
+        let revoked_at = std::time::Instant::now();
+        crate::helpers::eventually("the other instance refuses the token", || async {
+            d.get("/api/v1/me", &session.token).await.status == 401
+        })
+        .await;
+        assert!(revoked_at.elapsed() < std::time::Duration::from_secs(2));
+    }
+}
+
+/// The session id an access token carries.
+fn sid_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
 }
 
 #[actix_web::test]
