@@ -119,25 +119,22 @@ pub async fn login(
     let settings = state.settings.auth.clone();
     // A first, read-only check: an attempt already over a limit does not
     // queue for a hashing slot.
-    let user = {
+    let (user, expected) = {
         let (settings, key) = (settings.clone(), key.clone());
         state
             .db
             .read(move |conn| {
                 let user = User::find_by_email(conn, &email)?;
-                throttle::check(
-                    conn,
-                    &settings,
-                    &key,
-                    user.as_ref().map(|u| u.id.as_str()),
-                    now,
-                )?;
-                Ok(user)
+                let id = user.as_ref().map(|u| u.id.as_str());
+                throttle::check(conn, &settings, &key, id, now)?;
+                let expected = throttle::known_address(conn, &settings, &key, id, now)?;
+                Ok((user, expected))
             })
             .await?
     };
-    // The slot first: a 503 costs the account no attempt.
-    let slot = state.hasher.slot().await?;
+    // The slot first: a 503 costs the account no attempt. A sign-in from
+    // an address the account used before is not turned away by a full queue.
+    let slot = state.hasher.slot_for(expected).await?;
     // The authority: counted before verification, atomically (`throttle`).
     let attempt = {
         let (key, user_id) = (key.clone(), user.as_ref().map(|u| u.id.clone()));

@@ -230,8 +230,23 @@ impl Hasher {
     /// Waits (briefly, behind a bounded queue) for a slot and its memory;
     /// [`ApiError::Busy`] when none comes in time.
     pub async fn slot(self: &Arc<Self>) -> Result<Slot, ApiError> {
+        self.slot_for(false).await
+    }
+
+    /// [`Hasher::slot`], for a sign-in that is `expected` (an account from
+    /// an address it signed in from before): it is never refused for a full
+    /// queue and waits twice as long, so that a flood from elsewhere cannot
+    /// keep a clinician out (there are few such requests, and waiting costs
+    /// no memory to speak of).
+    pub async fn slot_for(self: &Arc<Self>, expected: bool) -> Result<Slot, ApiError> {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
+            Err(_) if expected => {
+                tokio::time::timeout(self.queue_wait * 2, self.slots.clone().acquire_owned())
+                    .await
+                    .map_err(|_| self.busy())?
+                    .map_err(ApiError::internal)?
+            }
             Err(_) => {
                 if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue_max {
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -349,6 +364,22 @@ mod tests {
         assert_eq!(hasher.waiting.load(Ordering::SeqCst), 0);
         // One slot: one memory area, made once and kept.
         assert_eq!(hasher.memory.lock().unwrap().len(), 1);
+        // An expected sign-in is not refused for the full queue: it waits.
+        let held = hasher.slot().await.unwrap();
+        let queued = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.slot().await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(matches!(hasher.slot().await, Err(ApiError::Busy { .. })));
+        let expected = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.slot_for(true).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        assert!(expected.await.unwrap().is_ok());
+        let _ = queued.await;
         assert!(!hasher.verify("x".into(), None).await.unwrap());
     }
 }

@@ -148,7 +148,7 @@ fn recent(
 
 /// Whether `user_id` signed in from `key`'s address group before (a
 /// session opened there within the refresh-token lifetime).
-fn known_address(
+pub fn known_address(
     conn: &mut DbConnection,
     settings: &AuthSettings,
     key: &LoginKey,

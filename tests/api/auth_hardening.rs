@@ -479,3 +479,26 @@ async fn saturated_hashing_answers_503_with_retry_after() {
         .problem(401);
     assert_eq!(problem["status"], 401);
 }
+
+#[actix_web::test]
+async fn a_known_address_is_not_turned_away_by_a_full_queue() {
+    let app = spawn_app_with(|s| {
+        s.auth.max_concurrent_hashes = 1;
+        s.auth.hash_queue_max = 0;
+        s.auth.hash_queue_wait_ms = 5_000;
+    })
+    .await;
+    // The clinician signed in from here before.
+    app.admin().await;
+    let apps = [&app];
+    let storm = storm(&apps, 12, |i| format!("nobody{i}@relais.test"));
+    let clinician = async {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        app.post_anon(LOGIN, json!({"email": ADMIN_EMAIL, "password": PASSWORD}))
+            .await
+            .status
+    };
+    let (statuses, clinician) = futures_util::join!(storm, clinician);
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert_eq!(clinician, 200, "{statuses:?}");
+}
