@@ -126,6 +126,7 @@ async def legitimate(port, started, result):
         ok=tries[-1] == 200,
         seconds=round(time.monotonic() - t0, 3),
         started_after_s=round(t0 - started, 3),
+        answered_after_s=round(time.monotonic() - started, 3),
     )
 
 
@@ -151,6 +152,7 @@ async def flood(args, port, pid):
     await asyncio.gather(*tasks)
     flood_s = time.monotonic() - started
     await legit_task
+    # Sent while the flood was running (its answer may come last, FIFO).
     legit["during_flood"] = legit["started_after_s"] < flood_s
     sampler.cancel()
     return statuses, legit, flood_s, peak_sample[0]
