@@ -93,6 +93,9 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     pub workers: usize,
     pub max_body_bytes: usize,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,7 +117,19 @@ pub struct AuthSettings {
     pub jwt_leeway_s: u64,
     pub login_max_failures: u32,
     pub login_failure_window_s: u64,
+    /// Failed sign-ins per account from all addresses within its window.
+    pub login_account_max_failures: u32,
+    pub login_account_window_s: u64,
     pub ip_requests_per_minute: u32,
+    /// Argon2 computations at once; 0 means one per CPU core.
+    pub max_concurrent_hashes: usize,
+    /// How long a sign-in waits for a hashing slot before 503.
+    pub hash_queue_wait_ms: u64,
+    /// How many sign-ins may wait for a slot; beyond, 503 at once.
+    pub hash_queue_max: usize,
+    /// How long this instance trusts what it read of a session and its
+    /// user (0: every request reads the database).
+    pub session_cache_ms: u64,
 }
 
 // Hand-written so that the secret can never reach a log through `{:?}`.
@@ -128,6 +143,8 @@ impl std::fmt::Debug for AuthSettings {
             .field("access_token_ttl_s", &self.access_token_ttl_s)
             .field("refresh_token_ttl_s", &self.refresh_token_ttl_s)
             .field("invitation_ttl_s", &self.invitation_ttl_s)
+            .field("max_concurrent_hashes", &self.max_concurrent_hashes)
+            .field("session_cache_ms", &self.session_cache_ms)
             .finish_non_exhaustive()
     }
 }
@@ -291,6 +308,33 @@ impl Settings {
                 "must be between 10 and 60000",
             );
         }
+        if self.auth.login_account_max_failures < self.auth.login_max_failures {
+            return invalid(
+                "auth.login_account_max_failures",
+                "must be at least auth.login_max_failures",
+            );
+        }
+        if self.auth.login_account_window_s == 0 {
+            return invalid("auth.login_account_window_s", "must be positive");
+        }
+        if self.auth.max_concurrent_hashes > 256 {
+            return invalid(
+                "auth.max_concurrent_hashes",
+                "must be at most 256 (each takes 19 MiB)",
+            );
+        }
+        if !(1..=60_000).contains(&self.auth.hash_queue_wait_ms) {
+            return invalid("auth.hash_queue_wait_ms", "must be 1 to 60000");
+        }
+        if self.auth.hash_queue_max > 100_000 {
+            return invalid("auth.hash_queue_max", "must be at most 100000");
+        }
+        if self.auth.session_cache_ms > 60_000 {
+            return invalid("auth.session_cache_ms", "must be at most 60000");
+        }
+        if let Err(message) = crate::net::TrustedProxies::parse(&self.server.trusted_proxies) {
+            return invalid("server.trusted_proxies", &message);
+        }
         if self.auth.ip_requests_per_minute == 0 {
             return invalid("auth.ip_requests_per_minute", "must be at least 1");
         }
@@ -368,6 +412,15 @@ impl Settings {
             .unwrap_or(chrono_tz::Europe::Paris)
     }
 
+    /// How many Argon2 computations may run at once.
+    pub fn max_concurrent_hashes(&self) -> usize {
+        if self.auth.max_concurrent_hashes == 0 {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        } else {
+            self.auth.max_concurrent_hashes
+        }
+    }
+
     /// The number of HTTP workers to start.
     pub fn workers(&self) -> usize {
         if self.server.workers == 0 {
@@ -409,6 +462,29 @@ mod tests {
         let err = Settings::from_figment(figment).unwrap_err().to_string();
         assert!(err.contains("server.bind"), "{err}");
 
+        for (section, bad, key) in [
+            (
+                "server",
+                "trusted_proxies = [\"10.0.0.0/33\"]",
+                "server.trusted_proxies",
+            ),
+            (
+                "auth",
+                "max_concurrent_hashes = 1000",
+                "auth.max_concurrent_hashes",
+            ),
+            ("auth", "hash_queue_wait_ms = 0", "auth.hash_queue_wait_ms"),
+            (
+                "auth",
+                "login_account_max_failures = 1",
+                "auth.login_account_max_failures",
+            ),
+        ] {
+            let figment = Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(&format!("[{section}]\n{bad}")));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
         for bad in ["tick_ms = 0", "tick_ms = 3600001", "digest_hour = 24"] {
             let figment = Figment::from(Toml::string(DEFAULT_TOML))
                 .merge(Toml::string(&format!("[scheduler]\n{bad}")));

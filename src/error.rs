@@ -87,6 +87,9 @@ pub enum ApiError {
     TooManyRequests { retry_after_s: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// Every password-hashing slot is taken (a 503 with `Retry-After`).
+    #[error("busy")]
+    Busy { retry_after_s: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
     /// Not a failure: the stored answer to an `Idempotency-Key` seen before.
@@ -139,6 +142,7 @@ impl ApiError {
             Self::PreconditionRequired(_) => ("precondition-required", "Precondition required"),
             Self::TooManyRequests { .. } => ("throttled", "Too many requests"),
             Self::Unavailable(_) => ("unavailable", "Service unavailable"),
+            Self::Busy { .. } => ("busy", "Service busy"),
             Self::Internal(_) | Self::Replay { .. } => ("internal", "Internal error"),
         }
     }
@@ -170,6 +174,10 @@ impl ApiError {
             Self::PayloadTooLarge => ("the request body is too large".to_owned(), vec![]),
             Self::TooManyRequests { retry_after_s } => (
                 format!("too many attempts; retry in {retry_after_s} s"),
+                vec![],
+            ),
+            Self::Busy { retry_after_s } => (
+                format!("too many sign-ins at once; retry in {retry_after_s} s"),
                 vec![],
             ),
             Self::Internal(_) | Self::Replay { .. } => (
@@ -211,7 +219,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Replay { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
         }
@@ -231,7 +239,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            Self::TooManyRequests { retry_after_s } => {
+            Self::TooManyRequests { retry_after_s } | Self::Busy { retry_after_s } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
             }
             _ => {}

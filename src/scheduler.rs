@@ -1,6 +1,6 @@
 //! The in-process scheduler: each tick reminds about overdue handovers,
 //! escalates overdue consultations, sends the day's digests and forgets
-//! expired idempotency keys. Safe with several instances on one database:
+//! expired idempotency keys and sign-in failures. Safe with several instances on one database:
 //! a digest is claimed by inserting its `(user, day)` row in the transaction
 //! that queues the email, and on PostgreSQL the users to digest are claimed
 //! with `FOR UPDATE SKIP LOCKED`, so instances share the work without waiting.
@@ -13,8 +13,9 @@ use diesel::prelude::*;
 use tokio::sync::watch;
 
 use crate::auth::AuthUser;
+use crate::auth::throttle;
 use crate::clock::Clock;
-use crate::config::SchedulerSettings;
+use crate::config::{AuthSettings, SchedulerSettings};
 use crate::db::models::User;
 use crate::db::schema::{digest_runs, users};
 use crate::db::{Db, DbConnection};
@@ -41,6 +42,8 @@ pub struct TickReport {
     pub digests_queued: usize,
     /// Idempotency keys forgotten.
     pub keys_purged: usize,
+    /// Sign-in failure rows older than every throttling window, deleted.
+    pub login_failures_purged: usize,
     /// Overdue handovers whose GP was reminded (and sender told).
     pub handovers_reminded: usize,
     /// Overdue consultations escalated to their centre.
@@ -54,6 +57,7 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     settings: SchedulerSettings,
     time_zone: chrono_tz::Tz,
+    auth: AuthSettings,
     public_url: String,
     outbox: OutboxSignal,
 }
@@ -66,6 +70,7 @@ impl Scheduler {
             clock: state.clock.clone(),
             settings: state.settings.scheduler.clone(),
             time_zone: state.settings.time_zone(),
+            auth: state.settings.auth.clone(),
             public_url: state.settings.server.public_url.clone(),
             outbox: state.outbox.clone(),
         }
@@ -99,6 +104,11 @@ impl Scheduler {
                 .await?,
             ..TickReport::default()
         };
+        let auth = self.auth.clone();
+        report.login_failures_purged = self
+            .db
+            .write(move |conn| Ok(throttle::purge(conn, &auth, now.naive_utc())?))
+            .await?;
         // Reminders and escalations: each row is claimed once (SKIP LOCKED on
         // PostgreSQL) and marked in the transaction that queues its emails.
         let (url, naive) = (self.public_url.clone(), now.naive_utc());

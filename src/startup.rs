@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -17,12 +18,14 @@ use crate::api;
 use crate::audit::AuditWriter;
 use crate::audit::anchor::{Anchor, AnchorKey};
 use crate::auth::cache::UserCache;
+use crate::auth::password::Hasher;
 use crate::auth::throttle::IpLimiter;
 use crate::auth::tokens::{JwtKeys, random_token};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::render_foreign_error;
+use crate::net::TrustedProxies;
 use crate::notify::outbox::{OutboxSignal, Sender};
 use crate::scheduler::Scheduler;
 
@@ -36,8 +39,20 @@ pub struct AppState {
     pub outbox: OutboxSignal,
     pub ip_limiter: Arc<IpLimiter>,
     pub audit: AuditWriter,
-    /// Account facts checked on every request, kept ≤ 2 s (see `auth::cache`).
+    /// Session and account facts checked on every request, kept at most
+    /// `auth.session_cache_ms` (see `auth::cache`).
     pub users: Arc<UserCache>,
+    /// Password hashing, bounded (see `auth::password`).
+    pub hasher: Arc<Hasher>,
+    /// Whose `X-Forwarded-For` is believed (see `net`).
+    pub proxies: Arc<TrustedProxies>,
+}
+
+impl AppState {
+    /// The client address of `req`, after trusted proxies.
+    pub fn client_addr(&self, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
+        crate::net::client_addr(req, &self.proxies)
+    }
 }
 
 /// A built, bound, not yet running server with its background tasks.
@@ -49,6 +64,8 @@ pub struct Application {
     tasks: Vec<JoinHandle<()>>,
     /// Checkpoints the audit chain; stopped last, after every writer.
     anchor: Anchor,
+    /// PostgreSQL: the thread hearing other instances' revocations.
+    revocations: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// Reads `auth.jwt_secret`, or the generated one in the data folder (made on first run).
@@ -109,9 +126,20 @@ impl Application {
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let audit = AuditWriter::new(db.clone(), clock.clone());
+        let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("server.trusted_proxies: {e}"))?;
+        let hasher = Hasher::new(
+            settings.max_concurrent_hashes(),
+            settings.auth.hash_queue_max,
+            std::time::Duration::from_millis(settings.auth.hash_queue_wait_ms),
+        );
         let state = AppState {
             audit,
-            users: Arc::new(UserCache::default()),
+            users: Arc::new(UserCache::new(std::time::Duration::from_millis(
+                settings.auth.session_cache_ms,
+            ))),
+            hasher,
+            proxies: Arc::new(proxies),
             ip_limiter: Arc::new(IpLimiter::new(settings.auth.ip_requests_per_minute)),
             settings: Arc::new(settings),
             db,
@@ -120,6 +148,15 @@ impl Application {
             outbox: OutboxSignal::default(),
         };
 
+        let revocations = match state.db.backend() {
+            crate::db::Backend::Postgres => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let manager = crate::db::ConnectionManager::new(&state.settings.database.url)?;
+                let handle = crate::auth::revocations::spawn(manager, &state.users, stop.clone())?;
+                Some((stop, handle))
+            }
+            crate::db::Backend::Sqlite => None,
+        };
         let sender = Sender::new(
             state.db.clone(),
             state.clock.clone(),
@@ -162,6 +199,7 @@ impl Application {
             shutdown,
             tasks,
             anchor,
+            revocations,
         })
     }
 
@@ -187,6 +225,10 @@ impl Application {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some((stop, handle)) = self.revocations {
+            stop.store(true, Ordering::SeqCst);
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
         // Nothing audits any more: the last head is checkpointed, so that a
         // restart leaves no unanchored tail (the fsync off the async workers).

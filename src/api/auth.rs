@@ -1,7 +1,7 @@
 //! Sign-in, token refresh, sign-out and invitation acceptance.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{Duration, NaiveDateTime};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,20 +9,22 @@ use utoipa::ToSchema;
 use super::extract::Json;
 use super::users::UserView;
 use crate::auth::password;
-use crate::auth::session::{self, Rotation};
+use crate::auth::session::{self, Family, Rotation};
+use crate::auth::throttle::{self, LoginKey};
 use crate::auth::tokens::hash_token;
-use crate::config::AuthSettings;
 use crate::db::DbConnection;
-use crate::db::models::{Invitation, User, new_id};
-use crate::db::schema::{invitations, login_failures, users};
-use crate::error::{ApiError, Problem};
+use crate::db::models::{Invitation, User};
+use crate::db::schema::{invitations, users};
+use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
 
 /// Email and password.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(max_length = 254)]
     pub email: String,
+    #[schema(max_length = 1024)]
     pub password: String,
 }
 
@@ -67,50 +69,29 @@ impl TokenPair {
     }
 }
 
-fn peer_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
-    req.peer_addr().map(|a| a.ip())
-}
+/// The longest email a sign-in looks up (RFC 5321's path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
 
-/// 429 when `email` has failed too often within the window; checked before any hashing.
-pub fn check_login_throttle(
-    conn: &mut DbConnection,
-    settings: &AuthSettings,
-    email: &str,
-    now: NaiveDateTime,
-) -> Result<(), ApiError> {
-    let window = Duration::seconds(i64::try_from(settings.login_failure_window_s).unwrap_or(900));
-    let max = i64::from(settings.login_max_failures);
-    let recent: Vec<NaiveDateTime> = login_failures::table
-        .filter(login_failures::email.eq(email))
-        .filter(login_failures::at.gt(now - window))
-        .order(login_failures::at.desc())
-        .select(login_failures::at)
-        .limit(max)
-        .load(conn)?;
-    if i64::try_from(recent.len()).unwrap_or(i64::MAX) >= max {
-        let oldest = recent.last().copied().unwrap_or(now);
-        let wait = (oldest + window - now).num_seconds().max(1);
-        return Err(ApiError::TooManyRequests {
-            retry_after_s: u64::try_from(wait).unwrap_or(1),
-        });
+/// Refuses oversized sign-in inputs before anything is looked up or hashed.
+fn check_login_lengths(email: &str, password: &str) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if email.chars().count() > MAX_EMAIL_LEN {
+        errors.push(FieldError::new(
+            "email",
+            format!("at most {MAX_EMAIL_LEN} characters"),
+        ));
     }
-    Ok(())
-}
-
-/// Records a failed password check for `email`.
-pub fn record_login_failure(
-    conn: &mut DbConnection,
-    email: &str,
-    now: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::insert_into(login_failures::table)
-        .values((
-            login_failures::id.eq(new_id()),
-            login_failures::email.eq(email),
-            login_failures::at.eq(now),
-        ))
-        .execute(conn)
-        .map(drop)
+    if password.chars().count() > password::MAX_LEN {
+        errors.push(FieldError::new(
+            "password",
+            format!("at most {} characters", password::MAX_LEN),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
@@ -119,8 +100,9 @@ pub fn record_login_failure(
         (status = 200, body = TokenPair),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failures for this account, or requests from this address", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Email longer than 254 or password longer than 1024 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failures for this account from this address (or from everywhere), or too many requests from this address; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins being checked at once; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 /// Signs in with email and password.
 pub async fn login(
@@ -128,45 +110,56 @@ pub async fn login(
     req: HttpRequest,
     Json(body): Json<LoginRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
-    state.ip_limiter.check(peer_ip(&req))?;
+    let client = state.client_addr(&req);
+    state.ip_limiter.check(client)?;
+    check_login_lengths(&body.email, &body.password)?;
     let email = body.email.trim().to_lowercase();
+    let key = LoginKey::new(&email, client);
     let now = state.clock.now_naive();
-    let user = {
-        let (settings, email) = (state.settings.auth.clone(), email.clone());
+    let settings = state.settings.auth.clone();
+    // A first, read-only check: an attempt already over a limit does not
+    // queue for a hashing slot.
+    let (user, expected) = {
+        let (settings, key) = (settings.clone(), key.clone());
         state
             .db
             .read(move |conn| {
-                check_login_throttle(conn, &settings, &email, now)?;
-                Ok(User::find_by_email(conn, &email)?)
+                let user = User::find_by_email(conn, &email)?;
+                let id = user.as_ref().map(|u| u.id.as_str());
+                throttle::check(conn, &settings, &key, id, now)?;
+                let expected = throttle::known_address(conn, &settings, &key, id, now)?;
+                Ok((user, expected))
             })
             .await?
     };
-    let phc = user
-        .as_ref()
-        .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| password::dummy_hash().to_owned());
-    let password = body.password;
-    let matches = web::block(move || password::verify(&password, &phc))
-        .await
-        .map_err(ApiError::internal)?;
+    // The slot first: a 503 costs the account no attempt. A sign-in from
+    // an address the account used before is not turned away by a full queue.
+    let slot = state.hasher.slot_for(expected).await?;
+    // The authority: counted before verification, atomically (`throttle`).
+    let attempt = {
+        let (key, user_id) = (key.clone(), user.as_ref().map(|u| u.id.clone()));
+        state
+            .db
+            .write(move |conn| throttle::reserve(conn, &settings, &key, user_id.as_deref(), now))
+            .await?
+    };
+    let phc = user.as_ref().and_then(|u| u.password_hash.clone());
+    let matches = slot.verify(body.password, phc).await?;
     let user = match user {
-        Some(user) if matches && user.active && user.password_hash.is_some() => user,
-        _ => {
-            state
-                .db
-                .write(move |conn| Ok(record_login_failure(conn, &email, now)?))
-                .await?;
-            return Err(ApiError::Unauthorized("wrong email or password"));
-        }
+        Some(user) if matches && user.active => user,
+        // The reserved attempt stays as the failure.
+        _ => return Err(ApiError::Unauthorized("wrong email or password")),
     };
     let jwt = state.jwt.clone();
     let ttl = state.settings.auth.refresh_token_ttl_s;
     let pair = state
         .db
         .write(move |conn| {
-            diesel::delete(login_failures::table.filter(login_failures::email.eq(&email)))
-                .execute(conn)?;
-            let issued = session::issue(conn, &jwt, &user, None, ttl, now)?;
+            throttle::succeeded(conn, &key, &attempt)?;
+            let family = Family::New {
+                client_addr: Some(&key.client_addr),
+            };
+            let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
             Ok(TokenPair::new(issued, user))
         })
         .await?;
@@ -178,9 +171,9 @@ pub async fn login(
     responses(
         (status = 200, description = "A new pair; the presented refresh token is spent", body = TokenPair),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Unknown, expired, revoked or reused token (reuse revokes the whole session)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, expired, revoked or reused token (reuse revokes the whole session, its access tokens included)", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 /// Rotates a refresh token.
 pub async fn refresh(
@@ -188,7 +181,7 @@ pub async fn refresh(
     req: HttpRequest,
     Json(body): Json<RefreshRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
-    state.ip_limiter.check(peer_ip(&req))?;
+    state.ip_limiter.check(state.client_addr(&req))?;
     let now = state.clock.now_naive();
     let jwt = state.jwt.clone();
     let ttl = state.settings.auth.refresh_token_ttl_s;
@@ -197,17 +190,19 @@ pub async fn refresh(
         .write(
             move |conn| match session::rotate(conn, &body.refresh_token, now)? {
                 Rotation::Rotated { user, family_id } => {
-                    let issued = session::issue(conn, &jwt, &user, Some(&family_id), ttl, now)?;
-                    Ok(Some(TokenPair::new(issued, *user)))
+                    let family = Family::Continue(&family_id);
+                    let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
+                    Ok(Ok(TokenPair::new(issued, *user)))
                 }
-                // Committed: the family stays revoked.
-                Rotation::ReuseDetected => Ok(None),
+                // Committed: the session stays revoked.
+                Rotation::ReuseDetected { family_id } => Ok(Err(family_id)),
             },
         )
         .await?;
     match outcome {
-        Some(pair) => Ok(web::Json(pair)),
-        None => {
+        Ok(pair) => Ok(web::Json(pair)),
+        Err(family_id) => {
+            state.users.forget_session(&family_id);
             tracing::warn!("refresh token reuse detected; session revoked");
             Err(ApiError::Unauthorized(
                 "refresh token reused; the session has been revoked",
@@ -219,23 +214,25 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     request_body = RefreshRequest,
     responses(
-        (status = 204, description = "The session is revoked (also answered for unknown tokens)"),
+        (status = 204, description = "The session is revoked, its access tokens included (also answered for unknown tokens)"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
     ))]
 /// Signs out: revokes the refresh token's session.
 pub async fn logout(
     state: web::Data<AppState>,
-    req: HttpRequest,
     Json(body): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    state.ip_limiter.check(peer_ip(&req))?;
+    // Not counted by the per-address limit: signing out must always work,
+    // and it gives an attacker nothing (a 256-bit token to guess).
     let now = state.clock.now_naive();
-    state
+    let revoked = state
         .db
         .write(move |conn| session::logout(conn, &body.refresh_token, now))
         .await?;
+    if let Some(sid) = revoked {
+        state.users.forget_session(&sid);
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -274,7 +271,8 @@ fn usable_invitation(
         (status = 409, description = "Already used", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "Expired, or the account was deactivated", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many passwords being hashed at once; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 /// Sets the password of an invited account, once, and signs in.
 pub async fn accept_invitation(
@@ -282,7 +280,8 @@ pub async fn accept_invitation(
     req: HttpRequest,
     Json(body): Json<AcceptInvitation>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
-    state.ip_limiter.check(peer_ip(&req))?;
+    let client = state.client_addr(&req);
+    state.ip_limiter.check(client)?;
     password::check_new(&body.password, "password")?;
     let now = state.clock.now_naive();
     let token = body.token;
@@ -294,10 +293,8 @@ pub async fn accept_invitation(
             .read(move |conn| usable_invitation(conn, &token, now).map(drop))
             .await?;
     }
-    let password = body.password;
-    let phc = web::block(move || password::hash(&password))
-        .await
-        .map_err(ApiError::internal)??;
+    let phc = state.hasher.hash(body.password).await?;
+    let client_addr = client.map(|ip| crate::net::limit_key(ip).to_string());
     let jwt = state.jwt.clone();
     let ttl = state.settings.auth.refresh_token_ttl_s;
     let pair = state
@@ -316,7 +313,10 @@ pub async fn accept_invitation(
                 .execute(conn)?;
             let user = User::find(conn, &user.id)?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user vanished")))?;
-            let issued = session::issue(conn, &jwt, &user, None, ttl, now)?;
+            let family = Family::New {
+                client_addr: client_addr.as_deref(),
+            };
+            let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
             Ok(TokenPair::new(issued, user))
         })
         .await?;

@@ -1,14 +1,16 @@
 //! The signed-in user's own account.
 
-use actix_web::web;
+use actix_web::{HttpRequest, web};
 use diesel::prelude::*;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::{TokenPair, check_login_throttle, record_login_failure};
+use super::auth::TokenPair;
 use super::extract::Json;
 use super::users::{UserView, optional_phone};
-use crate::auth::{AuthUser, password, session};
+use crate::auth::session::{self, Family};
+use crate::auth::throttle::{self, LoginKey};
+use crate::auth::{AuthUser, password};
 use crate::db::models::User;
 use crate::db::schema::users;
 use crate::domain::role::NotificationPreference;
@@ -129,45 +131,55 @@ pub async fn update_me(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "New password too short, or current password wrong", body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong current passwords; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many passwords being checked at once; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 /// Changes the caller's password.
 pub async fn change_password(
     state: web::Data<AppState>,
+    req: HttpRequest,
     caller: AuthUser,
     Json(body): Json<ChangePassword>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     password::check_new(&body.new_password, "new_password")?;
+    if body.current_password.chars().count() > password::MAX_LEN {
+        return Err(ApiError::invalid(
+            "current_password",
+            format!("at most {} characters", password::MAX_LEN),
+        ));
+    }
     let now = state.clock.now_naive();
     let me = load_me(&state, caller.id.clone()).await?;
+    // The same limits as sign-in: a stolen access token must not become an
+    // unthrottled oracle for the password.
+    let key = LoginKey::new(&me.email, state.client_addr(&req));
+    let settings = state.settings.auth.clone();
     {
-        let (settings, email) = (state.settings.auth.clone(), me.email.clone());
+        let (settings, key, id) = (settings.clone(), key.clone(), me.id.clone());
         state
             .db
-            .read(move |conn| check_login_throttle(conn, &settings, &email, now))
+            .read(move |conn| throttle::check(conn, &settings, &key, Some(&id), now))
             .await?;
     }
+    let slot = state.hasher.slot().await?;
+    let attempt = {
+        let (key, id) = (key.clone(), me.id.clone());
+        state
+            .db
+            .write(move |conn| throttle::reserve(conn, &settings, &key, Some(&id), now))
+            .await?
+    };
     let current = me.password_hash.clone().unwrap_or_default();
     let ChangePassword {
         current_password,
         new_password,
     } = body;
-    let phc = web::block(move || {
-        if password::verify(&current_password, &current) {
-            password::hash(&new_password).map(Some)
-        } else {
-            Ok(None)
-        }
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let phc = slot
+        .verify_then_hash(current_password, current, new_password)
+        .await?;
     let Some(phc) = phc else {
-        let email = me.email.clone();
-        state
-            .db
-            .write(move |conn| Ok(record_login_failure(conn, &email, now)?))
-            .await?;
+        // The reserved attempt stays as the failure.
         return Err(ApiError::invalid(
             "current_password",
             "does not match your password",
@@ -179,17 +191,21 @@ pub async fn change_password(
     let pair = state
         .db
         .write(move |conn| {
+            throttle::succeeded(conn, &key, &attempt)?;
             diesel::update(users::table.find(&me.id))
                 .set(users::password_hash.eq(phc))
                 .execute(conn)?;
             User::revoke_sessions(conn, &me.id, now)?;
             let user =
                 User::find(conn, &me.id)?.ok_or(ApiError::Unauthorized("no such account"))?;
-            let issued = session::issue(conn, &jwt, &user, None, ttl, now)?;
+            let family = Family::New {
+                client_addr: Some(&key.client_addr),
+            };
+            let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
             Ok(TokenPair::new(issued, user))
         })
         .await?;
     // Committed: the old tokens must stop working now, cache or not.
-    state.users.forget(&me_id);
+    state.users.forget_user(&me_id);
     Ok(web::Json(pair))
 }

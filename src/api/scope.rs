@@ -52,13 +52,20 @@ pub struct RequestInfo {
     /// `METHOD /route/{pattern}` without the API prefix.
     pub action: String,
     pub request_id: Option<String>,
+    /// The client's address, after trusted proxies (`net::client_addr`).
+    pub client_ip: Option<String>,
 }
 
 impl RequestInfo {
-    /// Reads the action and request id off a request.
+    /// Reads the action, request id and client address off a request.
     pub fn of(req: &HttpRequest) -> Self {
         let pattern = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
+        let client_ip = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| state.client_addr(req))
+            .map(|ip| ip.to_string());
         Self {
+            client_ip,
             action: format!(
                 "{} {}",
                 req.method(),
@@ -88,6 +95,7 @@ impl RequestInfo {
             basis,
             outcome,
             request_id: self.request_id.clone(),
+            client_ip: self.client_ip.clone(),
         }
     }
 }

@@ -470,6 +470,6 @@ pub async fn update_user(
         })
         .await?;
     // Committed: a deactivation must not outlive this request in the cache.
-    state.users.forget(&user.id);
+    state.users.forget_user(&user.id);
     Ok(web::Json(user.into()))
 }

@@ -54,6 +54,8 @@ pub struct AuditRecord {
     pub basis: Option<Basis>,
     pub outcome: Outcome,
     pub request_id: Option<String>,
+    /// The client's address (after trusted proxies), when known.
+    pub client_ip: Option<String>,
 }
 
 /// A stored audit row.
@@ -74,6 +76,7 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
     pub prev_hash: String,
     pub hash: String,
+    pub client_ip: Option<String>,
 }
 
 /// The chain's last row: its seq and hash (what `audit_head` holds).
@@ -84,6 +87,8 @@ pub struct ChainHead {
 }
 
 /// The hash of a row: SHA-256 over the previous hash and every other field.
+/// `client_ip` came later: it is hashed as a last field only when present,
+/// so rows without it (all the older ones) hash exactly as before.
 pub fn row_hash(event: &AuditEvent) -> String {
     const SEP: &[u8] = b"\x1f";
     const NONE: &str = "\u{0}";
@@ -112,6 +117,10 @@ pub fn row_hash(event: &AuditEvent) -> String {
             hasher.update(SEP);
         }
         hasher.update(field.as_bytes());
+    }
+    if let Some(ip) = &event.client_ip {
+        hasher.update(SEP);
+        hasher.update(ip.as_bytes());
     }
     hex::encode(hasher.finalize())
 }
@@ -240,6 +249,7 @@ fn write_chain(
             request_id: record.request_id.clone(),
             prev_hash: prev,
             hash: String::new(),
+            client_ip: record.client_ip.clone(),
         };
         event.hash = row_hash(&event);
         prev = event.hash.clone();
@@ -448,6 +458,7 @@ mod tests {
             request_id: None,
             prev_hash: "0".repeat(64),
             hash: String::new(),
+            client_ip: None,
         }
     }
 
@@ -469,6 +480,7 @@ mod tests {
             Box::new(|e| e.outcome = "denied".into()),
             Box::new(|e| e.request_id = Some("r".into())),
             Box::new(|e| e.prev_hash = "1".repeat(64)),
+            Box::new(|e| e.client_ip = Some("192.0.2.1".into())),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut e = event();
@@ -483,5 +495,14 @@ mod tests {
         b.actor_id = Some("a".into());
         b.actor_role = Some("bc".into());
         assert_ne!(row_hash(&a), row_hash(&b));
+    }
+
+    #[test]
+    fn rows_without_a_client_address_hash_as_before() {
+        // Computed before `client_ip` existed: old chains still verify.
+        assert_eq!(
+            row_hash(&event()),
+            "b197f1baec3ac17911ef00d8106bf0deddb8be5afe36e142d19290ce779ba84d"
+        );
     }
 }

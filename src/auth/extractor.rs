@@ -1,4 +1,6 @@
-//! The authenticated caller, extracted from `Authorization: Bearer`.
+//! The authenticated caller, extracted from `Authorization: Bearer`: a
+//! valid token whose session is live and whose user is active with the
+//! token's version (see `auth::cache` for how long an answer is trusted).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,7 +9,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use crate::auth::cache::CachedUser;
-use crate::db::models::User;
+use crate::auth::session;
 use crate::domain::role::Role;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -63,39 +65,42 @@ impl FromRequest for AuthUser {
             // A cached answer only counts when it lets the token through; a
             // mismatch is checked against the database (a newer token issued
             // elsewhere, or a revoked one, which then fails there).
-            let cached = state
-                .users
-                .get(&claims.sub)
-                .filter(|u| u.active && u.token_version == claims.ver);
+            let lets_through = |u: &CachedUser| {
+                u.user_id == claims.sub && u.active && u.token_version == claims.ver
+            };
+            let cached = state.users.get(&claims.sid).filter(lets_through);
             let user = match cached {
                 Some(user) => Some(user),
+                None if claims.sid.is_empty() => None,
                 None => {
                     let epoch = state.users.epoch();
-                    let sub = claims.sub.clone();
+                    let sid = claims.sid.clone();
                     let found = state
                         .db
-                        .read(move |conn| Ok(User::find(conn, &sub)?))
+                        .read(move |conn| Ok(session::lookup(conn, &sid)?))
                         .await?;
                     match found {
-                        Some(u) => {
-                            let role = Role::parse(&u.role).ok_or_else(|| {
+                        // A revoked session is never cached: its tokens fail here.
+                        Some(s) if s.revoked_at.is_none() => {
+                            let role = Role::parse(&s.role).ok_or_else(|| {
                                 ApiError::internal(anyhow::anyhow!("unknown stored role"))
                             })?;
                             let user = CachedUser {
-                                token_version: u.token_version,
-                                active: u.active,
+                                user_id: s.user_id,
+                                token_version: s.token_version,
+                                active: s.active,
                                 role,
-                                organization_id: u.organization_id,
+                                organization_id: s.organization_id,
                             };
-                            state.users.put(&claims.sub, user.clone(), epoch);
+                            state.users.put(&claims.sid, user.clone(), epoch);
                             Some(user)
                         }
-                        None => None,
+                        _ => None,
                     }
                 }
             };
             let user = user
-                .filter(|u| u.active && u.token_version == claims.ver)
+                .filter(lets_through)
                 .ok_or(ApiError::Unauthorized("the access token has been revoked"))?;
             Ok(AuthUser {
                 id: claims.sub,

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod extractor;
 pub mod password;
+pub mod revocations;
 pub mod session;
 pub mod throttle;
 pub mod tokens;

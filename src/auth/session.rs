@@ -1,4 +1,10 @@
-//! Sessions: a refresh-token family per sign-in, rotated on every refresh.
+//! Sessions: one per sign-in (a `sessions` row, whose id is also the
+//! refresh-token family's), rotated on every refresh.
+//!
+//! Access tokens carry their session's id (`sid`), and the extractor reads
+//! the session with the user ([`lookup`]), so a revoked session's access
+//! tokens fail at once: sign-out, refresh-token reuse, password change and
+//! deactivation all revoke it.
 
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
@@ -6,8 +12,56 @@ use diesel::prelude::*;
 use super::tokens::{JwtKeys, hash_token, random_token};
 use crate::db::DbConnection;
 use crate::db::models::{RefreshToken, User, new_id};
-use crate::db::schema::refresh_tokens;
+use crate::db::schema::{refresh_tokens, sessions, users};
 use crate::error::ApiError;
+
+/// Opens a session for `user_id` signed in from `client_addr` (its
+/// address group); returns its id.
+pub fn open(
+    conn: &mut DbConnection,
+    user_id: &str,
+    client_addr: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<String> {
+    let id = new_id();
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(&id),
+            sessions::user_id.eq(user_id),
+            sessions::client_addr.eq(client_addr),
+            sessions::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(id)
+}
+
+/// What an access token's check needs: its session's state and its user's.
+#[derive(Debug, Clone, Queryable)]
+pub struct SessionUser {
+    pub user_id: String,
+    pub revoked_at: Option<NaiveDateTime>,
+    pub token_version: i32,
+    pub active: bool,
+    pub role: String,
+    pub organization_id: Option<String>,
+}
+
+/// The session `sid` and its user, in one statement (primary keys only).
+pub fn lookup(conn: &mut DbConnection, sid: &str) -> QueryResult<Option<SessionUser>> {
+    crate::per_backend!(conn, |c| sessions::table
+        .inner_join(users::table)
+        .filter(sessions::id.eq(sid))
+        .select((
+            sessions::user_id,
+            sessions::revoked_at,
+            users::token_version,
+            users::active,
+            users::role,
+            users::organization_id,
+        ))
+        .first::<SessionUser>(c)
+        .optional())
+}
 
 /// An access token and the refresh token that renews it.
 #[derive(Debug)]
@@ -17,21 +71,32 @@ pub struct Issued {
     pub refresh_token: String,
 }
 
-/// Issues a token pair; `family` continues a rotation chain, `None` starts one.
+/// How a token pair is issued: in a new session (a sign-in, from an
+/// address group) or in an existing one (a refresh).
+pub enum Family<'a> {
+    New { client_addr: Option<&'a str> },
+    Continue(&'a str),
+}
+
+/// Issues a token pair, in a new session or continuing `family`'s.
 pub fn issue(
     conn: &mut DbConnection,
     jwt: &JwtKeys,
     user: &User,
-    family: Option<&str>,
+    family: Family<'_>,
     refresh_ttl_s: u64,
     now: NaiveDateTime,
 ) -> Result<Issued, ApiError> {
     let refresh_token = random_token();
     let ttl = Duration::seconds(i64::try_from(refresh_ttl_s).unwrap_or(i64::MAX / 1000));
+    let family_id = match family {
+        Family::New { client_addr } => open(conn, &user.id, client_addr, now)?,
+        Family::Continue(id) => id.to_owned(),
+    };
     let row = RefreshToken {
         id: new_id(),
         user_id: user.id.clone(),
-        family_id: family.map_or_else(new_id, str::to_owned),
+        family_id: family_id.clone(),
         token_hash: hash_token(&refresh_token),
         issued_at: now,
         expires_at: now + ttl,
@@ -42,7 +107,7 @@ pub fn issue(
         .values(&row)
         .execute(conn)?;
     Ok(Issued {
-        access_token: jwt.issue(user)?,
+        access_token: jwt.issue(user, &family_id)?,
         expires_in: jwt.ttl_s(),
         refresh_token,
     })
@@ -52,8 +117,8 @@ pub fn issue(
 pub enum Rotation {
     /// The token was good: here is its user and family, to issue the next pair.
     Rotated { user: Box<User>, family_id: String },
-    /// The token had been used already: its whole family is now revoked.
-    ReuseDetected,
+    /// The token had been used already: its whole family (session) is now revoked.
+    ReuseDetected { family_id: String },
 }
 
 /// Marks a refresh token used, or revokes its family when it was used before.
@@ -85,7 +150,9 @@ pub fn rotate(
             == 1;
     if !claimed {
         revoke_family(conn, &row.family_id, now)?;
-        return Ok(Rotation::ReuseDetected);
+        return Ok(Rotation::ReuseDetected {
+            family_id: row.family_id,
+        });
     }
     if row.expires_at <= now {
         return Err(INVALID);
@@ -99,29 +166,39 @@ pub fn rotate(
     })
 }
 
-/// Revokes the family of a refresh token (sign-out); unknown tokens are ignored.
+/// Revokes the session of a refresh token (sign-out) and returns its id;
+/// unknown tokens are ignored.
 pub fn logout(
     conn: &mut DbConnection,
     presented: &str,
     now: NaiveDateTime,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let family: Option<String> = refresh_tokens::table
         .filter(refresh_tokens::token_hash.eq(hash_token(presented)))
         .select(refresh_tokens::family_id)
         .first(conn)
         .optional()?;
-    if let Some(family) = family {
-        revoke_family(conn, &family, now)?;
+    if let Some(family) = &family {
+        revoke_family(conn, family, now)?;
     }
-    Ok(())
+    Ok(family)
 }
 
-fn revoke_family(conn: &mut DbConnection, family: &str, now: NaiveDateTime) -> QueryResult<usize> {
+/// Revokes a session: its refresh tokens, and (through `sid`) its access tokens.
+fn revoke_family(conn: &mut DbConnection, family: &str, now: NaiveDateTime) -> QueryResult<()> {
     diesel::update(
         refresh_tokens::table
             .filter(refresh_tokens::family_id.eq(family))
             .filter(refresh_tokens::revoked_at.is_null()),
     )
     .set(refresh_tokens::revoked_at.eq(now))
-    .execute(conn)
+    .execute(conn)?;
+    diesel::update(
+        sessions::table
+            .find(family)
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set(sessions::revoked_at.eq(now))
+    .execute(conn)?;
+    crate::db::announce_revocation(conn, &format!("session:{family}"))
 }

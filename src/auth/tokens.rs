@@ -30,6 +30,11 @@ pub struct Claims {
     pub jti: String,
     /// The user's token version at issue: bumped to reject older tokens.
     pub ver: i32,
+    /// The session (sign-in) the token belongs to: revoking it ends the
+    /// token. Absent in tokens made before sessions existed, which then fail
+    /// (their client refreshes).
+    #[serde(default)]
+    pub sid: String,
 }
 
 /// Signs and checks access tokens with one secret and one algorithm.
@@ -62,8 +67,8 @@ impl JwtKeys {
         self.ttl_s
     }
 
-    /// A signed access token for `user`.
-    pub fn issue(&self, user: &User) -> Result<String, ApiError> {
+    /// A signed access token for `user` in session `sid`.
+    pub fn issue(&self, user: &User, sid: &str) -> Result<String, ApiError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             iss: ISSUER.into(),
@@ -75,6 +80,7 @@ impl JwtKeys {
             exp: now + self.ttl_s,
             jti: uuid::Uuid::now_v7().to_string(),
             ver: user.token_version,
+            sid: sid.to_owned(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)

@@ -29,6 +29,7 @@ use diesel::prelude::*;
 use serde_json::json;
 
 use relais::audit::{self, AuditRecord, Outcome};
+use relais::auth::session;
 use relais::auth::tokens::JwtKeys;
 use relais::db::models::User;
 use relais::db::schema::users;
@@ -398,6 +399,7 @@ fn main() -> anyhow::Result<()> {
                         basis: Some(Basis::Team),
                         outcome: Outcome::Allowed,
                         request_id: None,
+                        client_ip: None,
                     }
                 })
                 .collect();
@@ -428,8 +430,22 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out)?;
     let keys = JwtKeys::new(a.secret.as_bytes(), 86_400, 5);
     let mut tokens = std::fs::File::create(a.out.join("tokens.env"))?;
-    writeln!(tokens, "GP_TOKEN={}", keys.issue(&gp)?)?;
-    writeln!(tokens, "PHARMACIST_TOKEN={}", keys.issue(&pharmacist)?)?;
+    // Each token in a session of its own, as a sign-in would open.
+    let (gp_id, pharmacist_id) = (gp.id.clone(), pharmacist.id.clone());
+    let (gp_sid, pharmacist_sid) = db
+        .write_blocking(move |conn| {
+            Ok((
+                session::open(conn, &gp_id, None, now)?,
+                session::open(conn, &pharmacist_id, None, now)?,
+            ))
+        })
+        .map_err(|e| anyhow::anyhow!("sessions: {e}"))?;
+    writeln!(tokens, "GP_TOKEN={}", keys.issue(&gp, &gp_sid)?)?;
+    writeln!(
+        tokens,
+        "PHARMACIST_TOKEN={}",
+        keys.issue(&pharmacist, &pharmacist_sid)?
+    )?;
     // An evenly spread sample, so that reads touch the whole table.
     let sample = a.sample.min(n).max(1);
     let step = n / sample;

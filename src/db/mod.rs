@@ -288,6 +288,24 @@ fn writer_gone() -> ApiError {
     ApiError::internal(anyhow::anyhow!("the database writer stopped"))
 }
 
+/// The PostgreSQL channel on which revoked sessions are announced to every
+/// instance (`auth::revocations` listens on it).
+pub const REVOCATIONS_CHANNEL: &str = "relais_revocations";
+
+/// Announces, when the transaction commits, that `what` (`session:<id>` or
+/// `user:<id>`) was revoked, so that every instance drops what it cached of
+/// it. PostgreSQL only: instances sharing a SQLite file rely on the cache's
+/// lifetime.
+pub fn announce_revocation(conn: &mut DbConnection, what: &str) -> QueryResult<()> {
+    if let DbConnection::Postgres(pg) = conn {
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<diesel::sql_types::Text, _>(REVOCATIONS_CHANNEL)
+            .bind::<diesel::sql_types::Text, _>(what)
+            .execute(pg)?;
+    }
+    Ok(())
+}
+
 /// True when a diesel error is a unique-constraint violation.
 pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
     matches!(

@@ -4,7 +4,9 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 
 use super::DbConnection;
-use super::schema::{email_outbox, invitations, organizations, patients, refresh_tokens, users};
+use super::schema::{
+    email_outbox, invitations, organizations, patients, refresh_tokens, sessions, users,
+};
 
 /// An organisation of the network.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -67,7 +69,8 @@ impl User {
             .optional()
     }
 
-    /// Invalidates every access token issued so far and revokes every refresh token.
+    /// Invalidates every access token issued so far and revokes every
+    /// session and refresh token.
     pub fn revoke_sessions(
         conn: &mut DbConnection,
         id: &str,
@@ -86,7 +89,14 @@ impl User {
         )
         .set(refresh_tokens::revoked_at.eq(now))
         .execute(conn)?;
-        Ok(())
+        diesel::update(
+            sessions::table
+                .filter(sessions::user_id.eq(id))
+                .filter(sessions::revoked_at.is_null()),
+        )
+        .set(sessions::revoked_at.eq(now))
+        .execute(conn)?;
+        super::announce_revocation(conn, &format!("user:{id}"))
     }
 }
 

@@ -56,8 +56,19 @@ diesel::table! {
 diesel::table! {
     login_failures (id) {
         id -> Text,
-        email -> Text,
+        account_hash -> Text,
+        client_addr -> Text,
         at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        client_addr -> Nullable<Text>,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
     }
 }
 
@@ -80,6 +91,7 @@ diesel::table! {
 diesel::joinable!(users -> organizations (organization_id));
 diesel::joinable!(invitations -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(sessions -> users (user_id));
 
 diesel::table! {
     patients (id) {
@@ -173,6 +185,7 @@ diesel::table! {
         request_id -> Nullable<Text>,
         prev_hash -> Text,
         hash -> Text,
+        client_ip -> Nullable<Text>,
     }
 }
 
@@ -357,6 +370,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     invitations,
     refresh_tokens,
     login_failures,
+    sessions,
     email_outbox,
     patients,
     consents,

@@ -420,6 +420,7 @@ mod tests {
             basis: None,
             outcome: crate::audit::Outcome::Allowed,
             request_id: None,
+            client_ip: None,
         }
     }
 

@@ -176,6 +176,7 @@ async fn verify_sees_the_newest_rows_removed_and_the_head_set_back() {
                 basis: None,
                 outcome: Outcome::Allowed,
                 request_id: None,
+                client_ip: None,
             })
             .collect();
         relais::audit::append(conn, &filler, chrono::Utc::now().naive_utc())

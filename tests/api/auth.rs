@@ -11,11 +11,17 @@ fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
-fn claims(sub: &str, ver: i32) -> Value {
+fn claims(sub: &str, ver: i32, sid: &str) -> Value {
     json!({
         "iss": "relais", "aud": "relais-api", "sub": sub, "role": "admin", "org": null,
-        "iat": now(), "exp": now() + 600, "jti": "t", "ver": ver
+        "iat": now(), "exp": now() + 600, "jti": "t", "ver": ver, "sid": sid
     })
+}
+
+/// The claims of an access token (the harness trusts its own server).
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 fn sign(header: Header, claims: &Value, secret: &str) -> String {
@@ -70,7 +76,8 @@ async fn wrong_password_and_unknown_email_are_the_same_401() {
 async fn forged_and_misused_tokens_are_401() {
     let app = spawn_app().await;
     let admin = app.admin().await;
-    let good = claims(&admin.id, 0);
+    let sid = claims_of(&admin.token)["sid"].as_str().unwrap().to_owned();
+    let good = claims(&admin.id, 0, &sid);
     // The harness's own signature is accepted: the cases below differ by one thing each.
     let control = sign(Header::new(Algorithm::HS256), &good, JWT_SECRET);
     app.get("/api/v1/me", &control).await.expect(200);
@@ -97,6 +104,10 @@ async fn forged_and_misused_tokens_are_401() {
     stale_version["ver"] = json!(7);
     let mut unknown_user = good.clone();
     unknown_user["sub"] = json!(uuid::Uuid::now_v7().to_string());
+    let mut no_session = good.clone();
+    no_session.as_object_mut().unwrap().remove("sid");
+    let mut unknown_session = good.clone();
+    unknown_session["sid"] = json!(uuid::Uuid::now_v7().to_string());
 
     let cases = [
         ("alg none", none),
@@ -121,6 +132,14 @@ async fn forged_and_misused_tokens_are_401() {
         (
             "unknown user",
             sign(Header::new(Algorithm::HS256), &unknown_user, JWT_SECRET),
+        ),
+        (
+            "no session",
+            sign(Header::new(Algorithm::HS256), &no_session, JWT_SECRET),
+        ),
+        (
+            "unknown session",
+            sign(Header::new(Algorithm::HS256), &unknown_session, JWT_SECRET),
         ),
         ("refresh token as access token", admin.refresh_token.clone()),
     ];

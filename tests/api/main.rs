@@ -4,6 +4,7 @@
 mod accounts;
 mod audit;
 mod auth;
+mod auth_hardening;
 mod care_plans;
 mod cli;
 mod email;

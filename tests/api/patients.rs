@@ -709,6 +709,7 @@ async fn a_rolled_back_write_leaves_no_audit_row() {
                 basis: None,
                 outcome: relais::audit::Outcome::Allowed,
                 request_id: None,
+                client_ip: None,
             };
             relais::audit::append(conn, &[record], now)?;
             Err::<(), _>(relais::error::ApiError::conflict("x", "forced rollback"))
