@@ -72,5 +72,6 @@ pub mod net;
 pub mod notify;
 pub mod scheduler;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;

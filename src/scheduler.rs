@@ -24,7 +24,7 @@ use crate::domain::role::{NotificationPreference, Role};
 use crate::error::ApiError;
 use crate::notify::outbox::{self, OutboxSignal};
 use crate::notify::templates::Email;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::consultation::escalate_overdue;
 use crate::store::handover::remind_overdue;
 use crate::store::idempotency;

@@ -28,32 +28,7 @@ use crate::error::render_foreign_error;
 use crate::net::TrustedProxies;
 use crate::notify::outbox::{OutboxSignal, Sender};
 use crate::scheduler::Scheduler;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub db: Db,
-    pub clock: Arc<dyn Clock>,
-    pub jwt: Arc<JwtKeys>,
-    pub outbox: OutboxSignal,
-    pub ip_limiter: Arc<IpLimiter>,
-    pub audit: AuditWriter,
-    /// Session and account facts checked on every request, kept at most
-    /// `auth.session_cache_ms` (see `auth::cache`).
-    pub users: Arc<UserCache>,
-    /// Password hashing, bounded (see `auth::password`).
-    pub hasher: Arc<Hasher>,
-    /// Whose `X-Forwarded-For` is believed (see `net`).
-    pub proxies: Arc<TrustedProxies>,
-}
-
-impl AppState {
-    /// The client address of `req`, after trusted proxies.
-    pub fn client_addr(&self, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
-        crate::net::client_addr(req, &self.proxies)
-    }
-}
+use crate::state::{AppState, RequestId};
 
 /// A built, bound, not yet running server with its background tasks.
 pub struct Application {
@@ -240,12 +215,6 @@ impl Application {
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The id of the current request, always made here: the audit trail and
-/// the logs must be able to trust it, so a client cannot choose it (and so
-/// cannot make two requests share one, or forge a reference in the audit).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
 
 /// A client's own `X-Request-Id`, kept apart for correlation in the log
 /// only when it is short and plain (it must not smuggle text into the log).

@@ -18,7 +18,7 @@ use crate::domain::access::{Basis, Permission, TeamRole};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access::{load_relations, resolve};
 
 text_enum! {

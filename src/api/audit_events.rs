@@ -15,7 +15,7 @@ use crate::db::schema::{audit_events, patients};
 use crate::domain::access::{Basis, Permission};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// One audited access.
 #[derive(Debug, Serialize, ToSchema)]

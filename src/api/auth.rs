@@ -16,7 +16,7 @@ use crate::db::DbConnection;
 use crate::db::models::{Invitation, User};
 use crate::db::schema::{invitations, users};
 use crate::error::{ApiError, FieldError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Email and password.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -22,7 +22,7 @@ use crate::domain::plan::{
 };
 use crate::domain::rules::{self, Warning};
 use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::care_plan::{
     NewVersion, PersonRef, PlanSource, PlanVersionRow, current_version, current_version_row,
     named_person, people, person, prepare, store_version, version_row,

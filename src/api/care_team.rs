@@ -17,7 +17,7 @@ use crate::domain::access::{Permission, Relations, TeamRole, allows};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A membership, present or past.
 #[derive(Debug, Serialize, ToSchema)]

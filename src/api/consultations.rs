@@ -26,7 +26,7 @@ use crate::domain::rules::{self, Warning};
 use crate::domain::text::{self, Flavour};
 use crate::domain::workflow::ConsultationStatus;
 use crate::error::{ApiError, FieldError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access::resolve;
 use crate::store::care_plan::prepare;
 use crate::store::consultation::{

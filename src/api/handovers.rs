@@ -26,7 +26,7 @@ use crate::domain::rules::{self, Warning};
 use crate::domain::text::{self, Flavour};
 use crate::domain::workflow::{HandoverAction, HandoverStatus};
 use crate::error::{ApiError, FieldError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access::resolve;
 use crate::store::care_plan::{current_version_row, prepare};
 use crate::store::handover::{self, Decision, HandoverRow, Move, NewPlan, Outgoing};

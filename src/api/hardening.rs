@@ -14,7 +14,7 @@ use actix_web::{ResponseError, web};
 
 use super::BASE;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Swagger UI's page (`/docs/`): its scripts and style sheets are files
 /// served beside it, so scripts stay `'self'`. Styles need `'unsafe-inline'`

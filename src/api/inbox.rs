@@ -5,7 +5,7 @@ use actix_web::web;
 use crate::auth::AuthUser;
 use crate::domain::messaging::InboxCounts;
 use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::messaging::inbox_counts;
 
 #[utoipa::path(get, path = "/api/v1/inbox", tag = "messaging",

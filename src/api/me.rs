@@ -16,7 +16,7 @@ use crate::db::schema::users;
 use crate::domain::role::NotificationPreference;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Changes a user may make to their own account.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod audit_events;
 pub mod auth;
+pub mod authn;
 pub mod care_plans;
 pub mod care_team;
 pub mod consultations;

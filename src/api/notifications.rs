@@ -13,7 +13,7 @@ use crate::db::DbConnection;
 use crate::db::schema::notifications;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::NotificationKind;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access::resolve;
 
 /// A notification: what happened and where to look; no clinical content.

@@ -16,7 +16,7 @@ use crate::domain::access::TeamRole;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 text_enum! {
     /// Which measure an observation carries (a filter of the list).

@@ -19,7 +19,7 @@ use crate::domain::contact::parse_email;
 use crate::domain::role::OrgKind;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// An organisation as listed.
 #[derive(Debug, Serialize, ToSchema)]

@@ -12,7 +12,7 @@ use crate::auth::AuthUser;
 use crate::db::models::OutboxEmail;
 use crate::db::schema::email_outbox;
 use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Delivery state of an outbox row.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]

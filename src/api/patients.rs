@@ -22,7 +22,7 @@ use crate::domain::ins::Ins;
 use crate::domain::messaging::SubjectType;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access::resolve;
 use crate::store::messaging::{create_thread, threads_of};
 

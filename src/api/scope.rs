@@ -19,7 +19,7 @@ use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::domain::access::{self, Basis, Caller, Permission, Relations};
 use crate::error::ApiError;
-use crate::startup::{AppState, RequestId};
+use crate::state::{AppState, RequestId};
 use crate::store::access::load_relations;
 
 /// A permission a handler needs, as a type.

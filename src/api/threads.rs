@@ -27,7 +27,7 @@ use crate::domain::messaging::{self, SubjectType, fingerprint, next_message_id, 
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access::resolve;
 use crate::store::idempotency::{self, Claim};
 use crate::store::messaging::{

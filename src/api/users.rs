@@ -23,7 +23,7 @@ use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::notify::outbox;
 use crate::notify::templates::Email;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends.

@@ -1,18 +1,8 @@
-//! The authenticated caller, extracted from `Authorization: Bearer`: a
-//! valid token whose session is live and whose user is active with the
-//! token's version (see `auth::cache` for how long an answer is trusted).
+//! The authenticated caller: who a valid bearer token's live session names
+//! (extracted from the request in `api::authn`).
 
-use std::future::Future;
-use std::pin::Pin;
-
-use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-
-use crate::auth::cache::CachedUser;
-use crate::auth::session;
 use crate::domain::role::Role;
 use crate::error::ApiError;
-use crate::startup::AppState;
 
 /// A signed-in, active user whose token has not been revoked.
 #[derive(Debug, Clone)]
@@ -39,74 +29,5 @@ impl AuthUser {
         } else {
             Err(ApiError::Forbidden("clinicians only".into()))
         }
-    }
-}
-
-fn bearer(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
-}
-
-impl FromRequest for AuthUser {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req);
-        Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-            let token = token.ok_or(ApiError::Unauthorized("a bearer access token is required"))?;
-            let claims = state.jwt.verify(&token)?;
-            // A cached answer only counts when it lets the token through; a
-            // mismatch is checked against the database (a newer token issued
-            // elsewhere, or a revoked one, which then fails there).
-            let lets_through = |u: &CachedUser| {
-                u.user_id == claims.sub && u.active && u.token_version == claims.ver
-            };
-            let cached = state.users.get(&claims.sid).filter(lets_through);
-            let user = match cached {
-                Some(user) => Some(user),
-                None if claims.sid.is_empty() => None,
-                None => {
-                    let epoch = state.users.epoch();
-                    let sid = claims.sid.clone();
-                    let found = state
-                        .db
-                        .read(move |conn| Ok(session::lookup(conn, &sid)?))
-                        .await?;
-                    match found {
-                        // A revoked session is never cached: its tokens fail here.
-                        Some(s) if s.revoked_at.is_none() => {
-                            let role = Role::parse(&s.role).ok_or_else(|| {
-                                ApiError::internal(anyhow::anyhow!("unknown stored role"))
-                            })?;
-                            let user = CachedUser {
-                                user_id: s.user_id,
-                                token_version: s.token_version,
-                                active: s.active,
-                                role,
-                                organization_id: s.organization_id,
-                            };
-                            state.users.put(&claims.sid, user.clone(), epoch);
-                            Some(user)
-                        }
-                        _ => None,
-                    }
-                }
-            };
-            let user = user
-                .filter(lets_through)
-                .ok_or(ApiError::Unauthorized("the access token has been revoked"))?;
-            Ok(AuthUser {
-                id: claims.sub,
-                role: user.role,
-                organization_id: user.organization_id,
-            })
-        })
     }
 }

@@ -1,0 +1,47 @@
+//! What every handler, extractor and background task can reach: the
+//! application state, built once by `startup` and shared by reference.
+
+use std::sync::Arc;
+
+use crate::audit::AuditWriter;
+use crate::auth::cache::UserCache;
+use crate::auth::password::Hasher;
+use crate::auth::throttle::IpLimiter;
+use crate::auth::tokens::JwtKeys;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::net::TrustedProxies;
+use crate::notify::outbox::OutboxSignal;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    pub jwt: Arc<JwtKeys>,
+    pub outbox: OutboxSignal,
+    pub ip_limiter: Arc<IpLimiter>,
+    pub audit: AuditWriter,
+    /// Session and account facts checked on every request, kept at most
+    /// `auth.session_cache_ms` (see `auth::cache`).
+    pub users: Arc<UserCache>,
+    /// Password hashing, bounded (see `auth::password`).
+    pub hasher: Arc<Hasher>,
+    /// Whose `X-Forwarded-For` is believed (see `net`).
+    pub proxies: Arc<TrustedProxies>,
+}
+
+impl AppState {
+    /// The client address of `req`, after trusted proxies.
+    pub fn client_addr(&self, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
+        crate::net::client_addr(req, &self.proxies)
+    }
+}
+
+/// The id of the current request, always made here: the audit trail and
+/// the logs must be able to trust it, so a client cannot choose it (and so
+/// cannot make two requests share one, or forge a reference in the audit).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
