@@ -13,8 +13,8 @@ use relais::audit::{AuditRecord, Outcome};
 use relais::db::schema::{audit_events, audit_head};
 use relais::db::{Db, DbConnection};
 
+use crate::fixtures::{Network, create_patient};
 use crate::helpers::{SmtpListener, TestApp, TestDb, spawn_app, spawn_on};
-use crate::network::{Network, create_patient};
 
 fn verify(url: &str, data_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_relais"))

@@ -3,36 +3,8 @@
 use actix_web::http::Method;
 use serde_json::{Value, json};
 
+use crate::fixtures::{Network, add_member, create_patient, design_plan, set_consent};
 use crate::helpers::{Resp, Session, TestApp, spawn_app};
-use crate::network::{Network, add_member, create_patient, set_consent};
-
-/// The plan of DESIGN §12: methadone with a week of split, higher dose after knee surgery.
-pub fn design_plan(pharmacy: Option<&str>) -> Value {
-    json!({
-        "status": "active",
-        "omt": {
-            "medication": "methadone",
-            "daily_dose_mg": 60,
-            "doses_per_day": 1,
-            "dispensing_pharmacy_id": pharmacy,
-            "temporary_adjustment": {
-                "daily_dose_mg": 80, "doses_per_day": 2,
-                "start": "2026-11-24", "end": "2026-12-01",
-                "reason": "post-operative pain"
-            }
-        },
-        "analgesics": [
-            {"drug": "paracetamol", "dose_mg": 1000, "times_per_day": 4, "max_daily_mg": 4000,
-             "as_needed": false, "start": "2026-11-24", "end": "2026-12-01", "note": ""},
-            {"drug": "morphine", "dose_mg": 10, "times_per_day": 4, "max_daily_mg": 40,
-             "as_needed": true, "start": "2026-11-24", "end": "2026-11-27", "note": "after surgery"}
-        ],
-        "pain_goal": "pain below 4/10 at rest",
-        "non_drug_measures": "ice, physiotherapy",
-        "review_date": "2026-12-01",
-        "change_summary": "acute pain after knee surgery"
-    })
-}
 
 async fn put_plan(
     app: &TestApp,

@@ -5,8 +5,8 @@
 use actix_web::http::Method;
 use serde_json::json;
 
+use crate::fixtures::{Network, add_member, create_patient, set_consent};
 use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
-use crate::network::{Network, add_member, create_patient, set_consent};
 
 fn header(resp: &crate::helpers::Resp, name: &str) -> Option<String> {
     resp.headers
@@ -310,12 +310,12 @@ async fn names_refuse_invisible_and_reordering_characters() {
         assert_eq!(resp.body["errors"][0]["field"], "name", "{what}");
     }
     let net = Network::new(&app).await;
-    let mut body = crate::network::patient_body(None);
+    let mut body = crate::fixtures::patient_body(None);
     body["family_name"] = json!("Le\u{202E}Gall");
     app.post("/api/v1/patients", &net.gp.token, body)
         .await
         .invalid_field("family_name");
-    let mut body = crate::network::patient_body(None);
+    let mut body = crate::fixtures::patient_body(None);
     body["given_names"] = json!("Maï\u{200B}wenn");
     app.post("/api/v1/patients", &net.gp.token, body)
         .await
@@ -432,7 +432,7 @@ async fn per_patient_lists_page_like_every_other() {
     .await;
     assert_eq!(requests.len(), 2);
 
-    let mut plan = crate::care_plans::design_plan(None);
+    let mut plan = crate::fixtures::design_plan(None);
     for n in 0..3 {
         plan["change_summary"] = json!(format!("change {n}"));
         let current = app

@@ -9,8 +9,8 @@ use relais::api::ROUTES;
 use relais::db::schema::audit_events;
 use serde_json::{Value, json};
 
+use crate::fixtures::{Network, add_member, create_patient, random_ins, set_consent};
 use crate::helpers::{Session, TestApp, spawn_app};
-use crate::network::{Network, add_member, create_patient, random_ins, set_consent};
 
 /// Who calls, and about which patient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
     set_consent(app, &net.gp, &patient, "granted").await;
     add_member(app, &net.gp, &patient, &net.hospital).await;
     add_member(app, &net.gp, &patient, &net.pharmacist).await;
-    let plan = crate::care_plans::design_plan(None);
+    let plan = crate::fixtures::design_plan(None);
     let put = format!("/api/v1/patients/{patient}/care-plan");
     app.request(Method::PUT, &put, Some(&net.gp.token), Some(&plan))
         .await
@@ -358,11 +358,11 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
             json!({"reason": "Douleur aiguë, besoin du plan en cours"})
         }
         ("put", "/api/v1/patients/{id}/care-plan") | ("post", "/api/v1/care-plans/check") => {
-            crate::care_plans::design_plan(None)
+            crate::fixtures::design_plan(None)
         }
         ("post", "/api/v1/patients/{id}/observations") => json!({"pain_score": 4}),
         ("post", "/api/v1/patients/{id}/handovers") => {
-            let mut proposed = crate::care_plans::design_plan(None);
+            let mut proposed = crate::fixtures::design_plan(None);
             proposed.as_object_mut().unwrap().remove("change_summary");
             json!({"to_user_id": net.gp.id, "summary": "Sortie", "discharge_date": "2026-11-24", "proposed_plan": proposed})
         }
@@ -559,7 +559,7 @@ async fn ended_scene(app: &TestApp, net: &Network, ended: Ended) -> EndedScene {
     set_consent(app, &net.gp, &patient, "granted").await;
     add_member(app, &net.gp, &patient, &net.hospital).await;
     add_member(app, &net.gp, &patient, &net.pharmacist).await;
-    let plan = crate::care_plans::design_plan(None);
+    let plan = crate::fixtures::design_plan(None);
     let put = format!("/api/v1/patients/{patient}/care-plan");
     app.request(Method::PUT, &put, Some(&net.gp.token), Some(&plan))
         .await
@@ -767,7 +767,7 @@ fn ended_request(
         p if p.starts_with("/api/v1/threads/") => p.replace("{id}", &scene.thread),
         p => p.replace("{id}", &scene.patient),
     };
-    let mut proposed = crate::care_plans::design_plan(None);
+    let mut proposed = crate::fixtures::design_plan(None);
     proposed.as_object_mut().unwrap().remove("change_summary");
     let body = match (method, path) {
         ("patch", "/api/v1/patients/{id}") => json!({"phone": "02 99 11 22 33"}),
@@ -777,7 +777,7 @@ fn ended_request(
             "post",
             "/api/v1/patients/{id}/access-requests" | "/api/v1/patients/{id}/emergency-access",
         ) => json!({"reason": "Douleur aiguë, besoin du plan en cours"}),
-        ("put", "/api/v1/patients/{id}/care-plan") => crate::care_plans::design_plan(None),
+        ("put", "/api/v1/patients/{id}/care-plan") => crate::fixtures::design_plan(None),
         ("post", "/api/v1/patients/{id}/observations") => json!({"pain_score": 4}),
         ("post", "/api/v1/patients/{id}/handovers") => {
             json!({"to_user_id": net.gp.id, "summary": "Sortie", "discharge_date": "2026-11-24", "proposed_plan": proposed})

@@ -9,10 +9,10 @@ use relais::db::schema::{digest_runs, email_outbox, idempotency_keys, messages};
 use relais::scheduler::Scheduler;
 use serde_json::{Value, json};
 
+use crate::fixtures::{Network, add_member, create_patient, random_ins, set_consent};
 use crate::helpers::{
     Resp, Session, SmtpListener, TestApp, TestDb, eventually, spawn_app, spawn_on,
 };
-use crate::network::{Network, add_member, create_patient, random_ins, set_consent};
 
 const DIGEST_SUBJECT: &str = "Relais: your daily summary";
 

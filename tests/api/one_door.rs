@@ -7,9 +7,9 @@ use diesel::prelude::*;
 use relais::db::schema::audit_events;
 use serde_json::{Value, json};
 
-use crate::care_plans::design_plan;
+use crate::fixtures::design_plan;
+use crate::fixtures::{Network, add_member, create_patient, random_ins, set_consent};
 use crate::helpers::{TestApp, spawn_app};
-use crate::network::{Network, add_member, create_patient, random_ins, set_consent};
 
 /// A patient of the GP with consent granted, the hospital doctor and the
 /// pharmacist on the team, and a care plan.

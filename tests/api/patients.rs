@@ -4,8 +4,8 @@ use actix_web::http::Method;
 use diesel::connection::SimpleConnection;
 use serde_json::json;
 
+use crate::fixtures::{Network, add_member, create_patient, patient_body, random_ins, set_consent};
 use crate::helpers::{TestApp, eventually, spawn_app};
-use crate::network::{Network, add_member, create_patient, patient_body, random_ins, set_consent};
 
 async fn audit_count(app: &TestApp, action: &str, outcome: &str) -> i64 {
     use diesel::prelude::*;

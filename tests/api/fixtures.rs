@@ -1,5 +1,6 @@
 //! A small care network for the access tests: one user per role and situation.
 
+use actix_web::http::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{Session, TestApp};
@@ -126,4 +127,61 @@ pub async fn add_member(app: &TestApp, by: &Session, patient: &str, user: &Sessi
     )
     .await
     .expect(201);
+}
+
+/// The plan of DESIGN §12: methadone with a week of split, higher dose after knee surgery.
+pub fn design_plan(pharmacy: Option<&str>) -> Value {
+    json!({
+        "status": "active",
+        "omt": {
+            "medication": "methadone",
+            "daily_dose_mg": 60,
+            "doses_per_day": 1,
+            "dispensing_pharmacy_id": pharmacy,
+            "temporary_adjustment": {
+                "daily_dose_mg": 80, "doses_per_day": 2,
+                "start": "2026-11-24", "end": "2026-12-01",
+                "reason": "post-operative pain"
+            }
+        },
+        "analgesics": [
+            {"drug": "paracetamol", "dose_mg": 1000, "times_per_day": 4, "max_daily_mg": 4000,
+             "as_needed": false, "start": "2026-11-24", "end": "2026-12-01", "note": ""},
+            {"drug": "morphine", "dose_mg": 10, "times_per_day": 4, "max_daily_mg": 40,
+             "as_needed": true, "start": "2026-11-24", "end": "2026-11-27", "note": "after surgery"}
+        ],
+        "pain_goal": "pain below 4/10 at rest",
+        "non_drug_measures": "ice, physiotherapy",
+        "review_date": "2026-12-01",
+        "change_summary": "acute pain after knee surgery"
+    })
+}
+
+/// A patient of the GP with the hospital doctor on the team and a first plan
+/// (methadone 60 mg once a day, paracetamol).
+pub async fn patient_with_plan(app: &TestApp, net: &Network) -> String {
+    let patient = create_patient(app, &net.gp, None).await;
+    set_consent(app, &net.gp, &patient, "granted").await;
+    add_member(app, &net.gp, &patient, &net.hospital).await;
+    let mut plan = design_plan(None);
+    plan["omt"]["temporary_adjustment"] = Value::Null;
+    plan["analgesics"] = json!([plan["analgesics"][0].clone()]);
+    app.request(
+        Method::PUT,
+        &format!("/api/v1/patients/{patient}/care-plan"),
+        Some(&net.gp.token),
+        Some(&plan),
+    )
+    .await
+    .expect(201);
+    patient
+}
+
+/// The hospital's proposal: methadone up to 80 mg and morphine for three days.
+pub fn proposal() -> Value {
+    let mut plan = design_plan(None);
+    plan["omt"]["daily_dose_mg"] = json!(80);
+    plan["omt"]["temporary_adjustment"] = Value::Null;
+    plan.as_object_mut().unwrap().remove("change_summary");
+    plan
 }
