@@ -138,7 +138,7 @@ pub fn add_member(
     added_by: &str,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    let role = Role::parse(&user.role).unwrap_or(Role::Admin);
+    let role = user.role;
     if !user.active || !role.is_clinician() {
         return Err(ApiError::invalid("user_id", "not an active clinician"));
     }

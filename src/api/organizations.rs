@@ -35,7 +35,7 @@ pub struct OrganizationView {
 impl From<Organization> for OrganizationView {
     fn from(org: Organization) -> Self {
         Self {
-            kind: OrgKind::parse(&org.kind).unwrap_or(OrgKind::GpPractice),
+            kind: org.kind,
             id: org.id,
             name: org.name,
             email: org.email,
@@ -113,7 +113,7 @@ pub async fn create_organization(
     let org = Organization {
         id: new_id(),
         name,
-        kind: body.kind.as_str().into(),
+        kind: body.kind,
         email,
         phone,
         created_at: state.clock.now_naive(),

@@ -26,15 +26,7 @@ use crate::state::AppState;
 use crate::store::access::resolve;
 use crate::store::messaging::{create_thread, threads_of};
 
-text_enum! {
-    /// Administrative sex, as on the INS.
-    Sex {
-        Female => "female",
-        Male => "male",
-        Other => "other",
-        Unknown => "unknown",
-    }
-}
+pub use crate::domain::patient::Sex;
 
 /// A patient as shown to those with a basis.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,7 +56,7 @@ impl PatientView {
     ) -> Self {
         Self {
             thread_id,
-            sex: Sex::parse(&patient.sex).unwrap_or(Sex::Unknown),
+            sex: patient.sex,
             id: patient.id,
             ins: patient.ins,
             family_name: patient.family_name,
@@ -233,7 +225,7 @@ pub async fn create_patient(
         family_name,
         given_names,
         birth_date: body.birth_date,
-        sex: body.sex.as_str().into(),
+        sex: body.sex,
         phone,
         created_by: caller.id.clone(),
         created_at: now,

@@ -17,7 +17,7 @@ use crate::db::schema::{invitations, organizations, users};
 use crate::db::{DbConnection, is_unique_violation};
 use crate::domain::access::Basis;
 use crate::domain::contact::{parse_email, parse_phone};
-use crate::domain::role::{NotificationPreference, OrgKind, Role};
+use crate::domain::role::{NotificationPreference, Role};
 use crate::domain::rpps::Rpps;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
@@ -48,9 +48,8 @@ pub struct UserView {
 impl From<User> for UserView {
     fn from(user: User) -> Self {
         Self {
-            role: Role::parse(&user.role).unwrap_or(Role::Nurse),
-            notification_preference: NotificationPreference::parse(&user.notification_preference)
-                .unwrap_or(NotificationPreference::Immediate),
+            role: user.role,
+            notification_preference: user.notification_preference,
             id: user.id,
             email: user.email,
             full_name: user.full_name,
@@ -225,8 +224,7 @@ pub async fn create_user(
             if let Some(org_id) = &organization_id {
                 let org = Organization::find(conn, org_id)?
                     .ok_or_else(|| ApiError::invalid("organization_id", "no such organisation"))?;
-                let kind = OrgKind::parse(&org.kind)
-                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("unknown stored kind")))?;
+                let kind = org.kind;
                 if !role.fits(kind) {
                     return Err(ApiError::invalid(
                         "organization_id",
@@ -238,14 +236,14 @@ pub async fn create_user(
                 id: new_id(),
                 email: email.clone(),
                 full_name,
-                role: role.as_str().into(),
+                role,
                 organization_id,
                 rpps,
                 phone,
                 active: true,
                 password_hash: None,
                 token_version: 0,
-                notification_preference: NotificationPreference::Immediate.as_str().into(),
+                notification_preference: NotificationPreference::Immediate,
                 created_at: now,
                 updated_at: now,
             };
@@ -361,7 +359,7 @@ pub async fn list_users(
         .await?;
     Ok(web::Json(page.map(|(user, organization_name)| {
         UserListItem {
-            role: Role::parse(&user.role).unwrap_or(Role::Nurse),
+            role: user.role,
             email: is_admin.then_some(user.email),
             phone: if is_admin { user.phone } else { None },
             active: is_admin.then_some(user.active),

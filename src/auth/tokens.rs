@@ -74,7 +74,7 @@ impl JwtKeys {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             sub: user.id.clone(),
-            role: user.role.clone(),
+            role: user.role.as_str().to_owned(),
             org: user.organization_id.clone(),
             iat: now,
             exp: now + self.ttl_s,

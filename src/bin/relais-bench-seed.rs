@@ -36,6 +36,7 @@ use relais::db::schema::users;
 use relais::db::{Backend, Db, DbConnection};
 use relais::domain::access::Basis;
 use relais::domain::plan::{Acknowledgement, PlanContent};
+use relais::domain::role::{NotificationPreference, Role};
 use relais::domain::rules;
 
 const GP_ORG: &str = "0b000000-0000-7000-8000-000000000001";
@@ -202,14 +203,14 @@ fn user(id: &str, email: &str, name: &str, role: &str, org: &str, now: NaiveDate
         id: id.into(),
         email: email.into(),
         full_name: name.into(),
-        role: role.into(),
+        role: Role::parse(role).expect("a role of the seed"),
         organization_id: Some(org.into()),
         rpps: None,
         phone: Some("02 99 00 00 00".into()),
         active: true,
         password_hash: None,
         token_version: 0,
-        notification_preference: "immediate".into(),
+        notification_preference: NotificationPreference::Immediate,
         created_at: now,
         updated_at: now,
     }

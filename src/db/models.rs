@@ -7,6 +7,8 @@ use super::DbConnection;
 use super::schema::{
     email_outbox, invitations, organizations, patients, refresh_tokens, sessions, users,
 };
+use crate::domain::patient::Sex;
+use crate::domain::role::{NotificationPreference, OrgKind, Role};
 
 /// An organisation of the network.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -14,7 +16,7 @@ use super::schema::{
 pub struct Organization {
     pub id: String,
     pub name: String,
-    pub kind: String,
+    pub kind: OrgKind,
     pub email: Option<String>,
     pub phone: Option<String>,
     pub created_at: NaiveDateTime,
@@ -38,14 +40,14 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub full_name: String,
-    pub role: String,
+    pub role: Role,
     pub organization_id: Option<String>,
     pub rpps: Option<String>,
     pub phone: Option<String>,
     pub active: bool,
     pub password_hash: Option<String>,
     pub token_version: i32,
-    pub notification_preference: String,
+    pub notification_preference: NotificationPreference,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -152,7 +154,7 @@ pub struct Patient {
     pub family_name: String,
     pub given_names: String,
     pub birth_date: NaiveDate,
-    pub sex: String,
+    pub sex: Sex,
     pub phone: Option<String>,
     pub created_by: String,
     pub created_at: NaiveDateTime,

@@ -88,9 +88,7 @@ pub fn notify(
             notifications::created_at.eq(now),
         ))
         .execute(conn)?;
-    if NotificationPreference::parse(&user.notification_preference)
-        != Some(NotificationPreference::Immediate)
-    {
+    if user.notification_preference != NotificationPreference::Immediate {
         return Ok(false);
     }
     // The link names the item by its id only (a thread's leads to the thread).

@@ -14,7 +14,6 @@ use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::User;
 use crate::domain::access::{self, Basis, Caller, ConsentStatus, Member, Relations, TeamRole};
-use crate::domain::role::Role;
 
 /// One row of [`RelationsQuery`]: `kind` says which relation it carries.
 #[derive(QueryableByName)]
@@ -181,9 +180,7 @@ pub fn basis_of(
     let Some(user) = User::find(conn, user_id)?.filter(|u| u.active) else {
         return Ok(None);
     };
-    let Some(role) = Role::parse(&user.role) else {
-        return Ok(None);
-    };
+    let role = user.role;
     let Some(relations) = load_relations(conn, patient_id, user_id, now.naive_utc())? else {
         return Ok(None);
     };
@@ -205,9 +202,7 @@ pub fn named_prescriber(
     now: chrono::DateTime<Utc>,
 ) -> QueryResult<Option<User>> {
     Ok(basis_of(conn, patient_id, user_id, now)?
-        .filter(|(user, basis)| {
-            *basis == Basis::Team && Role::parse(&user.role).is_some_and(Role::is_prescriber)
-        })
+        .filter(|(user, basis)| *basis == Basis::Team && user.role.is_prescriber())
         .map(|(user, _)| user))
 }
 

@@ -163,7 +163,7 @@ pub fn check_references(
 ) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     if let Some(pharmacy) = &content.omt.dispensing_pharmacy_id {
-        let kind = Organization::find(conn, pharmacy)?.and_then(|o| OrgKind::parse(&o.kind));
+        let kind = Organization::find(conn, pharmacy)?.map(|o| o.kind);
         if kind != Some(OrgKind::Pharmacy) {
             errors.push(FieldError::new(
                 format!("{prefix}omt.dispensing_pharmacy_id"),

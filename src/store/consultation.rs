@@ -241,7 +241,7 @@ pub fn submit(
     public_url: &str,
     now: NaiveDateTime,
 ) -> Result<ConsultationRow, ApiError> {
-    let kind = Organization::find(conn, request.centre_id)?.and_then(|o| OrgKind::parse(&o.kind));
+    let kind = Organization::find(conn, request.centre_id)?.map(|o| o.kind);
     if !matches!(kind, Some(OrgKind::AddictionCentre | OrgKind::PainCentre)) {
         return Err(ApiError::invalid(
             "centre_id",

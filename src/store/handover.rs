@@ -94,7 +94,7 @@ pub fn send(
     now: NaiveDateTime,
 ) -> Result<HandoverRow, ApiError> {
     let gp = named_prescriber(conn, out.patient_id, out.to_user_id, now.and_utc())?
-        .filter(|u| u.role == Role::Gp.as_str());
+        .filter(|u| u.role == Role::Gp);
     if gp.is_none() {
         return Err(ApiError::invalid(
             "to_user_id",
