@@ -253,7 +253,14 @@ async fn each_instance_checkpoints_the_heads_it_commits() {
     let db = Arc::new(TestDb::new());
     let fast = |s: &mut relais::config::Settings| s.audit.checkpoint_interval_ms = 50;
     let a = spawn_on(db.clone(), SmtpListener::start().await, fast).await;
-    let b = spawn_on(db.clone(), SmtpListener::start().await, fast).await;
+    // Either instance's outbox sender may send an invitation queued through
+    // `a`: both relay to `a`'s listener, where the fixture waits for them.
+    let relay = a.smtp.port;
+    let b = spawn_on(db.clone(), SmtpListener::start().await, |s| {
+        fast(s);
+        s.email.smtp_port = relay;
+    })
+    .await;
     let (net, patient) = audited_requests(&a).await;
     let gp_on_b = b.login("gp@relais.test", crate::helpers::PASSWORD).await;
     for _ in 0..3 {
