@@ -371,20 +371,57 @@ impl<O: Linked, N: Need> LinkedAccess<O, N> {
     }
 }
 
-impl<O: Linked, N: Need + 'static> FromRequest for LinkedAccess<O, N> {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+/// What every id-scoped extractor starts from: the signed-in caller, the
+/// `{id}` of the path (400 when it is no UUID), the request as the audit
+/// names it, and whether it is a read (audited before the handler runs).
+pub struct Scoped {
+    pub state: web::Data<AppState>,
+    pub caller: AuthUser,
+    pub id: String,
+    pub info: RequestInfo,
+    pub is_read: bool,
+}
 
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+impl Scoped {
+    /// Reads the parts off the request; resolves them when awaited.
+    pub fn of(
+        req: &HttpRequest,
+        payload: &mut Payload,
+    ) -> impl Future<Output = Result<Self, ApiError>> + 'static {
         let user = AuthUser::from_request(req, payload);
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let raw_id = req.match_info().get("id").map(str::to_owned);
         let info = RequestInfo::of(req);
         let is_read = req.method() == Method::GET;
-        Box::pin(async move {
+        async move {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
             let caller = user.await?;
             let id = path_id(raw_id.as_deref().unwrap_or_default(), "id")?;
+            Ok(Self {
+                state,
+                caller,
+                id,
+                info,
+                is_read,
+            })
+        }
+    }
+}
+
+impl<O: Linked, N: Need + 'static> FromRequest for LinkedAccess<O, N> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let scoped = Scoped::of(req, payload);
+        Box::pin(async move {
+            let Scoped {
+                state,
+                caller,
+                id,
+                info,
+                is_read,
+            } = scoped.await?;
             let found = {
                 let (id, who) = (id.clone(), caller.clone());
                 state
@@ -436,15 +473,15 @@ impl<N: Need + 'static> FromRequest for PatientAccess<N> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let user = AuthUser::from_request(req, payload);
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let raw_id = req.match_info().get("id").map(str::to_owned);
-        let info = RequestInfo::of(req);
-        let is_read = req.method() == Method::GET;
+        let scoped = Scoped::of(req, payload);
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-            let caller = user.await?;
-            let patient_id = path_id(raw_id.as_deref().unwrap_or_default(), "id")?;
+            let Scoped {
+                state,
+                caller,
+                id: patient_id,
+                info,
+                is_read,
+            } = scoped.await?;
             let (basis, relations) =
                 authorize(&state, &caller, &patient_id, N::PERMISSION, &info, is_read).await?;
             Ok(Self {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query, path_id};
 use super::idempotency::IdempotencyKey;
-use super::scope::{RequestInfo, Resource, authorize_linked};
+use super::scope::{RequestInfo, Resource, Scoped, authorize_linked};
 use super::{Page, page_limit};
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
@@ -73,15 +73,15 @@ impl FromRequest for ThreadAccess {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let user = AuthUser::from_request(req, payload);
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let raw_id = req.match_info().get("id").map(str::to_owned);
-        let info = RequestInfo::of(req);
-        let is_read = req.method() == Method::GET;
+        let scoped = Scoped::of(req, payload);
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-            let caller = user.await?;
-            let thread_id = path_id(raw_id.as_deref().unwrap_or_default(), "id")?;
+            let Scoped {
+                state,
+                caller,
+                id: thread_id,
+                info,
+                is_read,
+            } = scoped.await?;
             let thread = {
                 let id = thread_id.clone();
                 state
