@@ -1,7 +1,8 @@
-//! The command line: `relais [serve | migrate | create-admin | demo | audit verify]`.
+//! The command line: `relais [serve | migrate | create-admin | demo |
+//! audit verify | backup | restore | config check]`.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -10,6 +11,7 @@ use crate::audit::{self, Verdict, anchor};
 use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::db::Db;
+use crate::ops;
 use crate::startup::Application;
 use crate::store::account::create_admin;
 
@@ -46,6 +48,35 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// SQLite: copy the live database (servers may keep running) and its
+    /// audit anchor to FILE and FILE.anchor/, then verify the copy.
+    /// PostgreSQL: copy the audit anchor and print the pg_dump to run.
+    Backup {
+        /// Where to write the copy (never overwritten).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// SQLite: replace the database with a backup (refused while any
+    /// instance has it open), keeping the current one aside, and verify the
+    /// audit chain.
+    Restore {
+        /// The backup file (its FILE.anchor/ folder beside it).
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// What to do with the configuration.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values, secrets
+    /// redacted; exits non-zero naming the first bad key.
+    Check,
 }
 
 /// What to do with the audit trail.
@@ -54,17 +85,49 @@ pub enum AuditCommand {
     /// Check the hash chain, and the database against the signed checkpoints
     /// in the data directory; exits non-zero and names the first bad row
     /// (or checkpoint line) when broken.
-    Verify,
+    Verify {
+        /// Check against the anchor (checkpoints and key) in this folder
+        /// instead of the data directory's: a backup's FILE.anchor/, for a
+        /// database restored from it (PostgreSQL: from its pg_dump).
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+    },
 }
 
 /// Runs the command line; errors are printed by `main`.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Config {
+        command: ConfigCommand::Check,
+    } = command
+    {
+        let settings = Settings::load()?;
+        print!("{}", settings.redacted_toml()?);
+        println!("# configuration valid");
+        return Ok(());
+    }
     let settings = Settings::load()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    crate::telemetry::init(settings.log.format);
+    match command {
         Command::Serve => {
             tracing::info!(bind = %settings.server.bind, "starting");
             let app = Application::build(settings, Arc::new(SystemClock)).await?;
+            tracing::info!(
+                port = app.port(),
+                metrics_port = app.metrics_port(),
+                "listening"
+            );
             app.run_until_stopped().await?;
+        }
+        Command::Config { .. } => unreachable!("handled above"),
+        Command::Backup { to } => {
+            let report = tokio::task::spawn_blocking(move || ops::backup(&settings, &to)).await??;
+            print_report(&report);
+        }
+        Command::Restore { from } => {
+            let report =
+                tokio::task::spawn_blocking(move || ops::restore(&settings, &from)).await??;
+            print_report(&report);
         }
         Command::Migrate => {
             let db = Db::connect(&settings.database.url, 1)?;
@@ -84,11 +147,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo => crate::demo::run(settings).await?,
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Verify { anchor },
         } => {
             // The checkpoints first: each names a row committed before it
             // was written, so before the database snapshot is taken.
-            let data_dir = &settings.server.data_dir;
+            let data_dir = anchor.as_deref().unwrap_or(&settings.server.data_dir);
             let checkpoints = anchor::load_checkpoints(data_dir)?;
             let db = Db::connect(&settings.database.url, 1)?;
             db.migrate().await?;
@@ -112,6 +175,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a backup or restore did: counts and paths, nothing about anyone.
+fn print_report(report: &ops::Report) {
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.verified {
+        println!(
+            "audit chain intact: {} row(s), {} checkpoint(s) checked",
+            report.rows, report.checkpoints
+        );
+    }
 }
 
 /// What `audit verify` says of an intact chain (standard output: counts

@@ -8,6 +8,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::telemetry::LogFormat;
+
 /// The defaults shipped with the binary (the same text as `config/default.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -34,6 +36,14 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub audit: AuditSettings,
     pub network: NetworkSettings,
+    pub log: LogSettings,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
 }
 
 /// The audit chain's checkpoints outside the database (`audit::anchor`).
@@ -96,6 +106,9 @@ pub struct ServerSettings {
     /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Where `/metrics` is served (its own listener); unset: nowhere.
+    #[serde(default)]
+    pub metrics_bind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +277,20 @@ impl Settings {
                 "expected an http(s) URL without a trailing slash",
             );
         }
+        if let Some(metrics) = &self.server.metrics_bind {
+            let Ok(address) = metrics.parse::<SocketAddr>() else {
+                return invalid(
+                    "server.metrics_bind",
+                    "expected an address such as 127.0.0.1:9464",
+                );
+            };
+            if address.port() != 0 && self.server.bind.parse::<SocketAddr>().ok() == Some(address) {
+                return invalid(
+                    "server.metrics_bind",
+                    "must differ from server.bind: /metrics is never served on the API's port",
+                );
+            }
+        }
         if self.server.max_body_bytes < 1024 {
             return invalid("server.max_body_bytes", "must be at least 1024");
         }
@@ -404,6 +431,16 @@ impl Settings {
         Ok(())
     }
 
+    /// The effective settings as TOML, every secret replaced by
+    /// `"<redacted>"` (`relais config check`): keys named `*secret`,
+    /// `*password` or `*_key`, and the password in any URL.
+    pub fn redacted_toml(&self) -> Result<String, ConfigError> {
+        let mut value =
+            toml::Value::try_from(self).map_err(|e| ConfigError::Load(e.to_string()))?;
+        redact(&mut value);
+        toml::to_string_pretty(&value).map_err(|e| ConfigError::Load(e.to_string()))
+    }
+
     /// The network's time zone (`network.time_zone`, checked at start-up).
     pub fn time_zone(&self) -> chrono_tz::Tz {
         self.network
@@ -428,6 +465,41 @@ impl Settings {
         } else {
             self.server.workers
         }
+    }
+}
+
+/// Whether a key's value is a secret (never printed).
+fn is_secret_key(key: &str) -> bool {
+    key.ends_with("secret") || key.ends_with("password") || key.ends_with("_key")
+}
+
+/// The `user:password@` of a URL with its password replaced.
+fn redact_url(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    let (user, _password) = rest[..at].split_once(':')?;
+    Some(format!("{scheme}://{user}:<redacted>{}", &rest[at..]))
+}
+
+fn redact(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table.iter_mut() {
+                if is_secret_key(key) {
+                    *value = toml::Value::String("<redacted>".into());
+                } else {
+                    redact(value);
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(redact),
+        toml::Value::String(text) => {
+            if let Some(redacted) = redact_url(text) {
+                *text = redacted;
+            }
+        }
+        _ => {}
     }
 }
 
@@ -512,6 +584,60 @@ mod tests {
             .merge(Toml::string("[network]\ntime_zone = \"America/Cayenne\""));
         let settings = Settings::from_figment(figment).unwrap();
         assert_eq!(settings.time_zone(), chrono_tz::America::Cayenne);
+    }
+
+    #[test]
+    fn the_printed_settings_hide_every_secret() {
+        let mut settings = Settings::defaults().unwrap();
+        settings.auth.jwt_secret = Some("s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t".into());
+        settings.email.smtp_username = Some("relay-user".into());
+        settings.email.smtp_password = Some("p4ssw0rd-of-the-relay".into());
+        settings.database.url = "postgres://relais:db-p4ss@db.example:5432/relais".into();
+        let text = settings.redacted_toml().unwrap();
+        for secret in ["s3cr3t", "p4ssw0rd", "db-p4ss"] {
+            assert!(!text.contains(secret), "{secret} in\n{text}");
+        }
+        assert!(text.contains("jwt_secret = \"<redacted>\""), "{text}");
+        assert!(
+            text.contains("postgres://relais:<redacted>@db.example:5432/relais"),
+            "{text}"
+        );
+        // Not secrets: shown as they are.
+        assert!(text.contains("relay-user"), "{text}");
+        assert!(text.contains("access_token_ttl_s = 900"), "{text}");
+        // It reads back as the same settings, the secrets aside.
+        let back: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(back["server"]["bind"].as_str(), Some("127.0.0.1:8080"));
+        assert_eq!(redact_url("sqlite://data/relais.db"), None);
+        assert_eq!(redact_url("https://user@host/x"), None);
+    }
+
+    #[test]
+    fn metrics_bind_is_checked_and_never_the_api_port() {
+        for (bad, why) in [
+            ("nowhere", "expected an address"),
+            ("127.0.0.1:8080", "must differ from server.bind"),
+        ] {
+            let figment = Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(&format!("[server]\nmetrics_bind = \"{bad}\"")));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(
+                err.contains("server.metrics_bind") && err.contains(why),
+                "{err}"
+            );
+        }
+        let figment = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[server]\nmetrics_bind = \"127.0.0.1:9464\""));
+        let settings = Settings::from_figment(figment).unwrap();
+        assert_eq!(
+            settings.server.metrics_bind.as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        assert_eq!(Settings::defaults().unwrap().server.metrics_bind, None);
+        let figment = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[log]\nformat = \"xml\""));
+        let err = Settings::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("log.format"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,6 @@ use clap::Parser;
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    relais::telemetry::init();
     let cli = relais::cli::Cli::parse();
     match relais::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -60,6 +60,7 @@ pub struct Scheduler {
     auth: AuthSettings,
     public_url: String,
     outbox: OutboxSignal,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Scheduler {
@@ -73,6 +74,7 @@ impl Scheduler {
             auth: state.settings.auth.clone(),
             public_url: state.settings.server.public_url.clone(),
             outbox: state.outbox.clone(),
+            metrics: state.metrics.clone(),
         }
     }
 
@@ -83,9 +85,21 @@ impl Scheduler {
             if *shutdown.borrow() {
                 break;
             }
-            if let Err(err) = self.tick().await {
-                tracing::warn!(error = %err, "scheduler: tick failed");
-            }
+            let started = std::time::Instant::now();
+            let outcome = match self.tick().await {
+                Ok(_) => "ok",
+                Err(err) => {
+                    tracing::warn!(error = %err, "scheduler: tick failed");
+                    "error"
+                }
+            };
+            self.metrics
+                .scheduler_duration
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .scheduler_ticks
+                .with_label_values(&[outcome])
+                .inc();
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => {}

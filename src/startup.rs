@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::render_foreign_error;
+use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::notify::outbox::{OutboxSignal, Sender};
 use crate::scheduler::Scheduler;
@@ -34,6 +35,8 @@ use crate::state::{AppState, RequestId};
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on `server.metrics_bind`, with its port.
+    metrics: Option<(u16, Server)>,
     state: AppState,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -103,10 +106,15 @@ impl Application {
         let audit = AuditWriter::new(db.clone(), clock.clone());
         let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("server.trusted_proxies: {e}"))?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.register(db.metrics().collectors());
         let hasher = Hasher::new(
             settings.max_concurrent_hashes(),
             settings.auth.hash_queue_max,
             std::time::Duration::from_millis(settings.auth.hash_queue_wait_ms),
+            metrics
+                .throttle_rejections
+                .with_label_values(&["password_hash"]),
         );
         let state = AppState {
             audit,
@@ -121,6 +129,7 @@ impl Application {
             clock,
             jwt: Arc::new(jwt),
             outbox: OutboxSignal::default(),
+            metrics,
         };
 
         let revocations = match state.db.backend() {
@@ -167,9 +176,14 @@ impl Application {
             .listen(listener)?
             .run()
         };
+        let metrics = match &state.settings.server.metrics_bind {
+            Some(bind) => Some(metrics_server(&state, bind)?),
+            None => None,
+        };
         Ok(Self {
             port,
             server,
+            metrics,
             state,
             shutdown,
             tasks,
@@ -181,6 +195,11 @@ impl Application {
     /// The port actually bound (tests bind port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` is served on, when `server.metrics_bind` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     /// The shared state (tests use it to reach the database).
@@ -196,7 +215,15 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (or the handle stops it), lets in-flight
     /// requests finish, then stops the background tasks.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = self.server.await;
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -212,6 +239,27 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The listener of `/metrics` alone (one worker: a scrape every few
+/// seconds), apart from the API's so that it is never exposed with it.
+fn metrics_server(state: &AppState, bind: &str) -> anyhow::Result<(u16, Server)> {
+    let listener =
+        TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("server.metrics_bind {bind}: {e}"))?;
+    let port = listener.local_addr()?.port();
+    let state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .wrap(ErrorHandlers::new().default_handler(render_foreign_error))
+            .configure(api::metrics::configure)
+    })
+    .workers(1)
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    tracing::info!(port, "serving /metrics");
+    Ok((port, server))
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -242,6 +290,9 @@ async fn request_id(
         .and_then(client_request_id)
         .unwrap_or_default();
     req.extensions_mut().insert(RequestId(id.clone()));
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.metrics.clone());
     let method = req.method().to_string();
     let started = Instant::now();
     let mut res = next.call(req).await?;
@@ -250,13 +301,17 @@ async fn request_id(
         .match_pattern()
         .unwrap_or_else(|| "<unmatched>".into());
     let status = res.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(metrics) = metrics {
+        metrics.observe_request(&method, &route, status, elapsed);
+    }
     tracing::info!(
         request_id = %id,
         client_request_id = %client_id,
-        method,
+        method = crate::metrics::method_label(&method),
         route,
         status,
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = elapsed * 1000.0,
         "request"
     );
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -11,6 +11,8 @@ use crate::auth::tokens::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::notify::outbox::OutboxSignal;
 
@@ -31,12 +33,29 @@ pub struct AppState {
     pub hasher: Arc<Hasher>,
     /// Whose `X-Forwarded-For` is believed (see `net`).
     pub proxies: Arc<TrustedProxies>,
+    /// What `/metrics` serves (see `metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
     /// The client address of `req`, after trusted proxies.
     pub fn client_addr(&self, req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
         crate::net::client_addr(req, &self.proxies)
+    }
+
+    /// Counts one request from `ip` against the per-address limit
+    /// (`auth.ip_requests_per_minute`); 429 when over it.
+    pub fn check_ip(&self, ip: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        self.ip_limiter
+            .check(ip)
+            .inspect_err(|_| self.metrics.rejected("ip"))
+    }
+
+    /// Counts `err` as a refusal by the sign-in limits when it is one (429).
+    pub fn count_login_throttle(&self, err: &ApiError) {
+        if matches!(err, ApiError::TooManyRequests { .. }) {
+            self.metrics.rejected("login");
+        }
     }
 }
 

@@ -10,10 +10,10 @@ use std::path::Path;
 /// one exception in [`ALLOWED_SAME_LAYER`].
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["domain", "clock", "telemetry", "net"],
+    &["domain", "clock", "telemetry", "net", "metrics"],
     &["db", "audit"],
     &["config"],
-    &["auth", "notify"],
+    &["auth", "notify", "ops"],
     &["store"],
     &["state"],
     &["api"],

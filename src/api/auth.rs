@@ -111,7 +111,7 @@ pub async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     let client = state.client_addr(&req);
-    state.ip_limiter.check(client)?;
+    state.check_ip(client)?;
     check_login_lengths(&body.email, &body.password)?;
     let email = body.email.trim().to_lowercase();
     let key = LoginKey::new(&email, client);
@@ -130,7 +130,8 @@ pub async fn login(
                 let expected = throttle::known_address(conn, &settings, &key, id, now)?;
                 Ok((user, expected))
             })
-            .await?
+            .await
+            .inspect_err(|e| state.count_login_throttle(e))?
     };
     // The slot first: a 503 costs the account no attempt. A sign-in from
     // an address the account used before is not turned away by a full queue.
@@ -141,7 +142,8 @@ pub async fn login(
         state
             .db
             .write(move |conn| throttle::reserve(conn, &settings, &key, user_id.as_deref(), now))
-            .await?
+            .await
+            .inspect_err(|e| state.count_login_throttle(e))?
     };
     let phc = user.as_ref().and_then(|u| u.password_hash.clone());
     let matches = slot.verify(body.password, phc).await?;
@@ -181,7 +183,7 @@ pub async fn refresh(
     req: HttpRequest,
     Json(body): Json<RefreshRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
-    state.ip_limiter.check(state.client_addr(&req))?;
+    state.check_ip(state.client_addr(&req))?;
     let now = state.clock.now_naive();
     let jwt = state.jwt.clone();
     let ttl = state.settings.auth.refresh_token_ttl_s;
@@ -281,7 +283,7 @@ pub async fn accept_invitation(
     Json(body): Json<AcceptInvitation>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     let client = state.client_addr(&req);
-    state.ip_limiter.check(client)?;
+    state.check_ip(client)?;
     password::check_new(&body.password, "password")?;
     let now = state.clock.now_naive();
     let token = body.token;

@@ -160,7 +160,8 @@ pub async fn change_password(
         state
             .db
             .read(move |conn| throttle::check(conn, &settings, &key, Some(&id), now))
-            .await?;
+            .await
+            .inspect_err(|e| state.count_login_throttle(e))?;
     }
     let slot = state.hasher.slot().await?;
     let attempt = {
@@ -168,7 +169,8 @@ pub async fn change_password(
         state
             .db
             .write(move |conn| throttle::reserve(conn, &settings, &key, Some(&id), now))
-            .await?
+            .await
+            .inspect_err(|e| state.count_login_throttle(e))?
     };
     let current = me.password_hash.clone().unwrap_or_default();
     let ChangePassword {

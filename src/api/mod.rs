@@ -14,6 +14,7 @@ pub mod health;
 pub mod idempotency;
 pub mod inbox;
 pub mod me;
+pub mod metrics;
 pub mod notifications;
 pub mod observations;
 pub mod openapi;

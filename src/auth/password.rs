@@ -125,6 +125,9 @@ pub struct Hasher {
     queue_wait: Duration,
     /// Memory areas not in use; at most one per slot is ever allocated.
     memory: Mutex<Vec<Box<[Block]>>>,
+    /// Counts each 503 (a metric of the application's, see `metrics`).
+    rejections: prometheus::IntCounter,
+    size: usize,
 }
 
 /// A slot and its memory, given back when dropped.
@@ -209,19 +212,28 @@ impl Drop for Waiting<'_> {
 }
 
 impl Hasher {
-    /// `slots` computations at once, `queue_max` waiting at most `queue_wait`.
-    pub fn new(slots: usize, queue_max: usize, queue_wait: Duration) -> Arc<Self> {
+    /// `slots` computations at once, `queue_max` waiting at most
+    /// `queue_wait`; each refusal counted in `rejections`.
+    pub fn new(
+        slots: usize,
+        queue_max: usize,
+        queue_wait: Duration,
+        rejections: prometheus::IntCounter,
+    ) -> Arc<Self> {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(slots.max(1))),
             waiting: AtomicUsize::new(0),
             queue_max,
             queue_wait,
             memory: Mutex::new(Vec::new()),
+            rejections,
+            size: slots.max(1),
         })
     }
 
     /// The 503 answered when no slot is free in time.
     fn busy(&self) -> ApiError {
+        self.rejections.inc();
         ApiError::Busy {
             retry_after_s: self.queue_wait.as_secs().max(1),
         }
@@ -289,6 +301,16 @@ impl Hasher {
     pub fn free_slots(&self) -> usize {
         self.slots.available_permits()
     }
+
+    /// Slots in all.
+    pub fn slots(&self) -> usize {
+        self.size
+    }
+
+    /// Requests waiting for a slot now (counted for the queue limit).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
 }
 
 #[cfg(test)]
@@ -333,7 +355,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_answers_busy_and_memory_is_reused() {
-        let hasher = Hasher::new(1, 1, Duration::from_millis(50));
+        let hasher = Hasher::new(
+            1,
+            1,
+            Duration::from_millis(50),
+            prometheus::IntCounter::new("t", "t").unwrap(),
+        );
         let phc = hash("correct horse battery").unwrap();
         let calls: Vec<_> = (0..6)
             .map(|_| {

@@ -1,5 +1,6 @@
 //! One database layer over SQLite (embedded) and PostgreSQL, chosen by URL.
 
+pub mod lock;
 pub mod models;
 pub mod schema;
 mod writer;
@@ -70,6 +71,11 @@ pub struct ConnectionManager {
 }
 
 impl ConnectionManager {
+    /// The SQLite file, if that is the backend.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        (self.backend == Backend::Sqlite).then(|| Path::new(&self.target))
+    }
+
     /// A manager for `url`; creates the SQLite file's folder when needed.
     pub fn new(url: &str) -> anyhow::Result<Self> {
         let backend = Backend::from_url(url)
@@ -149,6 +155,97 @@ fn unavailable(err: r2d2::PoolError) -> ApiError {
     ApiError::Unavailable("the database cannot take the request now; retry later".into())
 }
 
+/// The database's own metrics: the writer's queue, batches and commits,
+/// the pool's waits (registered with the application's `metrics::Metrics`).
+#[derive(Clone, Debug)]
+pub struct DbMetrics {
+    /// Writes sent to the writer and not yet taken into a batch.
+    pub queue_depth: prometheus::IntGauge,
+    /// Jobs per committed batch.
+    pub batch_size: prometheus::Histogram,
+    /// How long a batch took, from its first statement to its commit.
+    pub commit_seconds: prometheus::Histogram,
+    /// Batches by `outcome` (`committed`, `failed`).
+    pub batches: prometheus::IntCounterVec,
+    /// How long a checkout waited for a pooled connection.
+    pub pool_wait_seconds: prometheus::Histogram,
+    /// Checkouts that found no connection in time (answered 503).
+    pub pool_timeouts: prometheus::IntCounter,
+}
+
+impl DbMetrics {
+    fn new() -> Self {
+        use crate::metrics::{LATENCY_BUCKETS, counters, gauge, histogram};
+        Self {
+            queue_depth: gauge(
+                "relais_db_writer_queue_depth",
+                "Writes waiting for the database writer",
+            ),
+            batch_size: histogram(
+                "relais_db_writer_batch_size",
+                "Writes committed together in one batch",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            ),
+            commit_seconds: histogram(
+                "relais_db_writer_commit_seconds",
+                "Time to run and commit one batch of writes",
+                LATENCY_BUCKETS,
+            ),
+            batches: counters(
+                "relais_db_writer_batches_total",
+                "Batches of writes, by outcome",
+                &["outcome"],
+            ),
+            pool_wait_seconds: histogram(
+                "relais_db_pool_wait_seconds",
+                "Time a checkout waited for a pooled connection",
+                LATENCY_BUCKETS,
+            ),
+            pool_timeouts: prometheus::IntCounter::new(
+                "relais_db_pool_timeouts_total",
+                "Checkouts that found no pooled connection in time",
+            )
+            .expect("valid counter options"),
+        }
+    }
+
+    /// Every metric, for the application's registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.queue_depth.clone()),
+            Box::new(self.batch_size.clone()),
+            Box::new(self.commit_seconds.clone()),
+            Box::new(self.batches.clone()),
+            Box::new(self.pool_wait_seconds.clone()),
+            Box::new(self.pool_timeouts.clone()),
+        ]
+    }
+}
+
+/// Records the pool's checkout waits and timeouts.
+#[derive(Debug)]
+struct PoolEvents(DbMetrics);
+
+impl r2d2::HandleEvent for PoolEvents {
+    fn handle_checkout(&self, event: r2d2::event::CheckoutEvent) {
+        self.0
+            .pool_wait_seconds
+            .observe(event.duration().as_secs_f64());
+    }
+
+    fn handle_timeout(&self, _event: r2d2::event::TimeoutEvent) {
+        self.0.pool_timeouts.inc();
+    }
+}
+
+/// How many pooled connections are open, and how many of them idle.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolState {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// The connection pool for reads and the writer thread for writes.
 ///
 /// Reads: on SQLite they run in place when a pooled connection is free (a
@@ -163,6 +260,9 @@ pub struct Db {
     writer: writer::Writer,
     /// The audit chain's head as last committed by the writer.
     committed: Arc<CommittedHead>,
+    metrics: DbMetrics,
+    /// SQLite: held while this process has the file open (see [`lock`]).
+    _lock: Option<Arc<lock::InstanceLock>>,
 }
 
 impl Db {
@@ -170,10 +270,16 @@ impl Db {
     pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
         let manager = ConnectionManager::new(url)?;
         let backend = manager.backend;
+        let lock = match manager.sqlite_path() {
+            Some(path) => Some(Arc::new(lock::InstanceLock::shared(path)?)),
+            None => None,
+        };
         let committed = Arc::new(CommittedHead::default());
-        let writer = writer::Writer::start(manager.clone(), committed.clone())?;
+        let metrics = DbMetrics::new();
+        let writer = writer::Writer::start(manager.clone(), committed.clone(), metrics.clone())?;
         let pool = Pool::builder()
             .max_size(pool_size)
+            .event_handler(Box::new(PoolEvents(metrics.clone())))
             .min_idle(Some(match backend {
                 // Open up front, so reads in place rarely find none free.
                 Backend::Sqlite => pool_size,
@@ -191,7 +297,24 @@ impl Db {
             backend,
             writer,
             committed,
+            metrics,
+            _lock: lock,
         })
+    }
+
+    /// The database's metrics (see [`DbMetrics`]).
+    pub fn metrics(&self) -> &DbMetrics {
+        &self.metrics
+    }
+
+    /// The pool's connections now.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            open: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
     }
 
     /// Where the writer publishes each audit head it commits (for the

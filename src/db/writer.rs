@@ -31,7 +31,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use tokio::sync::oneshot;
 
-use super::{Backend, ConnectionManager, DbConnection};
+use super::{Backend, ConnectionManager, DbConnection, DbMetrics};
 use crate::audit::anchor::CommittedHead;
 use crate::audit::{self, AuditRecord, ChainHead, Deferral};
 use crate::error::ApiError;
@@ -52,6 +52,8 @@ type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Jobs sent and not yet taken off the queue (the queue depth).
+    queued: prometheus::IntGauge,
 }
 
 impl Writer {
@@ -60,7 +62,9 @@ impl Writer {
     pub fn start(
         manager: ConnectionManager,
         committed: Arc<CommittedHead>,
+        metrics: DbMetrics,
     ) -> std::io::Result<Self> {
+        let queued = metrics.queue_depth.clone();
         let sqlite = manager.backend == Backend::Sqlite;
         let (jobs, queue) = mpsc::channel::<Job>();
         let (running, stopped) = mpsc::channel::<()>();
@@ -70,7 +74,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("relais-db-writer".into())
             .spawn(move || {
-                run(&manager, &queue, &restart, &committed);
+                run(&manager, &queue, &restart, &committed, &metrics);
                 // Nothing more will commit: the anchor writes the last head.
                 committed.stop();
                 drop(running);
@@ -80,7 +84,16 @@ impl Writer {
                 .name("relais-checkpoint".into())
                 .spawn(move || checkpoint(&checkpoints, &stopped, &asked))?;
         }
-        Ok(Self { jobs })
+        Ok(Self { jobs, queued })
+    }
+
+    /// Sends `job` to the thread, counted in the queue depth until taken.
+    fn send(&self, job: Job) {
+        self.queued.inc();
+        if self.jobs.send(job).is_err() {
+            // The thread is gone; the dropped job's receiver reports it.
+            self.queued.dec();
+        }
     }
 
     /// Queues `f`; the receiver answers after the batch holding it commits.
@@ -96,7 +109,7 @@ impl Writer {
             (result.is_ok(), complete(answer, result))
         });
         // If the thread is gone the receiver reports it (its sender drops).
-        let _ = self.jobs.send(job);
+        self.send(job);
         receiver
     }
 
@@ -119,7 +132,7 @@ impl Writer {
             };
             (result.is_ok(), complete(answer, result))
         });
-        let _ = self.jobs.send(job);
+        self.send(job);
         receiver
     }
 }
@@ -217,9 +230,11 @@ fn run(
     queue: &mpsc::Receiver<Job>,
     restart: &AtomicBool,
     committed: &CommittedHead,
+    metrics: &DbMetrics,
 ) {
     let mut conn: Option<DbConnection> = None;
     while let Ok(first) = queue.recv() {
+        metrics.queue_depth.dec();
         let mut batch = vec![first];
         let max = match manager.backend {
             Backend::Sqlite => MAX_BATCH_SQLITE,
@@ -227,7 +242,10 @@ fn run(
         };
         while batch.len() < max {
             match queue.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => {
+                    metrics.queue_depth.dec();
+                    batch.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -245,7 +263,20 @@ fn run(
                 }
             },
         };
+        metrics.batch_size.observe(batch.len() as f64);
+        let started = std::time::Instant::now();
         conn = commit_batch(connection, batch, committed);
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .batches
+            .with_label_values(&[if conn.is_some() {
+                "committed"
+            } else {
+                "failed"
+            }])
+            .inc();
         if let Some(c) = conn.as_mut()
             && restart.swap(false, Ordering::Relaxed)
         {

@@ -253,6 +253,32 @@ impl Sender {
     }
 }
 
+/// What waits in the outbox (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Emails not sent yet.
+    pub pending: i64,
+    /// Of those, the ones whose sending failed at least once.
+    pub failing: i64,
+    /// When the oldest of them was queued.
+    pub oldest: Option<NaiveDateTime>,
+}
+
+/// Counts what waits in the outbox (one pass over the `status` index).
+pub fn stats(conn: &mut DbConnection) -> QueryResult<OutboxStats> {
+    let pending = email_outbox::table.filter(email_outbox::status.eq(PENDING));
+    Ok(OutboxStats {
+        pending: pending.count().get_result(conn)?,
+        failing: pending
+            .filter(email_outbox::attempts.gt(0))
+            .count()
+            .get_result(conn)?,
+        oldest: pending
+            .select(diesel::dsl::min(email_outbox::created_at))
+            .get_result(conn)?,
+    })
+}
+
 /// Exponential backoff after `attempts` failures, capped.
 pub fn backoff_ms(settings: &EmailSettings, attempts: i32) -> u64 {
     let exponent = u32::try_from(attempts.saturating_sub(1))

@@ -380,6 +380,8 @@ impl Resp {
 /// A running server with its database, clock and SMTP listener.
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:<port>` of `/metrics`, when `server.metrics_bind` is set.
+    pub metrics_address: Option<String>,
     pub state: AppState,
     pub clock: Arc<ManualClock>,
     pub smtp: SmtpListener,
@@ -437,6 +439,9 @@ pub async fn spawn_on(
         .await
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let state = app.state().clone();
     let handle = app.handle();
     let server = tokio::spawn(app.run_until_stopped());
@@ -445,6 +450,7 @@ pub async fn spawn_on(
         .finish();
     let test_app = TestApp {
         address,
+        metrics_address,
         state,
         clock,
         smtp,

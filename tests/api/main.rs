@@ -20,4 +20,5 @@ mod messaging;
 mod migrations;
 mod one_door;
 mod openapi;
+mod ops;
 mod patients;
