@@ -157,8 +157,15 @@ pub fn backup(settings: &Settings, to: &Path) -> anyhow::Result<Report> {
         );
     }
     let manager = ConnectionManager::new(&settings.database.url)?;
+    // Shared, as a server's: a restore cannot start under the copy.
+    let _lock = match manager.sqlite_path() {
+        Some(path) => Some(InstanceLock::shared(path)?),
+        None => None,
+    };
     // First the anchor, then the database (see the module's doc).
-    let checkpoints = copy_anchor(&settings.server.data_dir, &anchor_to)?;
+    let checkpoints = copy_anchor(&settings.server.data_dir, &anchor_to).inspect_err(|_| {
+        let _ = fs::remove_dir_all(&anchor_to);
+    })?;
     let Some(db_path) = manager.sqlite_path() else {
         return Ok(Report {
             rows: 0,
@@ -179,8 +186,6 @@ pub fn backup(settings: &Settings, to: &Path) -> anyhow::Result<Report> {
             ],
         });
     };
-    // Shared, as a server's: a restore cannot start under the copy.
-    let _lock = InstanceLock::shared(db_path)?;
     let partial = partial_path(to);
     let _ = fs::remove_file(&partial);
     let copied = (|| -> anyhow::Result<i64> {
@@ -205,7 +210,9 @@ pub fn backup(settings: &Settings, to: &Path) -> anyhow::Result<Report> {
     let rows = match copied {
         Ok(rows) => rows,
         Err(err) => {
+            // Nothing half-made is left behind: the next try starts afresh.
             let _ = fs::remove_file(&partial);
+            let _ = fs::remove_dir_all(&anchor_to);
             return Err(err);
         }
     };

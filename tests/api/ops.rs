@@ -565,13 +565,27 @@ async fn a_backup_under_concurrent_writes_restores_every_acknowledged_write() {
     let app = Rc::into_inner(app).expect("writers are done");
     let data_dir = app.settings.server.data_dir.clone();
     app.stop().await;
+    let db_path = Path::new(db.url.trim_start_matches("sqlite://"));
+    // While a restore holds the database, a backup (as a server) is
+    // refused, and leaves nothing behind.
+    {
+        let _restoring = relais::db::lock::InstanceLock::exclusive(db_path).unwrap();
+        let other = backups.path().join("during-restore.db");
+        let out = relais(&db.url, &data_dir)
+            .args(["backup", "--to"])
+            .arg(&other)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(text(&out).contains("being restored"), "{}", text(&out));
+        assert!(!other.exists() && !backups.path().join("during-restore.db.anchor").exists());
+    }
     let out = relais(&db.url, &data_dir)
         .args(["restore", "--from"])
         .arg(&file)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let db_path = Path::new(db.url.trim_start_matches("sqlite://"));
     let aside: Vec<_> = std::fs::read_dir(db_path.parent().unwrap())
         .unwrap()
         .filter_map(|e| e.ok())
