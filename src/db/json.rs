@@ -150,8 +150,8 @@ mod tests {
         let err = docs::table
             .find(2)
             .first::<Doc>(&mut conn)
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        let err = format!("{err:?}");
         assert!(err.contains("does not parse"), "{err}");
     }
 }
