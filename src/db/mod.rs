@@ -1,6 +1,7 @@
 //! One database layer over SQLite (embedded) and PostgreSQL, chosen by URL.
 
 pub mod chain;
+pub mod json;
 pub mod lock;
 pub mod models;
 pub mod schema;
