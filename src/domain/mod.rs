@@ -1,6 +1,7 @@
 //! Domain types and rules: plain values and functions, no I/O.
 
 pub mod access;
+pub mod clinical;
 pub mod contact;
 pub mod drugs;
 pub mod ins;
