@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query};
-use super::scope::{PatientAccess, Read, WritePlan};
+use super::scope::{PatientAccess, Read, RequestInfo, WritePlan, authorize};
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{Organization, Patient};
 use crate::db::schema::{care_plan_versions, users};
+use crate::domain::access::Permission;
+use crate::domain::clinical::ClinicalContext;
 use crate::domain::drugs::{self, CATALOGUE, Drug};
 use crate::domain::plan::{
     Acknowledgement, AnalgesicLine, Omt, OmtMedication, PlanContent, PlanStatus, Route,
@@ -79,6 +81,12 @@ pub struct PlanCheck {
     pub change_summary: Option<String>,
     #[serde(default)]
     pub acknowledged_warnings: Vec<Acknowledgement>,
+    /// Check against this patient's stored clinical context (and age), with a basis on them.
+    #[schema(format = Uuid)]
+    pub patient_id: Option<String>,
+    /// Check against this context instead of a stored one (same shape as
+    /// `PUT /patients/{id}/clinical-context`); age comes from `patient_id` if given.
+    pub clinical_context: Option<ClinicalContext>,
 }
 
 /// What the rules say of a plan.
@@ -146,7 +154,7 @@ fn version_view(row: PlanVersionRow, author: PersonRef) -> Result<PlanVersionVie
 }
 
 /// Reads `If-Match: "<version>"`; a malformed one is 400.
-fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
+pub fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -170,7 +178,8 @@ fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
         })
 }
 
-fn with_etag(mut response: HttpResponse, version: i32) -> HttpResponse {
+/// Sets `ETag: "<version>"`.
+pub fn with_etag(mut response: HttpResponse, version: i32) -> HttpResponse {
     if let Ok(value) = header::HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, value);
     }
@@ -232,7 +241,8 @@ pub async fn put_care_plan(
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
     let (content, summary, acks) = body.into_parts();
-    let (content, warnings) = prepare(content, &summary, &acks, &access.caller.id)?;
+    let facts = super::clinical::patient_facts(&state, &access.patient_id).await?;
+    let (content, warnings) = prepare(content, &summary, &acks, &access.caller.id, facts.as_ref())?;
     let now = state.clock.now_naive();
     let view = state
         .db
@@ -394,12 +404,17 @@ pub async fn get_care_plan_version(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Clinicians only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`patient_id`: no basis on the patient", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-/// Runs the safety rules on a plan without writing it.
+/// Runs the safety rules on a plan without writing it: with `patient_id`
+/// against the patient's stored clinical context, with `clinical_context`
+/// against that one, with neither on the drugs alone (an `info` says so).
 pub async fn check_care_plan(
+    state: web::Data<AppState>,
     caller: AuthUser,
+    info: RequestInfo,
     Json(body): Json<PlanCheck>,
 ) -> Result<web::Json<CheckResult>, ApiError> {
     caller.require_clinician()?;
@@ -411,12 +426,49 @@ pub async fn check_care_plan(
         non_drug_measures: body.non_drug_measures,
         review_date: body.review_date,
     };
+    let today = state.clock.today(state.settings.time_zone());
     let mut errors = content.validate();
     errors.extend(validate_acknowledgements(&body.acknowledged_warnings));
+    if let Some(context) = &body.clinical_context {
+        errors.extend(context.validate(today, "clinical_context."));
+    }
+    if body
+        .patient_id
+        .as_deref()
+        .is_some_and(|id| uuid::Uuid::parse_str(id).is_err())
+    {
+        errors.push(crate::error::FieldError::new(
+            "patient_id",
+            "not a valid id (UUID)",
+        ));
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let warnings = rules::check(&content);
+    let facts = match (&body.patient_id, body.clinical_context) {
+        (Some(pid), inline) => {
+            // The one door: the stored context and the age are the patient's.
+            authorize(&state, &caller, pid, Permission::Read, &info, true).await?;
+            let pid = pid.clone();
+            state
+                .db
+                .read(move |conn| match inline {
+                    Some(context) => {
+                        let patient = Patient::find(conn, &pid)?;
+                        Ok(Some(context.facts(
+                            today,
+                            patient.as_ref().map(|p| p.birth_date),
+                            patient.map(|p| p.sex),
+                        )))
+                    }
+                    None => crate::store::clinical::facts_for(conn, &pid, today),
+                })
+                .await?
+        }
+        (None, Some(context)) => Some(context.facts(today, None, None)),
+        (None, None) => None,
+    };
+    let warnings = rules::check_with(&content, facts.as_ref());
     let codes: Vec<&str> = body
         .acknowledged_warnings
         .iter()

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod authn;
 pub mod care_plans;
 pub mod care_team;
+pub mod clinical;
 pub mod consultations;
 pub mod extract;
 pub mod handovers;
@@ -89,6 +90,7 @@ routes! {
     "/patients/{id}/care-plan/versions" => { get => care_plans::list_care_plan_versions },
     "/patients/{id}/care-plan/versions/{n}" => { get => care_plans::get_care_plan_version },
     "/patients/{id}/analgesic-plan" => { get => care_plans::get_analgesic_plan },
+    "/patients/{id}/clinical-context" => { get => clinical::get_clinical_context, put => clinical::put_clinical_context },
     "/care-plans/check" => { post => care_plans::check_care_plan },
     "/drugs" => { get => care_plans::list_drugs },
     "/patients/{id}/observations" => { post => observations::create_observation, get => observations::list_observations },

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod account;
 pub mod care_plan;
+pub mod clinical;
 pub mod consultation;
 pub mod handover;
 pub mod idempotency;

@@ -7,6 +7,7 @@ mod auth;
 mod auth_hardening;
 mod care_plans;
 mod cli;
+mod clinical;
 mod consultations;
 mod email;
 mod errors;

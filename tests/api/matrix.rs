@@ -61,6 +61,22 @@ struct Scene {
     message: String,
 }
 
+/// The patient's first clinical context, by the referent.
+async fn put_clinical_context(app: &TestApp, net: &Network, patient: &str) {
+    app.request(
+        Method::PUT,
+        &format!("/api/v1/patients/{patient}/clinical-context"),
+        Some(&net.gp.token),
+        Some(&clinical_context_body()),
+    )
+    .await
+    .expect(201);
+}
+
+fn clinical_context_body() -> Value {
+    json!({"hepatic_impairment": "none", "breastfeeding": false, "allergies": []})
+}
+
 fn id_of(body: &Value) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
@@ -76,6 +92,7 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
     app.request(Method::PUT, &put, Some(&net.gp.token), Some(&plan))
         .await
         .expect(201);
+    put_clinical_context(app, net, &patient).await;
     let mut proposed = plan.clone();
     proposed.as_object_mut().unwrap().remove("change_summary");
     let handover = app
@@ -257,6 +274,8 @@ const TABLE: &[Case] = &[
     case("get", "/api/v1/patients/{id}/care-plan/versions",         [401, 404, 200, 200, 200, 404, 200, 404], true),
     case("get", "/api/v1/patients/{id}/care-plan/versions/{n}",     [401, 404, 200, 200, 200, 404, 200, 404], true),
     case("get", "/api/v1/patients/{id}/analgesic-plan",             [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/api/v1/patients/{id}/clinical-context",           [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("put", "/api/v1/patients/{id}/clinical-context",           [401, 404, 200, 200, 403, 404, 403, 404], true),
     case("post", "/api/v1/care-plans/check",                        [401, 403, 200, 200, 200, 200, 200, 200], false),
     case("get", "/api/v1/drugs",                                    [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("post", "/api/v1/patients/{id}/observations",              [401, 404, 201, 201, 201, 404, 201, 404], true),
@@ -361,6 +380,7 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
             crate::fixtures::design_plan(None)
         }
         ("post", "/api/v1/patients/{id}/observations") => json!({"pain_score": 4}),
+        ("put", "/api/v1/patients/{id}/clinical-context") => clinical_context_body(),
         ("post", "/api/v1/patients/{id}/handovers") => {
             let mut proposed = crate::fixtures::design_plan(None);
             proposed.as_object_mut().unwrap().remove("change_summary");
@@ -461,7 +481,7 @@ async fn authorisation_matrix() {
             } else {
                 (0, 0)
             };
-            // Writes of the care plan are based on the scene's version 1.
+            // Writes of the care plan and the clinical context are based on the scene's version 1.
             let headers = [("if-match", "\"1\"".to_owned())];
             let resp = app
                 .request_with(method.clone(), &path, token, body.as_ref(), &headers)
@@ -564,6 +584,7 @@ async fn ended_scene(app: &TestApp, net: &Network, ended: Ended) -> EndedScene {
     app.request(Method::PUT, &put, Some(&net.gp.token), Some(&plan))
         .await
         .expect(201);
+    put_clinical_context(app, net, &patient).await;
     let mut proposed = plan.clone();
     proposed.as_object_mut().unwrap().remove("change_summary");
     let handover = app
@@ -726,6 +747,8 @@ const ENDED_TABLE: &[(&str, &str, [u16; 4])] = &[
     ("get", "/api/v1/patients/{id}/care-plan/versions",         [404, 404, 404, 404]),
     ("get", "/api/v1/patients/{id}/care-plan/versions/{n}",     [404, 404, 404, 404]),
     ("get", "/api/v1/patients/{id}/analgesic-plan",             [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/clinical-context",           [404, 404, 404, 404]),
+    ("put", "/api/v1/patients/{id}/clinical-context",           [404, 404, 404, 404]),
     ("post", "/api/v1/patients/{id}/observations",              [404, 404, 404, 404]),
     ("get", "/api/v1/patients/{id}/observations",               [404, 404, 404, 404]),
     ("post", "/api/v1/patients/{id}/handovers",                 [404, 404, 404, 404]),
@@ -778,6 +801,7 @@ fn ended_request(
             "/api/v1/patients/{id}/access-requests" | "/api/v1/patients/{id}/emergency-access",
         ) => json!({"reason": "Douleur aiguë, besoin du plan en cours"}),
         ("put", "/api/v1/patients/{id}/care-plan") => crate::fixtures::design_plan(None),
+        ("put", "/api/v1/patients/{id}/clinical-context") => clinical_context_body(),
         ("post", "/api/v1/patients/{id}/observations") => json!({"pain_score": 4}),
         ("post", "/api/v1/patients/{id}/handovers") => {
             json!({"to_user_id": net.gp.id, "summary": "Sortie", "discharge_date": "2026-11-24", "proposed_plan": proposed})
