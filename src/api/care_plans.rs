@@ -8,7 +8,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::dispensations::DispensationView;
 use super::extract::{Json, Query};
+use super::interventions::InterventionView;
+use super::observations::{TIGHT_COWS, TIGHT_PAIN};
 use super::scope::{PatientAccess, Read, RequestInfo, WritePlan, authorize};
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
@@ -29,6 +32,8 @@ use crate::store::care_plan::{
     NewVersion, PersonRef, PlanSource, PlanVersionRow, current_version, current_version_row,
     named_person, people, person, prepare, store_version, version_row,
 };
+use crate::store::dispensation::latest_by_drug;
+use crate::store::intervention;
 
 /// A plan to write: its content, why it changes, and acknowledged warnings.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -116,6 +121,8 @@ pub struct PlanVersionView {
     pub acknowledged_warnings: Vec<Acknowledgement>,
     /// Everything the rules found when this version was written.
     pub warnings: Vec<Warning>,
+    /// Pharmacists' interventions raised on this version, oldest first.
+    pub interventions: Vec<InterventionView>,
     pub author: PersonRef,
     pub created_at: DateTime<Utc>,
 }
@@ -132,8 +139,14 @@ pub struct PlanVersionSummary {
 }
 
 /// The response body of a version row.
-fn version_view(row: PlanVersionRow, author: PersonRef) -> Result<PlanVersionView, ApiError> {
+fn version_view(
+    conn: &mut DbConnection,
+    row: PlanVersionRow,
+    author: PersonRef,
+) -> Result<PlanVersionView, ApiError> {
     let content = row.content()?;
+    let raised = intervention::for_version(conn, &row.patient_id, row.version)?;
+    let interventions = super::interventions::views(conn, raised)?;
     Ok(PlanVersionView {
         status: content.status,
         omt: content.omt,
@@ -145,6 +158,7 @@ fn version_view(row: PlanVersionRow, author: PersonRef) -> Result<PlanVersionVie
         acknowledged_warnings: serde_json::from_str(&row.acknowledged)
             .map_err(ApiError::internal)?,
         warnings: serde_json::from_str(&row.warnings).map_err(ApiError::internal)?,
+        interventions,
         patient_id: row.patient_id,
         version: row.version,
         change_summary: row.change_summary,
@@ -207,7 +221,7 @@ pub async fn get_care_plan(
             let row = current_version_row(conn, &id)?
                 .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
             let author = person(conn, &row.author_id)?;
-            version_view(row, author)
+            version_view(conn, row, author)
         })
         .await?;
     let version = view.version;
@@ -283,7 +297,7 @@ pub async fn put_care_plan(
             )?;
             access.append_audit(conn, "care_plan", Some(&row.id), now)?;
             let author = person(conn, &row.author_id)?;
-            version_view(row, author)
+            version_view(conn, row, author)
         })
         .await?;
     let version = view.version;
@@ -391,7 +405,7 @@ pub async fn get_care_plan_version(
             let row = version_row(conn, &id, n)?
                 .ok_or_else(|| ApiError::NotFound("no such version".into()))?;
             let author = person(conn, &row.author_id)?;
-            version_view(row, author)
+            version_view(conn, row, author)
         })
         .await?;
     Ok(with_etag(HttpResponse::Ok().json(view), n))
@@ -528,6 +542,10 @@ pub struct OmtInForce {
     pub usual_doses_per_day: Option<u8>,
     pub dispensing_pharmacy: Option<OrganizationRef>,
     pub prescriber: Option<PersonRef>,
+    /// Days from the page's day to the end of the temporary adjustment (0: it ends that day).
+    pub days_left: Option<i64>,
+    /// The latest dispensation of the medication.
+    pub last_dispensation: Option<DispensationView>,
 }
 
 /// An analgesic line in force on the day.
@@ -544,6 +562,23 @@ pub struct ActiveLine {
     pub start: NaiveDate,
     pub end: Option<NaiveDate>,
     pub prescriber: Option<PersonRef>,
+    /// Days from the page's day to the line's end (0: it ends that day).
+    pub days_left: Option<i64>,
+    /// The latest dispensation of the line's drug.
+    pub last_dispensation: Option<DispensationView>,
+}
+
+/// The destabilisation watch on the page's day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WatchState {
+    /// True for 7 days after a temporary OMT change ended.
+    pub tightened: bool,
+    /// The last day of the tightened watch.
+    pub until: Option<NaiveDate>,
+    /// Pain that alerts the referent: at this score once when tightened, twice in 24 h otherwise.
+    pub pain_threshold: i32,
+    /// COWS score that alerts the referent.
+    pub cows_threshold: i32,
 }
 
 /// The pharmacist's one-page current analgesic plan.
@@ -561,6 +596,7 @@ pub struct AnalgesicPlan {
     pub analgesics: Vec<ActiveLine>,
     pub last_changed_at: DateTime<Utc>,
     pub last_changed_by: PersonRef,
+    pub destabilisation_watch: WatchState,
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/analgesic-plan", tag = "care plan",
@@ -616,6 +652,8 @@ fn analgesic_plan(
     }
     named.extend(lines.iter().filter_map(|l| l.prescriber_id.as_deref()));
     let people = people(conn, &named)?;
+    let mut dispensed = latest_by_drug(conn, &patient.id)?;
+    let days_to = |end: Option<NaiveDate>| end.map(|e| (e - day).num_days());
     let mut valid_until: Option<NaiveDate> = None;
     let mut earliest = |end: Option<NaiveDate>| {
         if let Some(end) = end {
@@ -647,6 +685,13 @@ fn analgesic_plan(
                 usual_doses_per_day: adjustment.and(content.omt.doses_per_day),
                 dispensing_pharmacy: pharmacy,
                 prescriber,
+                days_left: days_to(adjustment.and_then(|a| a.end)),
+                last_dispensation: content
+                    .omt
+                    .medication
+                    .drug_code()
+                    .and_then(|code| dispensed.remove(code))
+                    .map(DispensationView::from),
             })
         }
         None => None,
@@ -671,6 +716,11 @@ fn analgesic_plan(
             start: line.start,
             end: line.end,
             prescriber,
+            days_left: days_to(line.end),
+            last_dispensation: dispensed
+                .get(&line.drug)
+                .cloned()
+                .map(DispensationView::from),
         });
     }
     Ok(AnalgesicPlan {
@@ -691,5 +741,14 @@ fn analgesic_plan(
         analgesics,
         last_changed_at: row.created_at.and_utc(),
         last_changed_by: named_person(&people, &row.author_id)?,
+        destabilisation_watch: {
+            let until = content.tightened_watch_until(day);
+            WatchState {
+                tightened: until.is_some(),
+                until,
+                pain_threshold: if until.is_some() { TIGHT_PAIN } else { 7 },
+                cows_threshold: if until.is_some() { TIGHT_COWS } else { 13 },
+            }
+        },
     })
 }

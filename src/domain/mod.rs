@@ -3,6 +3,7 @@
 pub mod access;
 pub mod clinical;
 pub mod contact;
+pub mod dispensing;
 pub mod drugs;
 pub mod ins;
 pub mod json;

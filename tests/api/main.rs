@@ -16,6 +16,7 @@ mod handovers;
 mod hardening;
 mod health;
 mod helpers;
+mod interventions;
 mod matrix;
 mod messaging;
 mod migrations;
