@@ -12,6 +12,7 @@ mod consultations;
 mod email;
 mod errors;
 mod fixtures;
+mod follow_up;
 mod handovers;
 mod hardening;
 mod health;
