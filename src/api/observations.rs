@@ -196,7 +196,7 @@ fn watch(
     today: chrono::NaiveDate,
 ) -> Result<(), ApiError> {
     let tightened = match crate::store::care_plan::current_version_row(conn, patient_id)? {
-        Some(row) => row.content()?.tightened_watch_until(today).is_some(),
+        Some(row) => row.content.tightened_watch_until(today).is_some(),
         None => false,
     };
     let recent_high_pain = observation.pain_score.is_some_and(|p| p >= 7)
@@ -306,13 +306,13 @@ pub async fn create_observation(
                     observations::note.eq(note),
                     observations::recorded_at.eq(now),
                 ))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             watch(conn, &access.patient_id, &body, &public_url, now, today)?;
             access.append_audit(conn, "observation", Some(&id), now)?;
             Ok(observations::table
                 .find(&id)
                 .select(ObservationView::as_select())
-                .first(conn)?)
+                .first(&mut **conn)?)
         })
         .await?;
     state.outbox.wake();

@@ -216,7 +216,11 @@ mod tests {
                 | ItemKind::ConsultationReceived
                 | ItemKind::ConsultationAnswered
                 | ItemKind::ConsultationOverdue
-                | ItemKind::NewMessage => {}
+                | ItemKind::NewMessage
+                | ItemKind::InterventionReceived
+                | ItemKind::InterventionDecided
+                | ItemKind::EarlyRefill
+                | ItemKind::TemporaryChangeEnding => {}
             }
             emails.push(Email::NewItem {
                 what,

@@ -60,7 +60,8 @@ pub fn record(
 ) -> Result<DispensationRow, ApiError> {
     let plan = current_version_row(conn, new.patient_id)?
         .ok_or_else(|| invalid("line", "this patient has no care plan to dispense from"))?
-        .content()?;
+        .content
+        .into_inner();
     let prescribed = match new.line {
         Some(i) => plan
             .analgesics

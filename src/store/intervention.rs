@@ -92,7 +92,7 @@ pub fn raise(
             "no such version of this patient's care plan",
         )])
     })?;
-    let content = version.content()?;
+    let content = version.content.into_inner();
     let (drug, prescriber) = match new.line {
         Some(i) => {
             let line = content.analgesics.get(i).ok_or_else(|| {
