@@ -350,6 +350,46 @@ async fn load(api: &Api, db: &Db, clock: &dyn Clock, zone: chrono_tz::Tz) -> any
         }
     }
 
+    // Their clinical contexts, before the plans, so that the rules see them:
+    // Maïwenn's is unremarkable; Loïc's eGFR makes the ibuprofen a warning.
+    let ago = |n: u64| today.checked_sub_days(Days::new(n)).unwrap_or(today);
+    for (patient, context) in [
+        (
+            &p1,
+            json!({
+                "hepatic_impairment": "none",
+                "egfr": {"value": 92, "measured_on": ago(20)},
+                "qtc_ms": {"value": 430, "measured_on": ago(60)},
+                "weight_kg": {"value": 58, "measured_on": ago(3)},
+                "pregnancy_weeks": null,
+                "breastfeeding": false,
+                "alcohol_use_disorder": false,
+                "respiratory_disease": [],
+                "allergies": [{"class": "nsaid"}]
+            }),
+        ),
+        (
+            &p2,
+            json!({
+                "hepatic_impairment": "mild",
+                "egfr": {"value": 55, "measured_on": ago(12)},
+                "weight_kg": {"value": 81, "measured_on": ago(12)},
+                "alcohol_use_disorder": false,
+                "respiratory_disease": ["sleep_apnoea"],
+                "allergies": []
+            }),
+        ),
+    ] {
+        api.call(
+            Method::PUT,
+            &format!("/patients/{patient}/clinical-context"),
+            gp,
+            Some(context),
+            201,
+        )
+        .await?;
+    }
+
     let mut plan1 = methadone_plan(pharmacy, day(0), day(7), day(3));
     plan1["change_summary"] = json!("acute pain after knee surgery: split dose and short morphine");
     api.call(
@@ -383,6 +423,30 @@ async fn load(api: &Api, db: &Db, clock: &dyn Clock, zone: chrono_tz::Tz) -> any
             "discharge_date": day(0),
             "follow_up": "Physiotherapy three times a week; orthopaedic review in 6 weeks.",
             "proposed_plan": proposed
+        })),
+        201,
+    )
+    .await?;
+
+    // The pharmacy hands out the split methadone for the week, and asks the
+    // GP to watch Loïc's kidneys on ibuprofen.
+    let (_, pharmacist) = ids.user(PHARMACIST);
+    api.call(
+        Method::POST,
+        &format!("/patients/{p1}/dispensations"),
+        pharmacist,
+        Some(json!({"drug": "methadone", "dose_mg": 80, "days_supply": 7})),
+        201,
+    )
+    .await?;
+    api.call(
+        Method::POST,
+        &format!("/patients/{p2}/interventions"),
+        pharmacist,
+        Some(json!({
+            "plan_version": 1, "line": 1, "problem": "contraindication",
+            "proposed_action": "monitor",
+            "note": "eGFR 55: creatinine after five days of ibuprofen?"
         })),
         201,
     )

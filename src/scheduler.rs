@@ -29,6 +29,7 @@ use crate::store::consultation::escalate_overdue;
 use crate::store::handover::remind_overdue;
 use crate::store::idempotency;
 use crate::store::messaging::inbox_counts;
+use crate::store::reminder::remind_ending;
 
 /// Users claimed per transaction.
 const BATCH: i64 = 50;
@@ -48,6 +49,8 @@ pub struct TickReport {
     pub handovers_reminded: usize,
     /// Overdue consultations escalated to their centre.
     pub consultations_escalated: usize,
+    /// Day-before notifications of a temporary OMT change's or an opioid line's end.
+    pub ends_reminded: usize,
 }
 
 /// The scheduler of one instance.
@@ -140,6 +143,29 @@ impl Scheduler {
                 handovers = report.handovers_reminded,
                 consultations = report.consultations_escalated,
                 "scheduler: overdue items escalated"
+            );
+            self.outbox.wake();
+        }
+        // The day before a temporary change ends: the plans in batches.
+        let today = now.with_timezone(&self.time_zone).date_naive();
+        let mut after: Option<String> = None;
+        loop {
+            let url = self.public_url.clone();
+            let from = after.clone();
+            let (sent, last) = self
+                .db
+                .write(move |conn| remind_ending(conn, today, from.as_deref(), &url, naive))
+                .await?;
+            report.ends_reminded += sent;
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        if report.ends_reminded > 0 {
+            tracing::info!(
+                notified = report.ends_reminded,
+                "scheduler: ends of temporary changes reminded"
             );
             self.outbox.wake();
         }

@@ -8,13 +8,18 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::dispensations::DispensationView;
 use super::extract::{Json, Query};
-use super::scope::{PatientAccess, Read, WritePlan};
+use super::interventions::InterventionView;
+use super::observations::{TIGHT_COWS, TIGHT_PAIN};
+use super::scope::{PatientAccess, Read, RequestInfo, WritePlan, authorize};
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{Organization, Patient};
 use crate::db::schema::{care_plan_versions, users};
+use crate::domain::access::Permission;
+use crate::domain::clinical::ClinicalContext;
 use crate::domain::drugs::{self, CATALOGUE, Drug};
 use crate::domain::plan::{
     Acknowledgement, AnalgesicLine, Omt, OmtMedication, PlanContent, PlanStatus, Route,
@@ -27,6 +32,8 @@ use crate::store::care_plan::{
     NewVersion, PersonRef, PlanSource, PlanVersionRow, current_version, current_version_row,
     named_person, people, person, prepare, store_version, version_row,
 };
+use crate::store::dispensation::latest_by_drug;
+use crate::store::intervention;
 
 /// A plan to write: its content, why it changes, and acknowledged warnings.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -79,6 +86,12 @@ pub struct PlanCheck {
     pub change_summary: Option<String>,
     #[serde(default)]
     pub acknowledged_warnings: Vec<Acknowledgement>,
+    /// Check against this patient's stored clinical context (and age), with a basis on them.
+    #[schema(format = Uuid)]
+    pub patient_id: Option<String>,
+    /// Check against this context instead of a stored one (same shape as
+    /// `PUT /patients/{id}/clinical-context`); age comes from `patient_id` if given.
+    pub clinical_context: Option<ClinicalContext>,
 }
 
 /// What the rules say of a plan.
@@ -108,6 +121,8 @@ pub struct PlanVersionView {
     pub acknowledged_warnings: Vec<Acknowledgement>,
     /// Everything the rules found when this version was written.
     pub warnings: Vec<Warning>,
+    /// Pharmacists' interventions raised on this version, oldest first.
+    pub interventions: Vec<InterventionView>,
     pub author: PersonRef,
     pub created_at: DateTime<Utc>,
 }
@@ -124,8 +139,14 @@ pub struct PlanVersionSummary {
 }
 
 /// The response body of a version row.
-fn version_view(row: PlanVersionRow, author: PersonRef) -> Result<PlanVersionView, ApiError> {
+fn version_view(
+    conn: &mut DbConnection,
+    row: PlanVersionRow,
+    author: PersonRef,
+) -> Result<PlanVersionView, ApiError> {
     let source = row.source();
+    let raised = intervention::for_version(conn, &row.patient_id, row.version)?;
+    let interventions = super::interventions::views(conn, raised)?;
     let content = row.content.into_inner();
     Ok(PlanVersionView {
         status: content.status,
@@ -137,6 +158,7 @@ fn version_view(row: PlanVersionRow, author: PersonRef) -> Result<PlanVersionVie
         source,
         acknowledged_warnings: row.acknowledged.into_inner(),
         warnings: row.warnings.into_inner(),
+        interventions,
         patient_id: row.patient_id,
         version: row.version,
         change_summary: row.change_summary,
@@ -146,7 +168,7 @@ fn version_view(row: PlanVersionRow, author: PersonRef) -> Result<PlanVersionVie
 }
 
 /// Reads `If-Match: "<version>"`; a malformed one is 400.
-fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
+pub fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -170,7 +192,8 @@ fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
         })
 }
 
-fn with_etag(mut response: HttpResponse, version: i32) -> HttpResponse {
+/// Sets `ETag: "<version>"`.
+pub fn with_etag(mut response: HttpResponse, version: i32) -> HttpResponse {
     if let Ok(value) = header::HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, value);
     }
@@ -198,7 +221,7 @@ pub async fn get_care_plan(
             let row = current_version_row(conn, &id)?
                 .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
             let author = person(conn, &row.author_id)?;
-            version_view(row, author)
+            version_view(conn, row, author)
         })
         .await?;
     let version = view.version;
@@ -232,7 +255,8 @@ pub async fn put_care_plan(
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
     let (content, summary, acks) = body.into_parts();
-    let (content, warnings) = prepare(content, &summary, &acks, &access.caller.id)?;
+    let facts = super::clinical::patient_facts(&state, &access.patient_id).await?;
+    let (content, warnings) = prepare(content, &summary, &acks, &access.caller.id, facts.as_ref())?;
     let now = state.clock.now_naive();
     let view = state
         .db
@@ -273,7 +297,7 @@ pub async fn put_care_plan(
             )?;
             access.append_audit(conn, "care_plan", Some(&row.id), now)?;
             let author = person(conn, &row.author_id)?;
-            version_view(row, author)
+            version_view(conn, row, author)
         })
         .await?;
     let version = view.version;
@@ -381,7 +405,7 @@ pub async fn get_care_plan_version(
             let row = version_row(conn, &id, n)?
                 .ok_or_else(|| ApiError::NotFound("no such version".into()))?;
             let author = person(conn, &row.author_id)?;
-            version_view(row, author)
+            version_view(conn, row, author)
         })
         .await?;
     Ok(with_etag(HttpResponse::Ok().json(view), n))
@@ -394,12 +418,17 @@ pub async fn get_care_plan_version(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Clinicians only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`patient_id`: no basis on the patient", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-/// Runs the safety rules on a plan without writing it.
+/// Runs the safety rules on a plan without writing it: with `patient_id`
+/// against the patient's stored clinical context, with `clinical_context`
+/// against that one, with neither on the drugs alone (an `info` says so).
 pub async fn check_care_plan(
+    state: web::Data<AppState>,
     caller: AuthUser,
+    info: RequestInfo,
     Json(body): Json<PlanCheck>,
 ) -> Result<web::Json<CheckResult>, ApiError> {
     caller.require_clinician()?;
@@ -411,12 +440,49 @@ pub async fn check_care_plan(
         non_drug_measures: body.non_drug_measures,
         review_date: body.review_date,
     };
+    let today = state.clock.today(state.settings.time_zone());
     let mut errors = content.validate();
     errors.extend(validate_acknowledgements(&body.acknowledged_warnings));
+    if let Some(context) = &body.clinical_context {
+        errors.extend(context.validate(today, "clinical_context."));
+    }
+    if body
+        .patient_id
+        .as_deref()
+        .is_some_and(|id| uuid::Uuid::parse_str(id).is_err())
+    {
+        errors.push(crate::error::FieldError::new(
+            "patient_id",
+            "not a valid id (UUID)",
+        ));
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let warnings = rules::check(&content);
+    let facts = match (&body.patient_id, body.clinical_context) {
+        (Some(pid), inline) => {
+            // The one door: the stored context and the age are the patient's.
+            authorize(&state, &caller, pid, Permission::Read, &info, true).await?;
+            let pid = pid.clone();
+            state
+                .db
+                .read(move |conn| match inline {
+                    Some(context) => {
+                        let patient = Patient::find(conn, &pid)?;
+                        Ok(Some(context.facts(
+                            today,
+                            patient.as_ref().map(|p| p.birth_date),
+                            patient.map(|p| p.sex),
+                        )))
+                    }
+                    None => crate::store::clinical::facts_for(conn, &pid, today),
+                })
+                .await?
+        }
+        (None, Some(context)) => Some(context.facts(today, None, None)),
+        (None, None) => None,
+    };
+    let warnings = rules::check_with(&content, facts.as_ref());
     let codes: Vec<&str> = body
         .acknowledged_warnings
         .iter()
@@ -476,6 +542,10 @@ pub struct OmtInForce {
     pub usual_doses_per_day: Option<u8>,
     pub dispensing_pharmacy: Option<OrganizationRef>,
     pub prescriber: Option<PersonRef>,
+    /// Days from the page's day to the end of the temporary adjustment (0: it ends that day).
+    pub days_left: Option<i64>,
+    /// The latest dispensation of the medication.
+    pub last_dispensation: Option<DispensationView>,
 }
 
 /// An analgesic line in force on the day.
@@ -492,6 +562,23 @@ pub struct ActiveLine {
     pub start: NaiveDate,
     pub end: Option<NaiveDate>,
     pub prescriber: Option<PersonRef>,
+    /// Days from the page's day to the line's end (0: it ends that day).
+    pub days_left: Option<i64>,
+    /// The latest dispensation of the line's drug.
+    pub last_dispensation: Option<DispensationView>,
+}
+
+/// The destabilisation watch on the page's day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WatchState {
+    /// True for 7 days after a temporary OMT change ended.
+    pub tightened: bool,
+    /// The last day of the tightened watch.
+    pub until: Option<NaiveDate>,
+    /// Pain that alerts the referent: at this score once when tightened, twice in 24 h otherwise.
+    pub pain_threshold: i32,
+    /// COWS score that alerts the referent.
+    pub cows_threshold: i32,
 }
 
 /// The pharmacist's one-page current analgesic plan.
@@ -509,6 +596,7 @@ pub struct AnalgesicPlan {
     pub analgesics: Vec<ActiveLine>,
     pub last_changed_at: DateTime<Utc>,
     pub last_changed_by: PersonRef,
+    pub destabilisation_watch: WatchState,
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}/analgesic-plan", tag = "care plan",
@@ -564,6 +652,8 @@ fn analgesic_plan(
     }
     named.extend(lines.iter().filter_map(|l| l.prescriber_id.as_deref()));
     let people = people(conn, &named)?;
+    let mut dispensed = latest_by_drug(conn, &patient.id)?;
+    let days_to = |end: Option<NaiveDate>| end.map(|e| (e - day).num_days());
     let mut valid_until: Option<NaiveDate> = None;
     let mut earliest = |end: Option<NaiveDate>| {
         if let Some(end) = end {
@@ -595,6 +685,13 @@ fn analgesic_plan(
                 usual_doses_per_day: adjustment.and(content.omt.doses_per_day),
                 dispensing_pharmacy: pharmacy,
                 prescriber,
+                days_left: days_to(adjustment.and_then(|a| a.end)),
+                last_dispensation: content
+                    .omt
+                    .medication
+                    .drug_code()
+                    .and_then(|code| dispensed.remove(code))
+                    .map(DispensationView::from),
             })
         }
         None => None,
@@ -619,6 +716,11 @@ fn analgesic_plan(
             start: line.start,
             end: line.end,
             prescriber,
+            days_left: days_to(line.end),
+            last_dispensation: dispensed
+                .get(&line.drug)
+                .cloned()
+                .map(DispensationView::from),
         });
     }
     Ok(AnalgesicPlan {
@@ -639,5 +741,14 @@ fn analgesic_plan(
         analgesics,
         last_changed_at: row.created_at.and_utc(),
         last_changed_by: named_person(&people, &row.author_id)?,
+        destabilisation_watch: {
+            let until = content.tightened_watch_until(day);
+            WatchState {
+                tightened: until.is_some(),
+                until,
+                pain_threshold: if until.is_some() { TIGHT_PAIN } else { 7 },
+                cows_threshold: if until.is_some() { TIGHT_COWS } else { 13 },
+            }
+        },
     })
 }

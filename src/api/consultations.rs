@@ -651,7 +651,14 @@ pub async fn apply_proposal(
     )
     .await?;
     let summary = "Proposal of the consultation applied".to_owned();
-    let (content, warnings) = prepare(proposal, &summary, &body.acknowledged_warnings, &caller.id)?;
+    let facts = super::clinical::patient_facts(&state, &patient_id).await?;
+    let (content, warnings) = prepare(
+        proposal,
+        &summary,
+        &body.acknowledged_warnings,
+        &caller.id,
+        facts.as_ref(),
+    )?;
     let now = state.clock.now_naive();
     let view = state
         .db

@@ -445,8 +445,14 @@ async fn decide(
                 .clone()
                 .unwrap_or_else(|| "Discharge handover reconciled".to_owned());
             let summary: String = summary.chars().take(500).collect();
-            let (content, warnings) =
-                prepare(content, &summary, &body.acknowledged_warnings, &caller.id)?;
+            let facts = super::clinical::patient_facts(state, &row.patient_id).await?;
+            let (content, warnings) = prepare(
+                content,
+                &summary,
+                &body.acknowledged_warnings,
+                &caller.id,
+                facts.as_ref(),
+            )?;
             prepared = Some(NewPlan {
                 content,
                 warnings,

@@ -6,13 +6,16 @@ pub mod auth;
 pub mod authn;
 pub mod care_plans;
 pub mod care_team;
+pub mod clinical;
 pub mod consultations;
+pub mod dispensations;
 pub mod extract;
 pub mod handovers;
 pub mod hardening;
 pub mod health;
 pub mod idempotency;
 pub mod inbox;
+pub mod interventions;
 pub mod me;
 pub mod metrics;
 pub mod notifications;
@@ -90,8 +93,14 @@ routes! {
     "/patients/{id}/care-plan/versions" => { get => care_plans::list_care_plan_versions },
     "/patients/{id}/care-plan/versions/{n}" => { get => care_plans::get_care_plan_version },
     "/patients/{id}/analgesic-plan" => { get => care_plans::get_analgesic_plan },
+    "/patients/{id}/clinical-context" => { get => clinical::get_clinical_context, put => clinical::put_clinical_context },
     "/care-plans/check" => { post => care_plans::check_care_plan },
     "/drugs" => { get => care_plans::list_drugs },
+    "/patients/{id}/dispensations" => { post => dispensations::create_dispensation, get => dispensations::list_dispensations },
+    "/patients/{id}/interventions" => { post => interventions::create_intervention, get => interventions::list_interventions },
+    "/interventions/{id}/accept" => { post => interventions::accept_intervention },
+    "/interventions/{id}/refuse" => { post => interventions::refuse_intervention },
+    "/organizations/{id}/intervention-metrics" => { get => interventions::intervention_metrics },
     "/patients/{id}/observations" => { post => observations::create_observation, get => observations::list_observations },
 
     "/patients/{id}/handovers" => { post => handovers::create_handover },

@@ -44,8 +44,9 @@ pub struct NewObservation {
     #[schema(minimum = 0, maximum = 48)]
     #[serde(default, deserialize_with = "crate::domain::json::opt_integer")]
     pub cows_score: Option<i32>,
-    /// OMT dose dispensed, mg.
-    #[schema(exclusive_minimum = 0, maximum = 10000)]
+    /// OMT dose dispensed, mg. Deprecated: record a dispensation
+    /// (`POST /patients/{id}/dispensations`), which the early-refill watch reads.
+    #[schema(exclusive_minimum = 0, maximum = 10000, deprecated)]
     pub dose_dispensed_mg: Option<f64>,
     #[schema(max_length = 2000)]
     pub note: Option<String>,
@@ -132,13 +133,18 @@ impl NewObservation {
 /// Alert thresholds of the destabilisation watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertKind {
-    /// Pain ≥ 7 twice within 24 h.
+    /// Pain ≥ 7 twice within 24 h (tightened: ≥ 6 once).
     Pain,
     /// Sedation ≥ 3.
     Sedation,
-    /// COWS ≥ 13 (moderate withdrawal).
+    /// COWS ≥ 13, moderate withdrawal (tightened: ≥ 9).
     Withdrawal,
 }
+
+/// Pain that alerts once while the watch is tightened.
+pub const TIGHT_PAIN: i32 = 6;
+/// COWS that alerts while the watch is tightened.
+pub const TIGHT_COWS: i32 = 9;
 
 impl AlertKind {
     fn as_str(self) -> &'static str {
@@ -152,16 +158,30 @@ impl AlertKind {
 
 /// For each measure present: `Some(true)` above the threshold, `Some(false)`
 /// back under it. `recent_high_pain`: another pain ≥ 7 in the 24 h before.
-pub fn assess(obs: &NewObservation, recent_high_pain: bool) -> Vec<(AlertKind, bool)> {
+/// `tightened`: in the 7 days after a temporary OMT change ended (pain ≥ 6
+/// once, COWS ≥ 9).
+pub fn assess(
+    obs: &NewObservation,
+    recent_high_pain: bool,
+    tightened: bool,
+) -> Vec<(AlertKind, bool)> {
     let mut out = Vec::new();
     if let Some(pain) = obs.pain_score {
-        out.push((AlertKind::Pain, pain >= 7 && recent_high_pain));
+        let alert = if tightened {
+            pain >= TIGHT_PAIN
+        } else {
+            pain >= 7 && recent_high_pain
+        };
+        out.push((AlertKind::Pain, alert));
     }
     if let Some(sedation) = obs.sedation_score {
         out.push((AlertKind::Sedation, sedation >= 3));
     }
     if let Some(cows) = obs.cows_score {
-        out.push((AlertKind::Withdrawal, cows >= 13));
+        out.push((
+            AlertKind::Withdrawal,
+            cows >= if tightened { TIGHT_COWS } else { 13 },
+        ));
     }
     out
 }
@@ -173,7 +193,12 @@ fn watch(
     observation: &NewObservation,
     public_url: &str,
     now: NaiveDateTime,
+    today: chrono::NaiveDate,
 ) -> Result<(), ApiError> {
+    let tightened = match crate::store::care_plan::current_version_row(conn, patient_id)? {
+        Some(row) => row.content.tightened_watch_until(today).is_some(),
+        None => false,
+    };
     let recent_high_pain = observation.pain_score.is_some_and(|p| p >= 7)
         && observations::table
             .filter(observations::patient_id.eq(patient_id))
@@ -182,7 +207,7 @@ fn watch(
             .count()
             .get_result::<i64>(conn)?
             >= 2;
-    for (kind, above) in assess(observation, recent_high_pain) {
+    for (kind, above) in assess(observation, recent_high_pain, tightened) {
         let open: Option<String> = observation_alerts::table
             .filter(observation_alerts::patient_id.eq(patient_id))
             .filter(observation_alerts::kind.eq(kind.as_str()))
@@ -258,6 +283,7 @@ pub async fn create_observation(
         return Err(ApiError::Validation(errors));
     }
     let now = state.clock.now_naive();
+    let today = state.clock.today(state.settings.time_zone());
     let public_url = state.settings.server.public_url.clone();
     let view = state
         .db
@@ -281,7 +307,7 @@ pub async fn create_observation(
                     observations::recorded_at.eq(now),
                 ))
                 .execute(&mut **conn)?;
-            watch(conn, &access.patient_id, &body, &public_url, now)?;
+            watch(conn, &access.patient_id, &body, &public_url, now, today)?;
             access.append_audit(conn, "observation", Some(&id), now)?;
             Ok(observations::table
                 .find(&id)
@@ -365,34 +391,51 @@ mod tests {
     #[test]
     fn thresholds() {
         assert_eq!(
-            assess(&obs(Some(8), None, None), false),
+            assess(&obs(Some(8), None, None), false, false),
             [(AlertKind::Pain, false)]
         );
         assert_eq!(
-            assess(&obs(Some(7), None, None), true),
+            assess(&obs(Some(7), None, None), true, false),
             [(AlertKind::Pain, true)]
         );
         assert_eq!(
-            assess(&obs(Some(6), None, None), true),
+            assess(&obs(Some(6), None, None), true, false),
             [(AlertKind::Pain, false)]
         );
         assert_eq!(
-            assess(&obs(None, Some(3), None), false),
+            assess(&obs(None, Some(3), None), false, false),
             [(AlertKind::Sedation, true)]
         );
         assert_eq!(
-            assess(&obs(None, Some(2), None), false),
+            assess(&obs(None, Some(2), None), false, false),
             [(AlertKind::Sedation, false)]
         );
         assert_eq!(
-            assess(&obs(None, None, Some(13)), false),
+            assess(&obs(None, None, Some(13)), false, false),
             [(AlertKind::Withdrawal, true)]
         );
         assert_eq!(
-            assess(&obs(None, None, Some(12)), false),
+            assess(&obs(None, None, Some(12)), false, false),
             [(AlertKind::Withdrawal, false)]
         );
-        assert!(assess(&obs(None, None, None), false).is_empty());
+        assert!(assess(&obs(None, None, None), false, false).is_empty());
+        // Tightened: pain 6 once, COWS 9.
+        assert_eq!(
+            assess(&obs(Some(6), None, None), false, true),
+            [(AlertKind::Pain, true)]
+        );
+        assert_eq!(
+            assess(&obs(Some(5), None, None), true, true),
+            [(AlertKind::Pain, false)]
+        );
+        assert_eq!(
+            assess(&obs(None, None, Some(9)), false, true),
+            [(AlertKind::Withdrawal, true)]
+        );
+        assert_eq!(
+            assess(&obs(None, None, Some(8)), false, true),
+            [(AlertKind::Withdrawal, false)]
+        );
     }
 
     #[test]

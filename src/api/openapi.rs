@@ -9,8 +9,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{
-    access, audit_events, auth, care_plans, care_team, consultations, handovers, health, inbox, me,
-    notifications, observations, organizations, outbox, patients, threads, users,
+    access, audit_events, auth, care_plans, care_team, clinical, consultations, dispensations,
+    handovers, health, inbox, interventions, me, notifications, observations, organizations,
+    outbox, patients, threads, users,
 };
 
 /// The API description served at `/api/v1/openapi.json`.
@@ -34,6 +35,11 @@ use super::{
         care_plans::get_care_plan, care_plans::put_care_plan, care_plans::list_care_plan_versions,
         care_plans::get_care_plan_version, care_plans::get_analgesic_plan, care_plans::check_care_plan,
         care_plans::list_drugs, observations::create_observation, observations::list_observations,
+        clinical::get_clinical_context, clinical::put_clinical_context,
+        interventions::create_intervention, interventions::list_interventions,
+        interventions::accept_intervention, interventions::refuse_intervention,
+        interventions::intervention_metrics,
+        dispensations::create_dispensation, dispensations::list_dispensations,
         handovers::create_handover, handovers::list_handovers, handovers::get_handover,
         handovers::acknowledge_handover, handovers::reconcile_handover,
         consultations::create_consultation, consultations::list_consultations, consultations::get_consultation,

@@ -44,6 +44,7 @@ needs! {
     WritePlan => WritePlan,
     ManageTeam => ManageTeam,
     ReadAudit => ReadAudit,
+    PharmacyAct => Pharmacy,
 }
 
 /// What the audit trail needs to know of the request being served.

@@ -359,6 +359,62 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    clinical_contexts (id) {
+        id -> Text,
+        patient_id -> Text,
+        version -> Integer,
+        content -> Text,
+        provenance -> Text,
+        author_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    interventions (id) {
+        id -> Text,
+        patient_id -> Text,
+        plan_version -> Integer,
+        line_index -> Nullable<Integer>,
+        drug -> Text,
+        problem -> Text,
+        proposed_action -> Text,
+        note -> Nullable<Text>,
+        author_id -> Text,
+        addressee_id -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        decided_at -> Nullable<Timestamp>,
+        resolved_by_version -> Nullable<Integer>,
+        comment -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    dispensations (id) {
+        id -> Text,
+        patient_id -> Text,
+        line_index -> Nullable<Integer>,
+        drug -> Text,
+        dose_mg -> Double,
+        days_supply -> Integer,
+        dispensed_on -> Date,
+        early_refill -> Bool,
+        author_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    end_reminders (patient_id, subject, ends_on) {
+        patient_id -> Text,
+        subject -> Text,
+        ends_on -> Date,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(threads -> patients (patient_id));
 diesel::joinable!(messages -> threads (thread_id));
 diesel::joinable!(messages -> users (author_id));
@@ -391,4 +447,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     thread_reads,
     idempotency_keys,
     digest_runs,
+    clinical_contexts,
+    interventions,
+    dispensations,
+    end_reminders,
 );

@@ -121,6 +121,9 @@ pub enum Permission {
     ManageTeam,
     /// Read the patient's audit trail.
     ReadAudit,
+    /// A pharmacist's act on the patient (an intervention on the plan, a
+    /// dispensation): a pharmacist with a team basis.
+    Pharmacy,
     /// Attach the patient to a consultation, name someone on the patient's
     /// records: a team basis, whatever the role (never emergency or consultation).
     Refer,
@@ -135,6 +138,7 @@ pub fn allows(basis: Basis, role: Role, permission: Permission) -> bool {
             basis == Basis::Team && role.is_prescriber()
         }
         Permission::Refer => basis == Basis::Team,
+        Permission::Pharmacy => basis == Basis::Team && role == Role::Pharmacist,
     }
 }
 
@@ -317,6 +321,10 @@ mod tests {
             assert!(allows(basis, Role::Nurse, Read));
         }
         assert!(!allows(Basis::Admin, Role::Admin, Read));
+        assert!(allows(Basis::Team, Role::Pharmacist, Pharmacy));
+        assert!(!allows(Basis::Emergency, Role::Pharmacist, Pharmacy));
+        assert!(!allows(Basis::Team, Role::Gp, Pharmacy));
+        assert!(!allows(Basis::Team, Role::Nurse, Pharmacy));
         assert!(allows(Basis::Team, Role::HospitalDoctor, ManageTeam));
         assert!(!allows(Basis::Team, Role::Nurse, ReadAudit));
     }

@@ -148,6 +148,8 @@ pub struct InboxCounts {
     pub consultations_to_close: i64,
     /// Among the handovers and consultations above, those past their due time.
     pub overdue: i64,
+    /// Pharmacist interventions addressed to the caller, not yet answered.
+    pub interventions_to_answer: i64,
 }
 
 impl InboxCounts {
@@ -180,6 +182,11 @@ impl InboxCounts {
                 "answered consultations to close",
             ),
             (self.overdue, "overdue item", "overdue items"),
+            (
+                self.interventions_to_answer,
+                "pharmacist intervention to answer",
+                "pharmacist interventions to answer",
+            ),
         ]
     }
 
@@ -339,6 +346,7 @@ mod tests {
             consultations_to_answer: 3,
             consultations_to_close: 4,
             overdue: 6,
+            interventions_to_answer: 7,
         };
         let listed: Vec<i64> = counts.lines().iter().map(|l| l.0).collect();
         // A field added to the struct but not to `lines` would be missing here.

@@ -1,7 +1,9 @@
 //! Domain types and rules: plain values and functions, no I/O.
 
 pub mod access;
+pub mod clinical;
 pub mod contact;
+pub mod dispensing;
 pub mod drugs;
 pub mod ins;
 pub mod json;

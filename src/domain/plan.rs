@@ -353,6 +353,20 @@ impl PlanContent {
     }
 }
 
+/// Days after a temporary OMT change ends during which the destabilisation
+/// watch is tightened.
+pub const TIGHTENED_WATCH_DAYS: i64 = 7;
+
+impl PlanContent {
+    /// The last day of the tightened destabilisation watch, when `day` falls
+    /// in the 7 days after a temporary OMT change ended.
+    pub fn tightened_watch_until(&self, day: NaiveDate) -> Option<NaiveDate> {
+        let end = self.omt.temporary_adjustment.as_ref()?.end?;
+        let until = end + chrono::Duration::days(TIGHTENED_WATCH_DAYS);
+        (self.omt.medication != OmtMedication::None && end < day && day <= until).then_some(until)
+    }
+}
+
 /// Checks acknowledgements: a justification of at least 10 characters each.
 pub fn validate_acknowledgements(acks: &[Acknowledgement]) -> Vec<FieldError> {
     acks.iter()
@@ -488,6 +502,23 @@ mod tests {
             p.omt_on(day("2026-12-02")).map(|o| (o.0, o.1)),
             Some((60.0, 1))
         );
+    }
+
+    #[test]
+    fn the_watch_is_tightened_for_seven_days_after_the_change_ends() {
+        let p = plan();
+        // The adjustment ends on 2026-12-01.
+        for (today, until) in [
+            ("2026-12-01", None),
+            ("2026-12-02", Some(day("2026-12-08"))),
+            ("2026-12-08", Some(day("2026-12-08"))),
+            ("2026-12-09", None),
+        ] {
+            assert_eq!(p.tightened_watch_until(day(today)), until, "{today}");
+        }
+        let mut none = plan();
+        none.omt.temporary_adjustment = None;
+        assert_eq!(none.tightened_watch_until(day("2026-12-02")), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The state machines of handovers and consultations: one `transition`
-//! function each, which refuses every illegal move.
+//! The state machines of handovers, consultations and pharmacist
+//! interventions: one `transition` function each, which refuses every
+//! illegal move.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -109,6 +110,63 @@ pub fn consultation_transition(
     }
 }
 
+text_enum! {
+    /// Where a pharmacist's intervention stands.
+    InterventionStatus {
+        Open => "open",
+        Accepted => "accepted",
+        Refused => "refused",
+    }
+}
+
+text_enum! {
+    /// The problem a pharmacist raises (after the SFPC's intervention codes).
+    InterventionProblem {
+        Contraindication => "contraindication",
+        Interaction => "interaction",
+        DoseTooHigh => "dose_too_high",
+        DoseTooLow => "dose_too_low",
+        MissingEndDate => "missing_end_date",
+        ScheduleOrAdministration => "schedule_or_administration",
+        DuplicateTherapy => "duplicate_therapy",
+        Other => "other",
+    }
+}
+
+text_enum! {
+    /// What the pharmacist proposes.
+    ProposedAction {
+        Stop => "stop",
+        Substitute => "substitute",
+        AdjustDose => "adjust_dose",
+        ChangeSchedule => "change_schedule",
+        AddEndDate => "add_end_date",
+        Monitor => "monitor",
+        Other => "other",
+    }
+}
+
+/// What the addressed prescriber does with an intervention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterventionAction {
+    Accept,
+    Refuse,
+}
+
+/// The next status, or why the move is illegal: an intervention is answered once.
+pub fn intervention_transition(
+    from: InterventionStatus,
+    action: InterventionAction,
+) -> Result<InterventionStatus, String> {
+    use InterventionAction as A;
+    use InterventionStatus as S;
+    match (from, action) {
+        (S::Open, A::Accept) => Ok(S::Accepted),
+        (S::Open, A::Refuse) => Ok(S::Refused),
+        (S::Accepted | S::Refused, _) => Err(format!("this intervention is already {from}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +226,31 @@ mod tests {
             }
         }
         assert_eq!(legal.len(), 8);
+    }
+
+    #[test]
+    fn every_intervention_move() {
+        use InterventionAction as A;
+        use InterventionStatus as S;
+        let legal = [
+            (S::Open, A::Accept, S::Accepted),
+            (S::Open, A::Refuse, S::Refused),
+        ];
+        let mut illegal = 0;
+        for from in S::ALL {
+            for action in [A::Accept, A::Refuse] {
+                let expected = legal
+                    .iter()
+                    .find(|(f, a, _)| f == from && *a == action)
+                    .map(|(_, _, to)| *to);
+                match (intervention_transition(*from, action), expected) {
+                    (Ok(to), Some(want)) => assert_eq!(to, want, "{from:?} {action:?}"),
+                    (Err(_), None) => illegal += 1,
+                    (got, want) => panic!("{from:?} {action:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+        assert_eq!(illegal, 4, "accepted and refused are final");
     }
 
     #[test]

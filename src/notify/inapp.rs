@@ -31,6 +31,10 @@ text_enum! {
         ConsultationDeclined => "consultation_declined",
         ConsultationOverdue => "consultation_overdue",
         NewMessage => "new_message",
+        InterventionReceived => "intervention_received",
+        InterventionDecided => "intervention_decided",
+        EarlyRefill => "early_refill",
+        TemporaryChangeEnding => "temporary_change_ending",
     }
 }
 
@@ -53,6 +57,10 @@ impl NotificationKind {
             }
             Self::ConsultationOverdue => ItemKind::ConsultationOverdue,
             Self::NewMessage => ItemKind::NewMessage,
+            Self::InterventionReceived => ItemKind::InterventionReceived,
+            Self::InterventionDecided => ItemKind::InterventionDecided,
+            Self::EarlyRefill => ItemKind::EarlyRefill,
+            Self::TemporaryChangeEnding => ItemKind::TemporaryChangeEnding,
         }
     }
 }

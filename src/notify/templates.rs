@@ -30,6 +30,10 @@ pub enum ItemKind {
     ConsultationAnswered,
     ConsultationOverdue,
     NewMessage,
+    InterventionReceived,
+    InterventionDecided,
+    EarlyRefill,
+    TemporaryChangeEnding,
 }
 
 impl ItemKind {
@@ -47,6 +51,10 @@ impl ItemKind {
         ItemKind::ConsultationAnswered,
         ItemKind::ConsultationOverdue,
         ItemKind::NewMessage,
+        ItemKind::InterventionReceived,
+        ItemKind::InterventionDecided,
+        ItemKind::EarlyRefill,
+        ItemKind::TemporaryChangeEnding,
     ];
 }
 
@@ -76,6 +84,16 @@ impl ItemKind {
             }
             ItemKind::NewMessage => {
                 "A colleague wrote a new message in a conversation you take part in."
+            }
+            ItemKind::InterventionReceived => {
+                "A pharmacist raised an intervention on a care plan you prescribe."
+            }
+            ItemKind::InterventionDecided => "An intervention you raised has been answered.",
+            ItemKind::EarlyRefill => {
+                "A pharmacy recorded a dispensation earlier than the previous supply allows."
+            }
+            ItemKind::TemporaryChangeEnding => {
+                "A temporary treatment change of one of your patients ends tomorrow."
             }
         }
     }
@@ -198,7 +216,11 @@ mod tests {
                 | ItemKind::ConsultationReceived
                 | ItemKind::ConsultationAnswered
                 | ItemKind::ConsultationOverdue
-                | ItemKind::NewMessage => {}
+                | ItemKind::NewMessage
+                | ItemKind::InterventionReceived
+                | ItemKind::InterventionDecided
+                | ItemKind::EarlyRefill
+                | ItemKind::TemporaryChangeEnding => {}
             }
             emails.push(Email::NewItem {
                 what,

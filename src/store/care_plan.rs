@@ -13,6 +13,7 @@ use crate::db::DbConnection;
 use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{care_plan_versions, care_plans, users};
+use crate::domain::clinical::Facts;
 use crate::domain::plan::{
     Acknowledgement, OmtMedication, PlanContent, PlanStatus, validate_acknowledgements,
 };
@@ -202,13 +203,15 @@ pub fn check_references(
 }
 
 /// Validates content (shape, acknowledgements, summary), fills in the
-/// author as default prescriber, and runs the rules: 422 when invalid or
+/// author as default prescriber, and runs the rules (with the patient's
+/// clinical context as it stands today, `facts`): 422 when invalid or
 /// when a blocking warning is not acknowledged.
 pub fn prepare(
     mut content: PlanContent,
     change_summary: &str,
     acknowledged: &[Acknowledgement],
     author_id: &str,
+    facts: Option<&Facts>,
 ) -> Result<(PlanContent, Vec<Warning>), ApiError> {
     let mut errors = content.validate();
     errors.extend(validate_acknowledgements(acknowledged));
@@ -230,7 +233,7 @@ pub fn prepare(
         line.prescriber_id
             .get_or_insert_with(|| author_id.to_owned());
     }
-    let warnings = rules::check(&content);
+    let warnings = rules::check_with(&content, facts);
     let codes: Vec<&str> = acknowledged.iter().map(|a| a.code.as_str()).collect();
     let blocking = rules::unacknowledged_blocking(&warnings, &codes);
     if !blocking.is_empty() {

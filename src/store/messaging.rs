@@ -469,6 +469,13 @@ pub fn inbox_counts(
         .filter(consultations::status.eq(ConsultationStatus::Answered.as_str()))
         .count()
         .get_result(conn)?;
+    // Addressed to the caller, and about a patient they still have a basis on.
+    let mut interventions_to_answer = 0;
+    for patient_id in crate::store::intervention::open_for(conn, &user.id)? {
+        if resolve(conn, user, &patient_id, now)?.is_some() {
+            interventions_to_answer += 1;
+        }
+    }
     Ok(InboxCounts {
         unread_threads,
         unread_notifications,
@@ -476,5 +483,6 @@ pub fn inbox_counts(
         consultations_to_answer,
         consultations_to_close,
         overdue: handovers_overdue + consultations_overdue,
+        interventions_to_answer,
     })
 }

@@ -5,7 +5,11 @@
 pub mod access;
 pub mod account;
 pub mod care_plan;
+pub mod clinical;
 pub mod consultation;
+pub mod dispensation;
 pub mod handover;
 pub mod idempotency;
+pub mod intervention;
 pub mod messaging;
+pub mod reminder;

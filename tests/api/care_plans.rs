@@ -83,7 +83,7 @@ async fn versions_with_etag_and_if_match() {
         .iter()
         .map(|w| w["code"].as_str().unwrap())
         .collect();
-    assert_eq!(codes, ["omt.split_dose"]);
+    assert_eq!(codes, ["omt.split_dose", "context.none"]);
 
     let mut next = design_plan(Some(&pharmacy));
     next["omt"]["daily_dose_mg"] = json!(70);
@@ -310,7 +310,17 @@ async fn dry_run_of_the_rules() {
         )
         .await
         .expect(200);
-    assert_eq!(silent.body, json!({"warnings": [], "blocked": false}));
+    assert_eq!(silent.body["blocked"], false);
+    assert_eq!(
+        silent.body["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["code"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["context.none"],
+        "no context given: the rules say they did not see the patient"
+    );
     let weak = app
         .post(
             "/api/v1/care-plans/check",

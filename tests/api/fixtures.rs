@@ -32,6 +32,8 @@ pub struct Network {
     /// An addiction-centre specialist (not one of the matrix's callers).
     pub addiction: Session,
     pub addiction_centre: String,
+    /// The pharmacist's pharmacy.
+    pub pharmacy: String,
 }
 
 impl Network {
@@ -81,6 +83,7 @@ impl Network {
             gp_practice,
             pain_centre,
             addiction_centre,
+            pharmacy,
         }
     }
 }

@@ -59,6 +59,32 @@ struct Scene {
     /// The patient's thread, with one message from the referent.
     thread: String,
     message: String,
+    /// Raised by the pharmacist on version 1's first line: addressed to the referent.
+    intervention: String,
+}
+
+/// The patient's first clinical context, by the referent.
+async fn put_clinical_context(app: &TestApp, net: &Network, patient: &str) {
+    app.request(
+        Method::PUT,
+        &format!("/api/v1/patients/{patient}/clinical-context"),
+        Some(&net.gp.token),
+        Some(&clinical_context_body()),
+    )
+    .await
+    .expect(201);
+}
+
+fn intervention_body(version: i64, line: i64) -> Value {
+    json!({"plan_version": version, "line": line, "problem": "dose_too_high", "proposed_action": "adjust_dose"})
+}
+
+fn dispensation_body() -> Value {
+    json!({"line": 0, "drug": "paracetamol", "dose_mg": 4000, "days_supply": 7})
+}
+
+fn clinical_context_body() -> Value {
+    json!({"hepatic_impairment": "none", "breastfeeding": false, "allergies": []})
 }
 
 fn id_of(body: &Value) -> String {
@@ -76,6 +102,17 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
     app.request(Method::PUT, &put, Some(&net.gp.token), Some(&plan))
         .await
         .expect(201);
+    put_clinical_context(app, net, &patient).await;
+    let intervention = app
+        .post(
+            &format!("/api/v1/patients/{patient}/interventions"),
+            &net.pharmacist.token,
+            intervention_body(1, 0),
+        )
+        .await
+        .expect(201)
+        .body;
+    let intervention = id_of(&intervention);
     let mut proposed = plan.clone();
     proposed.as_object_mut().unwrap().remove("change_summary");
     let handover = app
@@ -181,6 +218,7 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
         proposal_consultation: with_plan,
         thread,
         message,
+        intervention,
     }
 }
 
@@ -257,6 +295,15 @@ const TABLE: &[Case] = &[
     case("get", "/api/v1/patients/{id}/care-plan/versions",         [401, 404, 200, 200, 200, 404, 200, 404], true),
     case("get", "/api/v1/patients/{id}/care-plan/versions/{n}",     [401, 404, 200, 200, 200, 404, 200, 404], true),
     case("get", "/api/v1/patients/{id}/analgesic-plan",             [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/api/v1/patients/{id}/clinical-context",           [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("put", "/api/v1/patients/{id}/clinical-context",           [401, 404, 200, 200, 403, 404, 403, 404], true),
+    case("post", "/api/v1/patients/{id}/interventions",             [401, 404, 403, 403, 201, 404, 403, 404], true),
+    case("get", "/api/v1/patients/{id}/interventions",              [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("post", "/api/v1/interventions/{id}/accept",               [401, 404, 200, 404, 404, 404, 404, 404], true),
+    case("post", "/api/v1/interventions/{id}/refuse",               [401, 404, 200, 404, 404, 404, 404, 404], true),
+    case("get", "/api/v1/organizations/{id}/intervention-metrics",  [401, 200, 403, 403, 200, 200, 403, 403], false),
+    case("post", "/api/v1/patients/{id}/dispensations",             [401, 404, 403, 403, 201, 404, 403, 404], true),
+    case("get", "/api/v1/patients/{id}/dispensations",              [401, 404, 200, 200, 200, 404, 200, 404], true),
     case("post", "/api/v1/care-plans/check",                        [401, 403, 200, 200, 200, 200, 200, 200], false),
     case("get", "/api/v1/drugs",                                    [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("post", "/api/v1/patients/{id}/observations",              [401, 404, 201, 201, 201, 404, 201, 404], true),
@@ -320,6 +367,12 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
         "/api/v1/organizations/{id}/consultation-metrics" => {
             case.path.replace("{id}", &net.pain_centre)
         }
+        "/api/v1/organizations/{id}/intervention-metrics" => {
+            case.path.replace("{id}", &net.pharmacy)
+        }
+        "/api/v1/interventions/{id}/accept" | "/api/v1/interventions/{id}/refuse" => {
+            case.path.replace("{id}", &scene.intervention)
+        }
         "/api/v1/threads/{id}/messages" | "/api/v1/threads/{id}/read" => {
             case.path.replace("{id}", &scene.thread)
         }
@@ -361,6 +414,10 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
             crate::fixtures::design_plan(None)
         }
         ("post", "/api/v1/patients/{id}/observations") => json!({"pain_score": 4}),
+        ("put", "/api/v1/patients/{id}/clinical-context") => clinical_context_body(),
+        ("post", "/api/v1/patients/{id}/interventions") => intervention_body(1, 0),
+        ("post", "/api/v1/interventions/{id}/refuse") => json!({"comment": "Dose stable"}),
+        ("post", "/api/v1/patients/{id}/dispensations") => dispensation_body(),
         ("post", "/api/v1/patients/{id}/handovers") => {
             let mut proposed = crate::fixtures::design_plan(None);
             proposed.as_object_mut().unwrap().remove("change_summary");
@@ -461,7 +518,7 @@ async fn authorisation_matrix() {
             } else {
                 (0, 0)
             };
-            // Writes of the care plan are based on the scene's version 1.
+            // Writes of the care plan and the clinical context are based on the scene's version 1.
             let headers = [("if-match", "\"1\"".to_owned())];
             let resp = app
                 .request_with(method.clone(), &path, token, body.as_ref(), &headers)
@@ -536,6 +593,8 @@ struct EndedScene {
     access_request: String,
     /// One of the caller's own notifications about the patient.
     notification: String,
+    /// Raised on version 2's morphine line, prescribed by the hospital doctor.
+    intervention: String,
 }
 
 fn str_of(body: &Value, key: &str) -> String {
@@ -564,6 +623,28 @@ async fn ended_scene(app: &TestApp, net: &Network, ended: Ended) -> EndedScene {
     app.request(Method::PUT, &put, Some(&net.gp.token), Some(&plan))
         .await
         .expect(201);
+    put_clinical_context(app, net, &patient).await;
+    // The hospital doctor writes version 2 (and prescribes its lines); the
+    // pharmacist's intervention on the morphine goes to them.
+    app.request_with(
+        Method::PUT,
+        &put,
+        Some(&net.hospital.token),
+        Some(&plan),
+        &[("if-match", "\"1\"".to_owned())],
+    )
+    .await
+    .expect(200);
+    let intervention = app
+        .post(
+            &format!("/api/v1/patients/{patient}/interventions"),
+            &net.pharmacist.token,
+            intervention_body(2, 1),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(intervention["addressee"]["id"], json!(net.hospital.id));
     let mut proposed = plan.clone();
     proposed.as_object_mut().unwrap().remove("change_summary");
     let handover = app
@@ -656,6 +737,7 @@ async fn ended_scene(app: &TestApp, net: &Network, ended: Ended) -> EndedScene {
         message: str_of(&message, "id"),
         access_request: str_of(&access_request, "id"),
         notification,
+        intervention: str_of(&intervention, "id"),
         patient,
     }
 }
@@ -700,6 +782,7 @@ async fn end_basis(app: &TestApp, net: &Network, ended: Ended, scene: &EndedScen
 const NOT_ABOUT_A_PATIENT: &[&str] = &[
     "/api/v1/users/{id}",
     "/api/v1/organizations/{id}/consultation-metrics",
+    "/api/v1/organizations/{id}/intervention-metrics",
 ];
 
 /// Every route taking the id of a patient or of something of theirs, with
@@ -726,6 +809,14 @@ const ENDED_TABLE: &[(&str, &str, [u16; 4])] = &[
     ("get", "/api/v1/patients/{id}/care-plan/versions",         [404, 404, 404, 404]),
     ("get", "/api/v1/patients/{id}/care-plan/versions/{n}",     [404, 404, 404, 404]),
     ("get", "/api/v1/patients/{id}/analgesic-plan",             [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/clinical-context",           [404, 404, 404, 404]),
+    ("put", "/api/v1/patients/{id}/clinical-context",           [404, 404, 404, 404]),
+    ("post", "/api/v1/patients/{id}/interventions",             [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/interventions",              [404, 404, 404, 404]),
+    ("post", "/api/v1/interventions/{id}/accept",               [404, 404, 404, 404]),
+    ("post", "/api/v1/interventions/{id}/refuse",               [404, 404, 404, 404]),
+    ("post", "/api/v1/patients/{id}/dispensations",             [404, 404, 404, 404]),
+    ("get", "/api/v1/patients/{id}/dispensations",              [404, 404, 404, 404]),
     ("post", "/api/v1/patients/{id}/observations",              [404, 404, 404, 404]),
     ("get", "/api/v1/patients/{id}/observations",               [404, 404, 404, 404]),
     ("post", "/api/v1/patients/{id}/handovers",                 [404, 404, 404, 404]),
@@ -765,6 +856,7 @@ fn ended_request(
         p if p.starts_with("/api/v1/handovers/") => p.replace("{id}", &scene.handover),
         p if p.starts_with("/api/v1/consultations/") => p.replace("{id}", &scene.consultation),
         p if p.starts_with("/api/v1/threads/") => p.replace("{id}", &scene.thread),
+        p if p.starts_with("/api/v1/interventions/") => p.replace("{id}", &scene.intervention),
         p => p.replace("{id}", &scene.patient),
     };
     let mut proposed = crate::fixtures::design_plan(None);
@@ -778,6 +870,10 @@ fn ended_request(
             "/api/v1/patients/{id}/access-requests" | "/api/v1/patients/{id}/emergency-access",
         ) => json!({"reason": "Douleur aiguë, besoin du plan en cours"}),
         ("put", "/api/v1/patients/{id}/care-plan") => crate::fixtures::design_plan(None),
+        ("put", "/api/v1/patients/{id}/clinical-context") => clinical_context_body(),
+        ("post", "/api/v1/patients/{id}/interventions") => intervention_body(1, 0),
+        ("post", "/api/v1/interventions/{id}/refuse") => json!({"comment": "Dose stable"}),
+        ("post", "/api/v1/patients/{id}/dispensations") => dispensation_body(),
         ("post", "/api/v1/patients/{id}/observations") => json!({"pain_score": 4}),
         ("post", "/api/v1/patients/{id}/handovers") => {
             json!({"to_user_id": net.gp.id, "summary": "Sortie", "discharge_date": "2026-11-24", "proposed_plan": proposed})
