@@ -68,6 +68,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod fhir;
 pub mod net;
 pub mod notify;
 pub mod scheduler;

@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["auth", "notify"],
     &["store"],
+    &["fhir"],
     &["state"],
     &["api"],
     &["scheduler"],

@@ -6,6 +6,7 @@ pub mod access;
 pub mod account;
 pub mod care_plan;
 pub mod consultation;
+pub mod fhir;
 pub mod handover;
 pub mod idempotency;
 pub mod messaging;
