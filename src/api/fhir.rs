@@ -560,7 +560,7 @@ search_handler!(
     |state, r| r
         .plan
         .as_ref()
-        .and_then(|row| row.content().ok().map(|c| fhir::care_plan(row, &c)))
+        .map(|row| fhir::care_plan(row, &row.content))
         .into_iter()
         .collect()
 );
@@ -623,7 +623,7 @@ pub async fn read_care_plan(
         .read(move |conn| Ok(crate::store::care_plan::current_version_row(conn, &id)?))
         .await?
         .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
-    Ok(ok(&fhir::care_plan(&row, &row.content()?)))
+    Ok(ok(&fhir::care_plan(&row, &row.content)))
 }
 
 #[utoipa::path(get, path = "/fhir/r4/MedicationRequest", tag = "fhir",
@@ -660,12 +660,9 @@ pub async fn search_medication_requests(
             let Some(row) = &r.plan else {
                 return Vec::new();
             };
-            let Ok(content) = row.content() else {
-                return Vec::new();
-            };
             fhir::medication_requests(
                 row,
-                &content,
+                &row.content,
                 fhir::PlanMoment {
                     current: true,
                     today,
@@ -716,13 +713,12 @@ pub async fn read_medication_request(
         })
         .await?;
     let row = row.ok_or_else(|| ApiError::NotFound("no such MedicationRequest".into()))?;
-    let content = row.content()?;
     let moment = fhir::PlanMoment {
         current: current == Some(version),
         today: state.clock.today(state.settings.time_zone()),
     };
     let wanted = fhir::medication_request_id(&patient_id, version, line);
-    fhir::medication_requests(&row, &content, moment)
+    fhir::medication_requests(&row, &row.content, moment)
         .into_iter()
         .find(|m| m["id"] == wanted.as_str())
         .map(|m| ok(&m))
@@ -865,7 +861,7 @@ pub async fn post_bundle(
     let discharge_date = read.discharge_date;
     let result = state
         .db
-        .write(move |conn| {
+        .write(move |tx| {
             let out = Outgoing {
                 patient_id: &patient_id,
                 from_user_id: &caller.id,
@@ -876,7 +872,7 @@ pub async fn post_bundle(
                 proposed_plan: &plan,
                 due_at: due,
             };
-            let row = handover::send(conn, out, &public_url, now)?;
+            let row = handover::send(tx, out, &public_url, now)?;
             let record = info.record(
                 &caller,
                 "handover",
@@ -885,8 +881,8 @@ pub async fn post_bundle(
                 Some(basis),
                 Outcome::Allowed,
             );
-            audit::append(conn, &[record], now)?;
-            handover_view(conn, row, now)
+            audit::append(tx, &[record], now)?;
+            handover_view(tx, row, now)
         })
         .await;
     let view = match result {

@@ -728,13 +728,12 @@ pub fn everything(record: &PatientRecord, today: NaiveDate) -> Vec<Value> {
     out.extend(orgs.into_iter().map(organization));
     out.push(care_team(pid, &record.team, &record.users));
     out.extend(consents(pid, &record.consents));
-    if let Some(row) = &record.plan
-        && let Ok(content) = row.content()
-    {
-        out.push(care_plan(row, &content));
+    if let Some(row) = &record.plan {
+        let content = &row.content;
+        out.push(care_plan(row, content));
         out.extend(medication_requests(
             row,
-            &content,
+            content,
             PlanMoment {
                 current: true,
                 today,

@@ -194,16 +194,15 @@ pub fn patient_record(
     let mut pharmacies = BTreeSet::new();
     if let Some(row) = &plan {
         people.insert(row.author_id.clone());
-        if let Ok(content) = row.content() {
-            people.extend(content.omt.prescriber_id.clone());
-            people.extend(
-                content
-                    .analgesics
-                    .iter()
-                    .filter_map(|l| l.prescriber_id.clone()),
-            );
-            pharmacies.extend(content.omt.dispensing_pharmacy_id.clone());
-        }
+        let content = &row.content;
+        people.extend(content.omt.prescriber_id.clone());
+        people.extend(
+            content
+                .analgesics
+                .iter()
+                .filter_map(|l| l.prescriber_id.clone()),
+        );
+        pharmacies.extend(content.omt.dispensing_pharmacy_id.clone());
     }
     let users = users_by_id(conn, &people)?;
     let mut org_ids: BTreeSet<String> = users
