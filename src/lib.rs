@@ -69,6 +69,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod fhir;
 pub mod net;
 pub mod notify;
 pub mod ops;

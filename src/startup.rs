@@ -166,6 +166,7 @@ impl Application {
                     .app_data(web::PayloadConfig::new(body_limit))
                     .wrap(from_fn(api::hardening::known_query_parameters))
                     .wrap(ErrorHandlers::new().default_handler(render_foreign_error))
+                    .wrap(from_fn(api::fhir::operation_outcomes))
                     .wrap(from_fn(request_id))
                     .wrap(from_fn(api::hardening::security_headers))
                     .configure(api::configure)

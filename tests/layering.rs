@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["auth", "notify", "ops"],
     &["store"],
+    &["fhir"],
     &["state"],
     &["api"],
     &["scheduler"],

@@ -119,7 +119,8 @@ impl Linked for HandoverRow {
 /// A party to the handover `{id}` with a basis on its patient now.
 pub type HandoverAccess = LinkedAccess<HandoverRow, Read>;
 
-fn view(
+/// A handover as its parties see it: its diff against the current plan and its warnings.
+pub fn handover_view(
     conn: &mut DbConnection,
     row: HandoverRow,
     now: NaiveDateTime,
@@ -235,7 +236,7 @@ pub async fn create_handover(
             };
             let row = handover::send(conn, out, &public_url, now)?;
             access.append_audit(conn, "handover", Some(&row.id), now)?;
-            let view = view(conn, row, now)?;
+            let view = handover_view(conn, row, now)?;
             if let Some(key) = &key.0 {
                 let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
                 let print = fingerprint("create_handover", "", &request);
@@ -314,7 +315,7 @@ pub async fn list_handovers(
                     continue;
                 };
                 bases.push(basis);
-                items.push(view(conn, row, now.naive_utc())?);
+                items.push(handover_view(conn, row, now.naive_utc())?);
             }
             Ok((
                 Page {
@@ -361,7 +362,10 @@ pub async fn get_handover(
     let row = access.object;
     let now = state.clock.now_naive();
     Ok(web::Json(
-        state.db.read(move |conn| view(conn, row, now)).await?,
+        state
+            .db
+            .read(move |conn| handover_view(conn, row, now))
+            .await?,
     ))
 }
 
@@ -474,7 +478,7 @@ async fn decide(
         .write(move |conn| {
             let row = handover::decide(conn, &id, step, &author, &public_url, now)?;
             audit::append(conn, &[record], now)?;
-            view(conn, row, now)
+            handover_view(conn, row, now)
         })
         .await
 }

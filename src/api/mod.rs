@@ -10,6 +10,7 @@ pub mod clinical;
 pub mod consultations;
 pub mod dispensations;
 pub mod extract;
+pub mod fhir;
 pub mod handovers;
 pub mod hardening;
 pub mod health;
@@ -38,26 +39,30 @@ pub const BASE: &str = "/api/v1";
 /// Declares the routes once: registers them and lists them for the tests
 /// (authorisation matrix, OpenAPI coverage).
 macro_rules! routes {
-    ($( $path:literal => { $($method:ident => $handler:path),+ $(,)? } ),* $(,)?) => {
-        /// Registers every API route under [`BASE`].
+    ($( $scope:literal => [ $( $path:literal => { $($method:ident => $handler:path),+ $(,)? } ),* $(,)? ] ),* $(,)?) => {
+        /// Registers every route: the REST API under [`BASE`], the FHIR
+        /// façade under [`fhir::FHIR_BASE`].
         pub fn configure(cfg: &mut web::ServiceConfig) {
-            cfg.service(
-                web::scope(BASE)
-                    $( .service(web::resource($path) $( .route(web::$method().to($handler)) )+ ) )*
-            );
+            $(
+                cfg.service(
+                    web::scope($scope)
+                        $( .service(web::resource($path) $( .route(web::$method().to($handler)) )+ ) )*
+                );
+            )*
         }
 
-        /// Every registered API route as (method, full path). Swagger UI
+        /// Every registered route as (method, full path). Swagger UI
         /// (`/docs`, see [`openapi::configure_docs`]) is deliberately not
         /// here: it is a page for people, not part of the API, the document
         /// or the authorisation matrix.
         pub const ROUTES: &[(&str, &str)] = &[
-            $( $( (stringify!($method), concat!("/api/v1", $path)), )+ )*
+            $( $( $( (stringify!($method), concat!($scope, $path)), )+ )* )*
         ];
     };
 }
 
 routes! {
+    "/api/v1" => [
     "/health/live" => { get => health::live },
     "/health/ready" => { get => health::ready },
     "/openapi.json" => { get => openapi::document },
@@ -125,6 +130,26 @@ routes! {
     "/threads/{id}/messages" => { get => threads::list_messages, post => threads::post_message },
     "/threads/{id}/read" => { post => threads::mark_thread_read },
     "/inbox" => { get => inbox::get_inbox },
+    ],
+    "/fhir/r4" => [
+    "/metadata" => { get => fhir::metadata },
+    "/Patient" => { get => fhir::search_patients },
+    "/Patient/{id}" => { get => fhir::read_patient },
+    "/Patient/{id}/$everything" => { get => fhir::patient_everything },
+    "/Practitioner/{id}" => { get => fhir::read_practitioner },
+    "/PractitionerRole/{id}" => { get => fhir::read_practitioner_role },
+    "/Organization/{id}" => { get => fhir::read_organization },
+    "/CareTeam" => { get => fhir::search_care_teams },
+    "/CarePlan" => { get => fhir::search_care_plans },
+    "/CarePlan/{id}" => { get => fhir::read_care_plan },
+    "/MedicationRequest" => { get => fhir::search_medication_requests },
+    "/MedicationRequest/{id}" => { get => fhir::read_medication_request },
+    "/Consent" => { get => fhir::search_consents },
+    "/Observation" => { get => fhir::search_observations },
+    "/Communication" => { get => fhir::search_communications },
+    "/AuditEvent" => { get => fhir::search_audit_events },
+    "/Bundle" => { post => fhir::post_bundle },
+    ],
 }
 
 /// A page of a list: `next_cursor` is passed back as `?cursor=` for the next page.

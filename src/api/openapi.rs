@@ -10,8 +10,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{
     access, audit_events, auth, care_plans, care_team, clinical, consultations, dispensations,
-    handovers, health, inbox, interventions, me, notifications, observations, organizations,
-    outbox, patients, threads, users,
+    fhir, handovers, health, inbox, interventions, me, notifications, observations,
+    organizations, outbox, patients, threads, users,
 };
 
 /// The API description served at `/api/v1/openapi.json`.
@@ -48,6 +48,12 @@ use super::{
         consultations::consultation_metrics,
         threads::list_threads, threads::list_messages, threads::post_message,
         threads::mark_thread_read, inbox::get_inbox,
+        fhir::metadata, fhir::search_patients, fhir::read_patient, fhir::patient_everything,
+        fhir::read_practitioner, fhir::read_practitioner_role, fhir::read_organization,
+        fhir::search_care_teams, fhir::search_care_plans, fhir::read_care_plan,
+        fhir::search_medication_requests, fhir::read_medication_request, fhir::search_consents,
+        fhir::search_observations, fhir::search_communications, fhir::search_audit_events,
+        fhir::post_bundle,
     ),
     // Enums used only in query strings: utoipa does not collect them from `IntoParams`.
     components(schemas(
@@ -122,15 +128,25 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/v1/auth/refresh"),
     ("post", "/api/v1/auth/logout"),
     ("post", "/api/v1/auth/invitations/accept"),
+    ("get", "/fhir/r4/metadata"),
 ];
 
 /// Operations that never reach the database (and so never answer 503).
 const WITHOUT_DATABASE: &[(&str, &str)] = &[
     ("get", "/api/v1/health/live"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/fhir/r4/metadata"),
 ];
 
-fn problem_response(description: &str) -> serde_json::Value {
+fn problem_response(path: &str, description: &str) -> serde_json::Value {
+    // The FHIR façade answers its errors as OperationOutcomes (`api::fhir::operation_outcomes`).
+    if path.starts_with(super::fhir::FHIR_BASE) {
+        return serde_json::json!({
+            "description": description,
+            "content": {crate::fhir::FHIR_JSON: {
+                "schema": {"$ref": "#/components/schemas/OperationOutcome"}}},
+        });
+    }
     serde_json::json!({
         "description": description,
         "content": {"application/problem+json": {
@@ -152,24 +168,28 @@ fn common_answers(path: &str, method: &str, op: &mut serde_json::Value) {
     let responses = &mut op["responses"];
     if responses.get("400").is_none() {
         responses["400"] = problem_response(
+            path,
             "Malformed request, or a query parameter this operation does not take (named in `errors`)",
         );
     }
     if !public && responses.get("401").is_none() {
-        responses["401"] = problem_response("No valid access token");
+        responses["401"] = problem_response(path, "No valid access token");
     }
     let retry_after = json!({"Retry-After": {
         "description": "Seconds to wait before trying again",
         "schema": {"type": "integer", "minimum": 0}}});
     if path.starts_with("/api/v1/auth/") {
         if responses.get("429").is_none() {
-            responses["429"] =
-                problem_response("Too many requests from this address or for this account");
+            responses["429"] = problem_response(
+                path,
+                "Too many requests from this address or for this account",
+            );
         }
         responses["429"]["headers"] = retry_after;
     }
     if !WITHOUT_DATABASE.contains(&(method, path)) && responses.get("503").is_none() {
         responses["503"] = problem_response(
+            path,
             "The database (or the password hashing) cannot take the request now; retry later",
         );
     }
@@ -295,11 +315,8 @@ fn refine(doc: &mut serde_json::Value) {
                 // OpenAPI requires a description on every response.
                 // Any body over `server.max_body_bytes` is refused before the handler runs.
                 if op.get("requestBody").is_some() {
-                    op["responses"]["413"] = json!({
-                        "description": "The body is larger than the server accepts",
-                        "content": {"application/problem+json": {
-                            "schema": {"$ref": "#/components/schemas/Problem"}}},
-                    });
+                    op["responses"]["413"] =
+                        problem_response(path, "The body is larger than the server accepts");
                 }
                 let responses = op.get_mut("responses").and_then(|r| r.as_object_mut());
                 for (status, response) in responses.into_iter().flatten() {

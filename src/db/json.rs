@@ -148,6 +148,7 @@ mod tests {
         conn.batch_execute("INSERT INTO docs VALUES (2, '{\"not\": \"a list\"}')")
             .unwrap();
         let err = docs::table.find(2).first::<Doc>(&mut conn).unwrap_err();
+        // diesel's Display names only the field; the cause is in its Debug.
         let err = format!("{err:?}");
         assert!(err.contains("does not parse"), "{err}");
     }

@@ -47,6 +47,13 @@ fn same_line(a: &AnalgesicLine, b: &AnalgesicLine) -> bool {
     let mut b = b.clone();
     a.prescriber_id = None;
     b.prescriber_id = None;
+    // An empty note is no note (a FHIR string cannot be empty: a line
+    // through a discharge Bundle comes back without it).
+    for line in [&mut a, &mut b] {
+        if line.note.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            line.note = None;
+        }
+    }
     a == b
 }
 

@@ -8,6 +8,7 @@ pub mod care_plan;
 pub mod clinical;
 pub mod consultation;
 pub mod dispensation;
+pub mod fhir;
 pub mod handover;
 pub mod idempotency;
 pub mod intervention;

@@ -188,3 +188,47 @@ pub fn proposal() -> Value {
     plan.as_object_mut().unwrap().remove("change_summary");
     plan
 }
+
+/// A minimal discharge document Bundle for the patient with this INS:
+/// methadone 60 mg once a day and paracetamol, ATC-coded.
+pub fn discharge_bundle(ins: &str) -> Value {
+    let mg = |v: f64| json!({"value": v, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"});
+    json!({
+        "resourceType": "Bundle",
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", uuid::Uuid::now_v7())},
+        "type": "document",
+        "timestamp": "2026-11-24T10:00:00Z",
+        "entry": [
+            {"fullUrl": "urn:uuid:0b4f3c57-0000-4000-8000-000000000001", "resource": {
+                "resourceType": "Composition", "status": "final",
+                "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]},
+                "subject": {"reference": "urn:uuid:0b4f3c57-0000-4000-8000-000000000002"},
+                "date": "2026-11-24T10:00:00Z",
+                "author": [{"display": "Service d'orthopédie"}],
+                "title": "Compte rendu de sortie",
+                "section": [{"title": "Séjour", "text": {"status": "generated",
+                    "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Prothèse de genou, suites simples.</div>"}}]
+            }},
+            {"fullUrl": "urn:uuid:0b4f3c57-0000-4000-8000-000000000002", "resource": {
+                "resourceType": "Patient",
+                "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": ins}]
+            }},
+            {"fullUrl": "urn:uuid:0b4f3c57-0000-4000-8000-000000000003", "resource": {
+                "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                "subject": {"reference": "urn:uuid:0b4f3c57-0000-4000-8000-000000000002"},
+                "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "N07BC02"}]},
+                "courseOfTherapyType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy", "code": "continuous"}]},
+                "dosageInstruction": [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+                    "doseAndRate": [{"doseQuantity": mg(60.0)}]}]
+            }},
+            {"fullUrl": "urn:uuid:0b4f3c57-0000-4000-8000-000000000004", "resource": {
+                "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                "subject": {"reference": "urn:uuid:0b4f3c57-0000-4000-8000-000000000002"},
+                "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "N02BE01"}]},
+                "dosageInstruction": [{"timing": {"repeat": {"frequency": 4, "period": 1, "periodUnit": "d",
+                        "boundsPeriod": {"start": "2026-11-24", "end": "2026-12-01"}}},
+                    "doseAndRate": [{"doseQuantity": mg(1000.0)}]}]
+            }}
+        ]
+    })
+}

@@ -314,6 +314,16 @@ impl Resp {
             .to_owned()
     }
 
+    /// A header's value (panics when absent).
+    #[track_caller]
+    pub fn header_value(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_owned()
+    }
+
     /// Asserts the status, showing the body when it differs.
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {

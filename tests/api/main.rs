@@ -11,6 +11,7 @@ mod clinical;
 mod consultations;
 mod email;
 mod errors;
+mod fhir;
 mod fixtures;
 mod follow_up;
 mod handovers;

@@ -328,6 +328,26 @@ const TABLE: &[Case] = &[
     case("post", "/api/v1/threads/{id}/messages",                        [401, 404, 201, 201, 201, 404, 201, 404], true),
     case("post", "/api/v1/threads/{id}/read",                            [401, 404, 200, 200, 200, 404, 200, 404], true),
     case("get", "/api/v1/inbox",                                         [401, 200, 200, 200, 200, 200, 200, 200], false),
+    // FHIR: reads by id go through the same door (404 without a basis);
+    // searches answer an empty set without one (scoped: false, their
+    // audit rows are checked in fhir.rs and below for ended bases).
+    case("get", "/fhir/r4/metadata",                                     [200, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/Patient",                                      [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/Patient/{id}",                                 [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/fhir/r4/Patient/{id}/$everything",                     [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/fhir/r4/Practitioner/{id}",                            [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/PractitionerRole/{id}",                        [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/Organization/{id}",                            [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/CareTeam",                                     [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/CarePlan",                                     [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/CarePlan/{id}",                                [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/fhir/r4/MedicationRequest",                            [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/MedicationRequest/{id}",                       [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/fhir/r4/Consent",                                      [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/Observation",                                  [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/Communication",                                [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/AuditEvent",                                   [401, 200, 200, 200, 403, 200, 403, 200], false),
+    case("post", "/fhir/r4/Bundle",                                      [401, 403, 403, 201, 403, 403, 403, 403], false),
 ];
 
 /// The concrete path and body of a case for one caller and scene.
@@ -376,6 +396,16 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
         "/api/v1/threads/{id}/messages" | "/api/v1/threads/{id}/read" => {
             case.path.replace("{id}", &scene.thread)
         }
+        "/fhir/r4/Patient" => format!(
+            "/fhir/r4/Patient?identifier=urn:oid:1.2.250.1.213.1.4.8%7C{}",
+            scene.ins
+        ),
+        "/fhir/r4/Practitioner/{id}" | "/fhir/r4/PractitionerRole/{id}" => {
+            case.path.replace("{id}", &net.gp.id)
+        }
+        "/fhir/r4/Organization/{id}" => case.path.replace("{id}", &net.gp_practice),
+        "/fhir/r4/MedicationRequest/{id}" => format!("/fhir/r4/MedicationRequest/{p}.1.omt"),
+        path if FHIR_PATIENT_SEARCHES.contains(&path) => format!("{path}?patient=Patient/{p}"),
         other => other.replace("{id}", p),
     };
     let unique = uuid::Uuid::now_v7().simple().to_string();
@@ -436,6 +466,7 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
             json!({"body": "Je passe le voir à 17 h."})
         }
         ("post", "/api/v1/threads/{id}/read") => json!({"up_to": scene.message}),
+        ("post", "/fhir/r4/Bundle") => crate::fixtures::discharge_bundle(&scene.ins),
         ("post", _) => json!({}),
         _ => return (path, None),
     };
@@ -530,9 +561,14 @@ async fn authorisation_matrix() {
                 ));
                 continue;
             }
-            if resp.status >= 400 && resp.content_type() != "application/problem+json" {
+            let error_type = if case.path.starts_with("/fhir/") {
+                "application/fhir+json"
+            } else {
+                "application/problem+json"
+            };
+            if resp.status >= 400 && resp.content_type() != error_type {
                 failures.push(format!(
-                    "{} {} as {ctx:?}: {} without problem+json",
+                    "{} {} as {ctx:?}: {} without {error_type}",
                     case.method, case.path, resp.status
                 ));
             }
@@ -783,6 +819,21 @@ const NOT_ABOUT_A_PATIENT: &[&str] = &[
     "/api/v1/users/{id}",
     "/api/v1/organizations/{id}/consultation-metrics",
     "/api/v1/organizations/{id}/intervention-metrics",
+    "/fhir/r4/Practitioner/{id}",
+    "/fhir/r4/PractitionerRole/{id}",
+    "/fhir/r4/Organization/{id}",
+];
+
+/// FHIR searches naming a patient (`?patient=`): answered, but empty, for
+/// a caller without a basis.
+const FHIR_PATIENT_SEARCHES: &[&str] = &[
+    "/fhir/r4/CareTeam",
+    "/fhir/r4/CarePlan",
+    "/fhir/r4/MedicationRequest",
+    "/fhir/r4/Consent",
+    "/fhir/r4/Observation",
+    "/fhir/r4/Communication",
+    "/fhir/r4/AuditEvent",
 ];
 
 /// Every route taking the id of a patient or of something of theirs, with
@@ -833,6 +884,10 @@ const ENDED_TABLE: &[(&str, &str, [u16; 4])] = &[
     ("get", "/api/v1/threads/{id}/messages",                    [404, 404, 404, 404]),
     ("post", "/api/v1/threads/{id}/messages",                   [404, 404, 404, 404]),
     ("post", "/api/v1/threads/{id}/read",                       [404, 404, 404, 404]),
+    ("get", "/fhir/r4/Patient/{id}",                            [404, 404, 404, 404]),
+    ("get", "/fhir/r4/Patient/{id}/$everything",                [404, 404, 404, 404]),
+    ("get", "/fhir/r4/CarePlan/{id}",                           [404, 404, 404, 404]),
+    ("get", "/fhir/r4/MedicationRequest/{id}",                  [404, 404, 404, 404]),
     // Last: it gives the caller a new basis.
     ("post", "/api/v1/patients/{id}/emergency-access",          [201, 201, 201, 201]),
 ];
@@ -857,6 +912,9 @@ fn ended_request(
         p if p.starts_with("/api/v1/consultations/") => p.replace("{id}", &scene.consultation),
         p if p.starts_with("/api/v1/threads/") => p.replace("{id}", &scene.thread),
         p if p.starts_with("/api/v1/interventions/") => p.replace("{id}", &scene.intervention),
+        "/fhir/r4/MedicationRequest/{id}" => {
+            format!("/fhir/r4/MedicationRequest/{}.1.omt", scene.patient)
+        }
         p => p.replace("{id}", &scene.patient),
     };
     let mut proposed = crate::fixtures::design_plan(None);
@@ -946,6 +1004,17 @@ async fn callers_whose_basis_ended_reach_nothing_of_the_patient() {
             if body.to_string().contains(&scene.patient) {
                 failures.push(format!(
                     "{list} as {ended:?} still names the patient: {body}"
+                ));
+            }
+        }
+        // FHIR searches on the patient answer an empty set, the attempt audited.
+        for search in FHIR_PATIENT_SEARCHES {
+            let path = format!("{search}?patient={}", scene.patient);
+            let resp = app.get(&path, &caller.token).await;
+            if resp.status != 200 || resp.body["total"] != 0 || resp.body.get("entry").is_some() {
+                failures.push(format!(
+                    "{path} as {ended:?}: expected an empty searchset, got {} {}",
+                    resp.status, resp.body
                 ));
             }
         }

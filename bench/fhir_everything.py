@@ -1,0 +1,95 @@
+"""Latency of `GET /fhir/r4/Patient/{id}/$everything` (issue 16's target:
+p50 <= 50 ms on SQLite for a patient with 1 000 messages and 50 plan versions).
+
+Run by bench/fhir_everything.sh against a release server loaded with
+`relais demo`; builds the patient through the REST API as the demo GP
+(50 PUTs of the care plan, 1 000 messages on the patient's thread, a few
+observations), then times $REQUESTS sequential reads (after $WARMUP
+unmeasured ones) on one keep-alive connection and prints p50/p90/p99 and
+the size of the Bundle.
+
+Usage: python3 bench/fhir_everything.py BASE_URL [REQUESTS] [WARMUP]
+"""
+
+import http.client
+import json
+import statistics
+import sys
+import time
+import urllib.parse
+
+BASE = sys.argv[1]
+REQUESTS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+WARMUP = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+VERSIONS, MESSAGES = 50, 1000
+
+url = urllib.parse.urlparse(BASE)
+conn = http.client.HTTPConnection(url.hostname, url.port)
+
+
+def call(method, path, token=None, body=None, headers=None):
+    h = {"content-type": "application/json"}
+    if token:
+        h["authorization"] = "Bearer " + token
+    h.update(headers or {})
+    conn.request(method, path, body=None if body is None else json.dumps(body), headers=h)
+    res = conn.getresponse()
+    data = res.read()
+    return res.status, data
+
+
+def ok(status, data, expected):
+    if status != expected:
+        sys.exit(f"unexpected {status}: {data[:300]!r}")
+    return json.loads(data) if data else None
+
+
+token = ok(*call("POST", "/api/v1/auth/login", body={"email": "gp@demo.relais.test", "password": "relais-demo-password"}), 200)["access_token"]
+patient = ok(*call("POST", "/api/v1/patients", token, {
+    "family_name": "Banc", "given_names": "Essai", "birth_date": "1970-01-01", "sex": "male"}), 201)
+pid, thread = patient["id"], patient["thread_id"]
+for v in range(VERSIONS):
+    plan = {
+        "status": "active",
+        "omt": {"medication": "methadone", "daily_dose_mg": 40 + v, "doses_per_day": 1},
+        "analgesics": [
+            {"drug": "paracetamol", "dose_mg": 1000, "times_per_day": 4, "max_daily_mg": 4000,
+             "start": "2026-11-24", "end": "2026-12-01"},
+            {"drug": "ibuprofen", "dose_mg": 400, "times_per_day": 3, "max_daily_mg": 1200,
+             "start": "2026-11-24", "end": "2026-11-28"},
+        ],
+        "pain_goal": "pain below 4/10",
+        "review_date": "2026-12-01",
+        "change_summary": f"version {v + 1}",
+    }
+    headers = {"if-match": f'"{v}"'} if v else {}
+    ok(*call("PUT", f"/api/v1/patients/{pid}/care-plan", token, plan, headers), 200 if v else 201)
+for m in range(MESSAGES):
+    ok(*call("POST", f"/api/v1/threads/{thread}/messages", token, {"body": f"Message {m} du banc d'essai."}), 201)
+for score in (3, 5, 7):
+    ok(*call("POST", f"/api/v1/patients/{pid}/observations", token, {"pain_score": score}), 201)
+
+path = f"/fhir/r4/Patient/{pid}/$everything"
+size = 0
+times = []
+for i in range(WARMUP + REQUESTS):
+    start = time.perf_counter()
+    status, data = call("GET", path, token)
+    elapsed = (time.perf_counter() - start) * 1000
+    if status != 200:
+        sys.exit(f"$everything answered {status}")
+    if i >= WARMUP:
+        times.append(elapsed)
+    size = len(data)
+bundle = json.loads(data)
+kinds = {}
+for e in bundle.get("entry", []):
+    kinds[e["resource"]["resourceType"]] = kinds.get(e["resource"]["resourceType"], 0) + 1
+assert kinds.get("Communication") == MESSAGES, kinds
+q = statistics.quantiles(times, n=100)
+print(json.dumps({
+    "requests": REQUESTS, "p50_ms": round(statistics.median(times), 2), "p90_ms": round(q[89], 2),
+    "p99_ms": round(q[98], 2), "bundle_bytes": size, "entries": len(bundle.get("entry", [])),
+    "plan_version": next(e["resource"]["meta"]["versionId"] for e in bundle["entry"] if e["resource"]["resourceType"] == "CarePlan"),
+    "resources": kinds,
+}))

@@ -1,0 +1,296 @@
+//! What the FHIR façade reads about a patient, as rows: the queries behind
+//! `Patient/{id}/$everything` and the FHIR searches. Callers have resolved
+//! the caller's basis first (`api::scope`); nothing here decides access.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::DbConnection;
+use crate::db::models::{Organization, Patient, User};
+use crate::db::schema::{
+    audit_events, care_team_members, consents, messages, observations, organizations, patients,
+    users,
+};
+use crate::domain::access::{ConsentStatus, TeamRole};
+use crate::domain::messaging::SubjectType;
+use crate::store::care_plan::{PlanVersionRow, current_version_row};
+use crate::store::messaging::{Message, threads_of};
+
+/// One care-team membership, current or ended.
+#[derive(Debug, Clone, Queryable)]
+pub struct TeamRow {
+    pub user_id: String,
+    pub team_role: String,
+    pub since: NaiveDateTime,
+    pub until: Option<NaiveDateTime>,
+}
+
+impl TeamRow {
+    /// The stored team role (an unknown one reads as a plain member).
+    pub fn role(&self) -> TeamRole {
+        TeamRole::parse(&self.team_role).unwrap_or(TeamRole::Member)
+    }
+}
+
+/// One consent decision (the history is kept).
+#[derive(Debug, Clone, Queryable)]
+pub struct ConsentRow {
+    pub id: String,
+    pub status: String,
+    pub recorded_by: String,
+    pub recorded_at: NaiveDateTime,
+}
+
+impl ConsentRow {
+    pub fn status(&self) -> Option<ConsentStatus> {
+        ConsentStatus::parse(&self.status)
+    }
+}
+
+/// One observation row (several measures may share it).
+#[derive(Debug, Clone, Queryable)]
+pub struct ObservationRow {
+    pub id: String,
+    pub author_id: String,
+    pub pain_score: Option<i32>,
+    pub sedation_score: Option<i32>,
+    pub cows_score: Option<i32>,
+    pub dose_dispensed_mg: Option<f64>,
+    pub note: Option<String>,
+    pub recorded_at: NaiveDateTime,
+}
+
+/// One row of a patient's audit trail.
+#[derive(Debug, Clone, Queryable)]
+pub struct AuditRow {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub actor_id: Option<String>,
+    pub actor_role: Option<String>,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub outcome: String,
+}
+
+/// Everything the façade shows of one patient, with the people and
+/// organisations it names.
+#[derive(Debug, Clone)]
+pub struct PatientRecord {
+    pub patient: Patient,
+    pub team: Vec<TeamRow>,
+    pub consents: Vec<ConsentRow>,
+    pub plan: Option<PlanVersionRow>,
+    pub observations: Vec<ObservationRow>,
+    /// The patient's own thread, oldest first.
+    pub messages: Vec<Message>,
+    pub users: HashMap<String, User>,
+    pub organizations: HashMap<String, Organization>,
+}
+
+/// Which parts of [`PatientRecord`] to load (a search needs one).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Parts {
+    pub team: bool,
+    pub consents: bool,
+    pub plan: bool,
+    pub observations: bool,
+    pub messages: bool,
+}
+
+impl Parts {
+    /// Every part: `$everything`.
+    pub const ALL: Parts = Parts {
+        team: true,
+        consents: true,
+        plan: true,
+        observations: true,
+        messages: true,
+    };
+}
+
+/// Loads the parts of a patient's record (`None`: no such patient).
+pub fn patient_record(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    parts: Parts,
+) -> QueryResult<Option<PatientRecord>> {
+    let Some(patient) = Patient::find(conn, patient_id)? else {
+        return Ok(None);
+    };
+    let team: Vec<TeamRow> = if parts.team {
+        care_team_members::table
+            .filter(care_team_members::patient_id.eq(patient_id))
+            .order((care_team_members::since, care_team_members::id))
+            .select((
+                care_team_members::user_id,
+                care_team_members::team_role,
+                care_team_members::since,
+                care_team_members::until,
+            ))
+            .load(conn)?
+    } else {
+        Vec::new()
+    };
+    let consents: Vec<ConsentRow> = if parts.consents {
+        consents::table
+            .filter(consents::patient_id.eq(patient_id))
+            .order((consents::recorded_at, consents::id))
+            .select((
+                consents::id,
+                consents::status,
+                consents::recorded_by,
+                consents::recorded_at,
+            ))
+            .load(conn)?
+    } else {
+        Vec::new()
+    };
+    let plan = if parts.plan {
+        current_version_row(conn, patient_id)?
+    } else {
+        None
+    };
+    let observations: Vec<ObservationRow> = if parts.observations {
+        observations::table
+            .filter(observations::patient_id.eq(patient_id))
+            .order((observations::recorded_at, observations::id))
+            .select((
+                observations::id,
+                observations::author_id,
+                observations::pain_score,
+                observations::sedation_score,
+                observations::cows_score,
+                observations::dose_dispensed_mg,
+                observations::note,
+                observations::recorded_at,
+            ))
+            .load(conn)?
+    } else {
+        Vec::new()
+    };
+    let messages: Vec<Message> = if parts.messages {
+        let thread = threads_of(conn, SubjectType::Patient, &[patient_id.to_owned()])?
+            .pop()
+            .map(|(_, thread)| thread)
+            .unwrap_or_default();
+        // The (thread_id, id) index, in one statement.
+        crate::per_backend!(conn, |c| messages::table
+            .filter(messages::thread_id.eq(&thread))
+            .order(messages::id)
+            .select(Message::as_select())
+            .load(c))?
+    } else {
+        Vec::new()
+    };
+    let mut people: BTreeSet<String> = BTreeSet::new();
+    people.insert(patient.created_by.clone());
+    people.extend(team.iter().map(|m| m.user_id.clone()));
+    people.extend(consents.iter().map(|c| c.recorded_by.clone()));
+    people.extend(observations.iter().map(|o| o.author_id.clone()));
+    people.extend(messages.iter().map(|m| m.author_id.clone()));
+    let mut pharmacies = BTreeSet::new();
+    if let Some(row) = &plan {
+        people.insert(row.author_id.clone());
+        let content = &row.content;
+        people.extend(content.omt.prescriber_id.clone());
+        people.extend(
+            content
+                .analgesics
+                .iter()
+                .filter_map(|l| l.prescriber_id.clone()),
+        );
+        pharmacies.extend(content.omt.dispensing_pharmacy_id.clone());
+    }
+    let users = users_by_id(conn, &people)?;
+    let mut org_ids: BTreeSet<String> = users
+        .values()
+        .filter_map(|u| u.organization_id.clone())
+        .collect();
+    org_ids.extend(pharmacies);
+    let organizations = organizations_by_id(conn, &org_ids)?;
+    Ok(Some(PatientRecord {
+        patient,
+        team,
+        consents,
+        plan,
+        observations,
+        messages,
+        users,
+        organizations,
+    }))
+}
+
+/// The users named by `ids`, in one statement.
+pub fn users_by_id(
+    conn: &mut DbConnection,
+    ids: &BTreeSet<String>,
+) -> QueryResult<HashMap<String, User>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<User> = users::table
+        .filter(users::id.eq_any(ids))
+        .select(User::as_select())
+        .load(conn)?;
+    Ok(rows.into_iter().map(|u| (u.id.clone(), u)).collect())
+}
+
+/// The organisations named by `ids`, in one statement.
+pub fn organizations_by_id(
+    conn: &mut DbConnection,
+    ids: &BTreeSet<String>,
+) -> QueryResult<HashMap<String, Organization>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<Organization> = organizations::table
+        .filter(organizations::id.eq_any(ids))
+        .select(Organization::as_select())
+        .load(conn)?;
+    Ok(rows.into_iter().map(|o| (o.id.clone(), o)).collect())
+}
+
+/// The id of the patient with this INS, if any. Callers check access.
+pub fn patient_by_ins(conn: &mut DbConnection, ins: &str) -> QueryResult<Option<String>> {
+    patients::table
+        .filter(patients::ins.eq(ins))
+        .select(patients::id)
+        .first(conn)
+        .optional()
+}
+
+/// The active user with this RPPS number, if any.
+pub fn user_by_rpps(conn: &mut DbConnection, rpps: &str) -> QueryResult<Option<String>> {
+    users::table
+        .filter(users::rpps.eq(rpps))
+        .filter(users::active.eq(true))
+        .select(users::id)
+        .first(conn)
+        .optional()
+}
+
+/// The newest `limit` rows of a patient's audit trail, newest first.
+pub fn audit_trail(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    limit: i64,
+) -> QueryResult<Vec<AuditRow>> {
+    audit_events::table
+        .filter(audit_events::patient_id.eq(patient_id))
+        .order(audit_events::seq.desc())
+        .limit(limit)
+        .select((
+            audit_events::id,
+            audit_events::at,
+            audit_events::actor_id,
+            audit_events::actor_role,
+            audit_events::action,
+            audit_events::resource_type,
+            audit_events::resource_id,
+            audit_events::outcome,
+        ))
+        .load(conn)
+}

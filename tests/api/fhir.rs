@@ -1,0 +1,611 @@
+//! The FHIR R4 façade: reads behind the same door and audit, searches that
+//! reveal nothing without a basis, OperationOutcome errors, and discharge
+//! Bundles that become handovers (the round trip has an empty diff).
+
+use std::collections::BTreeSet;
+
+use actix_web::http::Method;
+use diesel::prelude::*;
+use relais::api::ROUTES;
+use relais::api::fhir::CAPABILITIES;
+use relais::db::schema::audit_events;
+use serde_json::{Value, json};
+
+use crate::fixtures::{
+    Network, add_member, create_patient, design_plan, discharge_bundle, random_ins, set_consent,
+};
+use crate::helpers::{TestApp, spawn_app};
+
+const INS: &str = "urn:oid:1.2.250.1.213.1.4.8";
+
+async fn audit_rows(app: &TestApp, action: &str, outcome: &str) -> i64 {
+    let (action, outcome) = (action.to_owned(), outcome.to_owned());
+    app.state
+        .db
+        .read(move |conn| {
+            Ok(audit_events::table
+                .filter(audit_events::action.eq(action))
+                .filter(audit_events::outcome.eq(outcome))
+                .count()
+                .get_result::<i64>(conn)?)
+        })
+        .await
+        .unwrap()
+}
+
+fn resources<'a>(bundle: &'a Value, kind: &str) -> Vec<&'a Value> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == kind)
+        .collect()
+}
+
+/// A patient of the GP with INS, consent, the hospital doctor and the
+/// pharmacist on the team, and the design plan (pharmacy named).
+async fn patient_with_design_plan(
+    app: &TestApp,
+    net: &Network,
+    pharmacy: &str,
+) -> (String, String) {
+    let ins = random_ins();
+    let patient = create_patient(app, &net.gp, Some(&ins)).await;
+    set_consent(app, &net.gp, &patient, "granted").await;
+    add_member(app, &net.gp, &patient, &net.hospital).await;
+    add_member(app, &net.gp, &patient, &net.pharmacist).await;
+    app.request(
+        Method::PUT,
+        &format!("/api/v1/patients/{patient}/care-plan"),
+        Some(&net.gp.token),
+        Some(&design_plan(Some(pharmacy))),
+    )
+    .await
+    .expect(201);
+    (patient, ins)
+}
+
+async fn pharmacy_of(app: &TestApp, net: &Network) -> String {
+    let orgs = app
+        .get("/api/v1/organizations?kind=pharmacy", &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    orgs["items"][0]["id"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn metadata_is_public_and_lists_exactly_what_is_served() {
+    let app = spawn_app().await;
+    let resp = app
+        .request(Method::GET, "/fhir/r4/metadata", None, None)
+        .await
+        .expect(200);
+    assert_eq!(resp.content_type(), "application/fhir+json");
+    let cs = &resp.body;
+    assert_eq!(cs["resourceType"], "CapabilityStatement");
+    assert_eq!(cs["fhirVersion"], "4.0.1");
+    let mut stated = BTreeSet::new();
+    for r in cs["rest"][0]["resource"].as_array().unwrap() {
+        let kind = r["type"].as_str().unwrap().to_owned();
+        for i in r["interaction"].as_array().unwrap() {
+            stated.insert((kind.clone(), i["code"].as_str().unwrap().to_owned()));
+        }
+        for o in r["operation"].as_array().into_iter().flatten() {
+            stated.insert((kind.clone(), format!("${}", o["name"].as_str().unwrap())));
+        }
+    }
+    // What the routes serve, read off the route table.
+    let mut served = BTreeSet::new();
+    for (method, path) in ROUTES {
+        let Some(rest) = path.strip_prefix("/fhir/r4/") else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let interaction = match (*method, parts.as_slice()) {
+            ("get", ["metadata"]) => continue,
+            ("get", [_]) => "search-type".to_owned(),
+            ("get", [_, "{id}"]) => "read".to_owned(),
+            ("get", [_, "{id}", op]) => (*op).to_owned(),
+            ("post", [_]) => "create".to_owned(),
+            other => panic!("unexpected FHIR route {other:?}"),
+        };
+        served.insert((parts[0].to_owned(), interaction));
+    }
+    assert_eq!(stated, served);
+    // Search parameters are stated too, and the table is what the statement says.
+    assert_eq!(
+        CAPABILITIES.len(),
+        cs["rest"][0]["resource"].as_array().unwrap().len()
+    );
+}
+
+#[actix_web::test]
+async fn errors_on_fhir_routes_are_operation_outcomes() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let unknown = uuid::Uuid::now_v7();
+    let cases: Vec<(Method, String, Option<&str>, u16, &str)> = vec![
+        (
+            Method::GET,
+            format!("/fhir/r4/Patient/{unknown}"),
+            None,
+            401,
+            "login",
+        ),
+        (
+            Method::GET,
+            format!("/fhir/r4/Patient/{unknown}"),
+            Some(&net.gp.token),
+            404,
+            "not-found",
+        ),
+        (
+            Method::GET,
+            "/fhir/r4/Patient/not-a-uuid".into(),
+            Some(&net.gp.token),
+            400,
+            "structure",
+        ),
+        (
+            Method::GET,
+            "/fhir/r4/Nothing".into(),
+            Some(&net.gp.token),
+            404,
+            "not-found",
+        ),
+        (
+            Method::DELETE,
+            format!("/fhir/r4/Patient/{unknown}"),
+            Some(&net.gp.token),
+            405,
+            "not-supported",
+        ),
+        (
+            Method::GET,
+            format!("/fhir/r4/CarePlan?patient={unknown}&foo=1"),
+            Some(&net.gp.token),
+            400,
+            "structure",
+        ),
+        (
+            Method::GET,
+            "/fhir/r4/MedicationRequest/abc".into(),
+            Some(&net.gp.token),
+            400,
+            "structure",
+        ),
+        (
+            Method::GET,
+            "/fhir/r4/Patient?identifier=123".into(),
+            Some(&net.gp.token),
+            400,
+            "structure",
+        ),
+        (
+            Method::POST,
+            "/fhir/r4/Bundle".into(),
+            Some(&net.gp.token),
+            403,
+            "forbidden",
+        ),
+    ];
+    for (method, path, token, status, code) in cases {
+        let body = (method == Method::POST).then(|| json!({}));
+        let resp = app
+            .request(method.clone(), &path, token, body.as_ref())
+            .await;
+        assert_eq!(resp.status, status, "{method} {path}: {}", resp.body);
+        assert_eq!(
+            resp.content_type(),
+            "application/fhir+json",
+            "{method} {path}"
+        );
+        assert_eq!(resp.body["resourceType"], "OperationOutcome", "{path}");
+        assert_eq!(resp.body["issue"][0]["severity"], "error");
+        assert_eq!(resp.body["issue"][0]["code"], code, "{path}: {}", resp.body);
+        if status == 401 {
+            assert!(resp.headers.get("www-authenticate").is_some());
+        }
+    }
+    // A parameter error names the parameter.
+    let resp = app
+        .get(
+            &format!("/fhir/r4/CarePlan?patient={unknown}&foo=1"),
+            &net.gp.token,
+        )
+        .await;
+    assert_eq!(resp.body["issue"][0]["expression"][0], "foo");
+    // The REST API keeps problem+json.
+    let resp = app
+        .get(&format!("/api/v1/patients/{unknown}"), &net.gp.token)
+        .await;
+    assert_eq!(resp.content_type(), "application/problem+json");
+}
+
+#[actix_web::test]
+async fn patients_are_read_and_found_by_ins_only_with_a_basis_and_audited() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let ins = random_ins();
+    let patient = create_patient(&app, &net.gp, Some(&ins)).await;
+    let read = app
+        .get(&format!("/fhir/r4/Patient/{patient}"), &net.gp.token)
+        .await
+        .expect(200);
+    assert_eq!(read.content_type(), "application/fhir+json");
+    assert_eq!(read.body["identifier"][0]["system"], INS);
+    assert_eq!(read.body["identifier"][0]["value"], ins.as_str());
+    assert_eq!(
+        read.body["identifier"][0]["type"]["coding"][0]["code"],
+        "INS-NIR"
+    );
+    assert_eq!(read.body["name"][0]["family"], "Le Gall");
+    assert!(audit_rows(&app, "GET /fhir/r4/Patient/{id}", "allowed").await >= 1);
+
+    let search = format!("/fhir/r4/Patient?identifier={INS}%7C{ins}");
+    let found = app.get(&search, &net.gp.token).await.expect(200).body;
+    assert_eq!(found["type"], "searchset");
+    assert_eq!(found["total"], 1);
+    assert_eq!(found["entry"][0]["resource"]["id"], patient.as_str());
+    let denied_before = audit_rows(&app, "GET /fhir/r4/Patient", "denied").await;
+    let nothing = app
+        .get(&search, &net.specialist.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(nothing["total"], 0);
+    assert!(nothing.get("entry").is_none());
+    assert_eq!(
+        audit_rows(&app, "GET /fhir/r4/Patient", "denied").await,
+        denied_before + 1
+    );
+    // Another identifier system is not searchable.
+    app.get(
+        "/fhir/r4/Patient?identifier=urn:oid:1.2.250.1.71.4.2.1%7C10000000001",
+        &net.gp.token,
+    )
+    .await
+    .expect(400);
+}
+
+#[actix_web::test]
+async fn everything_carries_the_plan_observations_and_messages_as_fhir() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let pharmacy = pharmacy_of(&app, &net).await;
+    let (patient, _) = patient_with_design_plan(&app, &net, &pharmacy).await;
+    app.post(
+        &format!("/api/v1/patients/{patient}/observations"),
+        &net.pharmacist.token,
+        json!({"pain_score": 5, "sedation_score": 1}),
+    )
+    .await
+    .expect(201);
+    let thread = app
+        .get(&format!("/api/v1/patients/{patient}"), &net.gp.token)
+        .await
+        .body["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(
+        &format!("/api/v1/threads/{thread}/messages"),
+        &net.gp.token,
+        json!({"body": "Le patient passe demain."}),
+    )
+    .await
+    .expect(201);
+
+    let path = format!("/fhir/r4/Patient/{patient}/$everything");
+    let before = audit_rows(&app, "GET /fhir/r4/Patient/{id}/$everything", "allowed").await;
+    let all = app.get(&path, &net.pharmacist.token).await.expect(200).body;
+    assert_eq!(
+        audit_rows(&app, "GET /fhir/r4/Patient/{id}/$everything", "allowed").await,
+        before + 1
+    );
+    assert_eq!(all["resourceType"], "Bundle");
+    assert_eq!(all["entry"][0]["resource"]["resourceType"], "Patient");
+    assert!(
+        all["entry"][0]["fullUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/fhir/r4/Patient/{patient}"))
+    );
+    let plan = resources(&all, "CarePlan");
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0]["meta"]["versionId"], "1");
+    assert_eq!(plan[0]["status"], "active");
+    assert_eq!(
+        plan[0]["contained"][0]["description"]["text"],
+        "pain below 4/10 at rest"
+    );
+    let requests = resources(&all, "MedicationRequest");
+    assert_eq!(requests.len(), 3, "OMT and two lines");
+    let atc = |r: &Value| {
+        r["medicationCodeableConcept"]["coding"][0]["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(atc(requests[0]), "N07BC02");
+    assert_eq!(
+        requests[0]["dosageInstruction"].as_array().unwrap().len(),
+        2,
+        "usual and temporary"
+    );
+    assert_eq!(
+        requests[0]["dosageInstruction"][1]["timing"]["repeat"]["boundsPeriod"]["end"],
+        "2026-12-01"
+    );
+    assert_eq!(
+        requests[0]["dispenseRequest"]["performer"]["reference"],
+        format!("Organization/{pharmacy}")
+    );
+    assert_eq!(atc(requests[1]), "N02BE01");
+    assert_eq!(atc(requests[2]), "N02AA01");
+    assert_eq!(requests[2]["dosageInstruction"][0]["asNeededBoolean"], true);
+    // Every activity of the plan resolves to a MedicationRequest of the Bundle.
+    let ids: BTreeSet<String> = requests
+        .iter()
+        .map(|r| format!("MedicationRequest/{}", r["id"].as_str().unwrap()))
+        .collect();
+    let referenced: BTreeSet<String> = plan[0]["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["reference"]["reference"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids, referenced);
+    let observations = resources(&all, "Observation");
+    let pain = observations
+        .iter()
+        .find(|o| o["code"]["coding"][0]["code"] == "72514-3")
+        .unwrap();
+    assert_eq!(pain["code"]["coding"][0]["system"], "http://loinc.org");
+    assert_eq!(pain["valueInteger"], 5);
+    assert_eq!(observations.len(), 2);
+    let messages = resources(&all, "Communication");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0]["payload"][0]["contentString"],
+        "Le patient passe demain."
+    );
+    assert_eq!(resources(&all, "CareTeam").len(), 1);
+    assert_eq!(resources(&all, "Consent")[0]["status"], "active");
+    // Every reference to a Practitioner or Organization resolves inside the Bundle.
+    let text = all.to_string();
+    for kind in ["Practitioner", "Organization"] {
+        let present: BTreeSet<String> = resources(&all, kind)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        let needle = format!("\"{kind}/");
+        for (at, _) in text.match_indices(&needle) {
+            let id = &text[at + needle.len()..at + needle.len() + 36];
+            assert!(present.contains(id), "{kind}/{id} not in the Bundle");
+        }
+    }
+    // The same reads one by one.
+    let plan_read = app
+        .get(
+            &format!("/fhir/r4/CarePlan/{patient}"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(plan_read, *plan[0]);
+    let mr = requests[0]["id"].as_str().unwrap();
+    let one = app
+        .get(
+            &format!("/fhir/r4/MedicationRequest/{mr}"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(one, *requests[0]);
+    let active = app
+        .get(
+            &format!("/fhir/r4/MedicationRequest?patient=Patient/{patient}&status=active"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let expected_active = requests.iter().filter(|r| r["status"] == "active").count();
+    assert_eq!(active["total"], expected_active);
+    // Without a basis: empty searches, 404 reads.
+    let none = app
+        .get(
+            &format!("/fhir/r4/CarePlan?patient={patient}"),
+            &net.specialist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(none["total"], 0);
+    app.get(&path, &net.specialist.token).await.expect(404);
+    // The trail, for prescribers on the team only.
+    let trail = app
+        .get(
+            &format!("/fhir/r4/AuditEvent?patient={patient}"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(trail["total"].as_u64().unwrap() > 0);
+    assert_eq!(trail["entry"][0]["resource"]["resourceType"], "AuditEvent");
+    app.get(
+        &format!("/fhir/r4/AuditEvent?patient={patient}"),
+        &net.pharmacist.token,
+    )
+    .await
+    .expect(403);
+}
+
+#[actix_web::test]
+async fn a_plan_exported_as_a_discharge_bundle_comes_back_with_an_empty_diff() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let pharmacy = pharmacy_of(&app, &net).await;
+    let (patient, _) = patient_with_design_plan(&app, &net, &pharmacy).await;
+    let all = app
+        .get(
+            &format!("/fhir/r4/Patient/{patient}/$everything"),
+            &net.hospital.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    // The hospital's document: its Composition first, then the patient, the
+    // plan and its prescriptions exactly as Relais exported them.
+    let mut entries = vec![
+        json!({"fullUrl": "urn:uuid:7d1c0c4e-0000-4000-8000-000000000001", "resource": {
+            "resourceType": "Composition", "status": "final",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "date": "2026-11-24T10:00:00Z",
+            "author": [{"reference": format!("Practitioner/{}", net.hospital.id)}],
+            "title": "Discharge summary",
+            "section": [
+                {"title": "Course", "code": {"coding": [{"system": "http://loinc.org", "code": "8648-8"}]},
+                 "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Knee replacement &amp; rehab</div>"}},
+                {"title": "Follow-up", "code": {"coding": [{"system": "http://loinc.org", "code": "18776-5"}]},
+                 "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">GP in 7 days</div>"}}
+            ]
+        }}),
+    ];
+    for e in all["entry"].as_array().unwrap() {
+        if ["Patient", "CarePlan", "MedicationRequest"]
+            .contains(&e["resource"]["resourceType"].as_str().unwrap())
+        {
+            entries.push(json!({"fullUrl": e["fullUrl"], "resource": e["resource"]}));
+        }
+    }
+    let bundle = json!({"resourceType": "Bundle", "type": "document",
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:7d1c0c4e-0000-4000-8000-0000000000ff"},
+        "timestamp": "2026-11-24T10:00:00Z", "entry": entries});
+    let sent = app
+        .post("/fhir/r4/Bundle", &net.hospital.token, bundle)
+        .await
+        .expect(201);
+    assert_eq!(sent.content_type(), "application/fhir+json");
+    let location = sent.header_value("location");
+    let handover = app.get(&location, &net.gp.token).await.expect(200).body;
+    assert_eq!(handover["diff"], json!([]), "{handover}");
+    assert_eq!(
+        handover["to_user_id"],
+        net.gp.id.as_str(),
+        "the referent by default"
+    );
+    assert_eq!(handover["from_user_id"], net.hospital.id.as_str());
+    assert_eq!(handover["summary"], "Knee replacement & rehab");
+    assert_eq!(handover["follow_up"], "GP in 7 days");
+    assert_eq!(
+        handover["proposed_plan"]["omt"]["dispensing_pharmacy_id"],
+        pharmacy.as_str()
+    );
+    assert!(audit_rows(&app, "POST /fhir/r4/Bundle", "allowed").await >= 1);
+}
+
+#[actix_web::test]
+async fn a_bundle_that_cannot_be_mapped_is_refused_naming_entry_and_element_and_creates_nothing() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let ins = random_ins();
+    let patient = create_patient(&app, &net.gp, Some(&ins)).await;
+    set_consent(&app, &net.gp, &patient, "granted").await;
+    add_member(&app, &net.gp, &patient, &net.hospital).await;
+
+    let outbox = || async {
+        app.get("/api/v1/handovers?box=outbox", &net.hospital.token)
+            .await
+            .expect(200)
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let mut bad = discharge_bundle(&ins);
+    bad["entry"][3]["resource"]["medicationCodeableConcept"]["coding"][0]["code"] =
+        json!("Z99ZZ99");
+    bad["entry"][2]["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] =
+        json!({"value": 60});
+    let refused = app
+        .post("/fhir/r4/Bundle", &net.hospital.token, bad)
+        .await
+        .expect(422)
+        .body;
+    assert_eq!(refused["resourceType"], "OperationOutcome");
+    let expressions: Vec<&str> = refused["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["expression"][0].as_str().unwrap())
+        .collect();
+    assert!(
+        expressions.contains(&"Bundle.entry[3].resource.medicationCodeableConcept.coding[0].code"),
+        "{refused}"
+    );
+    assert!(
+        expressions.contains(
+            &"Bundle.entry[2].resource.dosageInstruction[0].doseAndRate[0].doseQuantity.unit"
+        ),
+        "{refused}"
+    );
+    // A patient not found (or without a basis: the same answer).
+    let unknown = app
+        .post(
+            "/fhir/r4/Bundle",
+            &net.hospital.token,
+            discharge_bundle(&random_ins()),
+        )
+        .await
+        .expect(422)
+        .body;
+    assert_eq!(
+        unknown["issue"][0]["expression"][0],
+        "Bundle.entry[1].resource.identifier"
+    );
+    // An addressee who is no GP of the patient is refused, as through REST.
+    let wrong = app
+        .post(
+            &format!("/fhir/r4/Bundle?to={}", net.pharmacist.id),
+            &net.hospital.token,
+            discharge_bundle(&ins),
+        )
+        .await
+        .expect(422)
+        .body;
+    assert_eq!(wrong["issue"][0]["expression"][0], "to");
+    assert_eq!(outbox().await, 0, "nothing was created");
+    // The good one goes through, to the referent.
+    let ok = app
+        .post(
+            "/fhir/r4/Bundle",
+            &net.hospital.token,
+            discharge_bundle(&ins),
+        )
+        .await
+        .expect(201);
+    let handover = app
+        .get(&ok.header_value("location"), &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(handover["proposed_plan"]["omt"]["daily_dose_mg"], 60.0);
+    assert_eq!(
+        handover["proposed_plan"]["analgesics"][0]["drug"],
+        "paracetamol"
+    );
+    assert_eq!(handover["summary"], "Prothèse de genou, suites simples.");
+    assert_eq!(outbox().await, 1);
+    // Only hospital doctors.
+    app.post("/fhir/r4/Bundle", &net.gp.token, discharge_bundle(&ins))
+        .await
+        .expect(403);
+}
