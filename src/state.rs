@@ -31,6 +31,8 @@ pub struct AppState {
     pub hasher: Arc<Hasher>,
     /// Whose `X-Forwarded-For` is believed (see `net`).
     pub proxies: Arc<TrustedProxies>,
+    /// The configured OpenID providers (see `auth::oidc`).
+    pub oidc: Arc<crate::auth::oidc::Providers>,
 }
 
 impl AppState {
