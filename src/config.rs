@@ -166,6 +166,10 @@ fn default_flow_ttl_s() -> u64 {
 pub struct OidcProvider {
     /// Its issuer: discovery reads `<issuer>/.well-known/openid-configuration`.
     pub issuer: String,
+    /// Where to read discovery instead (Pro Santé Connect publishes its
+    /// wallet's at `<issuer>/.well-known/wallet-openid-configuration`).
+    #[serde(default)]
+    pub discovery_url: Option<String>,
     pub client_id: String,
     pub client_secret: String,
     /// Scopes asked for; `openid` is always asked.
@@ -185,6 +189,7 @@ impl std::fmt::Debug for OidcProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OidcProvider")
             .field("issuer", &self.issuer)
+            .field("discovery_url", &self.discovery_url)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("scopes", &self.scopes)
@@ -243,6 +248,14 @@ impl OidcSettings {
             if !(issuer.starts_with("https://") || is_loopback_http(issuer)) {
                 return Err(invalid(
                     &format!("{name}.issuer"),
+                    "expected an https URL (http only to loopback)",
+                ));
+            }
+            if let Some(url) = &provider.discovery_url
+                && !(url.starts_with("https://") || is_loopback_http(url))
+            {
+                return Err(invalid(
+                    &format!("{name}.discovery_url"),
                     "expected an https URL (http only to loopback)",
                 ));
             }
@@ -659,5 +672,89 @@ mod tests {
         let mut settings = Settings::defaults().unwrap();
         settings.auth.jwt_secret = Some("s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t".into());
         assert!(!format!("{settings:?}").contains("s3cr3t"));
+    }
+
+    const PSC: &str = r#"
+[auth]
+require_mfa_roles = ["admin", "gp"]
+[auth.oidc]
+allowed_redirects = ["https://relais.example.org/app/signed-in"]
+[auth.oidc.psc]
+issuer = "https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet"
+discovery_url = "https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet/.well-known/wallet-openid-configuration"
+client_id = "relais"
+client_secret = "psc-s3cr3t"
+scopes = ["openid", "scope_all"]
+subject_claim = "SubjectNameID"
+required_acr = ["eidas1"]
+"#;
+
+    #[test]
+    fn oidc_providers_are_tables_under_auth_oidc() {
+        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(PSC));
+        let settings = Settings::from_figment(figment).unwrap();
+        let psc = &settings.auth.oidc.providers["psc"];
+        assert_eq!(psc.subject_claim.as_deref(), Some("SubjectNameID"));
+        assert_eq!(psc.required_acr, ["eidas1"]);
+        assert_eq!(settings.auth.oidc.flow_ttl_s, 300);
+        assert_eq!(
+            settings.auth.require_mfa_roles,
+            [
+                crate::domain::role::Role::Admin,
+                crate::domain::role::Role::Gp
+            ]
+        );
+        assert!(!format!("{settings:?}").contains("psc-s3cr3t"));
+    }
+
+    #[test]
+    fn bad_oidc_settings_are_named() {
+        for (bad, key) in [
+            ("issuer = \"http://idp.example\"", "auth.oidc.psc.issuer"),
+            ("client_secret = \"\"", "auth.oidc.psc.client_secret"),
+            ("discovery_url = \"ftp://x\"", "auth.oidc.psc.discovery_url"),
+            ("subject_claim = \"\"", "auth.oidc.psc.subject_claim"),
+        ] {
+            let config = PSC.replace("scopes =", &format!("{bad}\nscopes ="));
+            let config = if bad.starts_with("issuer") {
+                config.replace(
+                    "issuer = \"https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet\"\n",
+                    "",
+                )
+            } else if bad.starts_with("client_secret") {
+                config.replace("client_secret = \"psc-s3cr3t\"\n", "")
+            } else if bad.starts_with("discovery_url") {
+                config.replace("discovery_url = \"https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet/.well-known/wallet-openid-configuration\"\n", "")
+            } else {
+                config.replace("subject_claim = \"SubjectNameID\"\n", "")
+            };
+            let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(&config));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        for (bad, key) in [
+            (
+                "allowed_redirects = [\"http://app.example/cb\"]",
+                "auth.oidc.allowed_redirects",
+            ),
+            (
+                "allowed_redirects = [\"https://app.example/cb#x\"]",
+                "auth.oidc.allowed_redirects",
+            ),
+            ("flow_ttl_s = 5", "auth.oidc.flow_ttl_s"),
+        ] {
+            let config = PSC.replace(
+                "allowed_redirects = [\"https://relais.example.org/app/signed-in\"]",
+                bad,
+            );
+            let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(&config));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        // A provider named against the rules.
+        let config = PSC.replace("[auth.oidc.psc]", "[auth.oidc.PSC]");
+        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(&config));
+        let err = Settings::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("auth.oidc.PSC"), "{err}");
     }
 }

@@ -325,7 +325,10 @@ impl Provider {
         {
             return Ok(meta.clone());
         }
-        let url = format!("{}/.well-known/openid-configuration", self.issuer());
+        let url = match &self.config.discovery_url {
+            Some(url) => url.clone(),
+            None => format!("{}/.well-known/openid-configuration", self.issuer()),
+        };
         let (_, body) = fetch(client().get(&url), None).await?;
         let meta: Metadata = parse_json("discovery", &body)?;
         if meta.issuer.trim_end_matches('/') != self.issuer() {

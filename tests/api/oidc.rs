@@ -125,6 +125,9 @@ async fn oidc_app_at(issuer: &str) -> TestApp {
             name.to_owned(),
             OidcProvider {
                 issuer: issuer.to_owned(),
+                // `idp-es` names the standard location explicitly.
+                discovery_url: (name == "idp-es")
+                    .then(|| format!("{issuer}/.well-known/openid-configuration")),
                 client_id,
                 client_secret,
                 scopes: vec!["openid".into()],
@@ -406,6 +409,14 @@ async fn a_clinician_signs_in_by_rpps_and_then_by_the_linked_subject() {
     exchange(&app, &back["code"]).await.expect(200);
 
     let rows = sign_in_rows(&app).await;
+    // No code or token in the trail.
+    for (_, detail, _) in &rows {
+        let detail = detail.as_deref().unwrap_or("");
+        assert!(
+            !detail.contains(code.as_str()) && !detail.contains(&session.token),
+            "{detail}"
+        );
+    }
     assert!(
         rows.contains(&(
             Some(user_id.clone()),
