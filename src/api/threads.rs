@@ -551,7 +551,7 @@ pub async fn post_message(
             }
             diesel::insert_into(messages::table)
                 .values(&message)
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             diesel::update(
                 threads::table
                     .find(&message.thread_id)
@@ -562,7 +562,7 @@ pub async fn post_message(
                 threads::last_message_at.eq(now),
                 threads::activity_id.eq(&message.id),
             ))
-            .execute(conn)?;
+            .execute(&mut **conn)?;
             notify_participants(conn, &access, &public_url, now)?;
             audit::append(conn, &[access.audit("message", &message.id)], now)?;
             Ok((StatusCode::CREATED.as_u16(), response, false))
@@ -622,7 +622,7 @@ pub async fn mark_thread_read(
                 .filter(messages::id.eq(&up_to))
                 .filter(messages::thread_id.eq(&thread_id))
                 .count()
-                .get_result(conn)?;
+                .get_result(&mut **conn)?;
             if in_thread == 0 {
                 return Err(ApiError::invalid("up_to", "not a message of this thread"));
             }
@@ -642,7 +642,7 @@ pub async fn mark_thread_read(
                         .filter(notifications::read_at.is_null()),
                 )
                 .set(notifications::read_at.eq(now))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             }
             audit::append(conn, &[access.audit("thread_read", &thread_id)], now)?;
             Ok(ReadState {
