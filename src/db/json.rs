@@ -147,10 +147,7 @@ mod tests {
 
         conn.batch_execute("INSERT INTO docs VALUES (2, '{\"not\": \"a list\"}')")
             .unwrap();
-        let err = docs::table
-            .find(2)
-            .first::<Doc>(&mut conn)
-            .unwrap_err();
+        let err = docs::table.find(2).first::<Doc>(&mut conn).unwrap_err();
         let err = format!("{err:?}");
         assert!(err.contains("does not parse"), "{err}");
     }
