@@ -20,6 +20,8 @@ pub enum ConfigError {
     Load(String),
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("configuration key `{key}`: {message}")]
+    Dynamic { key: String, message: String },
     #[error("configuration: RELAIS_ENV={env} but {path} does not exist")]
     MissingEnvFile { env: String, path: String },
 }
@@ -143,7 +145,155 @@ pub struct AuthSettings {
     /// How long this instance trusts what it read of a session and its
     /// user (0: every request reads the database).
     pub session_cache_ms: u64,
+    /// Roles whose password sign-ins need a TOTP second factor: such a
+    /// user without one gets a token limited to enrolling it.
+    #[serde(default)]
+    pub require_mfa_roles: Vec<crate::domain::role::Role>,
+    /// OpenID Connect providers, and where sign-ins may return to.
+    #[serde(default)]
+    pub oidc: OidcSettings,
 }
+
+/// OpenID Connect sign-in (`auth.oidc`): the client redirect URIs allowed,
+/// and one table per provider, `auth.oidc.<name>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OidcSettings {
+    /// Exact URIs a sign-in may hand its one-time code back to.
+    #[serde(default)]
+    pub allowed_redirects: Vec<String>,
+    /// How long a begun sign-in (state, nonce, PKCE verifier) stays usable.
+    #[serde(default = "default_flow_ttl_s")]
+    pub flow_ttl_s: u64,
+    /// The providers, by the name used in their routes.
+    #[serde(flatten)]
+    pub providers: std::collections::BTreeMap<String, OidcProvider>,
+}
+
+fn default_flow_ttl_s() -> u64 {
+    300
+}
+
+/// One OpenID provider (`auth.oidc.<name>`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProvider {
+    /// Its issuer: discovery reads `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// Where to read discovery instead (Pro Santé Connect publishes its
+    /// wallet's at `<issuer>/.well-known/wallet-openid-configuration`).
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Scopes asked for; `openid` is always asked.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The claim (ID token, else userinfo) that carries the RPPS number,
+    /// plain (11 digits) or as a national id (`8` + RPPS). Unset: accounts
+    /// are found only by a subject already linked to them.
+    #[serde(default)]
+    pub subject_claim: Option<String>,
+    /// When set, the ID token's `acr` must be one of these.
+    #[serde(default)]
+    pub required_acr: Vec<String>,
+}
+
+impl std::fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("issuer", &self.issuer)
+            .field("discovery_url", &self.discovery_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("subject_claim", &self.subject_claim)
+            .field("required_acr", &self.required_acr)
+            .finish()
+    }
+}
+
+/// Whether `url` is plain HTTP to this machine (allowed for tests and
+/// development; anything else must use HTTPS).
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+impl OidcSettings {
+    /// Checks every provider and redirect; the error names the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Dynamic {
+            key: format!("auth.oidc.{key}"),
+            message: message.to_owned(),
+        };
+        if !(30..=3600).contains(&self.flow_ttl_s) {
+            return Err(invalid("flow_ttl_s", "must be 30 to 3600 seconds"));
+        }
+        for uri in &self.allowed_redirects {
+            if !(uri.starts_with("https://") || is_loopback_http(uri))
+                || uri.contains('#')
+                || uri.len() > MAX_REDIRECT_LEN
+            {
+                return Err(invalid(
+                    "allowed_redirects",
+                    "each must be an https URL (http only to loopback), without a fragment, \
+                     at most 2000 characters",
+                ));
+            }
+        }
+        for (name, provider) in &self.providers {
+            if name.is_empty()
+                || name.len() > 32
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(invalid(
+                    name,
+                    "a provider name is 1 to 32 lowercase letters, digits or '-'",
+                ));
+            }
+            let issuer = provider.issuer.trim_end_matches('/');
+            if !(issuer.starts_with("https://") || is_loopback_http(issuer)) {
+                return Err(invalid(
+                    &format!("{name}.issuer"),
+                    "expected an https URL (http only to loopback)",
+                ));
+            }
+            if let Some(url) = &provider.discovery_url
+                && !(url.starts_with("https://") || is_loopback_http(url))
+            {
+                return Err(invalid(
+                    &format!("{name}.discovery_url"),
+                    "expected an https URL (http only to loopback)",
+                ));
+            }
+            if provider.client_id.is_empty() {
+                return Err(invalid(&format!("{name}.client_id"), "must not be empty"));
+            }
+            if provider.client_secret.is_empty() {
+                return Err(invalid(
+                    &format!("{name}.client_secret"),
+                    "must not be empty",
+                ));
+            }
+            if provider.subject_claim.as_deref() == Some("") {
+                return Err(invalid(
+                    &format!("{name}.subject_claim"),
+                    "must not be empty when set",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The longest redirect URI accepted (configuration and requests).
+pub const MAX_REDIRECT_LEN: usize = 2000;
 
 // Hand-written so that the secret can never reach a log through `{:?}`.
 impl std::fmt::Debug for AuthSettings {
@@ -158,6 +308,8 @@ impl std::fmt::Debug for AuthSettings {
             .field("invitation_ttl_s", &self.invitation_ttl_s)
             .field("max_concurrent_hashes", &self.max_concurrent_hashes)
             .field("session_cache_ms", &self.session_cache_ms)
+            .field("require_mfa_roles", &self.require_mfa_roles)
+            .field("oidc", &self.oidc)
             .finish_non_exhaustive()
     }
 }
@@ -362,6 +514,7 @@ impl Settings {
         if let Err(message) = crate::net::TrustedProxies::parse(&self.server.trusted_proxies) {
             return invalid("server.trusted_proxies", &message);
         }
+        self.auth.oidc.validate()?;
         if self.auth.ip_requests_per_minute == 0 {
             return invalid("auth.ip_requests_per_minute", "must be at least 1");
         }
@@ -645,5 +798,89 @@ mod tests {
         let mut settings = Settings::defaults().unwrap();
         settings.auth.jwt_secret = Some("s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t".into());
         assert!(!format!("{settings:?}").contains("s3cr3t"));
+    }
+
+    const PSC: &str = r#"
+[auth]
+require_mfa_roles = ["admin", "gp"]
+[auth.oidc]
+allowed_redirects = ["https://relais.example.org/app/signed-in"]
+[auth.oidc.psc]
+issuer = "https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet"
+discovery_url = "https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet/.well-known/wallet-openid-configuration"
+client_id = "relais"
+client_secret = "psc-s3cr3t"
+scopes = ["openid", "scope_all"]
+subject_claim = "SubjectNameID"
+required_acr = ["eidas1"]
+"#;
+
+    #[test]
+    fn oidc_providers_are_tables_under_auth_oidc() {
+        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(PSC));
+        let settings = Settings::from_figment(figment).unwrap();
+        let psc = &settings.auth.oidc.providers["psc"];
+        assert_eq!(psc.subject_claim.as_deref(), Some("SubjectNameID"));
+        assert_eq!(psc.required_acr, ["eidas1"]);
+        assert_eq!(settings.auth.oidc.flow_ttl_s, 300);
+        assert_eq!(
+            settings.auth.require_mfa_roles,
+            [
+                crate::domain::role::Role::Admin,
+                crate::domain::role::Role::Gp
+            ]
+        );
+        assert!(!format!("{settings:?}").contains("psc-s3cr3t"));
+    }
+
+    #[test]
+    fn bad_oidc_settings_are_named() {
+        for (bad, key) in [
+            ("issuer = \"http://idp.example\"", "auth.oidc.psc.issuer"),
+            ("client_secret = \"\"", "auth.oidc.psc.client_secret"),
+            ("discovery_url = \"ftp://x\"", "auth.oidc.psc.discovery_url"),
+            ("subject_claim = \"\"", "auth.oidc.psc.subject_claim"),
+        ] {
+            let config = PSC.replace("scopes =", &format!("{bad}\nscopes ="));
+            let config = if bad.starts_with("issuer") {
+                config.replace(
+                    "issuer = \"https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet\"\n",
+                    "",
+                )
+            } else if bad.starts_with("client_secret") {
+                config.replace("client_secret = \"psc-s3cr3t\"\n", "")
+            } else if bad.starts_with("discovery_url") {
+                config.replace("discovery_url = \"https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet/.well-known/wallet-openid-configuration\"\n", "")
+            } else {
+                config.replace("subject_claim = \"SubjectNameID\"\n", "")
+            };
+            let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(&config));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        for (bad, key) in [
+            (
+                "allowed_redirects = [\"http://app.example/cb\"]",
+                "auth.oidc.allowed_redirects",
+            ),
+            (
+                "allowed_redirects = [\"https://app.example/cb#x\"]",
+                "auth.oidc.allowed_redirects",
+            ),
+            ("flow_ttl_s = 5", "auth.oidc.flow_ttl_s"),
+        ] {
+            let config = PSC.replace(
+                "allowed_redirects = [\"https://relais.example.org/app/signed-in\"]",
+                bad,
+            );
+            let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(&config));
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        // A provider named against the rules.
+        let config = PSC.replace("[auth.oidc.psc]", "[auth.oidc.PSC]");
+        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(&config));
+        let err = Settings::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("auth.oidc.PSC"), "{err}");
     }
 }

@@ -66,6 +66,12 @@ pub enum ApiError {
     Blocked(serde_json::Value),
     #[error("authentication required: {0}")]
     Unauthorized(&'static str),
+    /// A 401 that names the field to supply (a second factor's `otp`).
+    #[error("authentication required: {detail}")]
+    UnauthorizedField {
+        field: &'static str,
+        detail: &'static str,
+    },
     #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("not found: {0}")]
@@ -132,7 +138,9 @@ impl ApiError {
             Self::BadRequest { .. } => ("malformed-request", "Malformed request"),
             Self::Validation(_) => ("validation", "Invalid input"),
             Self::Blocked(_) => ("blocked-by-safety-rules", "Blocked by safety rules"),
-            Self::Unauthorized(_) => ("unauthorized", "Authentication required"),
+            Self::Unauthorized(_) | Self::UnauthorizedField { .. } => {
+                ("unauthorized", "Authentication required")
+            }
             Self::Forbidden(_) => ("forbidden", "Not allowed"),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::Conflict { .. } => ("conflict", "Conflict"),
@@ -165,6 +173,10 @@ impl ApiError {
                 vec![FieldError::new("acknowledged_warnings", "blocking warnings are not acknowledged")],
             ),
             Self::Unauthorized(why) => ((*why).to_owned(), vec![]),
+            Self::UnauthorizedField { field, detail } => (
+                (*detail).to_owned(),
+                vec![FieldError::new(*field, *detail)],
+            ),
             Self::Forbidden(d)
             | Self::NotFound(d)
             | Self::Gone(d)
@@ -210,7 +222,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Validation(_) | Self::Blocked(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::UnauthorizedField { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -236,7 +248,7 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
         match self {
-            Self::Unauthorized(_) => {
+            Self::Unauthorized(_) | Self::UnauthorizedField { .. } => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             Self::TooManyRequests { retry_after_s } | Self::Busy { retry_after_s } => {

@@ -124,7 +124,12 @@ impl Scheduler {
         let auth = self.auth.clone();
         report.login_failures_purged = self
             .db
-            .write(move |conn| Ok(throttle::purge(conn, &auth, now.naive_utc())?))
+            .write(move |conn| {
+                let purged = throttle::purge(conn, &auth, now.naive_utc())?;
+                // Expired OIDC flows and one-time codes go with them.
+                crate::auth::oidc::purge(conn, now.naive_utc())?;
+                Ok(purged)
+            })
             .await?;
         // Reminders and escalations: each row is claimed once (SKIP LOCKED on
         // PostgreSQL) and marked in the transaction that queues its emails.

@@ -123,6 +123,7 @@ impl Application {
             ))),
             hasher,
             proxies: Arc::new(proxies),
+            oidc: Arc::new(crate::auth::oidc::Providers::new(&settings.auth.oidc)),
             ip_limiter: Arc::new(IpLimiter::new(settings.auth.ip_requests_per_minute)),
             settings: Arc::new(settings),
             db,

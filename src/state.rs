@@ -35,6 +35,8 @@ pub struct AppState {
     pub proxies: Arc<TrustedProxies>,
     /// What `/metrics` serves (see `metrics`).
     pub metrics: Arc<Metrics>,
+    /// The configured OpenID providers (see `auth::oidc`).
+    pub oidc: Arc<crate::auth::oidc::Providers>,
 }
 
 impl AppState {

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::Json;
+use super::scope::RequestInfo;
 use super::users::UserView;
+use crate::audit::{self, AuditRecord, Outcome};
+use crate::auth::mfa::{self, Otp};
 use crate::auth::password;
 use crate::auth::session::{self, Family, Rotation};
 use crate::auth::throttle::{self, LoginKey};
@@ -18,7 +21,7 @@ use crate::db::schema::{invitations, users};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
-/// Email and password.
+/// Email and password, and the second factor when the account has one.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
@@ -26,6 +29,11 @@ pub struct LoginRequest {
     pub email: String,
     #[schema(max_length = 1024)]
     pub password: String,
+    /// A current TOTP code (6 digits) or an unused recovery code; required
+    /// once the account has enrolled a second factor.
+    #[serde(default)]
+    #[schema(max_length = 64)]
+    pub otp: Option<String>,
 }
 
 /// A refresh token to rotate or revoke.
@@ -54,6 +62,9 @@ pub struct TokenPair {
     pub expires_in: u64,
     /// Single use: each refresh returns a new one.
     pub refresh_token: String,
+    /// True when the account's role needs a second factor it has not
+    /// enrolled: these tokens may only enrol one (`POST /me/mfa/totp`).
+    pub mfa_enrolment_required: bool,
     pub user: UserView,
 }
 
@@ -64,8 +75,39 @@ impl TokenPair {
             token_type: "Bearer".into(),
             expires_in: issued.expires_in,
             refresh_token: issued.refresh_token,
+            mfa_enrolment_required: false,
             user: user.into(),
         }
+    }
+
+    fn enrol_only(mut self) -> Self {
+        self.mfa_enrolment_required = true;
+        self
+    }
+}
+
+/// The audit record of an authentication event: a sign-in, refresh or
+/// sign-out, before any caller is extracted. `kind` is the resource type
+/// (`sign_in`, `refresh`, `logout`); `detail` says how, or why not
+/// (`password+totp`, `oidc:psc:unknown_subject`): never a secret.
+pub(crate) fn auth_event(
+    info: &RequestInfo,
+    actor: Option<&User>,
+    kind: &str,
+    detail: &str,
+    outcome: Outcome,
+) -> AuditRecord {
+    AuditRecord {
+        actor_id: actor.map(|u| u.id.clone()),
+        actor_role: actor.map(|u| u.role.as_str().to_owned()),
+        action: info.action.clone(),
+        resource_type: kind.to_owned(),
+        resource_id: Some(detail.to_owned()),
+        patient_id: None,
+        basis: None,
+        outcome,
+        request_id: info.request_id.clone(),
+        client_ip: info.client_ip.clone(),
     }
 }
 
@@ -99,12 +141,12 @@ fn check_login_lengths(email: &str, password: &str) -> Result<(), ApiError> {
     responses(
         (status = 200, body = TokenPair),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Email longer than 254 or password longer than 1024 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password; or the account has a second factor and `otp` is missing, wrong or already used (`errors: [{field: \"otp\"}]`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Email longer than 254, password longer than 1024 or otp longer than 64 characters", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failures for this account from this address (or from everywhere), or too many requests from this address; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many sign-ins being checked at once; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
-/// Signs in with email and password.
+/// Signs in with email and password (and a second factor when enrolled).
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -113,6 +155,17 @@ pub async fn login(
     let client = state.client_addr(&req);
     state.check_ip(client)?;
     check_login_lengths(&body.email, &body.password)?;
+    if body
+        .otp
+        .as_ref()
+        .is_some_and(|o| o.chars().count() > mfa::MAX_CODE_LEN)
+    {
+        return Err(ApiError::invalid(
+            "otp",
+            format!("at most {} characters", mfa::MAX_CODE_LEN),
+        ));
+    }
+    let info = RequestInfo::of(&req);
     let email = body.email.trim().to_lowercase();
     let key = LoginKey::new(&email, client);
     let now = state.clock.now_naive();
@@ -137,8 +190,11 @@ pub async fn login(
     // an address the account used before is not turned away by a full queue.
     let slot = state.hasher.slot_for(expected).await?;
     // The authority: counted before verification, atomically (`throttle`).
+    // The second factor is checked under the same reservation: a wrong or
+    // missing code counts as a failure, like a wrong password.
     let attempt = {
         let (key, user_id) = (key.clone(), user.as_ref().map(|u| u.id.clone()));
+        let settings = settings.clone();
         state
             .db
             .write(move |conn| throttle::reserve(conn, &settings, &key, user_id.as_deref(), now))
@@ -150,22 +206,70 @@ pub async fn login(
     let user = match user {
         Some(user) if matches && user.active => user,
         // The reserved attempt stays as the failure.
-        _ => return Err(ApiError::Unauthorized("wrong email or password")),
+        other => {
+            let reason = match &other {
+                None => "password:unknown_account",
+                Some(u) if matches && !u.active => "password:deactivated",
+                Some(_) => "password:wrong_password",
+            };
+            let record = auth_event(&info, other.as_ref(), "sign_in", reason, Outcome::Denied);
+            state.audit.record(record).await?;
+            return Err(ApiError::Unauthorized("wrong email or password"));
+        }
     };
     let jwt = state.jwt.clone();
-    let ttl = state.settings.auth.refresh_token_ttl_s;
-    let pair = state
+    let ttl = settings.refresh_token_ttl_s;
+    let needs_mfa = settings.require_mfa_roles.contains(&user.role);
+    let otp = body.otp;
+    let outcome = state
         .db
         .write(move |conn| {
-            throttle::succeeded(conn, &key, &attempt)?;
-            let family = Family::New {
-                client_addr: Some(&key.client_addr),
+            let enrolled = mfa::enrolled(conn, &user.id)?;
+            let method = match (enrolled, otp.as_deref()) {
+                (false, _) => "password",
+                (true, None) => {
+                    let record =
+                        auth_event(&info, Some(&user), "sign_in", "password:otp_missing", Outcome::Denied);
+                    audit::append(conn, &[record], now)?;
+                    return Ok(Err(ApiError::UnauthorizedField {
+                        field: "otp",
+                        detail: "this account has a second factor: send a current code or a recovery code as otp",
+                    }));
+                }
+                (true, Some(otp)) => {
+                    if !mfa::verify(conn, &user.id, otp, now)? {
+                        let record =
+                            auth_event(&info, Some(&user), "sign_in", "password:otp_wrong", Outcome::Denied);
+                        audit::append(conn, &[record], now)?;
+                        return Ok(Err(ApiError::UnauthorizedField {
+                            field: "otp",
+                            detail: "wrong or already used code",
+                        }));
+                    }
+                    match Otp::parse(otp) {
+                        Some(Otp::Recovery(_)) => "password+recovery_code",
+                        _ => "password+totp",
+                    }
+                }
             };
+            throttle::succeeded(conn, &key, &attempt)?;
+            let client_addr = Some(key.client_addr.as_str());
+            let limited = needs_mfa && !enrolled;
+            let family = if limited {
+                Family::EnrolOnly { client_addr }
+            } else {
+                Family::New { client_addr }
+            };
+            let detail = if limited { "password+enrol_only" } else { method };
+            let record = auth_event(&info, Some(&user), "sign_in", detail, Outcome::Allowed);
+            audit::append(conn, &[record], now)?;
             let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
-            Ok(TokenPair::new(issued, user))
+            let pair = TokenPair::new(issued, user);
+            Ok(Ok(if limited { pair.enrol_only() } else { pair }))
         })
         .await?;
-    Ok(web::Json(pair))
+    // A refused code was committed (its audit row); the attempt stays counted.
+    outcome.map(web::Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
@@ -184,23 +288,55 @@ pub async fn refresh(
     Json(body): Json<RefreshRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     state.check_ip(state.client_addr(&req))?;
+    let info = RequestInfo::of(&req);
     let now = state.clock.now_naive();
     let jwt = state.jwt.clone();
     let ttl = state.settings.auth.refresh_token_ttl_s;
+    let audit_info = info.clone();
     let outcome = state
         .db
         .write(
             move |conn| match session::rotate(conn, &body.refresh_token, now)? {
                 Rotation::Rotated { user, family_id } => {
+                    let limited = session::is_enrol_only(conn, &family_id)?;
                     let family = Family::Continue(&family_id);
                     let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
-                    Ok(Ok(TokenPair::new(issued, *user)))
+                    let record =
+                        auth_event(&info, Some(&user), "refresh", "rotated", Outcome::Allowed);
+                    audit::append(conn, &[record], now)?;
+                    let pair = TokenPair::new(issued, *user);
+                    Ok(Ok(if limited { pair.enrol_only() } else { pair }))
                 }
                 // Committed: the session stays revoked.
-                Rotation::ReuseDetected { family_id } => Ok(Err(family_id)),
+                Rotation::ReuseDetected { family_id, user_id } => {
+                    let user = User::find(conn, &user_id)?;
+                    let record = auth_event(
+                        &info,
+                        user.as_ref(),
+                        "refresh",
+                        "reuse_detected",
+                        Outcome::Denied,
+                    );
+                    audit::append(conn, &[record], now)?;
+                    Ok(Err(family_id))
+                }
             },
         )
-        .await?;
+        .await;
+    let outcome = match outcome {
+        Err(ApiError::Unauthorized(why)) => {
+            let record = auth_event(
+                &audit_info,
+                None,
+                "refresh",
+                "invalid_token",
+                Outcome::Denied,
+            );
+            state.audit.record(record).await?;
+            return Err(ApiError::Unauthorized(why));
+        }
+        other => other?,
+    };
     match outcome {
         Ok(pair) => Ok(web::Json(pair)),
         Err(family_id) => {
@@ -223,14 +359,32 @@ pub async fn refresh(
 /// Signs out: revokes the refresh token's session.
 pub async fn logout(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Json(body): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     // Not counted by the per-address limit: signing out must always work,
     // and it gives an attacker nothing (a 256-bit token to guess).
+    let info = RequestInfo::of(&req);
     let now = state.clock.now_naive();
     let revoked = state
         .db
-        .write(move |conn| session::logout(conn, &body.refresh_token, now))
+        .write(move |conn| {
+            let revoked = session::logout(conn, &body.refresh_token, now)?;
+            // An unknown token revokes nothing and leaves no row: anyone
+            // may send one, and there is no one to attribute it to.
+            if let Some((_, user_id)) = &revoked {
+                let user = User::find(conn, user_id)?;
+                let record = auth_event(
+                    &info,
+                    user.as_ref(),
+                    "logout",
+                    "session_revoked",
+                    Outcome::Allowed,
+                );
+                audit::append(conn, &[record], now)?;
+            }
+            Ok(revoked.map(|(sid, _)| sid))
+        })
         .await?;
     if let Some(sid) = revoked {
         state.users.forget_session(&sid);
@@ -239,7 +393,7 @@ pub async fn logout(
 }
 
 /// An invitation that can still be accepted, or why not.
-fn usable_invitation(
+pub(crate) fn usable_invitation(
     conn: &mut DbConnection,
     token: &str,
     now: NaiveDateTime,
@@ -285,6 +439,7 @@ pub async fn accept_invitation(
     let client = state.client_addr(&req);
     state.check_ip(client)?;
     password::check_new(&body.password, "password")?;
+    let info = RequestInfo::of(&req);
     let now = state.clock.now_naive();
     let token = body.token;
     // Check the token before paying for a hash.
@@ -299,6 +454,7 @@ pub async fn accept_invitation(
     let client_addr = client.map(|ip| crate::net::limit_key(ip).to_string());
     let jwt = state.jwt.clone();
     let ttl = state.settings.auth.refresh_token_ttl_s;
+    let needs_mfa = state.settings.auth.require_mfa_roles.clone();
     let pair = state
         .db
         .write(move |conn| {
@@ -315,11 +471,23 @@ pub async fn accept_invitation(
                 .execute(&mut **conn)?;
             let user = User::find(conn, &user.id)?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user vanished")))?;
-            let family = Family::New {
-                client_addr: client_addr.as_deref(),
+            // A new account has no second factor: a role that needs one
+            // starts with a session that may only enrol it.
+            let client_addr = client_addr.as_deref();
+            let limited = needs_mfa.contains(&user.role);
+            let (family, detail) = if limited {
+                (
+                    Family::EnrolOnly { client_addr },
+                    "invitation:password+enrol_only",
+                )
+            } else {
+                (Family::New { client_addr }, "invitation:password")
             };
+            let record = auth_event(&info, Some(&user), "sign_in", detail, Outcome::Allowed);
+            audit::append(conn, &[record], now)?;
             let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
-            Ok(TokenPair::new(issued, user))
+            let pair = TokenPair::new(issued, user);
+            Ok(if limited { pair.enrol_only() } else { pair })
         })
         .await?;
     Ok(web::Json(pair))

@@ -7,12 +7,15 @@ use utoipa::ToSchema;
 
 use super::auth::TokenPair;
 use super::extract::Json;
+use super::scope::RequestInfo;
 use super::users::{UserView, optional_phone};
+use crate::audit::{self, Outcome};
 use crate::auth::session::{self, Family};
 use crate::auth::throttle::{self, LoginKey};
 use crate::auth::{AuthUser, password};
 use crate::db::models::User;
 use crate::db::schema::users;
+use crate::domain::access::Basis;
 use crate::domain::role::NotificationPreference;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, Problem};
@@ -71,6 +74,7 @@ pub async fn get_me(
 /// Updates the caller's name, phone or notification preference.
 pub async fn update_me(
     state: web::Data<AppState>,
+    info: RequestInfo,
     caller: AuthUser,
     Json(body): Json<UpdateMe>,
 ) -> Result<web::Json<UserView>, ApiError> {
@@ -95,10 +99,19 @@ pub async fn update_me(
         return Err(ApiError::Validation(errors));
     }
     let now = state.clock.now_naive();
-    let id = caller.id;
+    let id = caller.id.clone();
     let user = state
         .db
         .write(move |conn| {
+            let record = info.record(
+                &caller,
+                "account",
+                Some(&caller.id),
+                None,
+                Some(Basis::OwnAccount),
+                Outcome::Allowed,
+            );
+            audit::append(conn, &[record], now)?;
             let target = users::table.find(&id);
             diesel::update(target)
                 .set(users::updated_at.eq(now))
@@ -180,8 +193,23 @@ pub async fn change_password(
     let phc = slot
         .verify_then_hash(current_password, current, new_password)
         .await?;
+    let info = RequestInfo::of(&req);
+    let record = |outcome, detail: &str| {
+        info.record(
+            &caller,
+            "password",
+            Some(detail),
+            None,
+            Some(Basis::OwnAccount),
+            outcome,
+        )
+    };
     let Some(phc) = phc else {
         // The reserved attempt stays as the failure.
+        state
+            .audit
+            .record(record(Outcome::Denied, "wrong_current_password"))
+            .await?;
         return Err(ApiError::invalid(
             "current_password",
             "does not match your password",
@@ -190,9 +218,11 @@ pub async fn change_password(
     let jwt = state.jwt.clone();
     let ttl = state.settings.auth.refresh_token_ttl_s;
     let me_id = me.id.clone();
+    let changed = record(Outcome::Allowed, "changed");
     let pair = state
         .db
         .write(move |conn| {
+            audit::append(conn, &[changed], now)?;
             throttle::succeeded(conn, &key, &attempt)?;
             diesel::update(users::table.find(&me.id))
                 .set(users::password_hash.eq(phc))

@@ -19,8 +19,10 @@ pub mod inbox;
 pub mod interventions;
 pub mod me;
 pub mod metrics;
+pub mod mfa;
 pub mod notifications;
 pub mod observations;
+pub mod oidc;
 pub mod openapi;
 pub mod organizations;
 pub mod outbox;
@@ -71,9 +73,14 @@ routes! {
     "/auth/refresh" => { post => auth::refresh },
     "/auth/logout" => { post => auth::logout },
     "/auth/invitations/accept" => { post => auth::accept_invitation },
+    "/auth/oidc/{provider}/start" => { get => oidc::start },
+    "/auth/oidc/{provider}/callback" => { get => oidc::callback },
+    "/auth/oidc/token" => { post => oidc::exchange_token },
 
     "/me" => { get => me::get_me, patch => me::update_me },
     "/me/password" => { post => me::change_password },
+    "/me/mfa/totp" => { post => mfa::begin_totp, delete => mfa::remove_totp },
+    "/me/mfa/totp/confirm" => { post => mfa::confirm_totp },
 
     "/organizations" => { post => organizations::create_organization, get => organizations::list_organizations },
     "/users" => { post => users::create_user, get => users::list_users },

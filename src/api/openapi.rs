@@ -10,7 +10,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{
     access, audit_events, auth, care_plans, care_team, clinical, consultations, dispensations,
-    fhir, handovers, health, inbox, interventions, me, notifications, observations,
+    fhir, handovers, health, inbox, interventions, me, mfa, notifications, observations, oidc,
     organizations, outbox, patients, threads, users,
 };
 
@@ -21,7 +21,9 @@ use super::{
     paths(
         health::live, health::ready, document,
         auth::login, auth::refresh, auth::logout, auth::accept_invitation,
+        oidc::start, oidc::callback, oidc::exchange_token,
         me::get_me, me::update_me, me::change_password,
+        mfa::begin_totp, mfa::confirm_totp, mfa::remove_totp,
         organizations::create_organization, organizations::list_organizations,
         users::create_user, users::list_users, users::update_user,
         outbox::list_outbox,
@@ -129,6 +131,9 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/v1/auth/logout"),
     ("post", "/api/v1/auth/invitations/accept"),
     ("get", "/fhir/r4/metadata"),
+    ("get", "/api/v1/auth/oidc/{provider}/start"),
+    ("get", "/api/v1/auth/oidc/{provider}/callback"),
+    ("post", "/api/v1/auth/oidc/token"),
 ];
 
 /// Operations that never reach the database (and so never answer 503).

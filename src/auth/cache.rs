@@ -32,6 +32,8 @@ pub struct CachedUser {
     pub active: bool,
     pub role: Role,
     pub organization_id: Option<String>,
+    /// The session may only enrol a second factor.
+    pub enrol_only: bool,
 }
 
 /// Entries by session id, with the epoch that guards against stale inserts.
@@ -141,6 +143,7 @@ mod tests {
             active: true,
             role: Role::Gp,
             organization_id: None,
+            enrol_only: false,
         }
     }
 

@@ -2,6 +2,8 @@
 
 pub mod cache;
 pub mod extractor;
+pub mod mfa;
+pub mod oidc;
 pub mod password;
 pub mod revocations;
 pub mod session;

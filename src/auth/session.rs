@@ -21,6 +21,7 @@ pub fn open(
     conn: &mut DbConnection,
     user_id: &str,
     client_addr: Option<&str>,
+    enrol_only: bool,
     now: NaiveDateTime,
 ) -> QueryResult<String> {
     let id = new_id();
@@ -30,6 +31,7 @@ pub fn open(
             sessions::user_id.eq(user_id),
             sessions::client_addr.eq(client_addr),
             sessions::created_at.eq(now),
+            sessions::mfa_enrol_only.eq(enrol_only),
         ))
         .execute(conn)?;
     Ok(id)
@@ -44,6 +46,8 @@ pub struct SessionUser {
     pub active: bool,
     pub role: String,
     pub organization_id: Option<String>,
+    /// The session may only enrol a second factor (`auth.require_mfa_roles`).
+    pub mfa_enrol_only: bool,
 }
 
 /// The session `sid` and its user, in one statement (primary keys only).
@@ -58,6 +62,7 @@ pub fn lookup(conn: &mut DbConnection, sid: &str) -> QueryResult<Option<SessionU
             users::active,
             users::role,
             users::organization_id,
+            sessions::mfa_enrol_only,
         ))
         .first::<SessionUser>(c)
         .optional())
@@ -74,7 +79,13 @@ pub struct Issued {
 /// How a token pair is issued: in a new session (a sign-in, from an
 /// address group) or in an existing one (a refresh).
 pub enum Family<'a> {
-    New { client_addr: Option<&'a str> },
+    New {
+        client_addr: Option<&'a str>,
+    },
+    /// A sign-in whose tokens may only enrol a second factor.
+    EnrolOnly {
+        client_addr: Option<&'a str>,
+    },
     Continue(&'a str),
 }
 
@@ -90,7 +101,8 @@ pub fn issue(
     let refresh_token = random_token();
     let ttl = Duration::seconds(i64::try_from(refresh_ttl_s).unwrap_or(i64::MAX / 1000));
     let family_id = match family {
-        Family::New { client_addr } => open(conn, &user.id, client_addr, now)?,
+        Family::New { client_addr } => open(conn, &user.id, client_addr, false, now)?,
+        Family::EnrolOnly { client_addr } => open(conn, &user.id, client_addr, true, now)?,
         Family::Continue(id) => id.to_owned(),
     };
     let row = RefreshToken {
@@ -118,7 +130,7 @@ pub enum Rotation {
     /// The token was good: here is its user and family, to issue the next pair.
     Rotated { user: Box<User>, family_id: String },
     /// The token had been used already: its whole family (session) is now revoked.
-    ReuseDetected { family_id: String },
+    ReuseDetected { family_id: String, user_id: String },
 }
 
 /// Marks a refresh token used, or revokes its family when it was used before.
@@ -152,6 +164,7 @@ pub fn rotate(
         revoke_family(conn, &row.family_id, now)?;
         return Ok(Rotation::ReuseDetected {
             family_id: row.family_id,
+            user_id: row.user_id,
         });
     }
     if row.expires_at <= now {
@@ -166,22 +179,32 @@ pub fn rotate(
     })
 }
 
-/// Revokes the session of a refresh token (sign-out) and returns its id;
-/// unknown tokens are ignored.
+/// Revokes the session of a refresh token (sign-out) and returns its id
+/// and user; unknown tokens are ignored.
 pub fn logout(
     conn: &mut DbConnection,
     presented: &str,
     now: NaiveDateTime,
-) -> Result<Option<String>, ApiError> {
-    let family: Option<String> = refresh_tokens::table
+) -> Result<Option<(String, String)>, ApiError> {
+    let found: Option<(String, String)> = refresh_tokens::table
         .filter(refresh_tokens::token_hash.eq(hash_token(presented)))
-        .select(refresh_tokens::family_id)
+        .select((refresh_tokens::family_id, refresh_tokens::user_id))
         .first(conn)
         .optional()?;
-    if let Some(family) = &family {
+    if let Some((family, _)) = &found {
         revoke_family(conn, family, now)?;
     }
-    Ok(family)
+    Ok(found)
+}
+
+/// Whether session `sid` may only enrol a second factor.
+pub fn is_enrol_only(conn: &mut DbConnection, sid: &str) -> QueryResult<bool> {
+    sessions::table
+        .find(sid)
+        .select(sessions::mfa_enrol_only)
+        .first(conn)
+        .optional()
+        .map(|v| v.unwrap_or(false))
 }
 
 /// Revokes a session: its refresh tokens, and (through `sid`) its access tokens.
@@ -201,4 +224,17 @@ fn revoke_family(conn: &mut DbConnection, family: &str, now: NaiveDateTime) -> Q
     .set(sessions::revoked_at.eq(now))
     .execute(conn)?;
     crate::db::announce_revocation(conn, &format!("session:{family}"))
+}
+
+/// Lifts a session's enrol-only limit (its user has just enrolled a second
+/// factor); returns whether it was limited.
+pub fn lift_enrol_only(conn: &mut DbConnection, sid: &str) -> QueryResult<bool> {
+    diesel::update(
+        sessions::table
+            .find(sid)
+            .filter(sessions::mfa_enrol_only.eq(true)),
+    )
+    .set(sessions::mfa_enrol_only.eq(false))
+    .execute(conn)
+    .map(|n| n == 1)
 }

@@ -437,8 +437,8 @@ fn main() -> anyhow::Result<()> {
     let (gp_sid, pharmacist_sid) = db
         .write_blocking(move |conn| {
             Ok((
-                session::open(conn, &gp_id, None, now)?,
-                session::open(conn, &pharmacist_id, None, now)?,
+                session::open(conn, &gp_id, None, false, now)?,
+                session::open(conn, &pharmacist_id, None, false, now)?,
             ))
         })
         .map_err(|e| anyhow::anyhow!("sessions: {e}"))?;

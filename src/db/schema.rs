@@ -54,6 +54,57 @@ diesel::table! {
 }
 
 diesel::table! {
+    totp_factors (user_id) {
+        user_id -> Text,
+        secret -> Text,
+        confirmed_at -> Nullable<Timestamp>,
+        last_step -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    recovery_codes (id) {
+        id -> Text,
+        user_id -> Text,
+        code_hash -> Text,
+        used_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    oidc_subjects (provider, subject) {
+        provider -> Text,
+        subject -> Text,
+        user_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    oidc_flows (state_hash) {
+        state_hash -> Text,
+        provider -> Text,
+        nonce -> Text,
+        pkce_verifier -> Text,
+        redirect_uri -> Text,
+        client_state -> Nullable<Text>,
+        invitation_hash -> Nullable<Text>,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    oidc_codes (code_hash) {
+        code_hash -> Text,
+        user_id -> Text,
+        provider -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     login_failures (id) {
         id -> Text,
         account_hash -> Text,
@@ -69,6 +120,7 @@ diesel::table! {
         client_addr -> Nullable<Text>,
         created_at -> Timestamp,
         revoked_at -> Nullable<Timestamp>,
+        mfa_enrol_only -> Bool,
     }
 }
 
@@ -92,6 +144,10 @@ diesel::joinable!(users -> organizations (organization_id));
 diesel::joinable!(invitations -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(totp_factors -> users (user_id));
+diesel::joinable!(recovery_codes -> users (user_id));
+diesel::joinable!(oidc_subjects -> users (user_id));
+diesel::joinable!(oidc_codes -> users (user_id));
 
 diesel::table! {
     patients (id) {
@@ -427,6 +483,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     login_failures,
     sessions,
+    totp_factors,
+    recovery_codes,
+    oidc_subjects,
+    oidc_flows,
+    oidc_codes,
     email_outbox,
     patients,
     consents,

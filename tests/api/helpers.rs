@@ -370,6 +370,12 @@ impl Resp {
         self.field_problem(400, field)
     }
 
+    /// Asserts a 401 naming `field` (a missing or wrong second factor, a bad code).
+    #[track_caller]
+    pub fn invalid_field_401(self, field: &str) -> Value {
+        self.field_problem(401, field)
+    }
+
     #[track_caller]
     fn field_problem(self, status: u16, field: &str) -> Value {
         let problem = self.problem(status);

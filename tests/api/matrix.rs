@@ -262,9 +262,17 @@ const TABLE: &[Case] = &[
     case("post", "/api/v1/auth/refresh",                            [401, 401, 401, 401, 401, 401, 401, 401], false),
     case("post", "/api/v1/auth/logout",                             [204, 204, 204, 204, 204, 204, 204, 204], false),
     case("post", "/api/v1/auth/invitations/accept",                 [404, 404, 404, 404, 404, 404, 404, 404], false),
+    // No provider is configured here: the OIDC flow itself is in tests/api/oidc.rs.
+    case("get", "/api/v1/auth/oidc/{provider}/start",               [404, 404, 404, 404, 404, 404, 404, 404], false),
+    case("get", "/api/v1/auth/oidc/{provider}/callback",            [404, 404, 404, 404, 404, 404, 404, 404], false),
+    case("post", "/api/v1/auth/oidc/token",                         [401, 401, 401, 401, 401, 401, 401, 401], false),
     case("get", "/api/v1/me",                                       [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("patch", "/api/v1/me",                                     [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("post", "/api/v1/me/password",                             [401, 422, 422, 422, 422, 422, 422, 422], false),
+    // Begun (not confirmed), then a wrong code; nothing enrolled to remove.
+    case("post", "/api/v1/me/mfa/totp",                             [401, 201, 201, 201, 201, 201, 201, 201], false),
+    case("post", "/api/v1/me/mfa/totp/confirm",                     [401, 422, 422, 422, 422, 422, 422, 422], false),
+    case("delete", "/api/v1/me/mfa/totp",                           [401, 404, 404, 404, 404, 404, 404, 404], false),
     case("post", "/api/v1/organizations",                           [401, 201, 403, 403, 403, 403, 403, 403], false),
     case("get", "/api/v1/organizations",                            [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("post", "/api/v1/users",                                   [401, 201, 403, 403, 403, 403, 403, 403], false),
@@ -355,6 +363,12 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
     let p = &scene.patient;
     let path = match case.path {
         "/api/v1/users/{id}" => format!("/api/v1/users/{}", net.specialist.id),
+        "/api/v1/auth/oidc/{provider}/start" => {
+            "/api/v1/auth/oidc/none/start?redirect_uri=https%3A%2F%2Fapp.example%2Fcb".into()
+        }
+        "/api/v1/auth/oidc/{provider}/callback" => {
+            "/api/v1/auth/oidc/none/callback?code=c&state=s".into()
+        }
         "/api/v1/patients/lookup" => format!("/api/v1/patients/lookup?ins={}", scene.ins),
         "/api/v1/patients/{id}/care-team/{user_id}" => {
             format!("/api/v1/patients/{p}/care-team/{}", net.hospital.id)
@@ -420,6 +434,11 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
             json!({"token": "unknown", "password": "a long enough password"})
         }
         ("patch", "/api/v1/me") => json!({"phone": "02 99 00 00 00"}),
+        ("post", "/api/v1/auth/oidc/token") => json!({"code": "unknown"}),
+        // Not a code a 30 s window gives for this secret but once in a million.
+        ("post", "/api/v1/me/mfa/totp/confirm") | ("delete", "/api/v1/me/mfa/totp") => {
+            json!({"code": "000000"})
+        }
         ("post", "/api/v1/me/password") => {
             json!({"current_password": "not my password at all", "new_password": "a new long password"})
         }
@@ -834,6 +853,9 @@ const FHIR_PATIENT_SEARCHES: &[&str] = &[
     "/fhir/r4/Observation",
     "/fhir/r4/Communication",
     "/fhir/r4/AuditEvent",
+    // `{provider}` names a configured OpenID provider.
+    "/api/v1/auth/oidc/{provider}/start",
+    "/api/v1/auth/oidc/{provider}/callback",
 ];
 
 /// Every route taking the id of a patient or of something of theirs, with
