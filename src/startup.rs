@@ -26,6 +26,7 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::error::render_foreign_error;
 use crate::net::TrustedProxies;
+use crate::notify::events::Hub;
 use crate::notify::outbox::{OutboxSignal, Sender};
 use crate::scheduler::Scheduler;
 use crate::state::{AppState, RequestId};
@@ -41,6 +42,8 @@ pub struct Application {
     anchor: Anchor,
     /// PostgreSQL: the thread hearing other instances' revocations.
     revocations: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    /// PostgreSQL: the thread hearing other instances' events.
+    event_listener: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// Reads `auth.jwt_secret`, or the generated one in the data folder (made on first run).
@@ -108,7 +111,13 @@ impl Application {
             settings.auth.hash_queue_max,
             std::time::Duration::from_millis(settings.auth.hash_queue_wait_ms),
         );
+        let events = Hub::new(
+            db.clone(),
+            settings.events.max_streams_per_user,
+            settings.events.buffer,
+        );
         let state = AppState {
+            events,
             audit,
             users: Arc::new(UserCache::new(std::time::Duration::from_millis(
                 settings.auth.session_cache_ms,
@@ -132,6 +141,15 @@ impl Application {
             }
             crate::db::Backend::Sqlite => None,
         };
+        let event_listener = match state.db.backend() {
+            crate::db::Backend::Postgres => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let manager = crate::db::ConnectionManager::new(&state.settings.database.url)?;
+                let handle = crate::notify::events::spawn_listener(manager, &state.events, stop.clone())?;
+                Some((stop, handle))
+            }
+            crate::db::Backend::Sqlite => None,
+        };
         let sender = Sender::new(
             state.db.clone(),
             state.clock.clone(),
@@ -142,6 +160,7 @@ impl Application {
         let scheduler = Scheduler::new(&state);
         let tasks = vec![
             tokio::spawn(sender.run(shutdown_rx.clone())),
+            tokio::spawn(state.events.clone().run(shutdown_rx.clone())),
             tokio::spawn(scheduler.run(shutdown_rx)),
         ];
 
@@ -175,6 +194,7 @@ impl Application {
             tasks,
             anchor,
             revocations,
+            event_listener,
         })
     }
 
@@ -196,12 +216,34 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (or the handle stops it), lets in-flight
     /// requests finish, then stops the background tasks.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // An event stream never ends by itself: on SIGTERM/SIGINT (which
+        // also starts actix's graceful stop) the hub ends them all, so the
+        // stop does not wait out its timeout for them.
+        let hub = self.state.events.clone();
+        let closer = tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(term) => {
+                        term.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            hub.close();
+        });
         let result = self.server.await;
+        closer.abort();
+        self.state.events.close();
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
-        if let Some((stop, handle)) = self.revocations {
+        for (stop, handle) in [self.revocations, self.event_listener].into_iter().flatten() {
             stop.store(true, Ordering::SeqCst);
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }

@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::net::TrustedProxies;
+use crate::notify::events::Hub;
 use crate::notify::outbox::OutboxSignal;
 
 /// What every handler can reach.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub hasher: Arc<Hasher>,
     /// Whose `X-Forwarded-For` is believed (see `net`).
     pub proxies: Arc<TrustedProxies>,
+    /// The live event streams of this instance (see `notify::events`).
+    pub events: Arc<Hub>,
 }
 
 impl AppState {

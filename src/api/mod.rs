@@ -7,6 +7,7 @@ pub mod authn;
 pub mod care_plans;
 pub mod care_team;
 pub mod consultations;
+pub mod events;
 pub mod extract;
 pub mod handovers;
 pub mod hardening;
@@ -115,6 +116,9 @@ routes! {
     "/threads/{id}/messages" => { get => threads::list_messages, post => threads::post_message },
     "/threads/{id}/read" => { post => threads::mark_thread_read },
     "/inbox" => { get => inbox::get_inbox },
+
+    "/events" => { get => events::stream_events },
+    "/events/ticket" => { post => events::create_stream_ticket },
 }
 
 /// A page of a list: `next_cursor` is passed back as `?cursor=` for the next page.

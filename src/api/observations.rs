@@ -15,6 +15,8 @@ use crate::db::schema::{care_team_members, observation_alerts, observations};
 use crate::domain::access::TeamRole;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
+use crate::notify::events::{Event, EventKind, emit};
+use crate::store::messaging::patient_audience;
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
 
@@ -170,6 +172,7 @@ pub fn assess(obs: &NewObservation, recent_high_pain: bool) -> Vec<(AlertKind, b
 fn watch(
     conn: &mut DbConnection,
     patient_id: &str,
+    observation_id: &str,
     observation: &NewObservation,
     public_url: &str,
     now: NaiveDateTime,
@@ -223,6 +226,13 @@ fn watch(
                         now,
                     )?;
                 }
+                let event = Event {
+                    kind: EventKind::ObservationAlert,
+                    patient_id: Some(patient_id),
+                    refs: &[("alert_id", id.as_str()), ("observation_id", observation_id)],
+                };
+                let audience = patient_audience(conn, patient_id, now)?;
+                emit(conn, &audience, &event, now)?;
             }
             (false, Some(id)) => {
                 diesel::update(observation_alerts::table.find(id))
@@ -281,7 +291,7 @@ pub async fn create_observation(
                     observations::recorded_at.eq(now),
                 ))
                 .execute(conn)?;
-            watch(conn, &access.patient_id, &body, &public_url, now)?;
+            watch(conn, &access.patient_id, &id, &body, &public_url, now)?;
             access.append_audit(conn, "observation", Some(&id), now)?;
             Ok(observations::table
                 .find(&id)

@@ -9,7 +9,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{
-    access, audit_events, auth, care_plans, care_team, consultations, handovers, health, inbox, me,
+    access, audit_events, auth, care_plans, care_team, consultations, events, handovers, health,
+    inbox, me,
     notifications, observations, organizations, outbox, patients, threads, users,
 };
 
@@ -42,6 +43,7 @@ use super::{
         consultations::consultation_metrics,
         threads::list_threads, threads::list_messages, threads::post_message,
         threads::mark_thread_read, inbox::get_inbox,
+        events::stream_events, events::create_stream_ticket,
     ),
     // Enums used only in query strings: utoipa does not collect them from `IntoParams`.
     components(schemas(

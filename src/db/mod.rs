@@ -163,6 +163,8 @@ pub struct Db {
     writer: writer::Writer,
     /// The audit chain's head as last committed by the writer.
     committed: Arc<CommittedHead>,
+    /// Told after each committed write (the live events' hub listens).
+    commits: Arc<tokio::sync::Notify>,
 }
 
 impl Db {
@@ -191,6 +193,7 @@ impl Db {
             backend,
             writer,
             committed,
+            commits: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -198,6 +201,12 @@ impl Db {
     /// audit anchor).
     pub fn committed_head(&self) -> Arc<CommittedHead> {
         self.committed.clone()
+    }
+
+    /// Told (`notify_one`: one permit, so none is missed) after each
+    /// committed write: the live events' hub reads new rows when it fires.
+    pub fn commit_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.commits.clone()
     }
 
     /// Which engine this is.
@@ -241,10 +250,15 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        self.writer
+        let result = self
+            .writer
             .submit(f)
             .await
-            .unwrap_or_else(|_| Err(writer_gone()))
+            .unwrap_or_else(|_| Err(writer_gone()));
+        if result.is_ok() {
+            self.commits.notify_one();
+        }
+        result
     }
 
     /// Commits audit records of their own with the writer's next batch
@@ -267,10 +281,15 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        self.writer
+        let result = self
+            .writer
             .submit(f)
             .blocking_recv()
-            .unwrap_or_else(|_| Err(writer_gone()))
+            .unwrap_or_else(|_| Err(writer_gone()));
+        if result.is_ok() {
+            self.commits.notify_one();
+        }
+        result
     }
 
     /// Applies pending migrations.

@@ -359,6 +359,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row per event per recipient (`notify::events`).
+    events (id) {
+        id -> BigInt,
+        user_id -> Text,
+        kind -> Text,
+        patient_id -> Nullable<Text>,
+        data -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    event_horizon (id) {
+        id -> Integer,
+        purged_through -> BigInt,
+    }
+}
+
+diesel::table! {
+    event_tickets (ticket_hash) {
+        ticket_hash -> Text,
+        user_id -> Text,
+        session_id -> Text,
+        token_version -> Integer,
+        token_expires_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(threads -> patients (patient_id));
 diesel::joinable!(messages -> threads (thread_id));
 diesel::joinable!(messages -> users (author_id));
@@ -391,4 +421,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     thread_reads,
     idempotency_keys,
     digest_runs,
+    events,
+    event_horizon,
+    event_tickets,
 );

@@ -10,6 +10,7 @@ mod cli;
 mod consultations;
 mod email;
 mod errors;
+mod events;
 mod fixtures;
 mod handovers;
 mod hardening;
