@@ -145,7 +145,8 @@ impl Application {
             crate::db::Backend::Postgres => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let manager = crate::db::ConnectionManager::new(&state.settings.database.url)?;
-                let handle = crate::notify::events::spawn_listener(manager, &state.events, stop.clone())?;
+                let handle =
+                    crate::notify::events::spawn_listener(manager, &state.events, stop.clone())?;
                 Some((stop, handle))
             }
             crate::db::Backend::Sqlite => None,
@@ -221,7 +222,8 @@ impl Application {
         // stop does not wait out its timeout for them.
         let hub = self.state.events.clone();
         let closer = tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             let terminated = async {
                 match term.as_mut() {
                     Some(term) => {
@@ -243,7 +245,10 @@ impl Application {
         for task in self.tasks {
             let _ = task.await;
         }
-        for (stop, handle) in [self.revocations, self.event_listener].into_iter().flatten() {
+        for (stop, handle) in [self.revocations, self.event_listener]
+            .into_iter()
+            .flatten()
+        {
             stop.store(true, Ordering::SeqCst);
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }

@@ -593,7 +593,11 @@ pub async fn emergency_access(
                 patient_id: Some(&patient_id),
                 refs: &[("emergency_access_id", id.as_str())],
             };
-            let team: Vec<&str> = relations.members.iter().map(|m| m.user_id.as_str()).collect();
+            let team: Vec<&str> = relations
+                .members
+                .iter()
+                .map(|m| m.user_id.as_str())
+                .collect();
             emit(conn, &team, &event, now)?;
             let record = info.record(
                 &caller,

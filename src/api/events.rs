@@ -195,7 +195,10 @@ async fn bearer_caller(req: &HttpRequest, state: &AppState) -> Result<StreamCall
 /// Whether the session is still live for this user and token version (a
 /// sign-out, a password change, a deactivation end it), trusting the
 /// session cache as every request does.
-async fn session_live(state: &AppState, caller: &StreamCaller) -> Result<Option<AuthUser>, ApiError> {
+async fn session_live(
+    state: &AppState,
+    caller: &StreamCaller,
+) -> Result<Option<AuthUser>, ApiError> {
     let lets_through = |u: &CachedUser| {
         u.user_id == caller.user.id && u.active && u.token_version == caller.token_version
     };
@@ -243,7 +246,9 @@ async fn ticket_caller(state: &AppState, secret: &str) -> Result<StreamCaller, A
         .await?
         .ok_or(invalid)?;
     let expires_at = UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(ticket.token_expires_at.and_utc().timestamp()).unwrap_or(0));
+        + Duration::from_secs(
+            u64::try_from(ticket.token_expires_at.and_utc().timestamp()).unwrap_or(0),
+        );
     let mut caller = StreamCaller {
         user: AuthUser {
             id: ticket.user_id,
@@ -286,7 +291,10 @@ fn resume_point(req: &HttpRequest, query: &StreamQuery) -> Result<Option<i64>, A
         .filter(|id| *id >= 0)
         .map(Some)
         .ok_or_else(|| {
-            ApiError::malformed("Last-Event-ID", "must be an event id (a non-negative integer)")
+            ApiError::malformed(
+                "Last-Event-ID",
+                "must be an event id (a non-negative integer)",
+            )
         })
 }
 
@@ -307,7 +315,8 @@ fn resume_point(req: &HttpRequest, query: &StreamQuery) -> Result<Option<i64>, A
         (status = 401, description = "No valid token or ticket", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`events.max_streams_per_user` streams are open already", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ()))]
+    // A browser passes `?ticket=` instead of the bearer token (see `StreamQuery`).
+    security(("bearer" = [])))]
 /// The caller's live events (server-sent events), resumable with `Last-Event-ID`.
 pub async fn stream_events(
     req: HttpRequest,
@@ -334,7 +343,9 @@ pub async fn stream_events(
         Some(id) => Start::Resume(id),
     };
     actix_web::rt::spawn(run(state.into_inner(), caller, subscription, start, tx));
-    Ok(sse::Sse::from_infallible_receiver(rx).respond_to(&req).map_into_boxed_body())
+    Ok(sse::Sse::from_infallible_receiver(rx)
+        .respond_to(&req)
+        .map_into_boxed_body())
 }
 
 /// Where a stream begins.

@@ -16,9 +16,9 @@ use crate::domain::access::TeamRole;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::notify::events::{Event, EventKind, emit};
-use crate::store::messaging::patient_audience;
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
+use crate::store::messaging::patient_audience;
 
 text_enum! {
     /// Which measure an observation carries (a filter of the list).
@@ -229,7 +229,10 @@ fn watch(
                 let event = Event {
                     kind: EventKind::ObservationAlert,
                     patient_id: Some(patient_id),
-                    refs: &[("alert_id", id.as_str()), ("observation_id", observation_id)],
+                    refs: &[
+                        ("alert_id", id.as_str()),
+                        ("observation_id", observation_id),
+                    ],
                 };
                 let audience = patient_audience(conn, patient_id, now)?;
                 emit(conn, &audience, &event, now)?;

@@ -10,8 +10,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{
     access, audit_events, auth, care_plans, care_team, consultations, events, handovers, health,
-    inbox, me,
-    notifications, observations, organizations, outbox, patients, threads, users,
+    inbox, me, notifications, observations, organizations, outbox, patients, threads, users,
 };
 
 /// The API description served at `/api/v1/openapi.json`.

@@ -178,14 +178,18 @@ pub fn emit<S: AsRef<str>>(
         .collect();
     match conn {
         DbConnection::Postgres(pg) => {
-            diesel::insert_into(events::table).values(&rows).execute(pg)?;
+            diesel::insert_into(events::table)
+                .values(&rows)
+                .execute(pg)?;
             diesel::sql_query("SELECT pg_notify($1, '')")
                 .bind::<diesel::sql_types::Text, _>(EVENTS_CHANNEL)
                 .execute(pg)?;
         }
         DbConnection::Sqlite(lite) => {
             for row in &rows {
-                diesel::insert_into(events::table).values(row).execute(lite)?;
+                diesel::insert_into(events::table)
+                    .values(row)
+                    .execute(lite)?;
             }
         }
     }
@@ -591,7 +595,10 @@ fn listen(manager: &ConnectionManager, hub: &Weak<Hub>, stop: &AtomicBool) {
     let Ok(DbConnection::Postgres(mut pg)) = manager.establish() else {
         return;
     };
-    if pg.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}")).is_err() {
+    if pg
+        .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))
+        .is_err()
+    {
         return;
     }
     match hub.upgrade() {

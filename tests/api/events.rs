@@ -49,7 +49,10 @@ fn assert_ids_only(frame: &Frame) {
     assert_eq!(object["type"].as_str(), frame.event.as_deref());
     assert_eq!(object["v"], 1);
     for (key, value) in object {
-        assert!(KEYS.contains(&key.as_str()), "unexpected key {key} in {data}");
+        assert!(
+            KEYS.contains(&key.as_str()),
+            "unexpected key {key} in {data}"
+        );
         match (key.as_str(), value) {
             ("type" | "at" | "reason", Value::String(_)) | ("v" | "id", Value::Number(_)) => {}
             (_, Value::String(s)) => assert!(
@@ -227,7 +230,12 @@ async fn each_change_reaches_its_parties_as_an_event_of_ids() {
     let consult = |question: &str| json!({"centre_id": net.pain_centre, "priority": "urgent", "question": question});
     let mut moves = Vec::new();
     for (path_move, body, kind, by) in [
-        ("accept", json!({}), "consultation.accepted", &net.specialist),
+        (
+            "accept",
+            json!({}),
+            "consultation.accepted",
+            &net.specialist,
+        ),
         (
             "answer",
             json!({"answer": "Paracétamol et glace"}),
@@ -244,7 +252,11 @@ async fn each_change_reaches_its_parties_as_an_event_of_ids() {
         moves.push((path_move, body, kind, by.clone()));
     }
     let consultation = app
-        .post("/api/v1/consultations", &net.gp.token, consult("Quel palier ?"))
+        .post(
+            "/api/v1/consultations",
+            &net.gp.token,
+            consult("Quel palier ?"),
+        )
         .await
         .expect(201);
     let consultation = id_of(&consultation.body);
@@ -409,7 +421,11 @@ async fn only_committed_writes_emit_events() {
     assert!(emit_one(&app, &net.gp.id, false).await.is_err());
     let committed = emit_one(&app, &net.gp.id, true).await.unwrap();
     let first = next_of(&mut gp, "thread.read").await;
-    assert_eq!(first["thread_id"], committed.as_str(), "the rolled-back one came first");
+    assert_eq!(
+        first["thread_id"],
+        committed.as_str(),
+        "the rolled-back one came first"
+    );
     // Concurrent writes share batches: each failing one is rolled back alone.
     let writes = (0..20).map(|i| {
         let (app, user) = (&app, net.gp.id.clone());
@@ -489,7 +505,11 @@ async fn last_event_id_replays_what_was_missed_once_and_in_order() {
 
     // Malformed: 400 naming it.
     for (headers, path, field) in [
-        (vec![("last-event-id", "abc".to_owned())], "/api/v1/events", "Last-Event-ID"),
+        (
+            vec![("last-event-id", "abc".to_owned())],
+            "/api/v1/events",
+            "Last-Event-ID",
+        ),
         (vec![], "/api/v1/events?last_event_id=-1", "last_event_id"),
         (vec![], "/api/v1/events?since=1", "since"),
     ] {
@@ -648,7 +668,10 @@ async fn the_stream_ends_with_auth_expired_when_the_token_or_session_does() {
     let end = stream.until("auth.expired").await;
     assert!(end.id.is_none());
     assert_ids_only(&end);
-    assert!(stream.next_any(Duration::from_secs(5)).await.is_none(), "ended");
+    assert!(
+        stream.next_any(Duration::from_secs(5)).await.is_none(),
+        "ended"
+    );
 
     // Signing out ends the session's streams at the next heartbeat.
     let mut stream = app.events(&net.hospital.token).await;
@@ -684,7 +707,10 @@ async fn a_browser_opens_its_stream_with_a_single_use_ticket() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    assert_eq!(stream.expect_event().await.event.as_deref(), Some("stream.ready"));
+    assert_eq!(
+        stream.expect_event().await.event.as_deref(),
+        Some("stream.ready")
+    );
     let mine = emit_one(&app, &net.gp.id, true).await.unwrap();
     assert_eq!(
         next_of(&mut stream, "thread.read").await["thread_id"],
@@ -699,13 +725,19 @@ async fn a_browser_opens_its_stream_with_a_single_use_ticket() {
             .status,
         401
     );
-    assert_eq!(app.open_events("/api/v1/events", None, &[]).await.status, 401);
+    assert_eq!(
+        app.open_events("/api/v1/events", None, &[]).await.status,
+        401
+    );
     let late = app
         .post("/api/v1/events/ticket", &net.gp.token, json!({}))
         .await
         .expect(201);
     app.clock.advance(chrono::Duration::seconds(31));
-    let late = format!("/api/v1/events?ticket={}", late.body["ticket"].as_str().unwrap());
+    let late = format!(
+        "/api/v1/events?ticket={}",
+        late.body["ticket"].as_str().unwrap()
+    );
     assert_eq!(app.open_events(&late, None, &[]).await.status, 401);
     // A ticket is asked for with the bearer token only.
     app.post_anon("/api/v1/events/ticket", json!({}))
@@ -724,7 +756,9 @@ async fn streams_per_user_are_bounded() {
     let net = Network::new(&app).await;
     let first = app.events(&net.gp.token).await;
     let _second = app.events(&net.gp.token).await;
-    let third = app.open_events("/api/v1/events", Some(&net.gp.token), &[]).await;
+    let third = app
+        .open_events("/api/v1/events", Some(&net.gp.token), &[])
+        .await;
     assert_eq!(third.status, 429);
     assert_eq!(
         third.headers.get("content-type").unwrap(),
@@ -780,7 +814,10 @@ async fn a_client_too_far_behind_is_reset_and_resumes_without_loss() {
         last = frame.id.clone();
         got.push(frame.json()["thread_id"].as_str().unwrap().to_owned());
     }
-    assert!(gp.next_any(Duration::from_secs(5)).await.is_none(), "dropped");
+    assert!(
+        gp.next_any(Duration::from_secs(5)).await.is_none(),
+        "dropped"
+    );
     assert!(got.len() < 200);
     let mut resumed = app
         .open_events(

@@ -10,7 +10,7 @@ use relais::db::schema::audit_events;
 use serde_json::{Value, json};
 
 use crate::fixtures::{Network, add_member, create_patient, random_ins, set_consent};
-use crate::helpers::{Session, TestApp, spawn_app};
+use crate::helpers::{Session, TestApp, spawn_app, spawn_app_with};
 
 /// Who calls, and about which patient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,7 +419,9 @@ async fn every_route_has_a_row_in_the_matrix() {
 
 #[actix_web::test]
 async fn authorisation_matrix() {
-    let app = spawn_app().await;
+    // The whole table takes minutes on a loaded machine: longer than the
+    // default access-token lifetime.
+    let app = spawn_app_with(|s| s.auth.access_token_ttl_s = 7200).await;
     let net = Network::new(&app).await;
     let mut failures = Vec::new();
     for case in TABLE {
