@@ -277,7 +277,7 @@ pub async fn create_access_request(
                 .filter(access_requests::requester_id.eq(&caller.id))
                 .filter(access_requests::status.eq(AccessRequestStatus::Pending.as_str()))
                 .select(access_requests::id)
-                .first(conn)
+                .first(&mut **conn)
                 .optional()?;
             if pending.is_some() {
                 return Err(ApiError::conflict(
@@ -296,7 +296,7 @@ pub async fn create_access_request(
                     access_requests::status.eq(AccessRequestStatus::Pending.as_str()),
                     access_requests::created_at.eq(now),
                 ))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             if let Some(referent) = referent_of(conn, &patient_id)? {
                 let subject = Subject {
                     resource_type: "access_request",
@@ -405,7 +405,7 @@ async fn decide(
             let (requester_id, status): (String, String) = access_requests::table
                 .find(&id)
                 .select((access_requests::requester_id, access_requests::status))
-                .first(conn)?;
+                .first(&mut **conn)?;
             if status != AccessRequestStatus::Pending.as_str() {
                 return Err(ApiError::conflict(
                     "id",
@@ -450,7 +450,7 @@ async fn decide(
                     access_requests::decided_by.eq(&caller.id),
                     access_requests::decided_at.eq(naive),
                 ))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             let kind = if approve {
                 NotificationKind::AccessRequestApproved
             } else {
@@ -572,7 +572,7 @@ pub async fn emergency_access(
                     emergency_grants::granted_at.eq(now),
                     emergency_grants::expires_at.eq(expires_at),
                 ))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             let subject = Subject {
                 resource_type: "emergency_access",
                 resource_id: &id,

@@ -307,10 +307,10 @@ pub async fn accept_invitation(
             diesel::update(invitations::table.filter(invitations::user_id.eq(&user.id)))
                 .filter(invitations::accepted_at.is_null())
                 .set(invitations::accepted_at.eq(now))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             diesel::update(users::table.find(&user.id))
                 .set((users::password_hash.eq(phc), users::updated_at.eq(now)))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             let user = User::find(conn, &user.id)?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user vanished")))?;
             let family = Family::New {

@@ -125,7 +125,8 @@ pub struct PlanVersionSummary {
 
 /// The response body of a version row.
 fn version_view(row: PlanVersionRow, author: PersonRef) -> Result<PlanVersionView, ApiError> {
-    let content = row.content()?;
+    let source = row.source();
+    let content = row.content.into_inner();
     Ok(PlanVersionView {
         status: content.status,
         omt: content.omt,
@@ -133,10 +134,9 @@ fn version_view(row: PlanVersionRow, author: PersonRef) -> Result<PlanVersionVie
         pain_goal: content.pain_goal,
         non_drug_measures: content.non_drug_measures,
         review_date: content.review_date,
-        source: row.source(),
-        acknowledged_warnings: serde_json::from_str(&row.acknowledged)
-            .map_err(ApiError::internal)?,
-        warnings: serde_json::from_str(&row.warnings).map_err(ApiError::internal)?,
+        source,
+        acknowledged_warnings: row.acknowledged.into_inner(),
+        warnings: row.warnings.into_inner(),
         patient_id: row.patient_id,
         version: row.version,
         change_summary: row.change_summary,
@@ -549,7 +549,7 @@ fn analgesic_plan(
     row: &PlanVersionRow,
     day: NaiveDate,
 ) -> Result<AnalgesicPlan, ApiError> {
-    let content = row.content()?;
+    let content = row.content.get();
     let active = content.status == PlanStatus::Active;
     let lines: Vec<&AnalgesicLine> = content
         .analgesics

@@ -319,7 +319,7 @@ pub async fn remove_care_team_member(
                 .filter(care_team_members::user_id.eq(&target))
                 .filter(care_team_members::until.is_null())
                 .select((care_team_members::id, care_team_members::team_role))
-                .first(conn)
+                .first(&mut **conn)
                 .optional()?
                 .ok_or_else(|| ApiError::NotFound("not a member of this care team".into()))?;
             if row.1 == TeamRole::Referent.as_str() {

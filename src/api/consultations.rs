@@ -20,6 +20,7 @@ use crate::db::schema::{consultations, users};
 use crate::domain::access::{Basis, Permission};
 use crate::domain::messaging::SubjectType;
 use crate::domain::messaging::fingerprint;
+use crate::domain::metrics::response_metrics;
 use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::role::Role;
 use crate::domain::rules::{self, Warning};
@@ -30,7 +31,7 @@ use crate::state::AppState;
 use crate::store::access::resolve;
 use crate::store::care_plan::prepare;
 use crate::store::consultation::{
-    self, ConsultationOutcome, ConsultationRow, Move, Priority, ProposalPlan, Request,
+    self, ConsultationOutcome, ConsultationRow, Move, Priority, ProposalPlan, Request, times,
 };
 use crate::store::idempotency;
 
@@ -165,7 +166,7 @@ fn view(
         .select(users::full_name)
         .first(conn)?;
     let centre = Organization::find(conn, &row.centre_id)?.map_or_else(String::new, |o| o.name);
-    let proposal = row.proposal()?;
+    let proposal = row.proposal().cloned();
     let status = row.status;
     let thread_id: Option<String> = threads::table
         .filter(threads::subject_type.eq(SubjectType::Consultation.as_str()))
@@ -559,7 +560,7 @@ consultation_route!(
                 if !errors.is_empty() {
                     return Err(ApiError::Validation(errors));
                 }
-                Some(serde_json::to_string(&plan).map_err(ApiError::internal)?)
+                Some(plan)
             }
             None => None,
         };
@@ -627,7 +628,8 @@ pub async fn apply_proposal(
         info,
         ..
     } = access;
-    let (Some(patient_id), Some(proposal)) = (row.patient_id.clone(), row.proposal()?) else {
+    let (Some(patient_id), Some(proposal)) = (row.patient_id.clone(), row.proposal().cloned())
+    else {
         return Err(ApiError::conflict(
             "id",
             "this consultation carries no proposed plan",
@@ -700,55 +702,6 @@ pub struct Metrics {
     pub referral_avoided_share: Option<f64>,
 }
 
-/// The `q`-quantile (nearest rank) of sorted values.
-pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted.get(rank.min(sorted.len()) - 1).copied()
-}
-
-/// Computes the metrics from (created, due, answered, closed-with-avoidance) tuples.
-pub fn metrics_of(
-    rows: &[(
-        NaiveDateTime,
-        NaiveDateTime,
-        Option<NaiveDateTime>,
-        Option<bool>,
-    )],
-) -> (
-    usize,
-    usize,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-) {
-    let count = rows.len();
-    let mut hours: Vec<f64> = rows
-        .iter()
-        .filter_map(|(created, _, answered, _)| {
-            answered.map(|a| (a - *created).num_seconds() as f64 / 3600.0)
-        })
-        .collect();
-    hours.sort_by(f64::total_cmp);
-    let within = rows
-        .iter()
-        .filter(|(_, due, answered, _)| answered.is_some_and(|a| a <= *due))
-        .count();
-    let closed: Vec<bool> = rows.iter().filter_map(|r| r.3).collect();
-    let share = |n: usize, d: usize| (d > 0).then(|| n as f64 / d as f64);
-    (
-        count,
-        hours.len(),
-        quantile(&hours, 0.5),
-        quantile(&hours, 0.9),
-        share(within, count),
-        share(closed.iter().filter(|a| **a).count(), closed.len()),
-    )
-}
-
 #[utoipa::path(get, path = "/api/v1/organizations/{id}/consultation-metrics", tag = "consultations",
     params(("id" = uuid::Uuid, Path, description = "Centre id"), MetricsWindow),
     responses(
@@ -791,71 +744,19 @@ pub async fn consultation_metrics(
             if Organization::find(conn, &centre)?.is_none() {
                 return Err(ApiError::NotFound("no such organisation".into()));
             }
-            Ok(consultations::table
-                .filter(consultations::centre_id.eq(&centre))
-                .filter(consultations::created_at.ge(from.naive_utc()))
-                .filter(consultations::created_at.lt(to.naive_utc()))
-                .select((
-                    consultations::created_at,
-                    consultations::due_at,
-                    consultations::answered_at,
-                    consultations::referral_avoided,
-                ))
-                .load::<(
-                    NaiveDateTime,
-                    NaiveDateTime,
-                    Option<NaiveDateTime>,
-                    Option<bool>,
-                )>(conn)?)
+            Ok(times(conn, &centre, from.naive_utc(), to.naive_utc())?)
         })
         .await?;
-    let (count, answered, median, p90, within, avoided) = metrics_of(&rows);
+    let m = response_metrics(&rows);
     Ok(web::Json(Metrics {
         centre_id,
         from,
         to,
-        count,
-        answered,
-        median_response_hours: median,
-        p90_response_hours: p90,
-        answered_within_due_share: within,
-        referral_avoided_share: avoided,
+        count: m.count,
+        answered: m.answered,
+        median_response_hours: m.median_response_hours,
+        p90_response_hours: m.p90_response_hours,
+        answered_within_due_share: m.answered_within_due_share,
+        referral_avoided_share: m.referral_avoided_share,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(h: i64) -> NaiveDateTime {
-        chrono::DateTime::from_timestamp(1_700_000_000 + h * 3600, 0)
-            .unwrap()
-            .naive_utc()
-    }
-
-    #[test]
-    fn quantiles_by_nearest_rank() {
-        let v: Vec<f64> = (1..=10).map(f64::from).collect();
-        assert_eq!(quantile(&v, 0.5), Some(5.0));
-        assert_eq!(quantile(&v, 0.9), Some(9.0));
-        assert_eq!(quantile(&[3.0], 0.9), Some(3.0));
-        assert_eq!(quantile(&[], 0.5), None);
-    }
-
-    #[test]
-    fn metrics() {
-        let rows = [
-            (at(0), at(4), Some(at(2)), Some(true)),
-            (at(0), at(4), Some(at(6)), Some(false)),
-            (at(0), at(72), Some(at(10)), None),
-            (at(0), at(72), None, None),
-        ];
-        let (count, answered, median, p90, within, avoided) = metrics_of(&rows);
-        assert_eq!((count, answered), (4, 3));
-        assert_eq!(median, Some(6.0));
-        assert_eq!(p90, Some(10.0));
-        assert_eq!(within, Some(0.5));
-        assert_eq!(avoided, Some(0.5));
-        assert_eq!(metrics_of(&[]), (0, 0, None, None, None, None));
-    }
 }

@@ -124,10 +124,10 @@ fn view(
     row: HandoverRow,
     now: NaiveDateTime,
 ) -> Result<HandoverView, ApiError> {
-    let proposal = row.proposal()?;
+    let proposal = row.proposed_plan.get().clone();
     let current_row = current_version_row(conn, &row.patient_id)?;
     let current = current_row.as_ref().map(|r| r.version);
-    let base = current_row.map(|r| r.content()).transpose()?;
+    let base = current_row.map(|r| r.content.into_inner());
     let status = row.status;
     let thread_id: Option<String> = threads::table
         .filter(threads::subject_type.eq(SubjectType::Handover.as_str()))
@@ -421,7 +421,7 @@ async fn decide(
             (Decision::Reject, Some(_)) => {
                 return Err(ApiError::invalid("plan", "a rejection takes no plan"));
             }
-            (Decision::Accept, None) => Some(row.proposal()?),
+            (Decision::Accept, None) => Some(row.proposed_plan.get().clone()),
             (Decision::Accept, Some(_)) => {
                 return Err(ApiError::invalid(
                     "plan",

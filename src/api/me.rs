@@ -102,21 +102,21 @@ pub async fn update_me(
             let target = users::table.find(&id);
             diesel::update(target)
                 .set(users::updated_at.eq(now))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             if let Some(full_name) = full_name {
                 diesel::update(target)
                     .set(users::full_name.eq(full_name))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             if let Some(phone) = phone {
                 diesel::update(target)
                     .set(users::phone.eq(phone))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             if let Some(pref) = body.notification_preference {
                 diesel::update(target)
                     .set(users::notification_preference.eq(pref.as_str()))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             User::find(conn, &id)?.ok_or(ApiError::Unauthorized("no such account"))
         })
@@ -194,7 +194,7 @@ pub async fn change_password(
             throttle::succeeded(conn, &key, &attempt)?;
             diesel::update(users::table.find(&me.id))
                 .set(users::password_hash.eq(phc))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             User::revoke_sessions(conn, &me.id, now)?;
             let user =
                 User::find(conn, &me.id)?.ok_or(ApiError::Unauthorized("no such account"))?;

@@ -167,7 +167,7 @@ pub async fn read_notification(
                     notifications::patient_id,
                     notifications::read_at,
                 ))
-                .first(conn)
+                .first(&mut **conn)
                 .optional()?;
             match found {
                 Some((kind, patient, read_at))
@@ -176,7 +176,7 @@ pub async fn read_notification(
                     if read_at.is_none() {
                         diesel::update(mine)
                             .set(notifications::read_at.eq(now.naive_utc()))
-                            .execute(conn)?;
+                            .execute(&mut **conn)?;
                     }
                     Ok(())
                 }

@@ -293,13 +293,13 @@ pub async fn create_observation(
                     observations::note.eq(note),
                     observations::recorded_at.eq(now),
                 ))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             watch(conn, &access.patient_id, &id, &body, &public_url, now)?;
             access.append_audit(conn, "observation", Some(&id), now)?;
             Ok(observations::table
                 .find(&id)
                 .select(ObservationView::as_select())
-                .first(conn)?)
+                .first(&mut **conn)?)
         })
         .await?;
     state.outbox.wake();

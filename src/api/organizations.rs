@@ -123,7 +123,7 @@ pub async fn create_organization(
         .write(move |conn| {
             diesel::insert_into(organizations::table)
                 .values(&org)
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             let record = info.record(
                 &caller,
                 "organization",

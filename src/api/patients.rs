@@ -236,7 +236,7 @@ pub async fn create_patient(
         .write(move |conn| {
             diesel::insert_into(patients::table)
                 .values(&patient)
-                .execute(conn)
+                .execute(&mut **conn)
                 .map_err(duplicate_ins)?;
             diesel::insert_into(care_team_members::table)
                 .values((
@@ -247,7 +247,7 @@ pub async fn create_patient(
                     care_team_members::since.eq(now),
                     care_team_members::added_by.eq(&caller.id),
                 ))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             let record = info.record(
                 &caller,
                 "patient",
@@ -466,37 +466,37 @@ pub async fn update_patient(
             let target = patients::table.find(&access.patient_id);
             diesel::update(target)
                 .set(patients::updated_at.eq(now))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             if let Some(ins) = ins {
                 diesel::update(target)
                     .set(patients::ins.eq(ins))
-                    .execute(conn)
+                    .execute(&mut **conn)
                     .map_err(duplicate_ins)?;
             }
             if let Some(v) = family_name {
                 diesel::update(target)
                     .set(patients::family_name.eq(v))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             if let Some(v) = given_names {
                 diesel::update(target)
                     .set(patients::given_names.eq(v))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             if let Some(v) = body.birth_date {
                 diesel::update(target)
                     .set(patients::birth_date.eq(v))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             if let Some(v) = body.sex {
                 diesel::update(target)
                     .set(patients::sex.eq(v.as_str()))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             if let Some(v) = phone {
                 diesel::update(target)
                     .set(patients::phone.eq(v))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             access.append_audit(conn, "patient", Some(&access.patient_id), now)?;
             let patient = Patient::find(conn, &access.patient_id)?
@@ -564,7 +564,7 @@ pub async fn lookup_patient(
             let patient_id: Option<String> = patients::table
                 .filter(patients::ins.eq(ins.as_str()))
                 .select(patients::id)
-                .first(conn)
+                .first(&mut **conn)
                 .optional()?;
             let Some(patient_id) = patient_id else {
                 let record = info.record(
@@ -593,7 +593,7 @@ pub async fn lookup_patient(
                     users::phone,
                     organizations::phone.nullable(),
                 ))
-                .first::<(String, Option<String>, Option<String>, Option<String>)>(conn)
+                .first::<(String, Option<String>, Option<String>, Option<String>)>(&mut **conn)
                 .optional()?
                 .map(
                     |(full_name, organization, phone, org_phone)| ReferentContact {
@@ -736,7 +736,7 @@ pub async fn put_consent(
                     consents::recorded_by.eq(&access.caller.id),
                     consents::recorded_at.eq(now),
                 ))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             access.append_audit(conn, "consent", Some(&id), now)?;
             Ok(consent_view(conn, &access.patient_id)?)
         })

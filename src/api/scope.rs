@@ -16,7 +16,7 @@ use diesel::prelude::*;
 use super::extract::path_id;
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
-use crate::db::DbConnection;
+use crate::db::{DbConnection, Tx};
 use crate::domain::access::{self, Basis, Caller, Permission, Relations};
 use crate::error::ApiError;
 use crate::state::{AppState, RequestId};
@@ -154,7 +154,7 @@ impl<N: Need> PatientAccess<N> {
     /// Appends this request's audit row in the caller's transaction.
     pub fn append_audit(
         &self,
-        conn: &mut DbConnection,
+        conn: &mut Tx<'_>,
         resource_type: &str,
         resource_id: Option<&str>,
         now: NaiveDateTime,

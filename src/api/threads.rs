@@ -553,7 +553,7 @@ pub async fn post_message(
             }
             diesel::insert_into(messages::table)
                 .values(&message)
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             diesel::update(
                 threads::table
                     .find(&message.thread_id)
@@ -564,7 +564,7 @@ pub async fn post_message(
                 threads::last_message_at.eq(now),
                 threads::activity_id.eq(&message.id),
             ))
-            .execute(conn)?;
+            .execute(&mut **conn)?;
             let participants = notify_participants(conn, &access, &public_url, now)?;
             let event = Event {
                 kind: EventKind::MessageCreated,
@@ -633,7 +633,7 @@ pub async fn mark_thread_read(
                 .filter(messages::id.eq(&up_to))
                 .filter(messages::thread_id.eq(&thread_id))
                 .count()
-                .get_result(conn)?;
+                .get_result(&mut **conn)?;
             if in_thread == 0 {
                 return Err(ApiError::invalid("up_to", "not a message of this thread"));
             }
@@ -653,7 +653,7 @@ pub async fn mark_thread_read(
                         .filter(notifications::read_at.is_null()),
                 )
                 .set(notifications::read_at.eq(now))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             }
             let event = Event {
                 kind: EventKind::ThreadRead,

@@ -249,7 +249,7 @@ pub async fn create_user(
             };
             diesel::insert_into(users::table)
                 .values(&user)
-                .execute(conn)
+                .execute(&mut **conn)
                 .map_err(conflict_on_unique)?;
             invite(conn, &user, &token, &link, ttl, now)?;
             let record = info.record(
@@ -430,27 +430,27 @@ pub async fn update_user(
             let target = users::table.find(&id);
             diesel::update(target)
                 .set(users::updated_at.eq(now))
-                .execute(conn)?;
+                .execute(&mut **conn)?;
             if let Some(full_name) = full_name {
                 diesel::update(target)
                     .set(users::full_name.eq(full_name))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             if let Some(phone) = phone {
                 diesel::update(target)
                     .set(users::phone.eq(phone))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
             }
             if let Some(rpps) = rpps {
                 diesel::update(target)
                     .set(users::rpps.eq(rpps))
-                    .execute(conn)
+                    .execute(&mut **conn)
                     .map_err(conflict_on_unique)?;
             }
             if let Some(active) = body.active {
                 diesel::update(target)
                     .set(users::active.eq(active))
-                    .execute(conn)?;
+                    .execute(&mut **conn)?;
                 if user.active && !active {
                     User::revoke_sessions(conn, &id, now)?;
                 }

@@ -37,16 +37,18 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::ChainHead;
 use crate::clock::Clock;
+#[cfg(test)]
+use crate::db::chain::ChainHead;
+use crate::db::chain::CommittedHead;
 
 /// The key file, in the data directory.
 pub const KEY_FILE: &str = "audit_anchor_key";
@@ -425,51 +427,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The last head the database writer committed, for the [`Anchor`].
-#[derive(Default)]
-pub struct CommittedHead {
-    slot: Mutex<Slot>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Slot {
-    head: Option<ChainHead>,
-    /// The anchor is asked to write what is left and stop.
-    stopping: bool,
-}
-
-impl CommittedHead {
-    /// Records a committed head (the writer thread, after each commit that
-    /// appended rows): a store and a wake-up, nothing that waits on a disk.
-    pub fn publish(&self, head: ChainHead) {
-        let mut slot = self.lock();
-        // Keep the furthest: on one connection heads come in order anyway.
-        if slot.head.as_ref().is_none_or(|h| h.seq < head.seq) {
-            slot.head = Some(head);
-        }
-        drop(slot);
-        self.changed.notify_one();
-    }
-
-    /// The last head recorded (tests).
-    pub fn latest(&self) -> Option<ChainHead> {
-        self.lock().head.clone()
-    }
-
-    /// Asks the anchor to write the last head and stop (also when the
-    /// writer thread ends).
-    pub fn stop(&self) {
-        self.lock().stopping = true;
-        self.changed.notify_all();
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        // The slot holds plain values: a panic elsewhere cannot leave it torn.
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// The thread that appends checkpoints.
 pub struct Anchor {
     committed: Arc<CommittedHead>,
@@ -525,19 +482,7 @@ fn run(
 ) {
     let mut written = 0i64;
     loop {
-        let (head, stopping) = {
-            let mut slot = committed.lock();
-            loop {
-                let newer = slot.head.as_ref().filter(|h| h.seq > written).cloned();
-                if newer.is_some() || slot.stopping {
-                    break (newer, slot.stopping);
-                }
-                slot = committed
-                    .changed
-                    .wait(slot)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        };
+        let (head, stopping) = committed.wait_past(written);
         if let Some(head) = head {
             let checkpoint = Checkpoint {
                 seq: head.seq,
@@ -562,19 +507,7 @@ fn run(
         }
         // At most one checkpoint per interval: wait out the rest of it,
         // unless asked to stop (then write the last head at once).
-        let until = Instant::now() + interval;
-        let mut slot = committed.lock();
-        while !slot.stopping {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            slot = committed
-                .changed
-                .wait_timeout(slot, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        committed.wait_stopping(interval);
     }
 }
 

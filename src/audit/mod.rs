@@ -1,9 +1,10 @@
 //! The audit trail: append-only rows in one SHA-256 hash chain.
 //!
-//! Writes append their row in their own transaction ([`append`]). Reads and
-//! denials go through the [`AuditWriter`] to the database writer, which
-//! commits their rows with its next batch and answers each request once its
-//! row is stored.
+//! A write stages its rows on its transaction ([`append`] on a
+//! [`Tx`]); the database writer chains them with the rest of its batch
+//! just before the commit (`db::chain`). Reads and denials go through the
+//! [`AuditWriter`] to the writer, which commits their rows with its next
+//! batch and answers each request once its row is stored.
 //!
 //! The chain proves that no stored row was changed or removed from its
 //! middle; [`anchor`] keeps signed checkpoints of its head outside the
@@ -11,276 +12,26 @@
 
 pub mod anchor;
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
+pub use crate::db::chain::{AuditEvent, AuditRecord, ChainHead, Outcome, row_hash};
 use crate::db::schema::{audit_events, audit_head};
-use crate::db::{Db, DbConnection};
-use crate::domain::access::Basis;
+use crate::db::{Db, DbConnection, Tx};
 use crate::error::ApiError;
 
-/// Whether the access was let through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Allowed,
-    Denied,
-}
-
-impl Outcome {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Denied => "denied",
-        }
-    }
-}
-
-/// One event to audit, before it joins the chain.
-#[derive(Debug, Clone)]
-pub struct AuditRecord {
-    pub actor_id: Option<String>,
-    pub actor_role: Option<String>,
-    /// Method and route pattern, e.g. `GET /patients/{id}`.
-    pub action: String,
-    pub resource_type: String,
-    pub resource_id: Option<String>,
-    pub patient_id: Option<String>,
-    pub basis: Option<Basis>,
-    pub outcome: Outcome,
-    pub request_id: Option<String>,
-    /// The client's address (after trusted proxies), when known.
-    pub client_ip: Option<String>,
-}
-
-/// A stored audit row.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_events)]
-pub struct AuditEvent {
-    pub seq: i64,
-    pub id: String,
-    pub at: NaiveDateTime,
-    pub actor_id: Option<String>,
-    pub actor_role: Option<String>,
-    pub action: String,
-    pub resource_type: String,
-    pub resource_id: Option<String>,
-    pub patient_id: Option<String>,
-    pub basis: Option<String>,
-    pub outcome: String,
-    pub request_id: Option<String>,
-    pub prev_hash: String,
-    pub hash: String,
-    pub client_ip: Option<String>,
-}
-
-/// The chain's last row: its seq and hash (what `audit_head` holds).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
-    pub seq: i64,
-    pub hash: String,
-}
-
-/// The hash of a row: SHA-256 over the previous hash and every other field.
-/// `client_ip` came later: it is hashed as a last field only when present,
-/// so rows without it (all the older ones) hash exactly as before.
-pub fn row_hash(event: &AuditEvent) -> String {
-    const SEP: &[u8] = b"\x1f";
-    const NONE: &str = "\u{0}";
-    let at = DateTime::<Utc>::from_naive_utc_and_offset(event.at, Utc)
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string();
-    let seq = event.seq.to_string();
-    let fields: [&str; 13] = [
-        &event.prev_hash,
-        &seq,
-        &event.id,
-        &at,
-        event.actor_id.as_deref().unwrap_or(NONE),
-        event.actor_role.as_deref().unwrap_or(NONE),
-        &event.action,
-        &event.resource_type,
-        event.resource_id.as_deref().unwrap_or(NONE),
-        event.patient_id.as_deref().unwrap_or(NONE),
-        event.basis.as_deref().unwrap_or(NONE),
-        &event.outcome,
-        event.request_id.as_deref().unwrap_or(NONE),
-    ];
-    let mut hasher = Sha256::new();
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            hasher.update(SEP);
-        }
-        hasher.update(field.as_bytes());
-    }
-    if let Some(ip) = &event.client_ip {
-        hasher.update(SEP);
-        hasher.update(ip.as_bytes());
-    }
-    hex::encode(hasher.finalize())
-}
-
-thread_local! {
-    /// Records appended by the writes of the batch the database writer is
-    /// running on this thread (see [`Deferral`]).
-    static DEFERRED: RefCell<Option<Vec<(AuditRecord, NaiveDateTime)>>> =
-        const { RefCell::new(None) };
-}
-
-/// The database writer's batch: while it lasts, [`append`] on this thread
-/// collects records instead of writing them, and [`Deferral::finish`]
-/// chains them all at once, in the batch's transaction, before it commits.
-/// A write whose savepoint rolls back drops its records
-/// ([`Deferral::rewind`]), so a row is in the chain exactly when the write it
-/// audits is stored, as when each write appended its own. One batch then
-/// locks and updates the chain's head once, not once per write.
-pub struct Deferral(());
-
-impl Deferral {
-    /// Starts collecting on this thread.
-    pub fn begin() -> Self {
-        DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
-        Self(())
-    }
-
-    /// How many records are collected so far (a mark to rewind to).
-    pub fn mark(&self) -> usize {
-        DEFERRED.with(|d| d.borrow().as_ref().map_or(0, Vec::len))
-    }
-
-    /// Drops the records collected after `mark` (their write rolled back).
-    pub fn rewind(&self, mark: usize) {
-        DEFERRED.with(|d| {
-            if let Some(records) = d.borrow_mut().as_mut() {
-                records.truncate(mark);
-            }
-        });
-    }
-
-    /// Appends everything collected, in order, in `conn`'s transaction;
-    /// returns the chain's new head (`None` when nothing was collected).
-    pub fn finish(self, conn: &mut DbConnection) -> Result<Option<ChainHead>, ApiError> {
-        let records = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
-        write_chain(conn, &records)
-    }
-}
-
-impl Drop for Deferral {
-    fn drop(&mut self) {
-        // A batch that failed or panicked leaves nothing behind.
-        DEFERRED.with(|d| d.borrow_mut().take());
-    }
-}
-
-/// Adds records to the batch the database writer is running on this
-/// thread; gives them back when there is none.
-pub fn defer(records: Vec<AuditRecord>, now: NaiveDateTime) -> Result<(), Vec<AuditRecord>> {
-    DEFERRED.with(|d| match d.borrow_mut().as_mut() {
-        Some(batch) => {
-            batch.extend(records.into_iter().map(|r| (r, now)));
-            Ok(())
-        }
-        None => Err(records),
-    })
-}
-
-/// Appends records to the chain in the caller's transaction (inside a
-/// database writer's batch: when the batch commits, see [`Deferral`]).
+/// Adds records to the chain with the write `tx` is part of: they are
+/// stored when it commits, and not at all if it rolls back.
 pub fn append(
-    conn: &mut DbConnection,
+    tx: &mut Tx<'_>,
     records: &[AuditRecord],
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let deferred = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
-        Some(batch) => {
-            batch.extend(records.iter().map(|r| (r.clone(), now)));
-            true
-        }
-        None => false,
-    });
-    if deferred {
-        return Ok(());
-    }
-    let stamped: Vec<(AuditRecord, NaiveDateTime)> =
-        records.iter().map(|r| (r.clone(), now)).collect();
-    write_chain(conn, &stamped).map(|_| ())
-}
-
-/// Chains and stores records, each with its time; returns the new head.
-fn write_chain(
-    conn: &mut DbConnection,
-    records: &[(AuditRecord, NaiveDateTime)],
-) -> Result<Option<ChainHead>, ApiError> {
-    if records.is_empty() {
-        return Ok(None);
-    }
-    let head = audit_head::table
-        .find(1)
-        .select((audit_head::seq, audit_head::hash));
-    // The head row is the chain's lock: appends from other transactions (and
-    // other instances) wait here, so the chain never forks.
-    let (mut seq, mut prev): (i64, String) = match conn {
-        DbConnection::Postgres(pg) => head.for_update().first(pg)?,
-        DbConnection::Sqlite(lite) => head.first(lite)?,
-    };
-    let mut rows = Vec::with_capacity(records.len());
-    for (record, at) in records {
-        seq += 1;
-        let mut event = AuditEvent {
-            seq,
-            id: uuid::Uuid::now_v7().to_string(),
-            at: *at,
-            actor_id: record.actor_id.clone(),
-            actor_role: record.actor_role.clone(),
-            action: record.action.clone(),
-            resource_type: record.resource_type.clone(),
-            resource_id: record.resource_id.clone(),
-            patient_id: record.patient_id.clone(),
-            basis: record.basis.map(|b| b.as_str().to_owned()),
-            outcome: record.outcome.as_str().to_owned(),
-            request_id: record.request_id.clone(),
-            prev_hash: prev,
-            hash: String::new(),
-            client_ip: record.client_ip.clone(),
-        };
-        event.hash = row_hash(&event);
-        prev = event.hash.clone();
-        rows.push(event);
-    }
-    match conn {
-        // One round trip per chunk (under the bound-parameter limit).
-        DbConnection::Postgres(pg) => {
-            for chunk in rows.chunks(500) {
-                diesel::insert_into(audit_events::table)
-                    .values(chunk)
-                    .execute(pg)?;
-            }
-        }
-        // No round trips to save: a one-row insert is prepared once per
-        // connection, where a statement for n rows would be prepared anew
-        // for every batch size.
-        DbConnection::Sqlite(lite) => {
-            for row in &rows {
-                diesel::insert_into(audit_events::table)
-                    .values(row)
-                    .execute(lite)?;
-            }
-        }
-    }
-    // The head only moves forward, onto a stored row (a trigger checks it:
-    // migration audit_anchor).
-    diesel::update(audit_head::table.find(1))
-        .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev)))
-        .execute(conn)?;
-    Ok(Some(ChainHead { seq, hash: prev }))
+    tx.audit(records, now);
+    Ok(())
 }
 
 /// Audit records of their own (a read's, a denial's), sent straight to
@@ -504,5 +255,106 @@ mod tests {
             row_hash(&event()),
             "b197f1baec3ac17911ef00d8106bf0deddb8be5afe36e142d19290ce779ba84d"
         );
+    }
+
+    async fn migrated() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/a.db", dir.path().display());
+        let db = Db::connect(&url, 2).unwrap();
+        db.migrate().await.unwrap();
+        (dir, db)
+    }
+
+    fn record(i: i64) -> AuditRecord {
+        AuditRecord {
+            actor_id: None,
+            actor_role: None,
+            action: "TEST".into(),
+            resource_type: "t".into(),
+            resource_id: Some(i.to_string()),
+            patient_id: None,
+            basis: None,
+            outcome: Outcome::Allowed,
+            request_id: None,
+            client_ip: None,
+        }
+    }
+
+    /// The resource ids of the audit chain, checking that it is intact.
+    fn chained_ids(db: &Db) -> Vec<i64> {
+        let mut conn = db.get().unwrap();
+        let ids: Vec<Option<String>> = crate::db::schema::audit_events::table
+            .select(crate::db::schema::audit_events::resource_id)
+            .order(crate::db::schema::audit_events::seq)
+            .load(&mut *conn)
+            .unwrap();
+        assert_eq!(
+            verify(&mut conn).unwrap(),
+            Verdict::Intact {
+                rows: ids.len() as i64
+            }
+        );
+        ids.iter()
+            .map(|id| id.as_deref().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn audit_records_of_their_own_commit_between_failing_writes() {
+        let (_dir, db) = migrated().await;
+        let jobs = (0..80i64).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                if i % 2 == 1 {
+                    // A read's record: no write of its own, no savepoint.
+                    return db
+                        .append_audit(vec![record(i)], chrono::Utc::now().naive_utc())
+                        .await;
+                }
+                db.write(move |conn| {
+                    append(conn, &[record(i)], chrono::Utc::now().naive_utc())?;
+                    Err(ApiError::Gone(i.to_string()))
+                })
+                .await
+            })
+        });
+        for (i, result) in futures_util::future::join_all(jobs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(result.unwrap().is_ok(), i % 2 == 1, "job {i}");
+        }
+        let mut ids = chained_ids(&db);
+        ids.sort_unstable();
+        assert_eq!(ids, (0..40).map(|i| 2 * i + 1).collect::<Vec<i64>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn audit_rows_join_the_chain_with_their_write_only() {
+        let (_dir, db) = migrated().await;
+        let writes = (0..60i64).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |conn| {
+                    append(conn, &[record(i)], chrono::Utc::now().naive_utc())?;
+                    if i % 2 == 0 {
+                        return Err(ApiError::Gone(i.to_string()));
+                    }
+                    Ok(())
+                })
+                .await
+            })
+        });
+        for (i, result) in futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(result.unwrap().is_ok(), i % 2 == 1);
+        }
+        let ids = chained_ids(&db);
+        assert_eq!(ids.len(), 30);
+        assert!(ids.iter().all(|id| id % 2 == 1), "{ids:?}");
     }
 }

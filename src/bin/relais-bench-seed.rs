@@ -33,7 +33,7 @@ use relais::auth::session;
 use relais::auth::tokens::JwtKeys;
 use relais::db::models::User;
 use relais::db::schema::users;
-use relais::db::{Backend, Db, DbConnection};
+use relais::db::{Backend, Db, Tx};
 use relais::domain::access::Basis;
 use relais::domain::plan::{Acknowledgement, PlanContent};
 use relais::domain::role::{NotificationPreference, Role};
@@ -240,7 +240,8 @@ fn main() -> anyhow::Result<()> {
     );
     {
         let (gp, pharmacist, t) = (gp.clone(), pharmacist.clone(), t.clone());
-        db.write_blocking(move |conn: &mut DbConnection| {
+        db.write_blocking(move |tx: &mut Tx<'_>| {
+            let conn = tx.conn();
             conn.batch_execute(&format!(
                 "INSERT INTO organizations (id, name, kind, email, phone, created_at) VALUES \
                  ('{GP_ORG}', 'Cabinet Bench', 'gp_practice', NULL, '02 99 00 00 01', {t}), \

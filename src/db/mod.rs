@@ -1,9 +1,12 @@
 //! One database layer over SQLite (embedded) and PostgreSQL, chosen by URL.
 
+pub mod chain;
+pub mod json;
 pub mod models;
 pub mod schema;
 mod writer;
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +16,8 @@ use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::audit::anchor::CommittedHead;
 use crate::error::ApiError;
+use chain::{AuditRecord, CommittedHead};
 
 /// Migrations for SQLite; the PostgreSQL folder has the same names.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -40,6 +43,45 @@ macro_rules! per_backend {
 pub enum DbConnection {
     Postgres(PgConnection),
     Sqlite(SqliteConnection),
+}
+
+/// A write in progress ([`Db::write`]): the connection, inside the
+/// transaction, and the audit records the write stages. The writer chains
+/// a batch's staged records just before it commits, in the same
+/// transaction; a write that fails takes its records back with it, so a row
+/// is in the chain exactly when the write it audits is stored.
+///
+/// It dereferences to the connection: queries and `store` operations that
+/// need no audit take `&mut DbConnection` and are passed a `Tx` as is.
+pub struct Tx<'a> {
+    conn: &'a mut DbConnection,
+    staged: &'a mut Vec<(AuditRecord, chrono::NaiveDateTime)>,
+}
+
+impl Tx<'_> {
+    /// Stages `records`, stamped `at`, for the chain.
+    pub fn audit(&mut self, records: &[AuditRecord], at: chrono::NaiveDateTime) {
+        self.staged.extend(records.iter().map(|r| (r.clone(), at)));
+    }
+
+    /// The connection, for diesel's generic query methods (which take the
+    /// connection type itself, not something that dereferences to it).
+    pub fn conn(&mut self) -> &mut DbConnection {
+        self.conn
+    }
+}
+
+impl Deref for Tx<'_> {
+    type Target = DbConnection;
+    fn deref(&self) -> &DbConnection {
+        self.conn
+    }
+}
+
+impl DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        self.conn
+    }
 }
 
 /// Which database engine a URL names.
@@ -247,7 +289,7 @@ impl Db {
     /// committed (on SQLite, with the other writes of its batch).
     pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
         let result = self
@@ -265,7 +307,7 @@ impl Db {
     /// (see [`writer::Writer::submit_audit`]).
     pub async fn append_audit(
         &self,
-        records: Vec<crate::audit::AuditRecord>,
+        records: Vec<AuditRecord>,
         now: chrono::NaiveDateTime,
     ) -> Result<(), ApiError> {
         self.writer
@@ -278,7 +320,7 @@ impl Db {
     /// runtime (it must not be called from async code).
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
         let result = self

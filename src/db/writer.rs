@@ -17,7 +17,7 @@
 //! of one per write, with the lock held by one transaction at a time.
 //!
 //! The audit rows the writes append join the chain once per batch, just
-//! before the commit (see [`Deferral`]). After the commit the thread records
+//! before the commit (see [`Tx`]). After the commit the thread records
 //! the chain's new head in a [`CommittedHead`], for the audit anchor to
 //! checkpoint outside the database (no disk write here: see `audit::anchor`).
 
@@ -31,9 +31,8 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use tokio::sync::oneshot;
 
-use super::{Backend, ConnectionManager, DbConnection};
-use crate::audit::anchor::CommittedHead;
-use crate::audit::{self, AuditRecord, ChainHead, Deferral};
+use super::chain::{self, AuditRecord, ChainHead, CommittedHead};
+use super::{Backend, ConnectionManager, DbConnection, Tx};
 use crate::error::ApiError;
 
 /// The most jobs committed in one transaction. PostgreSQL keeps the first
@@ -45,7 +44,9 @@ const MAX_BATCH_POSTGRES: usize = 64;
 /// Runs one job in its savepoint; says whether it succeeded and how to
 /// report its result once the batch's commit is known (`None`: committed;
 /// `Some`: why not).
-type Job = Box<dyn FnOnce(&mut DbConnection) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(&mut DbConnection, &mut Staged) -> Completion + Send>;
+/// The audit records the batch's writes staged, each with its time.
+type Staged = Vec<(AuditRecord, NaiveDateTime)>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// The handle requests use to reach the writer thread.
@@ -86,14 +87,19 @@ impl Writer {
     /// Queues `f`; the receiver answers after the batch holding it commits.
     pub fn submit<T, F>(&self, f: F) -> oneshot::Receiver<Result<T, ApiError>>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
         let (answer, receiver) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &mut DbConnection| {
+        let job: Job = Box::new(move |conn: &mut DbConnection, staged: &mut Staged| {
+            let mark = staged.len();
             // Nested in the batch's transaction: a savepoint.
-            let result = conn.transaction(f);
-            (result.is_ok(), complete(answer, result))
+            let result = conn.transaction(|conn| f(&mut Tx { conn, staged }));
+            if result.is_err() {
+                // Rolled back: so are the records it staged.
+                staged.truncate(mark);
+            }
+            complete(answer, result)
         });
         // If the thread is gone the receiver reports it (its sender drops).
         let _ = self.jobs.send(job);
@@ -104,20 +110,16 @@ impl Writer {
     /// receiver answers once they are committed in the chain.
     ///
     /// Cheaper than [`Writer::submit`]: no savepoint, since the job only
-    /// adds the records to the batch's [`Deferral`] and runs no statement.
+    /// stages the records for the batch's chain and runs no statement.
     pub fn submit_audit(
         &self,
         records: Vec<AuditRecord>,
         now: NaiveDateTime,
     ) -> oneshot::Receiver<Result<(), ApiError>> {
         let (answer, receiver) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &mut DbConnection| {
-            let result = match audit::defer(records, now) {
-                Ok(()) => Ok(()),
-                // Not in a batch (never, on this thread): append in a savepoint.
-                Err(records) => conn.transaction(|conn| audit::append(conn, &records, now)),
-            };
-            (result.is_ok(), complete(answer, result))
+        let job: Job = Box::new(move |_: &mut DbConnection, staged: &mut Staged| {
+            staged.extend(records.into_iter().map(|r| (r, now)));
+            complete(answer, Ok(()))
         });
         let _ = self.jobs.send(job);
         receiver
@@ -269,16 +271,10 @@ fn commit_batch(
         if let DbConnection::Sqlite(lite) = conn {
             lite.batch_execute("UPDATE write_lock SET id = id WHERE 0")?;
         }
-        let audit = Deferral::begin();
+        let mut staged = Staged::new();
         for job in batch {
-            let mark = audit.mark();
-            match catch_unwind(AssertUnwindSafe(|| job(conn))) {
-                Ok((ok, done)) => {
-                    if !ok {
-                        audit.rewind(mark);
-                    }
-                    completions.push(done);
-                }
+            match catch_unwind(AssertUnwindSafe(|| job(conn, &mut staged))) {
+                Ok(done) => completions.push(done),
                 Err(_) => {
                     // The panicking job's answer channel is dropped; the
                     // others must not be reported as committed.
@@ -289,7 +285,7 @@ fn commit_batch(
         }
         // The audit rows of the batch's writes join the chain here, in the
         // same transaction: stored together with what they audit, or not at all.
-        audit.finish(conn).map_err(|err| {
+        chain::write_chain(conn, &staged).map_err(|err| {
             tracing::error!(error = %err, "database writer: appending the audit rows failed");
             diesel::result::Error::RollbackTransaction
         })
@@ -360,7 +356,7 @@ mod tests {
                 db.write(move |conn| {
                     diesel::sql_query("INSERT INTO t (id, v) VALUES (?, 'x')")
                         .bind::<BigInt, _>(i)
-                        .execute(conn)?;
+                        .execute(&mut **conn)?;
                     if i % 3 == 0 {
                         // Fails after writing: its row must not stay.
                         return Err(ApiError::Gone(format!("{i}")));
@@ -395,112 +391,17 @@ mod tests {
         let (_dir, db) = fresh().await;
         let panicked = db
             .write(|conn| -> Result<(), ApiError> {
-                diesel::sql_query("INSERT INTO t (id, v) VALUES (1, 'x')").execute(conn)?;
+                diesel::sql_query("INSERT INTO t (id, v) VALUES (1, 'x')").execute(&mut **conn)?;
                 panic!("a bug in a handler")
             })
             .await;
         assert!(panicked.is_err());
         assert_eq!(count(&db), 0, "nothing of the failed batch is kept");
         db.write(|conn| {
-            Ok(diesel::sql_query("INSERT INTO t (id, v) VALUES (2, 'y')").execute(conn)?)
+            Ok(diesel::sql_query("INSERT INTO t (id, v) VALUES (2, 'y')").execute(&mut **conn)?)
         })
         .await
         .unwrap();
         assert_eq!(count(&db), 1);
-    }
-
-    fn record(i: i64) -> crate::audit::AuditRecord {
-        crate::audit::AuditRecord {
-            actor_id: None,
-            actor_role: None,
-            action: "TEST".into(),
-            resource_type: "t".into(),
-            resource_id: Some(i.to_string()),
-            patient_id: None,
-            basis: None,
-            outcome: crate::audit::Outcome::Allowed,
-            request_id: None,
-            client_ip: None,
-        }
-    }
-
-    /// The resource ids of the audit chain, checking that it is intact.
-    fn chained_ids(db: &Db) -> Vec<i64> {
-        use crate::audit::{self, Verdict};
-        let mut conn = db.get().unwrap();
-        let ids: Vec<Option<String>> = crate::db::schema::audit_events::table
-            .select(crate::db::schema::audit_events::resource_id)
-            .order(crate::db::schema::audit_events::seq)
-            .load(&mut *conn)
-            .unwrap();
-        assert_eq!(
-            audit::verify(&mut conn).unwrap(),
-            Verdict::Intact {
-                rows: ids.len() as i64
-            }
-        );
-        ids.iter()
-            .map(|id| id.as_deref().unwrap().parse().unwrap())
-            .collect()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn audit_records_of_their_own_commit_between_failing_writes() {
-        let (_dir, db) = fresh().await;
-        let jobs = (0..80i64).map(|i| {
-            let db = db.clone();
-            tokio::spawn(async move {
-                if i % 2 == 1 {
-                    // A read's record: no write of its own, no savepoint.
-                    return db
-                        .append_audit(vec![record(i)], chrono::Utc::now().naive_utc())
-                        .await;
-                }
-                db.write(move |conn| {
-                    crate::audit::append(conn, &[record(i)], chrono::Utc::now().naive_utc())?;
-                    Err(ApiError::Gone(i.to_string()))
-                })
-                .await
-            })
-        });
-        for (i, result) in futures_util::future::join_all(jobs)
-            .await
-            .into_iter()
-            .enumerate()
-        {
-            assert_eq!(result.unwrap().is_ok(), i % 2 == 1, "job {i}");
-        }
-        let mut ids = chained_ids(&db);
-        ids.sort_unstable();
-        assert_eq!(ids, (0..40).map(|i| 2 * i + 1).collect::<Vec<i64>>());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn audit_rows_join_the_chain_with_their_write_only() {
-        use crate::audit;
-        let (_dir, db) = fresh().await;
-        let writes = (0..60i64).map(|i| {
-            let db = db.clone();
-            tokio::spawn(async move {
-                db.write(move |conn| {
-                    audit::append(conn, &[record(i)], chrono::Utc::now().naive_utc())?;
-                    if i % 2 == 0 {
-                        return Err(ApiError::Gone(i.to_string()));
-                    }
-                    Ok(())
-                })
-                .await
-            })
-        });
-        for (i, result) in futures_util::future::join_all(writes)
-            .await
-            .into_iter()
-            .enumerate()
-        {
-            assert_eq!(result.unwrap().is_ok(), i % 2 == 1);
-        }
-        let ids = chained_ids(&db);
-        assert_eq!(ids.len(), 30);
-        assert!(ids.iter().all(|id| id % 2 == 1), "{ids:?}");
     }
 }

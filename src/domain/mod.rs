@@ -6,6 +6,7 @@ pub mod drugs;
 pub mod ins;
 pub mod json;
 pub mod messaging;
+pub mod metrics;
 pub mod patient;
 pub mod plan;
 pub mod plan_diff;

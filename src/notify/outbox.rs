@@ -204,7 +204,7 @@ impl Sender {
                                 email_outbox::locked_until.eq(None::<NaiveDateTime>),
                                 email_outbox::last_error.eq(None::<String>),
                             ))
-                            .execute(conn)?;
+                            .execute(&mut **conn)?;
                         Ok(())
                     })
                     .await
@@ -224,7 +224,7 @@ impl Sender {
                                 email_outbox::locked_until.eq(None::<NaiveDateTime>),
                                 email_outbox::last_error.eq(Some(error)),
                             ))
-                            .execute(conn)?;
+                            .execute(&mut **conn)?;
                         Ok(())
                     })
                     .await

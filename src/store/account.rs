@@ -82,7 +82,7 @@ pub async fn create_account(
     db.write(move |conn| {
         diesel::insert_into(users::table)
             .values(&user)
-            .execute(conn)
+            .execute(&mut **conn)
             .map_err(|e| {
                 if is_unique_violation(&e) {
                     ApiError::conflict("email", "an account with this email exists")

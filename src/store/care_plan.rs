@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::db::DbConnection;
+use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{care_plan_versions, care_plans, users};
 use crate::domain::plan::{
@@ -48,9 +49,9 @@ pub struct PlanVersionRow {
     pub patient_id: String,
     pub version: i32,
     pub status: PlanStatus,
-    pub content: String,
-    pub warnings: String,
-    pub acknowledged: String,
+    pub content: Json<PlanContent>,
+    pub warnings: Json<Vec<Warning>>,
+    pub acknowledged: Json<Vec<Acknowledgement>>,
     pub change_summary: String,
     pub source_type: Option<String>,
     pub source_id: Option<String>,
@@ -59,11 +60,6 @@ pub struct PlanVersionRow {
 }
 
 impl PlanVersionRow {
-    /// The clinical content.
-    pub fn content(&self) -> Result<PlanContent, ApiError> {
-        serde_json::from_str(&self.content).map_err(ApiError::internal)
-    }
-
     pub fn source(&self) -> Option<PlanSource> {
         Some(PlanSource {
             kind: self.source_type.clone()?,
@@ -312,9 +308,9 @@ pub fn store_version(
         patient_id: new.patient_id.to_owned(),
         version: next,
         status: new.content.status,
-        content: serde_json::to_string(new.content).map_err(ApiError::internal)?,
-        warnings: serde_json::to_string(new.warnings).map_err(ApiError::internal)?,
-        acknowledged: serde_json::to_string(new.acknowledged).map_err(ApiError::internal)?,
+        content: Json::new(new.content.clone()),
+        warnings: Json::new(new.warnings.to_vec()),
+        acknowledged: Json::new(new.acknowledged.to_vec()),
         change_summary: new.change_summary.trim().to_owned(),
         source_type: new.source.as_ref().map(|s| s.kind.clone()),
         source_id: new.source.map(|s| s.id),

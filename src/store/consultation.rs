@@ -10,9 +10,11 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
+use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{consultations, users};
 use crate::domain::messaging::SubjectType;
+use crate::domain::metrics::ConsultationTimes;
 use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::role::{OrgKind, Role};
 use crate::domain::rules::Warning;
@@ -62,7 +64,7 @@ pub struct ConsultationRow {
     pub answered_at: Option<NaiveDateTime>,
     pub answered_by: Option<String>,
     pub answer: Option<String>,
-    pub proposed_plan: Option<String>,
+    pub proposed_plan: Option<Json<PlanContent>>,
     pub declined_at: Option<NaiveDateTime>,
     pub decline_reason: Option<String>,
     pub closed_at: Option<NaiveDateTime>,
@@ -85,12 +87,8 @@ impl ConsultationRow {
             .optional()
     }
 
-    pub fn proposal(&self) -> Result<Option<PlanContent>, ApiError> {
-        self.proposed_plan
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(ApiError::internal)
+    pub fn proposal(&self) -> Option<&PlanContent> {
+        self.proposed_plan.as_ref().map(Json::get)
     }
 
     /// Whether `caller` is a specialist of the addressed centre.
@@ -162,7 +160,7 @@ pub enum Move {
     Accept,
     Answer {
         answer: String,
-        proposal: Option<String>,
+        proposal: Option<PlanContent>,
     },
     Decline {
         reason: String,
@@ -360,8 +358,7 @@ pub fn apply_move(
         }
         Move::Answer { answer, proposal } => {
             if let (Some(plan), Some(patient)) = (&proposal, &row.patient_id) {
-                let plan: PlanContent = serde_json::from_str(plan).map_err(ApiError::internal)?;
-                check_references(conn, patient, &plan, now, "proposed_plan.")?;
+                check_references(conn, patient, plan, now, "proposed_plan.")?;
             }
             diesel::update(target)
                 .set((
@@ -373,7 +370,7 @@ pub fn apply_move(
                     consultations::answered_at.eq(now),
                     consultations::answered_by.eq(author_id),
                     consultations::answer.eq(answer),
-                    consultations::proposed_plan.eq(proposal),
+                    consultations::proposed_plan.eq(proposal.map(Json::new)),
                 ))
                 .execute(conn)?;
             notify(
@@ -484,4 +481,40 @@ pub fn apply_proposal(
     )?;
     ConsultationRow::find(conn, id)?
         .ok_or_else(|| ApiError::NotFound("no such consultation".into()))
+}
+
+/// The times of the consultations `centre` received in `[from, to)`.
+pub fn times(
+    conn: &mut DbConnection,
+    centre: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> QueryResult<Vec<ConsultationTimes>> {
+    let rows = consultations::table
+        .filter(consultations::centre_id.eq(centre))
+        .filter(consultations::created_at.ge(from))
+        .filter(consultations::created_at.lt(to))
+        .select((
+            consultations::created_at,
+            consultations::due_at,
+            consultations::answered_at,
+            consultations::referral_avoided,
+        ))
+        .load::<(
+            NaiveDateTime,
+            NaiveDateTime,
+            Option<NaiveDateTime>,
+            Option<bool>,
+        )>(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(created_at, due_at, answered_at, referral_avoided)| ConsultationTimes {
+                created_at,
+                due_at,
+                answered_at,
+                referral_avoided,
+            },
+        )
+        .collect())
 }

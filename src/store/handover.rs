@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::db::DbConnection;
+use crate::db::json::Json;
 use crate::db::models::new_id;
 use crate::db::schema::handovers;
 use crate::domain::messaging::SubjectType;
@@ -44,7 +45,7 @@ pub struct HandoverRow {
     pub summary: String,
     pub discharge_date: NaiveDate,
     pub follow_up: Option<String>,
-    pub proposed_plan: String,
+    pub proposed_plan: Json<PlanContent>,
     pub base_plan_version: Option<i32>,
     pub status: HandoverStatus,
     pub due_at: NaiveDateTime,
@@ -65,11 +66,6 @@ impl HandoverRow {
             .select(Self::as_select())
             .first(conn)
             .optional()
-    }
-
-    /// The proposed plan.
-    pub fn proposal(&self) -> Result<PlanContent, ApiError> {
-        serde_json::from_str(&self.proposed_plan).map_err(ApiError::internal)
     }
 }
 
@@ -118,7 +114,7 @@ pub fn send(
         summary: out.summary,
         discharge_date: out.discharge_date,
         follow_up: out.follow_up,
-        proposed_plan: serde_json::to_string(out.proposed_plan).map_err(ApiError::internal)?,
+        proposed_plan: Json::new(out.proposed_plan.clone()),
         base_plan_version: current_version(conn, out.patient_id)?,
         status: HandoverStatus::Sent,
         due_at: out.due_at,

@@ -179,7 +179,9 @@ async fn verify_sees_the_newest_rows_removed_and_the_head_set_back() {
                 client_ip: None,
             })
             .collect();
-        relais::audit::append(conn, &filler, chrono::Utc::now().naive_utc())
+        let now = chrono::Utc::now().naive_utc();
+        let stamped: Vec<_> = filler.into_iter().map(|r| (r, now)).collect();
+        relais::db::chain::write_chain(conn, &stamped).map(|_| ())
     })
     .unwrap();
     assert_eq!(head(&mut conn).0, last);

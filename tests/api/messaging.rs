@@ -533,14 +533,14 @@ async fn messages_are_immutable_in_the_database() {
         .write(move |conn| {
             Ok(diesel::update(messages::table.find(a))
                 .set(messages::body.eq("Texte modifié."))
-                .execute(conn)?)
+                .execute(&mut **conn)?)
         })
         .await;
     assert!(update.is_err(), "UPDATE must be refused");
     let delete = app
         .state
         .db
-        .write(move |conn| Ok(diesel::delete(messages::table.find(b)).execute(conn)?))
+        .write(move |conn| Ok(diesel::delete(messages::table.find(b)).execute(&mut **conn)?))
         .await;
     assert!(delete.is_err(), "DELETE must be refused");
     let page = app
