@@ -46,6 +46,21 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
+    pub events: EventSettings,
+}
+
+/// The live event stream (`GET /api/v1/events`, `notify::events`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Streams one user may hold open on one instance at once.
+    pub max_streams_per_user: usize,
+    /// Seconds between heartbeat comments on an idle stream.
+    pub heartbeat_s: u64,
+    /// Hours an event is kept for replay with `Last-Event-ID`.
+    pub retention_h: u32,
+    /// Events waiting for one slow client before it is dropped.
+    pub buffer: usize,
 }
 
 /// The audit chain's checkpoints outside the database (`audit::anchor`).
@@ -507,6 +522,18 @@ impl Settings {
         }
         if self.auth.hash_queue_max > 100_000 {
             return invalid("auth.hash_queue_max", "must be at most 100000");
+        }
+        if !(1..=100).contains(&self.events.max_streams_per_user) {
+            return invalid("events.max_streams_per_user", "must be between 1 and 100");
+        }
+        if !(1..=300).contains(&self.events.heartbeat_s) {
+            return invalid("events.heartbeat_s", "must be between 1 and 300");
+        }
+        if !(1..=24 * 90).contains(&self.events.retention_h) {
+            return invalid("events.retention_h", "must be between 1 and 2160 (90 days)");
+        }
+        if !(8..=65_536).contains(&self.events.buffer) {
+            return invalid("events.buffer", "must be between 8 and 65536");
         }
         if self.auth.session_cache_ms > 60_000 {
             return invalid("auth.session_cache_ms", "must be at most 60000");

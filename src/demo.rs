@@ -209,6 +209,10 @@ fn print_logins() {
     }
     println!();
     println!("Every demo account's password: {DEMO_PASSWORD}");
+    println!(
+        "Live updates: sign in, then `curl -N <server>/api/v1/events -H 'authorization: Bearer <token>'` \
+         and post a message from another account (README: Live updates)."
+    );
     println!("Demo data is for evaluation only: never load it into a production database.");
 }
 

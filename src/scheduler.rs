@@ -1,6 +1,6 @@
 //! The in-process scheduler: each tick reminds about overdue handovers,
 //! escalates overdue consultations, sends the day's digests and forgets
-//! expired idempotency keys and sign-in failures. Safe with several instances on one database:
+//! expired idempotency keys, sign-in failures and live events past their retention. Safe with several instances on one database:
 //! a digest is claimed by inserting its `(user, day)` row in the transaction
 //! that queues the email, and on PostgreSQL the users to digest are claimed
 //! with `FOR UPDATE SKIP LOCKED`, so instances share the work without waiting.
@@ -22,6 +22,7 @@ use crate::db::{Db, DbConnection};
 use crate::domain::messaging::digest_day;
 use crate::domain::role::NotificationPreference;
 use crate::error::ApiError;
+use crate::notify::events;
 use crate::notify::outbox::{self, OutboxSignal};
 use crate::notify::templates::Email;
 use crate::state::AppState;
@@ -51,6 +52,9 @@ pub struct TickReport {
     pub consultations_escalated: usize,
     /// Day-before notifications of a temporary OMT change's or an opioid line's end.
     pub ends_reminded: usize,
+    /// Live events older than `events.retention_h`, and expired stream
+    /// tickets, deleted.
+    pub events_purged: usize,
 }
 
 /// The scheduler of one instance.
@@ -64,6 +68,7 @@ pub struct Scheduler {
     public_url: String,
     outbox: OutboxSignal,
     metrics: Arc<crate::metrics::Metrics>,
+    event_retention: chrono::Duration,
 }
 
 impl Scheduler {
@@ -78,6 +83,7 @@ impl Scheduler {
             public_url: state.settings.server.public_url.clone(),
             outbox: state.outbox.clone(),
             metrics: state.metrics.clone(),
+            event_retention: chrono::Duration::hours(i64::from(state.settings.events.retention_h)),
         }
     }
 
@@ -121,6 +127,13 @@ impl Scheduler {
                 .await?,
             ..TickReport::default()
         };
+        let before = (now - self.event_retention).naive_utc();
+        report.events_purged = self
+            .db
+            .write(move |conn| {
+                Ok(events::purge(conn, before)? + events::purge_tickets(conn, now.naive_utc())?)
+            })
+            .await?;
         let auth = self.auth.clone();
         report.login_failures_purged = self
             .db

@@ -27,6 +27,7 @@ use crate::db::Db;
 use crate::error::render_foreign_error;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
+use crate::notify::events::Hub;
 use crate::notify::outbox::{OutboxSignal, Sender};
 use crate::scheduler::Scheduler;
 use crate::state::{AppState, RequestId};
@@ -44,6 +45,8 @@ pub struct Application {
     anchor: Anchor,
     /// PostgreSQL: the thread hearing other instances' revocations.
     revocations: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    /// PostgreSQL: the thread hearing other instances' events.
+    event_listener: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// Reads `auth.jwt_secret`, or the generated one in the data folder (made on first run).
@@ -116,7 +119,13 @@ impl Application {
                 .throttle_rejections
                 .with_label_values(&["password_hash"]),
         );
+        let events = Hub::new(
+            db.clone(),
+            settings.events.max_streams_per_user,
+            settings.events.buffer,
+        );
         let state = AppState {
+            events,
             audit,
             users: Arc::new(UserCache::new(std::time::Duration::from_millis(
                 settings.auth.session_cache_ms,
@@ -142,6 +151,16 @@ impl Application {
             }
             crate::db::Backend::Sqlite => None,
         };
+        let event_listener = match state.db.backend() {
+            crate::db::Backend::Postgres => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let manager = crate::db::ConnectionManager::new(&state.settings.database.url)?;
+                let handle =
+                    crate::notify::events::spawn_listener(manager, &state.events, stop.clone())?;
+                Some((stop, handle))
+            }
+            crate::db::Backend::Sqlite => None,
+        };
         let sender = Sender::new(
             state.db.clone(),
             state.clock.clone(),
@@ -152,6 +171,7 @@ impl Application {
         let scheduler = Scheduler::new(&state);
         let tasks = vec![
             tokio::spawn(sender.run(shutdown_rx.clone())),
+            tokio::spawn(state.events.clone().run(shutdown_rx.clone())),
             tokio::spawn(scheduler.run(shutdown_rx)),
         ];
 
@@ -191,6 +211,7 @@ impl Application {
             tasks,
             anchor,
             revocations,
+            event_listener,
         })
     }
 
@@ -217,11 +238,34 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (or the handle stops it), lets in-flight
     /// requests finish, then stops the background tasks.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // An event stream never ends by itself: on SIGTERM/SIGINT (which
+        // also starts actix's graceful stop) the hub ends them all, so the
+        // stop does not wait out its timeout for them.
+        let hub = self.state.events.clone();
+        let closer = tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(term) => {
+                        term.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            hub.close();
+        });
         let metrics = self.metrics.map(|(_, server)| {
             let handle = server.handle();
             (handle, tokio::spawn(server))
         });
         let result = self.server.await;
+        closer.abort();
+        self.state.events.close();
         if let Some((handle, task)) = metrics {
             handle.stop(true).await;
             let _ = task.await;
@@ -230,7 +274,10 @@ impl Application {
         for task in self.tasks {
             let _ = task.await;
         }
-        if let Some((stop, handle)) = self.revocations {
+        for (stop, handle) in [self.revocations, self.event_listener]
+            .into_iter()
+            .flatten()
+        {
             stop.store(true, Ordering::SeqCst);
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }

@@ -14,6 +14,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
+use crate::notify::events::Hub;
 use crate::notify::outbox::OutboxSignal;
 
 /// What every handler can reach.
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The configured OpenID providers (see `auth::oidc`).
     pub oidc: Arc<crate::auth::oidc::Providers>,
+    /// The live event streams of this instance (see `notify::events`).
+    pub events: Arc<Hub>,
 }
 
 impl AppState {

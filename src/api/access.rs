@@ -17,6 +17,7 @@ use crate::db::schema::{access_requests, emergency_grants, organizations, patien
 use crate::domain::access::{Basis, Permission, TeamRole};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
+use crate::notify::events::{Event, EventKind, emit};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
 use crate::store::access::{load_relations, resolve};
@@ -176,6 +177,54 @@ fn referent_of(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Option<
         .optional()
 }
 
+/// The prescribers on the patient's care team now (who may decide a request).
+fn team_prescribers(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<String>> {
+    use crate::db::schema::care_team_members as ctm;
+    let prescribers: Vec<&str> = Role::ALL
+        .iter()
+        .filter(|r| r.is_prescriber())
+        .map(|r| r.as_str())
+        .collect();
+    ctm::table
+        .inner_join(users::table.on(users::id.eq(ctm::user_id)))
+        .filter(ctm::patient_id.eq(patient_id))
+        .filter(ctm::until.is_null())
+        .filter(users::role.eq_any(prescribers))
+        .select(ctm::user_id)
+        .load(conn)
+}
+
+/// Records a live event about access request `id`: for the team's
+/// prescribers about the patient (delivered while they have a basis), and
+/// for the requester, when given, without the patient (their own request,
+/// which they see without a basis, as its notification).
+fn emit_request_event(
+    conn: &mut DbConnection,
+    kind: EventKind,
+    id: &str,
+    patient_id: &str,
+    requester_id: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let refs = [("access_request_id", id)];
+    let team = Event {
+        kind,
+        patient_id: Some(patient_id),
+        refs: &refs,
+    };
+    let prescribers = team_prescribers(conn, patient_id)?;
+    emit(conn, &prescribers, &team, now)?;
+    if let Some(requester) = requester_id {
+        let own = Event {
+            kind,
+            patient_id: None,
+            refs: &refs,
+        };
+        emit(conn, &[requester], &own, now)?;
+    }
+    Ok(())
+}
+
 fn patient_exists(conn: &mut DbConnection, patient_id: &str) -> QueryResult<bool> {
     Ok(patients::table
         .find(patient_id)
@@ -263,6 +312,14 @@ pub async fn create_access_request(
                     now,
                 )?;
             }
+            emit_request_event(
+                conn,
+                EventKind::AccessRequestCreated,
+                &id,
+                &patient_id,
+                None,
+                now,
+            )?;
             let record = info.record(
                 &caller,
                 "access_request",
@@ -405,6 +462,12 @@ async fn decide(
                 patient_id: Some(&patient_id),
             };
             notify(conn, &requester_id, kind, &subject, &public_url, naive)?;
+            let event = if approve {
+                EventKind::AccessRequestApproved
+            } else {
+                EventKind::AccessRequestDenied
+            };
+            emit_request_event(conn, event, &id, &patient_id, Some(&requester_id), naive)?;
             let record = info.record(
                 &caller,
                 "access_request",
@@ -525,6 +588,17 @@ pub async fn emergency_access(
                     now,
                 )?;
             }
+            let event = Event {
+                kind: EventKind::EmergencyAccessGranted,
+                patient_id: Some(&patient_id),
+                refs: &[("emergency_access_id", id.as_str())],
+            };
+            let team: Vec<&str> = relations
+                .members
+                .iter()
+                .map(|m| m.user_id.as_str())
+                .collect();
+            emit(conn, &team, &event, now)?;
             let record = info.record(
                 &caller,
                 "emergency_access",

@@ -9,6 +9,7 @@ pub mod care_team;
 pub mod clinical;
 pub mod consultations;
 pub mod dispensations;
+pub mod events;
 pub mod extract;
 pub mod fhir;
 pub mod handovers;
@@ -137,6 +138,8 @@ routes! {
     "/threads/{id}/messages" => { get => threads::list_messages, post => threads::post_message },
     "/threads/{id}/read" => { post => threads::mark_thread_read },
     "/inbox" => { get => inbox::get_inbox },
+    "/events" => { get => events::stream_events },
+    "/events/ticket" => { post => events::create_stream_ticket },
     ],
     "/fhir/r4" => [
     "/metadata" => { get => fhir::metadata },

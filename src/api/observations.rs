@@ -15,8 +15,10 @@ use crate::db::schema::{care_team_members, observation_alerts, observations};
 use crate::domain::access::TeamRole;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
+use crate::notify::events::{Event, EventKind, emit};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
+use crate::store::messaging::patient_audience;
 
 text_enum! {
     /// Which measure an observation carries (a filter of the list).
@@ -190,6 +192,7 @@ pub fn assess(
 fn watch(
     conn: &mut DbConnection,
     patient_id: &str,
+    observation_id: &str,
     observation: &NewObservation,
     public_url: &str,
     now: NaiveDateTime,
@@ -248,6 +251,16 @@ fn watch(
                         now,
                     )?;
                 }
+                let event = Event {
+                    kind: EventKind::ObservationAlert,
+                    patient_id: Some(patient_id),
+                    refs: &[
+                        ("alert_id", id.as_str()),
+                        ("observation_id", observation_id),
+                    ],
+                };
+                let audience = patient_audience(conn, patient_id, now)?;
+                emit(conn, &audience, &event, now)?;
             }
             (false, Some(id)) => {
                 diesel::update(observation_alerts::table.find(id))
@@ -307,7 +320,7 @@ pub async fn create_observation(
                     observations::recorded_at.eq(now),
                 ))
                 .execute(&mut **conn)?;
-            watch(conn, &access.patient_id, &body, &public_url, now, today)?;
+            watch(conn, &access.patient_id, &id, &body, &public_url, now, today)?;
             access.append_audit(conn, "observation", Some(&id), now)?;
             Ok(observations::table
                 .find(&id)

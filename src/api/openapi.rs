@@ -10,8 +10,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{
     access, audit_events, auth, care_plans, care_team, clinical, consultations, dispensations,
-    fhir, handovers, health, inbox, interventions, me, mfa, notifications, observations, oidc,
-    organizations, outbox, patients, threads, users,
+    events, fhir, handovers, health, inbox, interventions, me, mfa, notifications, observations,
+    oidc, organizations, outbox, patients, threads, users,
 };
 
 /// The API description served at `/api/v1/openapi.json`.
@@ -56,6 +56,7 @@ use super::{
         fhir::search_medication_requests, fhir::read_medication_request, fhir::search_consents,
         fhir::search_observations, fhir::search_communications, fhir::search_audit_events,
         fhir::post_bundle,
+        events::stream_events, events::create_stream_ticket,
     ),
     // Enums used only in query strings: utoipa does not collect them from `IntoParams`.
     components(schemas(

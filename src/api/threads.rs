@@ -26,6 +26,7 @@ use crate::domain::access::{Basis, Permission, Relations};
 use crate::domain::messaging::{self, SubjectType, fingerprint, next_message_id, parse_body};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
+use crate::notify::events::{Event, EventKind, emit};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
 use crate::store::access::resolve;
@@ -434,13 +435,14 @@ pub async fn list_messages(
 }
 
 /// Notifies the participants other than the author, once per unread stretch:
-/// someone with an unread `new_message` notification on the thread gets no other.
+/// someone with an unread `new_message` notification on the thread gets no
+/// other. Returns every participant, the author included.
 fn notify_participants(
     conn: &mut DbConnection,
     access: &ThreadAccess,
     public_url: &str,
     now: NaiveDateTime,
-) -> Result<(), ApiError> {
+) -> Result<Vec<String>, ApiError> {
     let participants = thread_participants(conn, &access.thread, access.relations.as_ref(), now)?;
     let subject = Subject {
         resource_type: "thread",
@@ -467,7 +469,7 @@ fn notify_participants(
             )?;
         }
     }
-    Ok(())
+    Ok(participants)
 }
 
 /// Locks the thread row until the transaction ends (PostgreSQL; SQLite
@@ -563,7 +565,16 @@ pub async fn post_message(
                 threads::activity_id.eq(&message.id),
             ))
             .execute(&mut **conn)?;
-            notify_participants(conn, &access, &public_url, now)?;
+            let participants = notify_participants(conn, &access, &public_url, now)?;
+            let event = Event {
+                kind: EventKind::MessageCreated,
+                patient_id: access.patient_id.as_deref(),
+                refs: &[
+                    ("thread_id", message.thread_id.as_str()),
+                    ("message_id", message.id.as_str()),
+                ],
+            };
+            emit(conn, &participants, &event, now)?;
             audit::append(conn, &[access.audit("message", &message.id)], now)?;
             Ok((StatusCode::CREATED.as_u16(), response, false))
         })
@@ -644,6 +655,15 @@ pub async fn mark_thread_read(
                 .set(notifications::read_at.eq(now))
                 .execute(&mut **conn)?;
             }
+            let event = Event {
+                kind: EventKind::ThreadRead,
+                patient_id: access.patient_id.as_deref(),
+                refs: &[
+                    ("thread_id", thread_id.as_str()),
+                    ("last_read_id", marker.as_str()),
+                ],
+            };
+            emit(conn, &[&user_id], &event, now)?;
             audit::append(conn, &[access.audit("thread_read", &thread_id)], now)?;
             Ok(ReadState {
                 thread_id,

@@ -305,6 +305,8 @@ pub struct Db {
     metrics: DbMetrics,
     /// SQLite: held while this process has the file open (see [`lock`]).
     _lock: Option<Arc<lock::InstanceLock>>,
+    /// Told after each committed write (the live events' hub listens).
+    commits: Arc<tokio::sync::Notify>,
 }
 
 impl Db {
@@ -341,6 +343,7 @@ impl Db {
             committed,
             metrics,
             _lock: lock,
+            commits: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -363,6 +366,12 @@ impl Db {
     /// audit anchor).
     pub fn committed_head(&self) -> Arc<CommittedHead> {
         self.committed.clone()
+    }
+
+    /// Told (`notify_one`: one permit, so none is missed) after each
+    /// committed write: the live events' hub reads new rows when it fires.
+    pub fn commit_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.commits.clone()
     }
 
     /// Which engine this is.
@@ -406,10 +415,15 @@ impl Db {
         F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        self.writer
+        let result = self
+            .writer
             .submit(f)
             .await
-            .unwrap_or_else(|_| Err(writer_gone()))
+            .unwrap_or_else(|_| Err(writer_gone()));
+        if result.is_ok() {
+            self.commits.notify_one();
+        }
+        result
     }
 
     /// Commits audit records of their own with the writer's next batch
@@ -432,10 +446,15 @@ impl Db {
         F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        self.writer
+        let result = self
+            .writer
             .submit(f)
             .blocking_recv()
-            .unwrap_or_else(|_| Err(writer_gone()))
+            .unwrap_or_else(|_| Err(writer_gone()));
+        if result.is_ok() {
+            self.commits.notify_one();
+        }
+        result
     }
 
     /// Applies pending migrations.

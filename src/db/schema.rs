@@ -423,6 +423,13 @@ diesel::table! {
         content -> Text,
         provenance -> Text,
         author_id -> Text,
+    /// One row per event per recipient (`notify::events`).
+    events (id) {
+        id -> BigInt,
+        user_id -> Text,
+        kind -> Text,
+        patient_id -> Nullable<Text>,
+        data -> Text,
         created_at -> Timestamp,
     }
 }
@@ -444,6 +451,9 @@ diesel::table! {
         decided_at -> Nullable<Timestamp>,
         resolved_by_version -> Nullable<Integer>,
         comment -> Nullable<Text>,
+    event_horizon (id) {
+        id -> Integer,
+        purged_through -> BigInt,
     }
 }
 
@@ -468,6 +478,13 @@ diesel::table! {
         subject -> Text,
         ends_on -> Date,
         created_at -> Timestamp,
+    event_tickets (ticket_hash) {
+        ticket_hash -> Text,
+        user_id -> Text,
+        session_id -> Text,
+        token_version -> Integer,
+        token_expires_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }
 
@@ -512,4 +529,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     interventions,
     dispensations,
     end_reminders,
+    events,
+    event_horizon,
+    event_tickets,
 );

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::events::{Event, EventKind, emit};
 use super::outbox;
 use super::templates::{Email, ItemKind};
 use crate::db::DbConnection;
@@ -72,8 +73,8 @@ pub struct Subject<'a> {
     pub patient_id: Option<&'a str>,
 }
 
-/// Notifies `user_id` in the caller's transaction; queues an email when the
-/// user wants them immediately. Returns whether an email was queued.
+/// Notifies `user_id` in the caller's transaction (with its live event);
+/// queues an email when the user wants them immediately. Returns whether an email was queued.
 pub fn notify(
     conn: &mut DbConnection,
     user_id: &str,
@@ -85,9 +86,10 @@ pub fn notify(
     let Some(user) = User::find(conn, user_id)?.filter(|u| u.active) else {
         return Ok(false);
     };
+    let id = new_id();
     diesel::insert_into(notifications::table)
         .values((
-            notifications::id.eq(new_id()),
+            notifications::id.eq(&id),
             notifications::user_id.eq(&user.id),
             notifications::kind.eq(kind.as_str()),
             notifications::resource_type.eq(subject.resource_type),
@@ -96,6 +98,18 @@ pub fn notify(
             notifications::created_at.eq(now),
         ))
         .execute(conn)?;
+    // The decision on one's own access request is seen without a basis
+    // (as `GET /notifications` shows it): its event names no patient.
+    let own_request = matches!(
+        kind,
+        NotificationKind::AccessRequestApproved | NotificationKind::AccessRequestDenied
+    );
+    let event = Event {
+        kind: EventKind::NotificationCreated,
+        patient_id: subject.patient_id.filter(|_| !own_request),
+        refs: &[("notification_id", id.as_str())],
+    };
+    emit(conn, &[&user.id], &event, now)?;
     if user.notification_preference != NotificationPreference::Immediate {
         return Ok(false);
     }

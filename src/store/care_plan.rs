@@ -21,7 +21,9 @@ use crate::domain::role::OrgKind;
 use crate::domain::rules::{self, Warning};
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError};
+use crate::notify::events::{Event, EventKind, emit};
 use crate::store::access::named_prescriber;
+use crate::store::messaging::patient_audience;
 
 /// Where a version came from, besides a direct edit.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -321,5 +323,13 @@ pub fn store_version(
     diesel::insert_into(care_plan_versions::table)
         .values(&row)
         .execute(conn)?;
+    let version = next.to_string();
+    let event = Event {
+        kind: EventKind::CarePlanVersionCreated,
+        patient_id: Some(new.patient_id),
+        refs: &[("version", version.as_str())],
+    };
+    let audience = patient_audience(conn, new.patient_id, now)?;
+    emit(conn, &audience, &event, now)?;
     Ok(row)
 }

@@ -20,6 +20,7 @@ use crate::domain::role::{OrgKind, Role};
 use crate::domain::rules::Warning;
 use crate::domain::workflow::{ConsultationAction, ConsultationStatus, consultation_transition};
 use crate::error::ApiError;
+use crate::notify::events::{Event, EventKind, emit};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::notify::outbox;
 use crate::notify::templates::{Email, ItemKind};
@@ -105,6 +106,25 @@ pub fn specialists_of(conn: &mut DbConnection, centre_id: &str) -> QueryResult<V
         .filter(users::active.eq(true))
         .select(users::id)
         .load(conn)
+}
+
+/// Records a live event about consultation `row` for its parties: the
+/// requester and the centre's specialists (delivered while they have a
+/// basis on its patient, if it has one).
+pub fn emit_event(
+    conn: &mut DbConnection,
+    row: &ConsultationRow,
+    kind: EventKind,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let mut parties = specialists_of(conn, &row.centre_id)?;
+    parties.push(row.requester_id.clone());
+    let event = Event {
+        kind,
+        patient_id: row.patient_id.as_deref(),
+        refs: &[("consultation_id", row.id.as_str())],
+    };
+    emit(conn, &parties, &event, now)
 }
 
 /// Tells the centre: each specialist in the app (and by email per preference),
@@ -215,6 +235,7 @@ pub fn escalate_overdue(
             public_url,
             now,
         )?;
+        emit_event(conn, row, EventKind::ConsultationOverdue, now)?;
     }
     Ok(rows.len())
 }
@@ -290,6 +311,7 @@ pub fn submit(
         public_url,
         now,
     )?;
+    emit_event(conn, &row, EventKind::ConsultationSubmitted, now)?;
     Ok(row)
 }
 
@@ -313,6 +335,13 @@ pub fn apply_move(
     diesel::update(target)
         .set(consultations::status.eq(next))
         .execute(conn)?;
+    let event = match step {
+        Move::Accept => EventKind::ConsultationAccepted,
+        Move::Answer { .. } => EventKind::ConsultationAnswered,
+        Move::Decline { .. } => EventKind::ConsultationDeclined,
+        Move::Close { .. } => EventKind::ConsultationClosed,
+        Move::Cancel => EventKind::ConsultationCancelled,
+    };
     let subject = Subject {
         resource_type: "consultation",
         resource_id: &row.id,
@@ -387,6 +416,7 @@ pub fn apply_move(
                 .execute(conn)?;
         }
     }
+    emit_event(conn, &row, event, now)?;
     ConsultationRow::find(conn, id)?
         .ok_or_else(|| ApiError::NotFound("no such consultation".into()))
 }

@@ -17,6 +17,7 @@ use crate::domain::role::Role;
 use crate::domain::rules::Warning;
 use crate::domain::workflow::{HandoverAction, HandoverStatus, handover_transition};
 use crate::error::ApiError;
+use crate::notify::events::{Event, EventKind, emit};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::store::access::named_prescriber;
 use crate::store::care_plan::{
@@ -148,7 +149,23 @@ pub fn send(
         public_url,
         now,
     )?;
+    emit_event(conn, &row, EventKind::HandoverSent, now)?;
     Ok(row)
+}
+
+/// Records a live event about handover `row` for its sender and addressee.
+fn emit_event(
+    conn: &mut DbConnection,
+    row: &HandoverRow,
+    kind: EventKind,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let event = Event {
+        kind,
+        patient_id: Some(&row.patient_id),
+        refs: &[("handover_id", row.id.as_str())],
+    };
+    emit(conn, &[&row.from_user_id, &row.to_user_id], &event, now)
 }
 
 /// The care-plan version a reconciliation writes, prepared by the caller
@@ -242,6 +259,12 @@ pub fn decide(
         };
         notify(conn, &row.from_user_id, kind, &subject, public_url, now)?;
     }
+    let event = match next {
+        HandoverStatus::Acknowledged => EventKind::HandoverAcknowledged,
+        HandoverStatus::Rejected => EventKind::HandoverRejected,
+        _ => EventKind::HandoverReconciled,
+    };
+    emit_event(conn, &row, event, now)?;
     HandoverRow::find(conn, &row.id)?.ok_or_else(|| ApiError::NotFound("no such handover".into()))
 }
 /// Handovers not acknowledged in time: the GP is reminded and the sender told,

@@ -405,6 +405,32 @@ pub fn patient_participants(
     Ok(ids)
 }
 
+/// Everyone with a basis on the patient now, as far as the relations tell
+/// (team members the consent rule lets in, emergency grantees, specialists
+/// of centres with an open consultation): who hears of a change to the
+/// patient's shared record. Each still passes the access rule when an event
+/// is delivered.
+pub fn patient_audience(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<String>> {
+    let Some(relations) = crate::store::access::load_relations(conn, patient_id, "", now)? else {
+        return Ok(Vec::new());
+    };
+    let mut ids = patient_participants(conn, patient_id, &relations, now)?;
+    let centres: Vec<String> = relations
+        .consultation_centres
+        .iter()
+        .filter(|c| relations.sharing_allowed_with(Some(c)))
+        .cloned()
+        .collect();
+    ids.extend(specialists_of(conn, &centres)?);
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// What needs `user` now, in counts (see [`InboxCounts`]).
 pub fn inbox_counts(
     conn: &mut DbConnection,

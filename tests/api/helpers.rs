@@ -695,3 +695,147 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// One server-sent event frame (or a comment line, with `comment` set).
+#[derive(Debug, Clone, Default)]
+pub struct Frame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub comment: bool,
+}
+
+impl Frame {
+    /// The `data:` line as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    /// The SSE id as a number.
+    pub fn id_num(&self) -> Option<i64> {
+        self.id.as_deref().and_then(|i| i.parse().ok())
+    }
+}
+
+type Body = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>>,
+>;
+
+/// An open `GET /api/v1/events` over real HTTP, read frame by frame.
+pub struct EventStream {
+    pub status: u16,
+    pub headers: HeaderMap,
+    body: Body,
+    buffer: String,
+}
+
+impl EventStream {
+    /// The next frame (comments included), or `None` when the stream ended
+    /// or nothing came within `wait`.
+    pub async fn next_any(&mut self, wait: Duration) -> Option<Frame> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut frame = Frame::default();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(rest) = line.strip_prefix(':') {
+                        frame.comment = true;
+                        frame.data = rest.trim().to_owned();
+                    } else if let Some((field, value)) = line.split_once(':') {
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "id" => frame.id = Some(value.to_owned()),
+                            "event" => frame.event = Some(value.to_owned()),
+                            "data" => data.push(value.to_owned()),
+                            _ => {}
+                        }
+                    }
+                }
+                if !data.is_empty() {
+                    frame.data = data.join("\n");
+                }
+                if frame.comment || frame.event.is_some() || !frame.data.is_empty() {
+                    return Some(frame);
+                }
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Some(Err(_)) | None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next event, skipping heartbeat comments (up to `wait`).
+    pub async fn next_event(&mut self, wait: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = self.next_any(left).await?;
+            if !frame.comment {
+                return Some(frame);
+            }
+        }
+    }
+
+    /// The next event, which must come within 15 s.
+    pub async fn expect_event(&mut self) -> Frame {
+        self.next_event(Duration::from_secs(15))
+            .await
+            .expect("an event within 15 s")
+    }
+
+    /// Events until one of type `kind` (returned), within 15 s.
+    pub async fn until(&mut self, kind: &str) -> Frame {
+        let mut skipped = Vec::new();
+        loop {
+            let Some(frame) = self.next_event(Duration::from_secs(15)).await else {
+                panic!("no {kind} within 15 s; skipped: {skipped:?}");
+            };
+            if frame.event.as_deref() == Some(kind) {
+                return frame;
+            }
+            skipped.push(frame.event.unwrap_or_default());
+        }
+    }
+}
+
+impl TestApp {
+    /// Opens the event stream at `path_and_query` with optional bearer token
+    /// and extra headers; returns once the response head has arrived.
+    pub async fn open_events(
+        &self,
+        path_and_query: &str,
+        token: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> EventStream {
+        // No timeout: a stream lasts as long as the test wants it to.
+        let client = awc::Client::builder().disable_timeout().finish();
+        let mut req = client.get(format!("{}{path_and_query}", self.address));
+        for (name, value) in headers {
+            req = req.insert_header((*name, value.as_str()));
+        }
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("stream request sent");
+        EventStream {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body: Box::pin(res),
+            buffer: String::new(),
+        }
+    }
+
+    /// Opens the caller's event stream; asserts 200 and `stream.ready`.
+    pub async fn events(&self, token: &str) -> EventStream {
+        let mut stream = self.open_events("/api/v1/events", Some(token), &[]).await;
+        assert_eq!(stream.status, 200, "GET /api/v1/events");
+        let ready = stream.expect_event().await;
+        assert_eq!(ready.event.as_deref(), Some("stream.ready"), "{ready:?}");
+        stream
+    }
+}

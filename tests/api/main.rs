@@ -12,6 +12,7 @@ mod consultations;
 mod email;
 mod errors;
 mod fhir;
+mod events;
 mod fixtures;
 mod follow_up;
 mod handovers;
