@@ -818,6 +818,8 @@ mod tests {
         assert_eq!(left[0].code, "omt.opioid_without_end_date");
     }
 
+    // Table rows are tuples by design: one line per case.
+    #[allow(clippy::type_complexity)]
     mod context {
         use super::*;
         use crate::domain::clinical::{
@@ -825,6 +827,9 @@ mod tests {
             RespiratoryDisease as R,
         };
         use crate::domain::patient::Sex;
+
+        /// The codes and severities a table row expects.
+        type Codes = Vec<(String, Severity)>;
 
         /// Everything known and harmless: a 40-year-old man, normal values.
         fn known() -> Facts {
@@ -844,8 +849,8 @@ mod tests {
             }
         }
 
-        fn ctx_codes(p: &PlanContent, f: &Facts) -> Vec<(String, Severity)> {
-            let mut c: Vec<(String, Severity)> = context_rules(p, f)
+        fn ctx_codes(p: &PlanContent, f: &Facts) -> Codes {
+            let mut c: Codes = context_rules(p, f)
                 .into_iter()
                 .map(|w| (w.code, w.severity))
                 .collect();
@@ -853,7 +858,7 @@ mod tests {
             c
         }
 
-        fn one(code: &str, sev: Severity) -> Vec<(String, Severity)> {
+        fn one(code: &str, sev: Severity) -> Codes {
             vec![(code.to_owned(), sev)]
         }
 
@@ -868,7 +873,7 @@ mod tests {
             let light: Change = |f| f.weight_kg = Some(49.9);
             let fifty: Change = |f| f.weight_kg = Some(50.0);
             let no_weight: Change = |f| f.weight_kg = None;
-            let table: &[(f64, Change, Vec<(String, Severity)>)] = &[
+            let table: &[(f64, Change, Codes)] = &[
                 (2900.0, hepatic, vec![]),
                 (3000.0, hepatic, vec![]),
                 (
@@ -920,7 +925,7 @@ mod tests {
                 f.breastfeeding = Some(false);
             };
             // (eGFR, pregnancy weeks, age, expected)
-            let table: &[(Option<f64>, Option<f64>, i32, Vec<(String, Severity)>)] = &[
+            let table: &[(Option<f64>, Option<f64>, i32, Codes)] = &[
                 (
                     Some(29.0),
                     Some(0.0),
@@ -972,7 +977,7 @@ mod tests {
         fn methadone_and_the_qtc() {
             use Severity::*;
             // (QTc, OMT mg, expected)
-            let table: &[(Option<f64>, f64, Vec<(String, Severity)>)] = &[
+            let table: &[(Option<f64>, f64, Codes)] = &[
                 (Some(449.0), 60.0, vec![]),
                 (Some(450.0), 60.0, one("methadone.qtc_450_499", Warning)),
                 (Some(499.0), 60.0, one("methadone.qtc_450_499", Warning)),
@@ -1035,12 +1040,7 @@ mod tests {
         #[test]
         fn opioid_depressant_and_respiratory_disease() {
             use Severity::*;
-            let cases: &[(
-                OmtMedication,
-                &[&str],
-                Option<Vec<R>>,
-                Vec<(String, Severity)>,
-            )] = &[
+            let cases: &[(OmtMedication, &[&str], Option<Vec<R>>, Codes)] = &[
                 (
                     Methadone,
                     &["diazepam"],
@@ -1095,7 +1095,7 @@ mod tests {
         #[test]
         fn the_omt_and_the_liver() {
             use Severity::*;
-            let table: &[(OmtMedication, Option<H>, Vec<(String, Severity)>)] = &[
+            let table: &[(OmtMedication, Option<H>, Codes)] = &[
                 (
                     Buprenorphine,
                     Some(H::Severe),
@@ -1142,7 +1142,7 @@ mod tests {
                 drug: drug.map(str::to_owned),
                 class,
             };
-            let table: &[(Option<Vec<Allergy>>, Vec<(String, Severity)>, Vec<usize>)] = &[
+            let table: &[(Option<Vec<Allergy>>, Codes, Vec<usize>)] = &[
                 (
                     Some(vec![allergy(Some("ketoprofen"), None)]),
                     one("allergy.recorded", Blocking),

@@ -629,7 +629,7 @@ async fn daily_digest_is_sent_once_a_day_with_counts_only() {
     }
     assert_eq!(
         inbox(&app, &net.hospital).await,
-        json!({"unread_threads": 0, "unread_notifications": 0, "handovers_to_acknowledge": 0, "consultations_to_answer": 0, "consultations_to_close": 0, "overdue": 0})
+        json!({"unread_threads": 0, "unread_notifications": 0, "handovers_to_acknowledge": 0, "consultations_to_answer": 0, "consultations_to_close": 0, "overdue": 0, "interventions_to_answer": 0})
     );
     app.clock.advance(chrono::Duration::hours(24));
     tick(&app).await;
