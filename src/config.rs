@@ -39,6 +39,7 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub network: NetworkSettings,
     pub log: LogSettings,
+    pub events: EventSettings,
 }
 
 /// Logging.
@@ -46,7 +47,6 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
-    pub events: EventSettings,
 }
 
 /// The live event stream (`GET /api/v1/events`, `notify::events`).

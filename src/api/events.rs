@@ -226,6 +226,7 @@ async fn session_live(
         active: s.active,
         role,
         organization_id: s.organization_id,
+        enrol_only: s.mfa_enrol_only,
     };
     state.users.put(&caller.session_id, user.clone(), epoch);
     Ok(lets_through(&user).then_some(AuthUser {
@@ -387,6 +388,8 @@ async fn run(
     start: Start,
     tx: mpsc::Sender<sse::Event>,
 ) {
+    // `relais_event_streams_open` counts this stream until it ends, however.
+    let _open = state.metrics.stream_opened();
     let remaining = caller
         .expires_at
         .duration_since(SystemTime::now())

@@ -320,7 +320,15 @@ pub async fn create_observation(
                     observations::recorded_at.eq(now),
                 ))
                 .execute(&mut **conn)?;
-            watch(conn, &access.patient_id, &id, &body, &public_url, now, today)?;
+            watch(
+                conn,
+                &access.patient_id,
+                &id,
+                &body,
+                &public_url,
+                now,
+                today,
+            )?;
             access.append_audit(conn, "observation", Some(&id), now)?;
             Ok(observations::table
                 .find(&id)

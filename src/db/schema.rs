@@ -140,6 +140,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row per event per recipient (`notify::events`).
+    events (id) {
+        id -> BigInt,
+        user_id -> Text,
+        kind -> Text,
+        patient_id -> Nullable<Text>,
+        data -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    event_horizon (id) {
+        id -> Integer,
+        purged_through -> BigInt,
+    }
+}
+
+diesel::table! {
+    event_tickets (ticket_hash) {
+        ticket_hash -> Text,
+        user_id -> Text,
+        session_id -> Text,
+        token_version -> Integer,
+        token_expires_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> organizations (organization_id));
 diesel::joinable!(invitations -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
@@ -423,13 +453,6 @@ diesel::table! {
         content -> Text,
         provenance -> Text,
         author_id -> Text,
-    /// One row per event per recipient (`notify::events`).
-    events (id) {
-        id -> BigInt,
-        user_id -> Text,
-        kind -> Text,
-        patient_id -> Nullable<Text>,
-        data -> Text,
         created_at -> Timestamp,
     }
 }
@@ -451,9 +474,6 @@ diesel::table! {
         decided_at -> Nullable<Timestamp>,
         resolved_by_version -> Nullable<Integer>,
         comment -> Nullable<Text>,
-    event_horizon (id) {
-        id -> Integer,
-        purged_through -> BigInt,
     }
 }
 
@@ -478,13 +498,6 @@ diesel::table! {
         subject -> Text,
         ends_on -> Date,
         created_at -> Timestamp,
-    event_tickets (ticket_hash) {
-        ticket_hash -> Text,
-        user_id -> Text,
-        session_id -> Text,
-        token_version -> Integer,
-        token_expires_at -> Timestamp,
-        expires_at -> Timestamp,
     }
 }
 
