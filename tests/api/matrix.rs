@@ -854,6 +854,9 @@ const NOT_ABOUT_A_PATIENT: &[&str] = &[
     "/fhir/r4/Practitioner/{id}",
     "/fhir/r4/PractitionerRole/{id}",
     "/fhir/r4/Organization/{id}",
+    // `{provider}` names a configured OpenID provider.
+    "/api/v1/auth/oidc/{provider}/start",
+    "/api/v1/auth/oidc/{provider}/callback",
 ];
 
 /// FHIR searches naming a patient (`?patient=`): answered, but empty, for
@@ -866,9 +869,6 @@ const FHIR_PATIENT_SEARCHES: &[&str] = &[
     "/fhir/r4/Observation",
     "/fhir/r4/Communication",
     "/fhir/r4/AuditEvent",
-    // `{provider}` names a configured OpenID provider.
-    "/api/v1/auth/oidc/{provider}/start",
-    "/api/v1/auth/oidc/{provider}/callback",
 ];
 
 /// Every route taking the id of a patient or of something of theirs, with
