@@ -33,9 +33,16 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 }
 
 /// Parses a JSON document into `T`, naming the offending field on error.
+///
+/// Every request body of the API is an object: serde would also build a
+/// struct from an array of its fields in order (`[null, null]` for one whose
+/// fields are all optional), which no client means, so anything else is
+/// refused here.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::malformed("body", "a JSON body is required"));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::malformed("body", "a JSON body is required")),
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::malformed("body", "a JSON object is required")),
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
@@ -190,6 +197,11 @@ mod tests {
         ));
         assert!(matches!(
             parse_json::<Plan>(br#"{"name":"x","lines":[]} junk"#),
+            Err(ApiError::BadRequest { .. })
+        ));
+        // serde would build the struct from an array of its fields.
+        assert!(matches!(
+            parse_json::<Plan>(br#" ["x", []]"#),
             Err(ApiError::BadRequest { .. })
         ));
     }
