@@ -6,30 +6,18 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::care_team::add_member;
 use super::extract::{Json, path_id};
 use super::scope::{ManageTeam, PatientAccess, RequestInfo, authorize};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::models::{User, new_id};
-use crate::db::schema::{access_requests, emergency_grants, organizations, patients, users};
-use crate::domain::access::{Basis, Permission, TeamRole};
+use crate::db::schema::{access_requests, organizations, users};
+use crate::domain::access::{Basis, Permission};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
-use crate::notify::events::{Event, EventKind, emit};
-use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
-use crate::store::access::{load_relations, resolve};
-
-text_enum! {
-    /// Where an access request stands.
-    AccessRequestStatus {
-        Pending => "pending",
-        Approved => "approved",
-        Denied => "denied",
-    }
-}
+use crate::store::access_request;
+pub use crate::store::access_request::AccessRequestStatus;
 
 /// Who asks.
 #[derive(Debug, Serialize, ToSchema)]
@@ -165,75 +153,6 @@ fn requests(
         .collect())
 }
 
-/// The active referent of a patient.
-fn referent_of(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Option<String>> {
-    use crate::db::schema::care_team_members as ctm;
-    ctm::table
-        .filter(ctm::patient_id.eq(patient_id))
-        .filter(ctm::until.is_null())
-        .filter(ctm::team_role.eq(TeamRole::Referent.as_str()))
-        .select(ctm::user_id)
-        .first(conn)
-        .optional()
-}
-
-/// The prescribers on the patient's care team now (who may decide a request).
-fn team_prescribers(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<String>> {
-    use crate::db::schema::care_team_members as ctm;
-    let prescribers: Vec<&str> = Role::ALL
-        .iter()
-        .filter(|r| r.is_prescriber())
-        .map(|r| r.as_str())
-        .collect();
-    ctm::table
-        .inner_join(users::table.on(users::id.eq(ctm::user_id)))
-        .filter(ctm::patient_id.eq(patient_id))
-        .filter(ctm::until.is_null())
-        .filter(users::role.eq_any(prescribers))
-        .select(ctm::user_id)
-        .load(conn)
-}
-
-/// Records a live event about access request `id`: for the team's
-/// prescribers about the patient (delivered while they have a basis), and
-/// for the requester, when given, without the patient (their own request,
-/// which they see without a basis, as its notification).
-fn emit_request_event(
-    conn: &mut DbConnection,
-    kind: EventKind,
-    id: &str,
-    patient_id: &str,
-    requester_id: Option<&str>,
-    now: NaiveDateTime,
-) -> Result<(), ApiError> {
-    let refs = [("access_request_id", id)];
-    let team = Event {
-        kind,
-        patient_id: Some(patient_id),
-        refs: &refs,
-    };
-    let prescribers = team_prescribers(conn, patient_id)?;
-    emit(conn, &prescribers, &team, now)?;
-    if let Some(requester) = requester_id {
-        let own = Event {
-            kind,
-            patient_id: None,
-            refs: &refs,
-        };
-        emit(conn, &[requester], &own, now)?;
-    }
-    Ok(())
-}
-
-fn patient_exists(conn: &mut DbConnection, patient_id: &str) -> QueryResult<bool> {
-    Ok(patients::table
-        .find(patient_id)
-        .select(patients::id)
-        .first::<String>(conn)
-        .optional()?
-        .is_some())
-}
-
 #[utoipa::path(post, path = "/api/v1/patients/{id}/access-requests", tag = "access",
     params(("id" = uuid::Uuid, Path, description = "Patient id, from the INS lookup")),
     request_body = ReasonBody,
@@ -263,63 +182,9 @@ pub async fn create_access_request(
     let view = state
         .db
         .write(move |conn| {
-            if !patient_exists(conn, &patient_id)? {
-                return Err(ApiError::NotFound("no such patient".into()));
-            }
-            if let Some((Basis::Team, _)) = resolve(conn, &caller, &patient_id, now)? {
-                return Err(ApiError::conflict(
-                    "id",
-                    "you are already on this patient's care team",
-                ));
-            }
-            let pending: Option<String> = access_requests::table
-                .filter(access_requests::patient_id.eq(&patient_id))
-                .filter(access_requests::requester_id.eq(&caller.id))
-                .filter(access_requests::status.eq(AccessRequestStatus::Pending.as_str()))
-                .select(access_requests::id)
-                .first(&mut **conn)
-                .optional()?;
-            if pending.is_some() {
-                return Err(ApiError::conflict(
-                    "id",
-                    "you already have a pending request for this patient",
-                ));
-            }
+            let id =
+                access_request::request(conn, &caller, &patient_id, &reason, &public_url, now)?;
             let now = now.naive_utc();
-            let id = new_id();
-            diesel::insert_into(access_requests::table)
-                .values((
-                    access_requests::id.eq(&id),
-                    access_requests::patient_id.eq(&patient_id),
-                    access_requests::requester_id.eq(&caller.id),
-                    access_requests::reason.eq(&reason),
-                    access_requests::status.eq(AccessRequestStatus::Pending.as_str()),
-                    access_requests::created_at.eq(now),
-                ))
-                .execute(&mut **conn)?;
-            if let Some(referent) = referent_of(conn, &patient_id)? {
-                let subject = Subject {
-                    resource_type: "access_request",
-                    resource_id: &id,
-                    patient_id: Some(&patient_id),
-                };
-                notify(
-                    conn,
-                    &referent,
-                    NotificationKind::AccessRequest,
-                    &subject,
-                    &public_url,
-                    now,
-                )?;
-            }
-            emit_request_event(
-                conn,
-                EventKind::AccessRequestCreated,
-                &id,
-                &patient_id,
-                None,
-                now,
-            )?;
             let record = info.record(
                 &caller,
                 "access_request",
@@ -402,72 +267,8 @@ async fn decide(
         .db
         .write(move |conn| {
             let naive = now.naive_utc();
-            let (requester_id, status): (String, String) = access_requests::table
-                .find(&id)
-                .select((access_requests::requester_id, access_requests::status))
-                .first(&mut **conn)?;
-            if status != AccessRequestStatus::Pending.as_str() {
-                return Err(ApiError::conflict(
-                    "id",
-                    format!("this request was already {status}"),
-                ));
-            }
-            let relations = load_relations(conn, &patient_id, &caller.id, naive)?
-                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
-            let basis = resolve(conn, &caller, &patient_id, now)?.map(|(b, _)| b);
-            if approve {
-                let requester = User::find(conn, &requester_id)?
-                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("requester vanished")))?;
-                // Membership without consent would grant nothing: say so, and
-                // leave the request pending until consent is recorded.
-                if !relations.sharing_allowed_with(requester.organization_id.as_deref()) {
-                    return Err(ApiError::conflict(
-                        "id",
-                        "the patient's consent to sharing does not cover the requester's \
-                         organisation: record the patient's consent first",
-                    ));
-                }
-                if !relations.members.iter().any(|m| m.user_id == requester.id) {
-                    add_member(
-                        conn,
-                        &patient_id,
-                        &relations,
-                        &requester,
-                        TeamRole::Member,
-                        &caller.id,
-                        naive,
-                    )?;
-                }
-            }
-            let new_status = if approve {
-                AccessRequestStatus::Approved
-            } else {
-                AccessRequestStatus::Denied
-            };
-            diesel::update(access_requests::table.find(&id))
-                .set((
-                    access_requests::status.eq(new_status.as_str()),
-                    access_requests::decided_by.eq(&caller.id),
-                    access_requests::decided_at.eq(naive),
-                ))
-                .execute(&mut **conn)?;
-            let kind = if approve {
-                NotificationKind::AccessRequestApproved
-            } else {
-                NotificationKind::AccessRequestDenied
-            };
-            let subject = Subject {
-                resource_type: "access_request",
-                resource_id: &id,
-                patient_id: Some(&patient_id),
-            };
-            notify(conn, &requester_id, kind, &subject, &public_url, naive)?;
-            let event = if approve {
-                EventKind::AccessRequestApproved
-            } else {
-                EventKind::AccessRequestDenied
-            };
-            emit_request_event(conn, event, &id, &patient_id, Some(&requester_id), naive)?;
+            let basis =
+                access_request::decide(conn, &caller, &id, &patient_id, approve, &public_url, now)?;
             let record = info.record(
                 &caller,
                 "access_request",
@@ -559,46 +360,15 @@ pub async fn emergency_access(
     let view = state
         .db
         .write(move |conn| {
-            let relations = load_relations(conn, &patient_id, &caller.id, now)?
-                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
-            let id = new_id();
-            let expires_at = now + ttl;
-            diesel::insert_into(emergency_grants::table)
-                .values((
-                    emergency_grants::id.eq(&id),
-                    emergency_grants::patient_id.eq(&patient_id),
-                    emergency_grants::user_id.eq(&caller.id),
-                    emergency_grants::reason.eq(&reason),
-                    emergency_grants::granted_at.eq(now),
-                    emergency_grants::expires_at.eq(expires_at),
-                ))
-                .execute(&mut **conn)?;
-            let subject = Subject {
-                resource_type: "emergency_access",
-                resource_id: &id,
-                patient_id: Some(&patient_id),
-            };
-            for member in relations.members.iter().filter(|m| m.user_id != caller.id) {
-                notify(
-                    conn,
-                    &member.user_id,
-                    NotificationKind::EmergencyAccess,
-                    &subject,
-                    &public_url,
-                    now,
-                )?;
-            }
-            let event = Event {
-                kind: EventKind::EmergencyAccessGranted,
-                patient_id: Some(&patient_id),
-                refs: &[("emergency_access_id", id.as_str())],
-            };
-            let team: Vec<&str> = relations
-                .members
-                .iter()
-                .map(|m| m.user_id.as_str())
-                .collect();
-            emit(conn, &team, &event, now)?;
+            let (id, expires_at) = access_request::grant_emergency(
+                conn,
+                &caller.id,
+                &patient_id,
+                &reason,
+                ttl,
+                &public_url,
+                now,
+            )?;
             let record = info.record(
                 &caller,
                 "emergency_access",

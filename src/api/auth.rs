@@ -14,10 +14,11 @@ use crate::auth::mfa::{self, Otp};
 use crate::auth::password;
 use crate::auth::session::{self, Family, Rotation};
 use crate::auth::throttle::{self, LoginKey};
+use crate::auth::tokens::JwtKeys;
 use crate::auth::tokens::hash_token;
-use crate::db::DbConnection;
 use crate::db::models::{Invitation, User};
-use crate::db::schema::{invitations, users};
+use crate::db::schema::invitations;
+use crate::db::{DbConnection, Tx};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 
@@ -84,6 +85,50 @@ impl TokenPair {
         self.mfa_enrolment_required = true;
         self
     }
+}
+
+/// How a sign-in that succeeded opens its session.
+pub(crate) struct SignIn<'a> {
+    pub info: &'a RequestInfo,
+    pub client_addr: Option<&'a str>,
+    /// The account must enrol a second factor before anything else.
+    pub enrol_only: bool,
+    /// The audit row's detail (`password+totp`, `oidc:psc`): never a secret.
+    pub detail: &'a str,
+}
+
+/// Opens a new session for `user`, who has just proved who they are, and
+/// returns its pair, after appending the sign-in's audit row. Password
+/// sign-in, an accepted invitation and the OIDC code exchange end here.
+pub(crate) fn open_session(
+    conn: &mut Tx<'_>,
+    jwt: &JwtKeys,
+    user: User,
+    sign_in: SignIn<'_>,
+    refresh_ttl_s: u64,
+    now: NaiveDateTime,
+) -> Result<TokenPair, ApiError> {
+    let record = auth_event(
+        sign_in.info,
+        Some(&user),
+        "sign_in",
+        sign_in.detail,
+        Outcome::Allowed,
+    );
+    audit::append(conn, &[record], now)?;
+    let client_addr = sign_in.client_addr;
+    let family = if sign_in.enrol_only {
+        Family::EnrolOnly { client_addr }
+    } else {
+        Family::New { client_addr }
+    };
+    let issued = session::issue(conn, jwt, &user, family, refresh_ttl_s, now)?;
+    let pair = TokenPair::new(issued, user);
+    Ok(if sign_in.enrol_only {
+        pair.enrol_only()
+    } else {
+        pair
+    })
 }
 
 /// The audit record of an authentication event: a sign-in, refresh or
@@ -253,19 +298,14 @@ pub async fn login(
                 }
             };
             throttle::succeeded(conn, &key, &attempt)?;
-            let client_addr = Some(key.client_addr.as_str());
             let limited = needs_mfa && !enrolled;
-            let family = if limited {
-                Family::EnrolOnly { client_addr }
-            } else {
-                Family::New { client_addr }
+            let sign_in = SignIn {
+                info: &info,
+                client_addr: Some(key.client_addr.as_str()),
+                enrol_only: limited,
+                detail: if limited { "password+enrol_only" } else { method },
             };
-            let detail = if limited { "password+enrol_only" } else { method };
-            let record = auth_event(&info, Some(&user), "sign_in", detail, Outcome::Allowed);
-            audit::append(conn, &[record], now)?;
-            let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
-            let pair = TokenPair::new(issued, user);
-            Ok(Ok(if limited { pair.enrol_only() } else { pair }))
+            Ok(Ok(open_session(conn, &jwt, user, sign_in, ttl, now)?))
         })
         .await?;
     // A refused code was committed (its audit row); the attempt stays counted.
@@ -462,32 +502,21 @@ pub async fn accept_invitation(
             let user = User::find(conn, &invitation.user_id)?
                 .filter(|u| u.active)
                 .ok_or_else(|| ApiError::Gone("this account has been deactivated".into()))?;
-            diesel::update(invitations::table.filter(invitations::user_id.eq(&user.id)))
-                .filter(invitations::accepted_at.is_null())
-                .set(invitations::accepted_at.eq(now))
-                .execute(&mut **conn)?;
-            diesel::update(users::table.find(&user.id))
-                .set((users::password_hash.eq(phc), users::updated_at.eq(now)))
-                .execute(&mut **conn)?;
-            let user = User::find(conn, &user.id)?
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user vanished")))?;
+            let user = crate::store::user::accept_invitation(conn, &user.id, &phc, now)?;
             // A new account has no second factor: a role that needs one
             // starts with a session that may only enrol it.
-            let client_addr = client_addr.as_deref();
             let limited = needs_mfa.contains(&user.role);
-            let (family, detail) = if limited {
-                (
-                    Family::EnrolOnly { client_addr },
-                    "invitation:password+enrol_only",
-                )
-            } else {
-                (Family::New { client_addr }, "invitation:password")
+            let sign_in = SignIn {
+                info: &info,
+                client_addr: client_addr.as_deref(),
+                enrol_only: limited,
+                detail: if limited {
+                    "invitation:password+enrol_only"
+                } else {
+                    "invitation:password"
+                },
             };
-            let record = auth_event(&info, Some(&user), "sign_in", detail, Outcome::Allowed);
-            audit::append(conn, &[record], now)?;
-            let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
-            let pair = TokenPair::new(issued, user);
-            Ok(if limited { pair.enrol_only() } else { pair })
+            open_session(conn, &jwt, user, sign_in, ttl, now)
         })
         .await?;
     Ok(web::Json(pair))

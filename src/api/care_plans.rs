@@ -1,7 +1,6 @@
 //! The shared care plan: immutable numbered versions, safety rules on write,
 //! optimistic concurrency with `If-Match`, and the pharmacist's page.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
@@ -11,16 +10,17 @@ use utoipa::{IntoParams, ToSchema};
 use super::dispensations::DispensationView;
 use super::extract::{Json, Query};
 use super::interventions::InterventionView;
-use super::observations::{TIGHT_COWS, TIGHT_PAIN};
 use super::scope::{PatientAccess, Read, RequestInfo, WritePlan, authorize};
+use super::versioned;
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::models::{Organization, Patient};
+use crate::db::models::Patient;
 use crate::db::schema::{care_plan_versions, users};
 use crate::domain::access::Permission;
 use crate::domain::clinical::ClinicalContext;
 use crate::domain::drugs::{self, CATALOGUE, Drug};
+use crate::domain::in_force::InForce;
 use crate::domain::plan::{
     Acknowledgement, AnalgesicLine, Omt, OmtMedication, PlanContent, PlanStatus, Route,
     validate_acknowledgements,
@@ -28,11 +28,11 @@ use crate::domain::plan::{
 use crate::domain::rules::{self, Warning};
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
+use crate::store::analgesic_page::{self, Sources};
 use crate::store::care_plan::{
-    NewVersion, PersonRef, PlanSource, PlanVersionRow, current_version, current_version_row,
-    named_person, people, person, prepare, store_version, version_row,
+    NewVersion, PersonRef, PlanSource, PlanVersionRow, current_version_row, named_person, person,
+    prepare, version_row, write_version,
 };
-use crate::store::dispensation::latest_by_drug;
 use crate::store::intervention;
 
 /// A plan to write: its content, why it changes, and acknowledged warnings.
@@ -167,39 +167,6 @@ fn version_view(
     })
 }
 
-/// Reads `If-Match: "<version>"`; a malformed one is 400.
-pub fn if_match(req: &HttpRequest) -> Result<Option<i32>, ApiError> {
-    let Some(value) = req.headers().get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    // Exactly what the document's pattern allows: `"3"`, `3`, `W/"3"`.
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim())
-        .map(|v| v.strip_prefix("W/").unwrap_or(v))
-        .map(|v| v.strip_prefix('"').unwrap_or(v))
-        .map(|v| v.strip_suffix('"').unwrap_or(v))
-        .filter(|v| {
-            (1..=9).contains(&v.len())
-                && !v.starts_with('0')
-                && v.bytes().all(|b| b.is_ascii_digit())
-        })
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::malformed("If-Match", "expected the ETag of a version, e.g. \"3\"")
-        })
-}
-
-/// Sets `ETag: "<version>"`.
-pub fn with_etag(mut response: HttpResponse, version: i32) -> HttpResponse {
-    if let Ok(value) = header::HeaderValue::from_str(&format!("\"{version}\"")) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    response
-}
-
 #[utoipa::path(get, path = "/api/v1/patients/{id}/care-plan", tag = "care plan",
     params(("id" = uuid::Uuid, Path, description = "Patient id")),
     responses(
@@ -225,7 +192,7 @@ pub async fn get_care_plan(
         })
         .await?;
     let version = view.version;
-    Ok(with_etag(HttpResponse::Ok().json(view), version))
+    Ok(versioned::current(&view, version))
 }
 
 #[utoipa::path(put, path = "/api/v1/patients/{id}/care-plan", tag = "care plan",
@@ -253,7 +220,7 @@ pub async fn put_care_plan(
     access: PatientAccess<WritePlan>,
     Json(body): Json<PlanWrite>,
 ) -> Result<HttpResponse, ApiError> {
-    let expected = if_match(&req)?;
+    let expected = versioned::if_match(&req)?;
     let (content, summary, acks) = body.into_parts();
     let facts = super::clinical::patient_facts(&state, &access.patient_id).await?;
     let (content, warnings) = prepare(content, &summary, &acks, &access.caller.id, facts.as_ref())?;
@@ -261,27 +228,7 @@ pub async fn put_care_plan(
     let view = state
         .db
         .write(move |conn| {
-            let current = current_version(conn, &access.patient_id)?;
-            match (current, expected) {
-                (Some(_), None) => {
-                    return Err(ApiError::PreconditionRequired(
-                        "this patient has a care plan: send If-Match with the version you edited"
-                            .into(),
-                    ));
-                }
-                (Some(current), Some(expected)) if current != expected => {
-                    return Err(ApiError::PreconditionFailed(format!(
-                        "the care plan is at version {current}, not {expected}; reload it"
-                    )));
-                }
-                (None, Some(_)) => {
-                    return Err(ApiError::PreconditionFailed(
-                        "this patient has no care plan yet".into(),
-                    ));
-                }
-                _ => {}
-            }
-            let row = store_version(
+            let row = write_version(
                 conn,
                 NewVersion {
                     patient_id: &access.patient_id,
@@ -292,7 +239,7 @@ pub async fn put_care_plan(
                     source: None,
                     author_id: &access.caller.id,
                 },
-                current,
+                expected,
                 now,
             )?;
             access.append_audit(conn, "care_plan", Some(&row.id), now)?;
@@ -301,12 +248,7 @@ pub async fn put_care_plan(
         })
         .await?;
     let version = view.version;
-    let response = if version == 1 {
-        HttpResponse::Created().json(view)
-    } else {
-        HttpResponse::Ok().json(view)
-    };
-    Ok(with_etag(response, version))
+    Ok(versioned::written(&view, version))
 }
 
 /// A page of plan versions: the cursor is a version number.
@@ -408,7 +350,7 @@ pub async fn get_care_plan_version(
             version_view(conn, row, author)
         })
         .await?;
-    Ok(with_etag(HttpResponse::Ok().json(view), n))
+    Ok(versioned::current(&view, n))
 }
 
 #[utoipa::path(post, path = "/api/v1/care-plans/check", tag = "care plan",
@@ -618,74 +560,45 @@ pub async fn get_analgesic_plan(
         .on
         .unwrap_or_else(|| state.clock.today(state.settings.time_zone()));
     let id = access.patient_id;
-    let page = state
+    let sources = state
         .db
-        .read(move |conn| {
-            let row = current_version_row(conn, &id)?
-                .ok_or_else(|| ApiError::NotFound("this patient has no care plan yet".into()))?;
-            let patient = Patient::find(conn, &id)?
-                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
-            analgesic_plan(conn, &patient, &row, day)
-        })
+        .read(move |conn| analgesic_page::load(conn, &id, day))
         .await?;
-    Ok(web::Json(page))
+    Ok(web::Json(analgesic_plan(sources, day)?))
 }
 
-fn analgesic_plan(
-    conn: &mut DbConnection,
-    patient: &Patient,
-    row: &PlanVersionRow,
-    day: NaiveDate,
-) -> Result<AnalgesicPlan, ApiError> {
+/// The page, from what [`analgesic_page::load`] read.
+fn analgesic_plan(sources: Sources, day: NaiveDate) -> Result<AnalgesicPlan, ApiError> {
+    let Sources {
+        patient,
+        row,
+        people,
+        pharmacy,
+        mut dispensed,
+    } = sources;
     let content = row.content.get();
-    let active = content.status == PlanStatus::Active;
-    let lines: Vec<&AnalgesicLine> = content
-        .analgesics
-        .iter()
-        .filter(|l| active && l.active_on(day))
-        .collect();
-    let omt_in_force = content.omt_on(day).filter(|_| active);
-    // Everyone the page names.
-    let mut named: Vec<&str> = vec![&row.author_id];
-    if omt_in_force.is_some() {
-        named.extend(content.omt.prescriber_id.as_deref());
-    }
-    named.extend(lines.iter().filter_map(|l| l.prescriber_id.as_deref()));
-    let people = people(conn, &named)?;
-    let mut dispensed = latest_by_drug(conn, &patient.id)?;
-    let days_to = |end: Option<NaiveDate>| end.map(|e| (e - day).num_days());
-    let mut valid_until: Option<NaiveDate> = None;
-    let mut earliest = |end: Option<NaiveDate>| {
-        if let Some(end) = end {
-            valid_until = Some(valid_until.map_or(end, |v: NaiveDate| v.min(end)));
-        }
-    };
-    let omt = match omt_in_force {
-        Some((dose, per_day, adjustment)) => {
-            earliest(adjustment.and_then(|a| a.end));
-            let pharmacy = match &content.omt.dispensing_pharmacy_id {
-                Some(pid) => Organization::find(conn, pid)?.map(|o| OrganizationRef {
-                    id: o.id,
-                    name: o.name,
-                    phone: o.phone,
-                }),
-                None => None,
-            };
+    let in_force = InForce::of(content, day);
+    let omt = match in_force.omt {
+        Some(dose) => {
             let prescriber = match &content.omt.prescriber_id {
                 Some(pid) => Some(named_person(&people, pid)?),
                 None => None,
             };
             Some(OmtInForce {
                 medication: content.omt.medication,
-                daily_dose_mg: dose,
-                doses_per_day: per_day,
-                temporary: adjustment.is_some(),
-                until: adjustment.and_then(|a| a.end),
-                usual_daily_dose_mg: adjustment.and(content.omt.daily_dose_mg),
-                usual_doses_per_day: adjustment.and(content.omt.doses_per_day),
-                dispensing_pharmacy: pharmacy,
+                daily_dose_mg: dose.daily_dose_mg,
+                doses_per_day: dose.doses_per_day,
+                temporary: dose.adjustment.is_some(),
+                until: dose.until(),
+                usual_daily_dose_mg: dose.adjustment.and(content.omt.daily_dose_mg),
+                usual_doses_per_day: dose.adjustment.and(content.omt.doses_per_day),
+                dispensing_pharmacy: pharmacy.map(|o| OrganizationRef {
+                    id: o.id,
+                    name: o.name,
+                    phone: o.phone,
+                }),
                 prescriber,
-                days_left: days_to(adjustment.and_then(|a| a.end)),
+                days_left: in_force.days_to(dose.until()),
                 last_dispensation: content
                     .omt
                     .medication
@@ -696,9 +609,8 @@ fn analgesic_plan(
         }
         None => None,
     };
-    let mut analgesics = Vec::new();
-    for line in lines {
-        earliest(line.end);
+    let mut analgesics = Vec::with_capacity(in_force.lines.len());
+    for line in &in_force.lines {
         let prescriber = match &line.prescriber_id {
             Some(pid) => Some(named_person(&people, pid)?),
             None => None,
@@ -716,7 +628,7 @@ fn analgesic_plan(
             start: line.start,
             end: line.end,
             prescriber,
-            days_left: days_to(line.end),
+            days_left: in_force.days_to(line.end),
             last_dispensation: dispensed
                 .get(&line.drug)
                 .cloned()
@@ -736,19 +648,16 @@ fn analgesic_plan(
         on: day,
         status: content.status,
         plan_version: row.version,
-        valid_until,
+        valid_until: in_force.valid_until,
         omt,
         analgesics,
         last_changed_at: row.created_at.and_utc(),
         last_changed_by: named_person(&people, &row.author_id)?,
-        destabilisation_watch: {
-            let until = content.tightened_watch_until(day);
-            WatchState {
-                tightened: until.is_some(),
-                until,
-                pain_threshold: if until.is_some() { TIGHT_PAIN } else { 7 },
-                cows_threshold: if until.is_some() { TIGHT_COWS } else { 13 },
-            }
+        destabilisation_watch: WatchState {
+            tightened: in_force.watch.tightened_until.is_some(),
+            until: in_force.watch.tightened_until,
+            pain_threshold: in_force.watch.pain_threshold,
+            cows_threshold: in_force.watch.cows_threshold,
         },
     })
 }

@@ -11,13 +11,12 @@ use super::scope::{ManageTeam, PatientAccess, Read};
 use super::{Page, PageQuery};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::models::{User, new_id};
 use crate::db::schema::{care_team_members, organizations, users};
-use crate::domain::access::{Permission, Relations, TeamRole, allows};
+use crate::domain::access::{Permission, TeamRole, allows};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
-use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
+use crate::store::care_team;
 
 /// A membership, present or past.
 #[derive(Debug, Serialize, ToSchema)]
@@ -127,102 +126,6 @@ pub async fn list_care_team(
     Ok(web::Json(Page::of_list(members, &page, key)?))
 }
 
-/// Adds `user` to the team in the caller's transaction, checking the consent
-/// rule; used by the team route and by access-request approval.
-pub fn add_member(
-    conn: &mut DbConnection,
-    patient_id: &str,
-    relations: &Relations,
-    user: &User,
-    team_role: TeamRole,
-    added_by: &str,
-    now: NaiveDateTime,
-) -> Result<(), ApiError> {
-    let role = user.role;
-    if !user.active || !role.is_clinician() {
-        return Err(ApiError::invalid("user_id", "not an active clinician"));
-    }
-    let current = relations.members.iter().find(|m| m.user_id == user.id);
-    match (current.map(|m| m.team_role), team_role) {
-        (Some(TeamRole::Referent), _) => {
-            return Err(ApiError::conflict("user_id", "already the referent"));
-        }
-        (Some(TeamRole::Member), TeamRole::Member) => {
-            return Err(ApiError::conflict("user_id", "already on the care team"));
-        }
-        _ => {}
-    }
-    if !relations.sharing_allowed_with(user.organization_id.as_deref()) {
-        return Err(ApiError::conflict(
-            "user_id",
-            "the patient has not consented to sharing outside the referent's organisation",
-        ));
-    }
-    if team_role == TeamRole::Referent {
-        // The previous referent stays on the team as a member.
-        let previous: Vec<(String, String)> = care_team_members::table
-            .filter(care_team_members::patient_id.eq(patient_id))
-            .filter(care_team_members::until.is_null())
-            .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
-            .select((care_team_members::id, care_team_members::user_id))
-            .load(conn)?;
-        for (row_id, user_id) in previous {
-            end_membership(conn, &row_id, added_by, now)?;
-            insert_membership(conn, patient_id, &user_id, TeamRole::Member, added_by, now)?;
-        }
-        // A member promoted to referent: their member row ends here.
-        if current.is_some() {
-            diesel::update(
-                care_team_members::table
-                    .filter(care_team_members::patient_id.eq(patient_id))
-                    .filter(care_team_members::user_id.eq(&user.id))
-                    .filter(care_team_members::until.is_null()),
-            )
-            .set((
-                care_team_members::until.eq(now),
-                care_team_members::ended_by.eq(added_by),
-            ))
-            .execute(conn)?;
-        }
-    }
-    insert_membership(conn, patient_id, &user.id, team_role, added_by, now)
-}
-
-fn insert_membership(
-    conn: &mut DbConnection,
-    patient_id: &str,
-    user_id: &str,
-    team_role: TeamRole,
-    added_by: &str,
-    now: NaiveDateTime,
-) -> Result<(), ApiError> {
-    diesel::insert_into(care_team_members::table)
-        .values((
-            care_team_members::id.eq(new_id()),
-            care_team_members::patient_id.eq(patient_id),
-            care_team_members::user_id.eq(user_id),
-            care_team_members::team_role.eq(team_role.as_str()),
-            care_team_members::since.eq(now),
-            care_team_members::added_by.eq(added_by),
-        ))
-        .execute(conn)?;
-    Ok(())
-}
-
-fn end_membership(
-    conn: &mut DbConnection,
-    row_id: &str,
-    ended_by: &str,
-    now: NaiveDateTime,
-) -> QueryResult<usize> {
-    diesel::update(care_team_members::table.find(row_id))
-        .set((
-            care_team_members::until.eq(now),
-            care_team_members::ended_by.eq(ended_by),
-        ))
-        .execute(conn)
-}
-
 #[utoipa::path(post, path = "/api/v1/patients/{id}/care-team", tag = "care team",
     params(("id" = uuid::Uuid, Path, description = "Patient id")),
     request_body = AddMember,
@@ -251,27 +154,13 @@ pub async fn add_care_team_member(
     let members = state
         .db
         .write(move |conn| {
-            let user = User::find(conn, &user_id)?
-                .ok_or_else(|| ApiError::invalid("user_id", "no such user"))?;
-            add_member(
+            let user = care_team::add(
                 conn,
                 &access.patient_id,
                 &access.relations,
-                &user,
+                &user_id,
                 team_role,
                 &access.caller.id,
-                now,
-            )?;
-            let subject = Subject {
-                resource_type: "patient",
-                resource_id: &access.patient_id,
-                patient_id: Some(&access.patient_id),
-            };
-            notify(
-                conn,
-                &user.id,
-                NotificationKind::AddedToCareTeam,
-                &subject,
                 &public_url,
                 now,
             )?;
@@ -314,21 +203,7 @@ pub async fn remove_care_team_member(
     state
         .db
         .write(move |conn| {
-            let row: (String, String) = care_team_members::table
-                .filter(care_team_members::patient_id.eq(&access.patient_id))
-                .filter(care_team_members::user_id.eq(&target))
-                .filter(care_team_members::until.is_null())
-                .select((care_team_members::id, care_team_members::team_role))
-                .first(&mut **conn)
-                .optional()?
-                .ok_or_else(|| ApiError::NotFound("not a member of this care team".into()))?;
-            if row.1 == TeamRole::Referent.as_str() {
-                return Err(ApiError::conflict(
-                    "user_id",
-                    "the referent cannot leave: hand the referent role to another member first",
-                ));
-            }
-            end_membership(conn, &row.0, &access.caller.id, now)?;
+            care_team::end(conn, &access.patient_id, &target, &access.caller.id, now)?;
             access.append_audit(conn, "care_team_member", Some(&target), now)?;
             Ok(())
         })

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::care_plans::{if_match, with_etag};
 use super::extract::Json;
 use super::scope::{PatientAccess, Read, WritePlan};
+use super::versioned;
 use crate::domain::clinical::{ClinicalContext, Facts};
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
@@ -113,7 +113,7 @@ pub async fn get_clinical_context(
         })
         .await?;
     let version = view.version;
-    Ok(with_etag(HttpResponse::Ok().json(view), version))
+    Ok(versioned::current(&view, version))
 }
 
 #[utoipa::path(put, path = "/api/v1/patients/{id}/clinical-context", tag = "clinical context",
@@ -141,7 +141,7 @@ pub async fn put_clinical_context(
     access: PatientAccess<WritePlan>,
     Json(body): Json<ClinicalContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let expected = if_match(&req)?;
+    let expected = versioned::if_match(&req)?;
     let today = state.clock.today(state.settings.time_zone());
     let errors = body.validate(today, "");
     if !errors.is_empty() {
@@ -164,10 +164,5 @@ pub async fn put_clinical_context(
         })
         .await?;
     let version = view.version;
-    let response = if version == 1 {
-        HttpResponse::Created().json(view)
-    } else {
-        HttpResponse::Ok().json(view)
-    };
-    Ok(with_etag(response, version))
+    Ok(versioned::written(&view, version))
 }

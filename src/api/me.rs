@@ -1,7 +1,6 @@
 //! The signed-in user's own account.
 
 use actix_web::{HttpRequest, web};
-use diesel::prelude::*;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -14,12 +13,12 @@ use crate::auth::session::{self, Family};
 use crate::auth::throttle::{self, LoginKey};
 use crate::auth::{AuthUser, password};
 use crate::db::models::User;
-use crate::db::schema::users;
 use crate::domain::access::Basis;
 use crate::domain::role::NotificationPreference;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
+use crate::store::user;
 
 /// Changes a user may make to their own account.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -112,26 +111,14 @@ pub async fn update_me(
                 Outcome::Allowed,
             );
             audit::append(conn, &[record], now)?;
-            let target = users::table.find(&id);
-            diesel::update(target)
-                .set(users::updated_at.eq(now))
-                .execute(&mut **conn)?;
-            if let Some(full_name) = full_name {
-                diesel::update(target)
-                    .set(users::full_name.eq(full_name))
-                    .execute(&mut **conn)?;
-            }
-            if let Some(phone) = phone {
-                diesel::update(target)
-                    .set(users::phone.eq(phone))
-                    .execute(&mut **conn)?;
-            }
-            if let Some(pref) = body.notification_preference {
-                diesel::update(target)
-                    .set(users::notification_preference.eq(pref.as_str()))
-                    .execute(&mut **conn)?;
-            }
-            User::find(conn, &id)?.ok_or(ApiError::Unauthorized("no such account"))
+            let changes = user::ProfileChanges {
+                full_name,
+                phone,
+                notification_preference: body.notification_preference,
+                ..Default::default()
+            };
+            user::update_profile(conn, &id, changes, now)?
+                .ok_or(ApiError::Unauthorized("no such account"))
         })
         .await?;
     Ok(web::Json(user.into()))
@@ -224,10 +211,7 @@ pub async fn change_password(
         .write(move |conn| {
             audit::append(conn, &[changed], now)?;
             throttle::succeeded(conn, &key, &attempt)?;
-            diesel::update(users::table.find(&me.id))
-                .set(users::password_hash.eq(phc))
-                .execute(&mut **conn)?;
-            User::revoke_sessions(conn, &me.id, now)?;
+            user::change_password(conn, &me.id, &phc, now)?;
             let user =
                 User::find(conn, &me.id)?.ok_or(ApiError::Unauthorized("no such account"))?;
             let family = Family::New {

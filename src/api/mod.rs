@@ -31,6 +31,7 @@ pub mod patients;
 pub mod scope;
 pub mod threads;
 pub mod users;
+pub mod versioned;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};

@@ -9,12 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{Query, path_id};
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
-use crate::db::DbConnection;
 use crate::db::schema::notifications;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::NotificationKind;
 use crate::state::AppState;
-use crate::store::access::resolve;
+use crate::store::notification::{self, visible};
 
 /// A notification: what happened and where to look; no clinical content.
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,28 +47,6 @@ type Row = (
     NaiveDateTime,
     Option<NaiveDateTime>,
 );
-
-/// Whether the caller may see a notification of theirs now: one about a
-/// patient needs a basis on the patient (the one door), except the decision
-/// on the caller's own access request, which they asked for without one.
-fn visible(
-    conn: &mut DbConnection,
-    caller: &AuthUser,
-    kind: NotificationKind,
-    patient_id: Option<&str>,
-    now: DateTime<Utc>,
-) -> QueryResult<bool> {
-    let Some(patient_id) = patient_id else {
-        return Ok(true);
-    };
-    if matches!(
-        kind,
-        NotificationKind::AccessRequestApproved | NotificationKind::AccessRequestDenied
-    ) {
-        return Ok(true);
-    }
-    Ok(resolve(conn, caller, patient_id, now)?.is_some())
-}
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
     params(NotificationFilter),
@@ -157,32 +134,7 @@ pub async fn read_notification(
     let now = state.clock.now();
     state
         .db
-        .write(move |conn| {
-            let mine = notifications::table
-                .find(&id)
-                .filter(notifications::user_id.eq(&caller.id));
-            let found: Option<(NotificationKind, Option<String>, Option<NaiveDateTime>)> = mine
-                .select((
-                    notifications::kind,
-                    notifications::patient_id,
-                    notifications::read_at,
-                ))
-                .first(&mut **conn)
-                .optional()?;
-            match found {
-                Some((kind, patient, read_at))
-                    if visible(conn, &caller, kind, patient.as_deref(), now)? =>
-                {
-                    if read_at.is_none() {
-                        diesel::update(mine)
-                            .set(notifications::read_at.eq(now.naive_utc()))
-                            .execute(&mut **conn)?;
-                    }
-                    Ok(())
-                }
-                _ => Err(ApiError::NotFound("no such notification".into())),
-            }
-        })
+        .write(move |conn| notification::mark_read(conn, &caller, &id, now))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,7 +1,7 @@
 //! Nurses' and pharmacists' observations, and the destabilisation watch.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -9,16 +9,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{Json, Query};
 use super::scope::{PatientAccess, Read, RecordObservation};
 use super::{Page, page_limit};
-use crate::db::DbConnection;
-use crate::db::models::new_id;
-use crate::db::schema::{care_team_members, observation_alerts, observations};
-use crate::domain::access::TeamRole;
+use crate::db::schema::observations;
 use crate::domain::text::{self, Flavour};
+use crate::domain::watch::Scores;
 use crate::error::{ApiError, FieldError, Problem};
-use crate::notify::events::{Event, EventKind, emit};
-use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
-use crate::store::messaging::patient_audience;
+use crate::store::observation;
 
 text_enum! {
     /// Which measure an observation carries (a filter of the list).
@@ -132,147 +128,6 @@ impl NewObservation {
     }
 }
 
-/// Alert thresholds of the destabilisation watch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertKind {
-    /// Pain ≥ 7 twice within 24 h (tightened: ≥ 6 once).
-    Pain,
-    /// Sedation ≥ 3.
-    Sedation,
-    /// COWS ≥ 13, moderate withdrawal (tightened: ≥ 9).
-    Withdrawal,
-}
-
-/// Pain that alerts once while the watch is tightened.
-pub const TIGHT_PAIN: i32 = 6;
-/// COWS that alerts while the watch is tightened.
-pub const TIGHT_COWS: i32 = 9;
-
-impl AlertKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Pain => "pain",
-            Self::Sedation => "sedation",
-            Self::Withdrawal => "withdrawal",
-        }
-    }
-}
-
-/// For each measure present: `Some(true)` above the threshold, `Some(false)`
-/// back under it. `recent_high_pain`: another pain ≥ 7 in the 24 h before.
-/// `tightened`: in the 7 days after a temporary OMT change ended (pain ≥ 6
-/// once, COWS ≥ 9).
-pub fn assess(
-    obs: &NewObservation,
-    recent_high_pain: bool,
-    tightened: bool,
-) -> Vec<(AlertKind, bool)> {
-    let mut out = Vec::new();
-    if let Some(pain) = obs.pain_score {
-        let alert = if tightened {
-            pain >= TIGHT_PAIN
-        } else {
-            pain >= 7 && recent_high_pain
-        };
-        out.push((AlertKind::Pain, alert));
-    }
-    if let Some(sedation) = obs.sedation_score {
-        out.push((AlertKind::Sedation, sedation >= 3));
-    }
-    if let Some(cows) = obs.cows_score {
-        out.push((
-            AlertKind::Withdrawal,
-            cows >= if tightened { TIGHT_COWS } else { 13 },
-        ));
-    }
-    out
-}
-
-/// Opens or closes alert episodes; notifies the referent when one opens.
-fn watch(
-    conn: &mut DbConnection,
-    patient_id: &str,
-    observation_id: &str,
-    observation: &NewObservation,
-    public_url: &str,
-    now: NaiveDateTime,
-    today: chrono::NaiveDate,
-) -> Result<(), ApiError> {
-    let tightened = match crate::store::care_plan::current_version_row(conn, patient_id)? {
-        Some(row) => row.content.tightened_watch_until(today).is_some(),
-        None => false,
-    };
-    let recent_high_pain = observation.pain_score.is_some_and(|p| p >= 7)
-        && observations::table
-            .filter(observations::patient_id.eq(patient_id))
-            .filter(observations::recorded_at.ge(now - Duration::hours(24)))
-            .filter(observations::pain_score.ge(7))
-            .count()
-            .get_result::<i64>(conn)?
-            >= 2;
-    for (kind, above) in assess(observation, recent_high_pain, tightened) {
-        let open: Option<String> = observation_alerts::table
-            .filter(observation_alerts::patient_id.eq(patient_id))
-            .filter(observation_alerts::kind.eq(kind.as_str()))
-            .filter(observation_alerts::closed_at.is_null())
-            .select(observation_alerts::id)
-            .first(conn)
-            .optional()?;
-        match (above, open) {
-            (true, None) => {
-                let id = new_id();
-                diesel::insert_into(observation_alerts::table)
-                    .values((
-                        observation_alerts::id.eq(&id),
-                        observation_alerts::patient_id.eq(patient_id),
-                        observation_alerts::kind.eq(kind.as_str()),
-                        observation_alerts::opened_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                let referent: Option<String> = care_team_members::table
-                    .filter(care_team_members::patient_id.eq(patient_id))
-                    .filter(care_team_members::until.is_null())
-                    .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
-                    .select(care_team_members::user_id)
-                    .first(conn)
-                    .optional()?;
-                if let Some(referent) = referent {
-                    let subject = Subject {
-                        resource_type: "observation_alert",
-                        resource_id: &id,
-                        patient_id: Some(patient_id),
-                    };
-                    notify(
-                        conn,
-                        &referent,
-                        NotificationKind::ObservationAlert,
-                        &subject,
-                        public_url,
-                        now,
-                    )?;
-                }
-                let event = Event {
-                    kind: EventKind::ObservationAlert,
-                    patient_id: Some(patient_id),
-                    refs: &[
-                        ("alert_id", id.as_str()),
-                        ("observation_id", observation_id),
-                    ],
-                };
-                let audience = patient_audience(conn, patient_id, now)?;
-                emit(conn, &audience, &event, now)?;
-            }
-            (false, Some(id)) => {
-                diesel::update(observation_alerts::table.find(id))
-                    .set(observation_alerts::closed_at.eq(now))
-                    .execute(conn)?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 #[utoipa::path(post, path = "/api/v1/patients/{id}/observations", tag = "observations",
     params(("id" = uuid::Uuid, Path, description = "Patient id")),
     request_body = NewObservation,
@@ -301,34 +156,19 @@ pub async fn create_observation(
     let view = state
         .db
         .write(move |conn| {
-            let id = new_id();
-            let note = body
-                .note
-                .as_deref()
-                .map(str::trim)
-                .filter(|n| !n.is_empty());
-            diesel::insert_into(observations::table)
-                .values((
-                    observations::id.eq(&id),
-                    observations::patient_id.eq(&access.patient_id),
-                    observations::author_id.eq(&access.caller.id),
-                    observations::pain_score.eq(body.pain_score),
-                    observations::sedation_score.eq(body.sedation_score),
-                    observations::cows_score.eq(body.cows_score),
-                    observations::dose_dispensed_mg.eq(body.dose_dispensed_mg),
-                    observations::note.eq(note),
-                    observations::recorded_at.eq(now),
-                ))
-                .execute(&mut **conn)?;
-            watch(
-                conn,
-                &access.patient_id,
-                &id,
-                &body,
-                &public_url,
-                now,
-                today,
-            )?;
+            let scores = Scores {
+                pain: body.pain_score,
+                sedation: body.sedation_score,
+                cows: body.cows_score,
+            };
+            let new = observation::NewObservation {
+                patient_id: &access.patient_id,
+                author_id: &access.caller.id,
+                scores,
+                dose_dispensed_mg: body.dose_dispensed_mg,
+                note: body.note.as_deref(),
+            };
+            let id = observation::record(conn, new, &public_url, now, today)?;
             access.append_audit(conn, "observation", Some(&id), now)?;
             Ok(observations::table
                 .find(&id)
@@ -407,56 +247,6 @@ mod tests {
             dose_dispensed_mg: None,
             note: None,
         }
-    }
-
-    #[test]
-    fn thresholds() {
-        assert_eq!(
-            assess(&obs(Some(8), None, None), false, false),
-            [(AlertKind::Pain, false)]
-        );
-        assert_eq!(
-            assess(&obs(Some(7), None, None), true, false),
-            [(AlertKind::Pain, true)]
-        );
-        assert_eq!(
-            assess(&obs(Some(6), None, None), true, false),
-            [(AlertKind::Pain, false)]
-        );
-        assert_eq!(
-            assess(&obs(None, Some(3), None), false, false),
-            [(AlertKind::Sedation, true)]
-        );
-        assert_eq!(
-            assess(&obs(None, Some(2), None), false, false),
-            [(AlertKind::Sedation, false)]
-        );
-        assert_eq!(
-            assess(&obs(None, None, Some(13)), false, false),
-            [(AlertKind::Withdrawal, true)]
-        );
-        assert_eq!(
-            assess(&obs(None, None, Some(12)), false, false),
-            [(AlertKind::Withdrawal, false)]
-        );
-        assert!(assess(&obs(None, None, None), false, false).is_empty());
-        // Tightened: pain 6 once, COWS 9.
-        assert_eq!(
-            assess(&obs(Some(6), None, None), false, true),
-            [(AlertKind::Pain, true)]
-        );
-        assert_eq!(
-            assess(&obs(Some(5), None, None), true, true),
-            [(AlertKind::Pain, false)]
-        );
-        assert_eq!(
-            assess(&obs(None, None, Some(9)), false, true),
-            [(AlertKind::Withdrawal, true)]
-        );
-        assert_eq!(
-            assess(&obs(None, None, Some(8)), false, true),
-            [(AlertKind::Withdrawal, false)]
-        );
     }
 
     #[test]

@@ -7,12 +7,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{TokenPair, auth_event};
+use super::auth::{SignIn, TokenPair, auth_event, open_session};
 use super::extract::{Json, Query};
 use super::scope::RequestInfo;
 use crate::audit::{self, Outcome};
 use crate::auth::oidc::{self, Failure, Flow, Provider};
-use crate::auth::session::{self, Family};
 use crate::auth::tokens::{hash_token, random_token};
 use crate::config::MAX_REDIRECT_LEN;
 use crate::db::models::User;
@@ -345,19 +344,13 @@ pub async fn exchange_token(
                     detail: "unknown, expired or already used sign-in code",
                 }));
             };
-            let record = auth_event(
-                &info,
-                Some(&user),
-                "sign_in",
-                &format!("oidc:{provider}"),
-                Outcome::Allowed,
-            );
-            audit::append(conn, &[record], now)?;
-            let family = Family::New {
+            let sign_in = SignIn {
+                info: &info,
                 client_addr: client_addr.as_deref(),
+                enrol_only: false,
+                detail: &format!("oidc:{provider}"),
             };
-            let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
-            Ok(Ok(TokenPair::new(issued, user)))
+            Ok(Ok(open_session(conn, &jwt, user, sign_in, ttl, now)?))
         })
         .await??;
     Ok(web::Json(pair))

@@ -100,26 +100,47 @@ pub async fn document() -> HttpResponse {
 /// accepts. `None` for an operation the document does not have.
 pub fn query_parameters(method: &str, path: &str) -> Option<&'static [String]> {
     static TABLE: OnceLock<HashMap<(String, String), Vec<String>>> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-        let mut table = HashMap::new();
-        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
-            for (method, op) in item.as_object().into_iter().flatten() {
-                let names = op["parameters"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| p["in"] == "query")
-                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
-                    .collect();
-                table.insert((method.clone(), path.clone()), names);
-            }
-        }
-        table
-    });
-    table
+    TABLE
+        .get_or_init(query_parameter_table)
         .get(&(method.to_owned(), path.to_owned()))
         .map(Vec::as_slice)
+}
+
+/// Reads the table off the typed document, which is dropped at once: the
+/// `serde_json::Value` copy that [`document`] makes (several MiB, kept
+/// for the process's life in the allocator's high-water mark) is not
+/// needed for a list of names.
+fn query_parameter_table() -> HashMap<(String, String), Vec<String>> {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::path::{Operation, ParameterIn};
+    let doc = ApiDoc::openapi();
+    let mut table = HashMap::new();
+    for (path, item) in doc.paths.paths {
+        let operations: [(&'static str, Option<Operation>); 8] = [
+            ("get", item.get),
+            ("put", item.put),
+            ("post", item.post),
+            ("delete", item.delete),
+            ("options", item.options),
+            ("head", item.head),
+            ("patch", item.patch),
+            ("trace", item.trace),
+        ];
+        for (method, op) in operations {
+            let Some(op) = op else { continue };
+            let names = op
+                .parameters
+                .into_iter()
+                .flatten()
+                .filter_map(|p| match p {
+                    RefOr::T(p) if p.parameter_in == ParameterIn::Query => Some(p.name),
+                    _ => None,
+                })
+                .collect();
+            table.insert((method.to_owned(), path.clone()), names);
+        }
+    }
+    table
 }
 
 /// Operations any client may call without a bearer token.

@@ -20,6 +20,7 @@ use crate::domain::role::OrgKind;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
+use crate::store::organization;
 
 /// An organisation as listed.
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,9 +122,7 @@ pub async fn create_organization(
     let org = state
         .db
         .write(move |conn| {
-            diesel::insert_into(organizations::table)
-                .values(&org)
-                .execute(&mut **conn)?;
+            organization::create(conn, &org)?;
             let record = info.record(
                 &caller,
                 "organization",

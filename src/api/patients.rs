@@ -12,11 +12,11 @@ use super::users::{lower, optional_phone};
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
+use crate::db::DbConnection;
 use crate::db::models::{Patient, new_id};
 use crate::db::schema::{
     care_team_members, consents, emergency_grants, organizations, patients, users,
 };
-use crate::db::{DbConnection, is_unique_violation};
 use crate::domain::access::{Basis, ConsentStatus, TeamRole};
 use crate::domain::ins::Ins;
 use crate::domain::messaging::SubjectType;
@@ -24,7 +24,8 @@ use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
 use crate::store::access::resolve;
-use crate::store::messaging::{create_thread, threads_of};
+use crate::store::messaging::threads_of;
+use crate::store::patient;
 
 pub use crate::domain::patient::Sex;
 
@@ -139,25 +140,6 @@ fn name(raw: &str, field: &str, max: usize, errors: &mut Vec<FieldError>) -> Opt
         .ok()
 }
 
-fn duplicate_ins(err: diesel::result::Error) -> ApiError {
-    if is_unique_violation(&err) {
-        ApiError::conflict(
-            "ins",
-            "a patient with this INS exists: find the referent with GET /api/v1/patients/lookup?ins= and request access",
-        )
-    } else {
-        err.into()
-    }
-}
-
-/// The thread of a patient (made with it, so always there).
-fn thread_of(conn: &mut DbConnection, patient_id: &str) -> Result<String, ApiError> {
-    threads_of(conn, SubjectType::Patient, &[patient_id.to_owned()])?
-        .pop()
-        .map(|(_, thread)| thread)
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a patient without its thread")))
-}
-
 /// The latest consent decision on a patient.
 pub fn current_consent(
     conn: &mut DbConnection,
@@ -234,20 +216,7 @@ pub async fn create_patient(
     let patient = state
         .db
         .write(move |conn| {
-            diesel::insert_into(patients::table)
-                .values(&patient)
-                .execute(&mut **conn)
-                .map_err(duplicate_ins)?;
-            diesel::insert_into(care_team_members::table)
-                .values((
-                    care_team_members::id.eq(new_id()),
-                    care_team_members::patient_id.eq(&patient.id),
-                    care_team_members::user_id.eq(&caller.id),
-                    care_team_members::team_role.eq(TeamRole::Referent.as_str()),
-                    care_team_members::since.eq(now),
-                    care_team_members::added_by.eq(&caller.id),
-                ))
-                .execute(&mut **conn)?;
+            let thread_id = patient::register(conn, &patient, now)?;
             let record = info.record(
                 &caller,
                 "patient",
@@ -256,13 +225,6 @@ pub async fn create_patient(
                 Some(Basis::Team),
                 Outcome::Allowed,
             );
-            let thread_id = create_thread(
-                conn,
-                SubjectType::Patient,
-                &patient.id,
-                Some(&patient.id),
-                now,
-            )?;
             audit::append(conn, &[record], now)?;
             Ok((patient, thread_id))
         })
@@ -402,7 +364,7 @@ pub async fn get_patient(
         .read(move |conn| {
             let patient = Patient::find(conn, &id)?
                 .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
-            Ok((patient, thread_of(conn, &id)?))
+            Ok((patient, patient::thread_of(conn, &id)?))
         })
         .await?;
     Ok(web::Json(PatientView::new(
@@ -463,45 +425,17 @@ pub async fn update_patient(
     let patient = state
         .db
         .write(move |conn| {
-            let target = patients::table.find(&access.patient_id);
-            diesel::update(target)
-                .set(patients::updated_at.eq(now))
-                .execute(&mut **conn)?;
-            if let Some(ins) = ins {
-                diesel::update(target)
-                    .set(patients::ins.eq(ins))
-                    .execute(&mut **conn)
-                    .map_err(duplicate_ins)?;
-            }
-            if let Some(v) = family_name {
-                diesel::update(target)
-                    .set(patients::family_name.eq(v))
-                    .execute(&mut **conn)?;
-            }
-            if let Some(v) = given_names {
-                diesel::update(target)
-                    .set(patients::given_names.eq(v))
-                    .execute(&mut **conn)?;
-            }
-            if let Some(v) = body.birth_date {
-                diesel::update(target)
-                    .set(patients::birth_date.eq(v))
-                    .execute(&mut **conn)?;
-            }
-            if let Some(v) = body.sex {
-                diesel::update(target)
-                    .set(patients::sex.eq(v.as_str()))
-                    .execute(&mut **conn)?;
-            }
-            if let Some(v) = phone {
-                diesel::update(target)
-                    .set(patients::phone.eq(v))
-                    .execute(&mut **conn)?;
-            }
+            let changes = patient::IdentityChanges {
+                ins,
+                family_name,
+                given_names,
+                birth_date: body.birth_date,
+                sex: body.sex,
+                phone,
+            };
+            let row = patient::correct_identity(conn, &access.patient_id, changes, now)?;
             access.append_audit(conn, "patient", Some(&access.patient_id), now)?;
-            let patient = Patient::find(conn, &access.patient_id)?
-                .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
-            Ok((patient, thread_of(conn, &access.patient_id)?))
+            Ok((row, patient::thread_of(conn, &access.patient_id)?))
         })
         .await?;
     let (patient, thread_id) = patient;
@@ -726,17 +660,14 @@ pub async fn put_consent(
     let view = state
         .db
         .write(move |conn| {
-            let id = new_id();
-            diesel::insert_into(consents::table)
-                .values((
-                    consents::id.eq(&id),
-                    consents::patient_id.eq(&access.patient_id),
-                    consents::status.eq(body.status.as_str()),
-                    consents::note.eq(note),
-                    consents::recorded_by.eq(&access.caller.id),
-                    consents::recorded_at.eq(now),
-                ))
-                .execute(&mut **conn)?;
+            let id = patient::record_consent(
+                conn,
+                &access.patient_id,
+                body.status,
+                note.as_deref(),
+                &access.caller.id,
+                now,
+            )?;
             access.append_audit(conn, "consent", Some(&id), now)?;
             Ok(consent_view(conn, &access.patient_id)?)
         })

@@ -19,21 +19,18 @@ use super::scope::{RequestInfo, Resource, Scoped, authorize_linked};
 use super::{Page, page_limit};
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
-use crate::db::DbConnection;
 use crate::db::models::User;
-use crate::db::schema::{messages, notifications, patients, threads, users};
+use crate::db::schema::{messages, patients, threads, users};
 use crate::domain::access::{Basis, Permission, Relations};
-use crate::domain::messaging::{self, SubjectType, fingerprint, next_message_id, parse_body};
+use crate::domain::messaging::{SubjectType, fingerprint, next_message_id, parse_body};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
-use crate::notify::events::{Event, EventKind, emit};
-use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::state::AppState;
 use crate::store::access::resolve;
 use crate::store::idempotency::{self, Claim};
 use crate::store::messaging::{
-    Message, Thread, advance_marker, candidate_threads, party_to_subject, read_marker,
-    thread_participants, unread_count, with_unread,
+    self, Message, Posted, Thread, candidate_threads, lock_thread, party_to_subject, unread_count,
+    with_unread,
 };
 
 /// A caller taking part in the thread `{id}`: they have a basis on its
@@ -434,56 +431,6 @@ pub async fn list_messages(
     Ok(web::Json(page.map(message_view)))
 }
 
-/// Notifies the participants other than the author, once per unread stretch:
-/// someone with an unread `new_message` notification on the thread gets no
-/// other. Returns every participant, the author included.
-fn notify_participants(
-    conn: &mut DbConnection,
-    access: &ThreadAccess,
-    public_url: &str,
-    now: NaiveDateTime,
-) -> Result<Vec<String>, ApiError> {
-    let participants = thread_participants(conn, &access.thread, access.relations.as_ref(), now)?;
-    let subject = Subject {
-        resource_type: "thread",
-        resource_id: &access.thread.id,
-        patient_id: access.patient_id.as_deref(),
-    };
-    for user_id in participants.iter().filter(|u| **u != access.caller.id) {
-        let pending: i64 = notifications::table
-            .filter(notifications::user_id.eq(user_id))
-            .filter(notifications::resource_type.eq("thread"))
-            .filter(notifications::resource_id.eq(&access.thread.id))
-            .filter(notifications::read_at.is_null())
-            .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()))
-            .count()
-            .get_result(conn)?;
-        if pending == 0 {
-            notify(
-                conn,
-                user_id,
-                NotificationKind::NewMessage,
-                &subject,
-                public_url,
-                now,
-            )?;
-        }
-    }
-    Ok(participants)
-}
-
-/// Locks the thread row until the transaction ends (PostgreSQL; SQLite
-/// writers already take turns) and returns its newest message id.
-fn lock_thread(conn: &mut DbConnection, thread_id: &str) -> QueryResult<Option<String>> {
-    let query = threads::table
-        .find(thread_id)
-        .select(threads::last_message_id);
-    match conn {
-        DbConnection::Postgres(pg) => query.for_update().first(pg),
-        DbConnection::Sqlite(lite) => query.first(lite),
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/threads/{id}/messages", tag = "messaging",
     params(
         ("id" = uuid::Uuid, Path, description = "Thread id"),
@@ -551,30 +498,12 @@ pub async fn post_message(
                     return Ok((status, body, true));
                 }
             }
-            diesel::insert_into(messages::table)
-                .values(&message)
-                .execute(&mut **conn)?;
-            diesel::update(
-                threads::table
-                    .find(&message.thread_id)
-                    .filter(threads::activity_id.lt(&message.id)),
-            )
-            .set((
-                threads::last_message_id.eq(&message.id),
-                threads::last_message_at.eq(now),
-                threads::activity_id.eq(&message.id),
-            ))
-            .execute(&mut **conn)?;
-            let participants = notify_participants(conn, &access, &public_url, now)?;
-            let event = Event {
-                kind: EventKind::MessageCreated,
+            let posted = Posted {
+                thread: &access.thread,
+                relations: access.relations.as_ref(),
                 patient_id: access.patient_id.as_deref(),
-                refs: &[
-                    ("thread_id", message.thread_id.as_str()),
-                    ("message_id", message.id.as_str()),
-                ],
             };
-            emit(conn, &participants, &event, now)?;
+            messaging::post(conn, posted, &message, &public_url, now)?;
             audit::append(conn, &[access.audit("message", &message.id)], now)?;
             Ok((StatusCode::CREATED.as_u16(), response, false))
         })
@@ -629,41 +558,14 @@ pub async fn mark_thread_read(
         .write(move |conn| {
             let thread_id = access.thread.id.clone();
             let user_id = access.caller.id.clone();
-            let in_thread: i64 = messages::table
-                .filter(messages::id.eq(&up_to))
-                .filter(messages::thread_id.eq(&thread_id))
-                .count()
-                .get_result(&mut **conn)?;
-            if in_thread == 0 {
-                return Err(ApiError::invalid("up_to", "not a message of this thread"));
-            }
-            let before = read_marker(conn, &thread_id, &user_id)?;
-            let marker = match messaging::advance_marker(before.as_deref(), &up_to) {
-                Some(_) => advance_marker(conn, &thread_id, &user_id, &up_to, now)?,
-                None => before.unwrap_or(up_to),
-            };
-            let unread = unread_count(conn, &thread_id, &user_id)?;
-            if unread == 0 {
-                // Caught up: the thread's notifications have served their purpose.
-                diesel::update(
-                    notifications::table
-                        .filter(notifications::user_id.eq(&user_id))
-                        .filter(notifications::resource_type.eq("thread"))
-                        .filter(notifications::resource_id.eq(&thread_id))
-                        .filter(notifications::read_at.is_null()),
-                )
-                .set(notifications::read_at.eq(now))
-                .execute(&mut **conn)?;
-            }
-            let event = Event {
-                kind: EventKind::ThreadRead,
-                patient_id: access.patient_id.as_deref(),
-                refs: &[
-                    ("thread_id", thread_id.as_str()),
-                    ("last_read_id", marker.as_str()),
-                ],
-            };
-            emit(conn, &[&user_id], &event, now)?;
+            let (marker, unread) = messaging::mark_read(
+                conn,
+                &thread_id,
+                &user_id,
+                access.patient_id.as_deref(),
+                &up_to,
+                now,
+            )?;
             audit::append(conn, &[access.audit("thread_read", &thread_id)], now)?;
             Ok(ReadState {
                 thread_id,

@@ -1,7 +1,7 @@
 //! Accounts: administrators create and manage them; clinicians search the directory.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,19 +11,17 @@ use super::scope::RequestInfo;
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
-use crate::auth::tokens::{hash_token, random_token};
-use crate::db::models::{Invitation, Organization, User, new_id};
-use crate::db::schema::{invitations, organizations, users};
-use crate::db::{DbConnection, is_unique_violation};
+use crate::auth::tokens::random_token;
+use crate::db::models::{User, new_id};
+use crate::db::schema::{organizations, users};
 use crate::domain::access::Basis;
 use crate::domain::contact::{parse_email, parse_phone};
 use crate::domain::role::{NotificationPreference, Role};
 use crate::domain::rpps::Rpps;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
-use crate::notify::outbox;
-use crate::notify::templates::Email;
 use crate::state::AppState;
+use crate::store::user;
 
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends.
@@ -149,19 +147,6 @@ pub fn optional_phone(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option
 }
 
 /// Maps a unique violation on insert or update to a 409 naming the field.
-fn conflict_on_unique(err: diesel::result::Error) -> ApiError {
-    if is_unique_violation(&err) {
-        let detail = err.to_string();
-        if detail.contains("rpps") {
-            ApiError::conflict("rpps", "another account has this RPPS number")
-        } else {
-            ApiError::conflict("email", "another account has this email address")
-        }
-    } else {
-        err.into()
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/users", tag = "accounts",
     request_body = CreateUser,
     responses(
@@ -221,20 +206,9 @@ pub async fn create_user(
     let user = state
         .db
         .write(move |conn| {
-            if let Some(org_id) = &organization_id {
-                let org = Organization::find(conn, org_id)?
-                    .ok_or_else(|| ApiError::invalid("organization_id", "no such organisation"))?;
-                let kind = org.kind;
-                if !role.fits(kind) {
-                    return Err(ApiError::invalid(
-                        "organization_id",
-                        format!("a {role} works at an addiction or pain centre, not a {kind}"),
-                    ));
-                }
-            }
             let user = User {
                 id: new_id(),
-                email: email.clone(),
+                email,
                 full_name,
                 role,
                 organization_id,
@@ -247,11 +221,12 @@ pub async fn create_user(
                 created_at: now,
                 updated_at: now,
             };
-            diesel::insert_into(users::table)
-                .values(&user)
-                .execute(&mut **conn)
-                .map_err(conflict_on_unique)?;
-            invite(conn, &user, &token, &link, ttl, now)?;
+            let letter = user::InvitationLetter {
+                token: &token,
+                link: &link,
+                ttl_s: ttl,
+            };
+            user::create_invited(conn, &user, letter, now)?;
             let record = info.record(
                 &caller,
                 "user",
@@ -268,35 +243,6 @@ pub async fn create_user(
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
         .json(UserView::from(user)))
-}
-
-/// Stores an invitation (hashed) and queues its email, in the caller's transaction.
-pub fn invite(
-    conn: &mut DbConnection,
-    user: &User,
-    token: &str,
-    link: &str,
-    ttl_s: u64,
-    now: chrono::NaiveDateTime,
-) -> Result<(), ApiError> {
-    let ttl = Duration::seconds(i64::try_from(ttl_s).unwrap_or(i64::MAX / 1000));
-    let invitation = Invitation {
-        id: new_id(),
-        user_id: user.id.clone(),
-        token_hash: hash_token(token),
-        expires_at: now + ttl,
-        accepted_at: None,
-        created_at: now,
-    };
-    diesel::insert_into(invitations::table)
-        .values(&invitation)
-        .execute(conn)?;
-    let email = Email::Invitation {
-        link: link.to_owned(),
-        valid_days: ttl_s.div_ceil(86_400),
-    };
-    outbox::queue(conn, &user.email, &email, now)?;
-    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "accounts",
@@ -425,36 +371,15 @@ pub async fn update_user(
     let user = state
         .db
         .write(move |conn| {
-            let user =
-                User::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-            let target = users::table.find(&id);
-            diesel::update(target)
-                .set(users::updated_at.eq(now))
-                .execute(&mut **conn)?;
-            if let Some(full_name) = full_name {
-                diesel::update(target)
-                    .set(users::full_name.eq(full_name))
-                    .execute(&mut **conn)?;
-            }
-            if let Some(phone) = phone {
-                diesel::update(target)
-                    .set(users::phone.eq(phone))
-                    .execute(&mut **conn)?;
-            }
-            if let Some(rpps) = rpps {
-                diesel::update(target)
-                    .set(users::rpps.eq(rpps))
-                    .execute(&mut **conn)
-                    .map_err(conflict_on_unique)?;
-            }
-            if let Some(active) = body.active {
-                diesel::update(target)
-                    .set(users::active.eq(active))
-                    .execute(&mut **conn)?;
-                if user.active && !active {
-                    User::revoke_sessions(conn, &id, now)?;
-                }
-            }
+            let changes = user::ProfileChanges {
+                full_name,
+                phone,
+                rpps,
+                notification_preference: None,
+                active: body.active,
+            };
+            let user = user::update_profile(conn, &id, changes, now)?
+                .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
             let record = info.record(
                 &caller,
                 "user",
@@ -464,7 +389,7 @@ pub async fn update_user(
                 Outcome::Allowed,
             );
             audit::append(conn, &[record], now)?;
-            User::find(conn, &id)?.ok_or_else(|| ApiError::NotFound("no such user".into()))
+            Ok(user)
         })
         .await?;
     // Committed: a deactivation must not outlive this request in the cache.

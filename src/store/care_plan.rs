@@ -20,6 +20,7 @@ use crate::domain::plan::{
 use crate::domain::role::OrgKind;
 use crate::domain::rules::{self, Warning};
 use crate::domain::text::{self, Flavour};
+use crate::domain::versioning::check_base;
 use crate::error::{ApiError, FieldError};
 use crate::notify::events::{Event, EventKind, emit};
 use crate::store::access::named_prescriber;
@@ -254,6 +255,20 @@ pub struct NewVersion<'a> {
     pub change_summary: &'a str,
     pub source: Option<PlanSource>,
     pub author_id: &'a str,
+}
+
+/// Stores the edit of a prescriber who read version `expected` (`None`:
+/// they saw no plan): 428/412 when that is not the current one (see
+/// [`check_base`]), else [`store_version`].
+pub fn write_version(
+    conn: &mut DbConnection,
+    new: NewVersion<'_>,
+    expected: Option<i32>,
+    now: NaiveDateTime,
+) -> Result<PlanVersionRow, ApiError> {
+    let current = current_version(conn, new.patient_id)?;
+    check_base(current, expected, "care plan")?;
+    store_version(conn, new, current, now)
 }
 
 /// Stores the next version if the current one is still `expected` (None: no

@@ -9,6 +9,7 @@ use crate::db::DbConnection;
 use crate::db::models::{Patient, new_id};
 use crate::db::schema::clinical_contexts;
 use crate::domain::clinical::{ClinicalContext, Facts, Provenance, provenance};
+use crate::domain::versioning::check_base;
 use crate::error::ApiError;
 
 /// A stored version.
@@ -58,25 +59,11 @@ pub fn store(
     now: NaiveDateTime,
 ) -> Result<ContextRow, ApiError> {
     let previous = current(conn, patient_id)?;
-    match (previous.as_ref().map(|r| r.version), expected) {
-        (Some(_), None) => {
-            return Err(ApiError::PreconditionRequired(
-                "this patient has a clinical context: send If-Match with the version you edited"
-                    .into(),
-            ));
-        }
-        (Some(current), Some(expected)) if current != expected => {
-            return Err(ApiError::PreconditionFailed(format!(
-                "the clinical context is at version {current}, not {expected}; reload it"
-            )));
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::PreconditionFailed(
-                "this patient has no clinical context yet".into(),
-            ));
-        }
-        _ => {}
-    }
+    check_base(
+        previous.as_ref().map(|r| r.version),
+        expected,
+        "clinical context",
+    )?;
     let before = match &previous {
         Some(row) => Some((row.context()?, row.provenance()?)),
         None => None,

@@ -14,9 +14,12 @@ use crate::db::schema::{
     thread_reads, threads, users,
 };
 use crate::domain::access::Relations;
-use crate::domain::messaging::{InboxCounts, SubjectType};
+use crate::domain::messaging::{self, InboxCounts, SubjectType};
 use crate::domain::role::Role;
 use crate::domain::workflow::{ConsultationStatus, HandoverStatus};
+use crate::error::ApiError;
+use crate::notify::events::{Event, EventKind, emit};
+use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::store::access::{basis_of, resolve};
 
 /// The backend of [`DbConnection`], for boxed queries.
@@ -511,4 +514,147 @@ pub fn inbox_counts(
         overdue: handovers_overdue + consultations_overdue,
         interventions_to_answer,
     })
+}
+
+/// Notifies the participants other than the author, once per unread stretch:
+/// someone with an unread `new_message` notification on the thread gets no
+/// other. Returns every participant, the author included.
+fn notify_participants(
+    conn: &mut DbConnection,
+    posted: &Posted<'_>,
+    author_id: &str,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<Vec<String>, ApiError> {
+    let participants = thread_participants(conn, posted.thread, posted.relations, now)?;
+    let subject = Subject {
+        resource_type: "thread",
+        resource_id: &posted.thread.id,
+        patient_id: posted.patient_id,
+    };
+    for user_id in participants.iter().filter(|u| **u != author_id) {
+        let pending: i64 = notifications::table
+            .filter(notifications::user_id.eq(user_id))
+            .filter(notifications::resource_type.eq("thread"))
+            .filter(notifications::resource_id.eq(&posted.thread.id))
+            .filter(notifications::read_at.is_null())
+            .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()))
+            .count()
+            .get_result(conn)?;
+        if pending == 0 {
+            notify(
+                conn,
+                user_id,
+                NotificationKind::NewMessage,
+                &subject,
+                public_url,
+                now,
+            )?;
+        }
+    }
+    Ok(participants)
+}
+
+/// Locks the thread row until the transaction ends (PostgreSQL; SQLite
+/// writers already take turns) and returns its newest message id.
+pub fn lock_thread(conn: &mut DbConnection, thread_id: &str) -> QueryResult<Option<String>> {
+    let query = threads::table
+        .find(thread_id)
+        .select(threads::last_message_id);
+    match conn {
+        DbConnection::Postgres(pg) => query.for_update().first(pg),
+        DbConnection::Sqlite(lite) => query.first(lite),
+    }
+}
+
+/// The thread a message is posted to, as the caller reached it.
+pub struct Posted<'a> {
+    pub thread: &'a Thread,
+    /// The patient's relations (patient threads only).
+    pub relations: Option<&'a Relations>,
+    pub patient_id: Option<&'a str>,
+}
+
+/// Appends `message` (its id from [`lock_thread`]'s newest, so the thread
+/// was locked in this transaction), moves the thread's activity, tells the
+/// other participants and emits `message.created`.
+pub fn post(
+    conn: &mut DbConnection,
+    posted: Posted<'_>,
+    message: &Message,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    diesel::insert_into(messages::table)
+        .values(message)
+        .execute(conn)?;
+    diesel::update(
+        threads::table
+            .find(&message.thread_id)
+            .filter(threads::activity_id.lt(&message.id)),
+    )
+    .set((
+        threads::last_message_id.eq(&message.id),
+        threads::last_message_at.eq(now),
+        threads::activity_id.eq(&message.id),
+    ))
+    .execute(conn)?;
+    let participants = notify_participants(conn, &posted, &message.author_id, public_url, now)?;
+    let event = Event {
+        kind: EventKind::MessageCreated,
+        patient_id: posted.patient_id,
+        refs: &[
+            ("thread_id", message.thread_id.as_str()),
+            ("message_id", message.id.as_str()),
+        ],
+    };
+    emit(conn, &participants, &event, now)?;
+    Ok(())
+}
+
+/// Moves `user_id`'s read marker in the thread forward to `up_to` (a move
+/// backwards is ignored; 422 naming `up_to` when it is not a message of
+/// the thread); once caught up, the thread's notifications are read too.
+/// Emits `thread.read`; returns the marker in force and the unread count.
+pub fn mark_read(
+    conn: &mut DbConnection,
+    thread_id: &str,
+    user_id: &str,
+    patient_id: Option<&str>,
+    up_to: &str,
+    now: NaiveDateTime,
+) -> Result<(String, i64), ApiError> {
+    let in_thread: i64 = messages::table
+        .filter(messages::id.eq(up_to))
+        .filter(messages::thread_id.eq(thread_id))
+        .count()
+        .get_result(conn)?;
+    if in_thread == 0 {
+        return Err(ApiError::invalid("up_to", "not a message of this thread"));
+    }
+    let before = read_marker(conn, thread_id, user_id)?;
+    let marker = match messaging::advance_marker(before.as_deref(), up_to) {
+        Some(_) => advance_marker(conn, thread_id, user_id, up_to, now)?,
+        None => before.unwrap_or_else(|| up_to.to_owned()),
+    };
+    let unread = unread_count(conn, thread_id, user_id)?;
+    if unread == 0 {
+        // Caught up: the thread's notifications have served their purpose.
+        diesel::update(
+            notifications::table
+                .filter(notifications::user_id.eq(user_id))
+                .filter(notifications::resource_type.eq("thread"))
+                .filter(notifications::resource_id.eq(thread_id))
+                .filter(notifications::read_at.is_null()),
+        )
+        .set(notifications::read_at.eq(now))
+        .execute(conn)?;
+    }
+    let event = Event {
+        kind: EventKind::ThreadRead,
+        patient_id,
+        refs: &[("thread_id", thread_id), ("last_read_id", marker.as_str())],
+    };
+    emit(conn, &[user_id], &event, now)?;
+    Ok((marker, unread))
 }

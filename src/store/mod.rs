@@ -3,8 +3,11 @@
 //! handlers (`api`), the scheduler and `relais demo` call the same functions.
 
 pub mod access;
+pub mod access_request;
 pub mod account;
+pub mod analgesic_page;
 pub mod care_plan;
+pub mod care_team;
 pub mod clinical;
 pub mod consultation;
 pub mod dispensation;
@@ -13,4 +16,9 @@ pub mod handover;
 pub mod idempotency;
 pub mod intervention;
 pub mod messaging;
+pub mod notification;
+pub mod observation;
+pub mod organization;
+pub mod patient;
 pub mod reminder;
+pub mod user;

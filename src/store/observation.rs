@@ -1,0 +1,146 @@
+//! Observations as stored, and the destabilisation watch they feed: an
+//! alert episode opens (the referent told once) when a score crosses its
+//! threshold (`domain::watch`) and closes when it is back under.
+
+use chrono::{Duration, NaiveDate, NaiveDateTime};
+use diesel::prelude::*;
+
+use crate::db::DbConnection;
+use crate::db::models::new_id;
+use crate::db::schema::{care_team_members, observation_alerts, observations};
+use crate::domain::access::TeamRole;
+use crate::domain::watch::{Scores, assess};
+use crate::error::ApiError;
+use crate::notify::events::{Event, EventKind, emit};
+use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::store::messaging::patient_audience;
+
+/// A validated observation to record.
+pub struct NewObservation<'a> {
+    pub patient_id: &'a str,
+    pub author_id: &'a str,
+    pub scores: Scores,
+    pub dose_dispensed_mg: Option<f64>,
+    /// Trimmed here; blank is none.
+    pub note: Option<&'a str>,
+}
+
+/// Records the observation and runs the watch; returns its id.
+pub fn record(
+    conn: &mut DbConnection,
+    new: NewObservation<'_>,
+    public_url: &str,
+    now: NaiveDateTime,
+    today: NaiveDate,
+) -> Result<String, ApiError> {
+    let id = new_id();
+    let note = new.note.map(str::trim).filter(|n| !n.is_empty());
+    diesel::insert_into(observations::table)
+        .values((
+            observations::id.eq(&id),
+            observations::patient_id.eq(new.patient_id),
+            observations::author_id.eq(new.author_id),
+            observations::pain_score.eq(new.scores.pain),
+            observations::sedation_score.eq(new.scores.sedation),
+            observations::cows_score.eq(new.scores.cows),
+            observations::dose_dispensed_mg.eq(new.dose_dispensed_mg),
+            observations::note.eq(note),
+            observations::recorded_at.eq(now),
+        ))
+        .execute(conn)?;
+    watch(
+        conn,
+        new.patient_id,
+        &id,
+        &new.scores,
+        public_url,
+        now,
+        today,
+    )?;
+    Ok(id)
+}
+
+/// Opens or closes alert episodes; notifies the referent when one opens.
+fn watch(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    observation_id: &str,
+    observation: &Scores,
+    public_url: &str,
+    now: NaiveDateTime,
+    today: NaiveDate,
+) -> Result<(), ApiError> {
+    let tightened = match crate::store::care_plan::current_version_row(conn, patient_id)? {
+        Some(row) => row.content.tightened_watch_until(today).is_some(),
+        None => false,
+    };
+    let recent_high_pain = observation.pain.is_some_and(|p| p >= 7)
+        && observations::table
+            .filter(observations::patient_id.eq(patient_id))
+            .filter(observations::recorded_at.ge(now - Duration::hours(24)))
+            .filter(observations::pain_score.ge(7))
+            .count()
+            .get_result::<i64>(conn)?
+            >= 2;
+    for (kind, above) in assess(observation, recent_high_pain, tightened) {
+        let open: Option<String> = observation_alerts::table
+            .filter(observation_alerts::patient_id.eq(patient_id))
+            .filter(observation_alerts::kind.eq(kind.as_str()))
+            .filter(observation_alerts::closed_at.is_null())
+            .select(observation_alerts::id)
+            .first(conn)
+            .optional()?;
+        match (above, open) {
+            (true, None) => {
+                let id = new_id();
+                diesel::insert_into(observation_alerts::table)
+                    .values((
+                        observation_alerts::id.eq(&id),
+                        observation_alerts::patient_id.eq(patient_id),
+                        observation_alerts::kind.eq(kind.as_str()),
+                        observation_alerts::opened_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                let referent: Option<String> = care_team_members::table
+                    .filter(care_team_members::patient_id.eq(patient_id))
+                    .filter(care_team_members::until.is_null())
+                    .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
+                    .select(care_team_members::user_id)
+                    .first(conn)
+                    .optional()?;
+                if let Some(referent) = referent {
+                    let subject = Subject {
+                        resource_type: "observation_alert",
+                        resource_id: &id,
+                        patient_id: Some(patient_id),
+                    };
+                    notify(
+                        conn,
+                        &referent,
+                        NotificationKind::ObservationAlert,
+                        &subject,
+                        public_url,
+                        now,
+                    )?;
+                }
+                let event = Event {
+                    kind: EventKind::ObservationAlert,
+                    patient_id: Some(patient_id),
+                    refs: &[
+                        ("alert_id", id.as_str()),
+                        ("observation_id", observation_id),
+                    ],
+                };
+                let audience = patient_audience(conn, patient_id, now)?;
+                emit(conn, &audience, &event, now)?;
+            }
+            (false, Some(id)) => {
+                diesel::update(observation_alerts::table.find(id))
+                    .set(observation_alerts::closed_at.eq(now))
+                    .execute(conn)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
