@@ -206,3 +206,53 @@ async fn two_instances_with_concurrent_writers_answer_no_5xx_and_lose_nothing() 
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// PostgreSQL closing the writer's connection (a restart, an operator's
+/// `pg_terminate_backend`) costs no write: the next batch fails before any
+/// of its jobs ran, and starts again on a new connection.
+#[actix_web::test]
+async fn a_write_after_the_database_dropped_the_connections_is_stored() {
+    let app = crate::helpers::spawn_app().await;
+    let net = Network::new(&app).await;
+    let patient = patient_with_plan(&app, &net).await;
+    let thread = patient_thread(&app, &net.gp, &patient).await;
+    let url = format!("/api/v1/threads/{thread}/messages");
+    let post = |n: usize| {
+        app.post(
+            &url,
+            &net.gp.token,
+            json!({"body": format!("after the cut {n}")}),
+        )
+    };
+    post(0).await.expect(201);
+    if app.state.db.backend() == relais::db::Backend::Postgres {
+        // Every other session on the test's database: the writer's, the
+        // pool's and the listeners'.
+        let mut conn = app.state.db.get().unwrap();
+        let killed = diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut *conn)
+        .unwrap();
+        assert!(killed >= 1, "the writer's connection was not found");
+    }
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let resp = post(n).await.expect(201);
+        ids.push(resp.body["id"].as_str().unwrap().to_owned());
+    }
+    let listed = app
+        .get(&format!("/api/v1/threads/{thread}/messages"), &net.gp.token)
+        .await
+        .expect(200);
+    let stored: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    for id in &ids {
+        assert!(stored.contains(&id.as_str()), "{id} is not stored");
+    }
+}
