@@ -19,20 +19,13 @@ function setup(thread)
 end
 local threads_ids, patients, version, pharmacist, gp, plan, body, i
 posted, planned, stale, s5xx, other = 0, 0, 0, 0, 0
-local function token(name)
-  for line in io.lines(os.getenv("BENCH_DIR") .. "/tokens.env") do
-    local k, v = line:match("^([%w_]+)=(.*)$")
-    if k == name then return v end
-  end
-  error("no " .. name .. " in tokens.env")
-end
 function init(args)
   tag = args[1] or "multi"
   threads_ids = c.lines(os.getenv("BENCH_DIR") .. "/threads.txt")
   patients = c.lines(os.getenv("BENCH_DIR") .. "/patients.txt")
   version = {}
-  pharmacist = token("PHARMACIST_TOKEN")
-  gp = token("GP_TOKEN")
+  pharmacist = c.token("PHARMACIST_TOKEN")
+  gp = c.token("GP_TOKEN")
   plan = c.slurp(os.getenv("BENCH_DIR") .. "/plan.json")
   body = '{"body":"Patient seen at the counter, reports pain 5/10, took the evening dose at 19:00. Please confirm the new schedule."}'
   -- Both processes walk the same few threads and patients, shifted.

@@ -10,23 +10,12 @@ use diesel::prelude::*;
 use relais::db::schema::messages;
 use serde_json::{Value, json};
 
-use crate::fixtures::{Network, design_plan, patient_with_plan};
+use crate::fixtures::{Network, design_plan, patient_thread, patient_with_plan};
 use crate::helpers::{Session, SmtpListener, TestApp, TestDb, spawn_on};
 
 const PATIENTS: usize = 3;
 const WRITERS: usize = 24;
 const WRITES_EACH: usize = 12;
-
-async fn patient_thread(app: &TestApp, by: &Session, patient: &str) -> String {
-    let list = app.get("/api/v1/threads", &by.token).await.expect(200);
-    list.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["subject"]["type"] == "patient" && t["subject"]["id"] == patient)
-        .map(|t| t["id"].as_str().unwrap().to_owned())
-        .expect("the patient's thread")
-}
 
 /// What one write was answered.
 enum Answer {
