@@ -33,7 +33,19 @@
 # Output: one line per scenario, "CG <tag> <scenario> <N> <Ir total> <Ir/request>",
 # also appended to bench/out/callgrind.tsv; the dumps stay in bench/out/cg-<tag>/.
 #
-# knobs: PATIENTS=200 N=300 WARMUP=30 TAG=run PIN=1 VALGRIND=1
+# PG=1 seeds and serves a fresh PostgreSQL database (relais_cg_<tag> on
+# $PGURL_BASE, dropped afterwards) instead, and for each scenario also resets
+# pg_stat_statements before its N requests and reads it after: the line gains
+# "stmts/request" (calls of every statement of that database, BEGIN, COMMIT
+# and SAVEPOINT included, divided by N) and "pg_ms/request" (their
+# total_exec_time: the database's time executing them, a floor of its CPU);
+# the statements themselves land in bench/out/cg-<tag>/pgstat-<scenario>.txt.
+# Needs `shared_preload_libraries = 'pg_stat_statements'` (the script creates
+# the extension). Statement counts do not depend on the build profile or on
+# valgrind: VALGRIND=0 with a debug build counts them as well.
+#
+# knobs: PATIENTS=200 N=300 WARMUP=30 TAG=run PIN=1 VALGRIND=1 PG=0
+#        PGURL_BASE=postgres://postgres@127.0.0.1:5432
 #        SCENARIOS="health analgesic thread_read message_post care_plan_put"
 set -euo pipefail
 
@@ -47,6 +59,8 @@ N=${N:-300}
 WARMUP=${WARMUP:-30}
 PIN=${PIN:-1}
 VALGRIND=${VALGRIND:-1}
+PG=${PG:-0}
+PGURL_BASE=${PGURL_BASE:-postgres://postgres@127.0.0.1:5432}
 SCENARIOS=${SCENARIOS:-"health analgesic thread_read message_post care_plan_put"}
 # Fixed, so that tokens (and their checking) are the same for every build.
 SECRET=bench-callgrind-secret-0123456789abcdef
@@ -56,6 +70,13 @@ RESULTS=$ROOT/bench/out/callgrind.tsv
 rm -rf "$OUT"
 mkdir -p "$OUT"
 DB_URL="sqlite://$OUT/relais.db"
+PG_DB=
+if [[ $PG == 1 ]]; then
+    PG_DB=relais_cg_${TAG//[^a-zA-Z0-9_]/_}
+    psql -q "$PGURL_BASE/postgres" -c "DROP DATABASE IF EXISTS $PG_DB" -c "CREATE DATABASE $PG_DB"
+    psql -q "$PGURL_BASE/$PG_DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+    DB_URL="$PGURL_BASE/$PG_DB?sslmode=disable"
+fi
 "$SEED" --url "$DB_URL" --secret "$SECRET" --out "$OUT/seed" --patients "$PATIENTS" \
     --messages $((PATIENTS * 100)) --hot-messages 100 --sample "$PATIENTS" >"$OUT/seed.log" 2>&1
 
@@ -85,19 +106,28 @@ else
     "$BIN" serve >"$OUT/server.log" 2>&1 &
 fi
 SERVER_PID=$!
-trap 'kill -TERM $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null || true' EXIT
+stop() {
+    kill -TERM $SERVER_PID 2>/dev/null
+    wait $SERVER_PID 2>/dev/null || true
+    if [[ -n $PG_DB ]]; then
+        psql -q "$PGURL_BASE/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)"
+    fi
+}
+trap stop EXIT
 for _ in $(seq 1 600); do
     curl -fsS "http://127.0.0.1:$PORT/api/v1/health/live" >/dev/null 2>&1 && break
     kill -0 $SERVER_PID 2>/dev/null || { echo "server died; see $OUT/server.log" >&2; exit 1; }
     sleep 0.5
 done
 
-python3 - "$PORT" "$SERVER_PID" "$OUT" "$N" "$WARMUP" "$TAG" "$VALGRIND" "$RESULTS" $SCENARIOS <<'EOF'
+PG_STAT_URL=${PG_DB:+$PGURL_BASE/$PG_DB}
+python3 - "$PORT" "$SERVER_PID" "$OUT" "$N" "$WARMUP" "$TAG" "$VALGRIND" "$RESULTS" "${PG_STAT_URL:--}" $SCENARIOS <<'EOF'
 import glob, http.client, json, os, re, subprocess, sys, time
 
-port, pid, out, n, warmup, tag, valgrind, results = sys.argv[1:9]
+port, pid, out, n, warmup, tag, valgrind, results, pg = sys.argv[1:10]
 n, warmup, pid, valgrind = int(n), int(warmup), int(pid), valgrind == "1"
-scenarios = sys.argv[9:]
+pg = None if pg == "-" else pg
+scenarios = sys.argv[10:]
 seed = os.path.join(out, "seed")
 lines = lambda f: [l.strip() for l in open(os.path.join(seed, f)) if l.strip()]
 patients, threads = lines("patients.txt"), lines("threads.txt")
@@ -154,6 +184,29 @@ def status_hwm():
             return int(l.split()[1]) / 1024
     return float("nan")
 
+def psql(sql):
+    return subprocess.run(["psql", "-AtqX", "-F", "\t", pg, "-c", sql], check=True,
+                          capture_output=True, text=True).stdout
+
+# Statements of this database only (the other engineers' tests share the server).
+THIS_DB = "dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+
+def pg_reset():
+    psql("SELECT pg_stat_statements_reset()")
+
+def pg_read(s):
+    rows = psql(f"SELECT calls, round(total_exec_time::numeric, 3), regexp_replace(query, '\\s+', ' ', 'g') "
+                f"FROM pg_stat_statements WHERE {THIS_DB} AND query NOT LIKE '%pg_stat_statements%' "
+                f"ORDER BY calls DESC, total_exec_time DESC")
+    with open(os.path.join(out, f"pgstat-{s}.txt"), "w") as f:
+        f.write(rows)
+    calls = ms = 0.0
+    for row in rows.splitlines():
+        c, t, _ = row.split("\t", 2)
+        calls += int(c)
+        ms += float(t)
+    return f"\tstmts/request={calls / n:.2f}\tpg_ms/request={ms / n:.3f}"
+
 def control(*args):
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, stdout=subprocess.DEVNULL)
 
@@ -172,12 +225,19 @@ for s in scenarios:
         # as it is while callgrind_control runs): its accept is counted too.
         conn.close()
         conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=600)
+    if pg:
+        pg_reset()
     t0 = time.time()
     for _ in range(n):
         request(s)
     elapsed = time.time() - t0
+    # The audit rows of reads are committed before their answers: nothing
+    # of these N requests is still on its way to the database.
+    stats = pg_read(s) if pg else ""
     if not valgrind:
-        print(f"MEM {tag} after {s} VmHWM {status_hwm():.1f} MiB", flush=True)
+        print(f"MEM {tag} after {s} VmHWM {status_hwm():.1f} MiB{stats}", flush=True)
+        if stats:
+            rows.append(f"PG\t{tag}\t{s}\t{n}{stats}")
         continue
     before = set(glob.glob(os.path.join(out, "callgrind.out*")))
     control(f"--dump={s}")
@@ -193,7 +253,7 @@ for s in scenarios:
             total = sum(totals)
             break
         time.sleep(0.5)
-    line = f"CG\t{tag}\t{s}\t{n}\t{total}\t{total / n:.0f}\t{elapsed:.1f}s\treconnects={reconnects}"
+    line = f"CG\t{tag}\t{s}\t{n}\t{total}\t{total / n:.0f}\t{elapsed:.1f}s\treconnects={reconnects}{stats}"
     print(line, flush=True)
     rows.append(line)
 if not valgrind:

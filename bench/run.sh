@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Relais benchmarks (issue 7). Never run by CI or `cargo test`.
 #
-#   bench/run.sh [sqlite] [postgres] [scale] [peer] [peer-pg]
+#   bench/run.sh [sqlite] [postgres] [pgbench] [multi] [scale] [peer] [peer-pg]
 #                                   (default: sqlite postgres scale peer)
 #
 #   sqlite, postgres  fresh database with $PATIENTS patients (default 1000,
@@ -15,6 +15,19 @@
 #   scale             the analgesic-plan read with $BIG_PATIENTS (1000000)
 #                     patients, $BIG_MESSAGES messages and $BIG_AUDIT audit rows,
 #                     on each backend in $SCALE_BACKENDS ("sqlite postgres").
+#   pgbench           PostgreSQL's own limit on the same server, for the ratios:
+#                     `pgbench -i -s $PGBENCH_SCALE` (10) into a throwaway
+#                     database, then for N in $CONNS `pgbench -M prepared -cN -j2
+#                     -T$DURATION`, select-only (-S) and TPC-B-like (5 statements,
+#                     one commit each); p50/p99 from its per-transaction log.
+#   multi             two instances on one fresh PostgreSQL database ($MULTI_PATIENTS
+#                     patients, 200), one wrk process per instance, $MULTI_WRITERS
+#                     (64) connections in all for $MULTI_DURATION (60) s on the same
+#                     16 threads and 16 patients (bench/lua/multi_write.lua: three
+#                     message posts in four, one care-plan PUT); reports 5xx, writes
+#                     acknowledged but not stored (lost), writes and audit rows
+#                     committed per second by both together, peak memory of each,
+#                     then `relais audit verify` with each instance's checkpoints.
 #   peer              ../shared/bench/peer-synapse/run.sh (Synapse, 16 clients).
 #   peer-pg           the same with Synapse on PostgreSQL (throwaway cluster, port 55432).
 #
@@ -56,12 +69,17 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2
 [[ -f $RESULTS ]] || printf 'when\tbackend\tpatients\tscenario\tconns\treq_s\tp50_ms\tp99_ms\tnon2xx\terrors\n' >"$RESULTS"
 
 SERVER_PID=
+OTHER_PID= # multi: the first instance, while SERVER_PID is the second
 stop_server() {
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID"
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in $SERVER_PID $OTHER_PID; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid"
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     SERVER_PID=
+    OTHER_PID=
 }
 trap stop_server EXIT
 
@@ -143,7 +161,7 @@ load() {
         "$scenario" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" "${errors:-0}" | tee -a "$RESULTS"
 }
 
-hwm() { awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$SERVER_PID/status"; }
+hwm() { awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/${1:-$SERVER_PID}/status"; }
 
 verify_audit() {
     server_env
@@ -201,9 +219,121 @@ run_scale() {
     drop_db "$backend" "$name"
 }
 
+# percentiles P.. of pgbench's per-transaction logs (microseconds, 3rd field) in ms
+pgbench_percentiles() {
+    cat "$@" | awk '{print $3}' | sort -n | awk '{v[NR] = $1} END {
+        if (NR == 0) { print "- -"; exit }
+        printf "%.3f %.3f\n", v[int(NR * 0.50) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000 }'
+}
+
+run_pgbench() {
+    local db=relais_bench_pgbench
+    psql -q "$PGURL_BASE/postgres" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    pgbench -q -i -s "${PGBENCH_SCALE:-10}" "$PGURL_BASE/$db$PG_QUERY" >"$OUT/pgbench-init.txt" 2>&1
+    local c mode
+    for c in $CONNS; do
+        for mode in select tpcb; do
+            local tag=pgbench-$mode-c$c-$(date -u +%H%M%S)
+            local args=(-M prepared -c "$c" -j 2 -T "$DURATION" -l --log-prefix="$OUT/$tag-log")
+            [[ $mode == select ]] && args+=(-S)
+            rm -f "$OUT/$tag-log".*
+            pgbench "${args[@]}" "$PGURL_BASE/$db$PG_QUERY" >"$OUT/$tag.txt" 2>&1
+            local tps failed p
+            tps=$(awk '/^tps = / {print $3; exit}' "$OUT/$tag.txt")
+            failed=$(awk '/^number of failed transactions/ {print $5; exit}' "$OUT/$tag.txt")
+            read -r -a p <<<"$(pgbench_percentiles "$OUT/$tag-log".*)"
+            rm -f "$OUT/$tag-log".*
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" pgbench \
+                "scale-${PGBENCH_SCALE:-10}" "pgbench_$mode" "$c" "$tps" "${p[0]}" "${p[1]}" \
+                "${failed:-0}" 0 | tee -a "$RESULTS"
+        done
+    done
+    psql -q "$PGURL_BASE/postgres" -c "DROP DATABASE IF EXISTS $db"
+}
+
+run_multi() {
+    local name=multi patients=${MULTI_PATIENTS:-200} writers=${MULTI_WRITERS:-64}
+    local duration=${MULTI_DURATION:-60}
+    fresh_db postgres "$name"
+    local data=$OUT/data-postgres-$name
+    SEED_DIR=$OUT/seed-postgres-$name
+    rm -rf "$data-a" "$data-b" "$SEED_DIR"
+    "$SEED" --url "$DB_URL" --secret "$SECRET" --out "$SEED_DIR" --patients "$patients" \
+        --messages $((patients * 10)) --hot-messages 10 --sample "$patients"
+    sql() { psql -AtqX "$PGURL_BASE/$PG_DB" -c "$1"; }
+    local messages0 versions0 audit0
+    messages0=$(sql "SELECT count(*) FROM messages")
+    versions0=$(sql "SELECT count(*) FROM care_plan_versions")
+    audit0=$(sql "SELECT count(*) FROM audit_events")
+    DATA=$data-a start_server postgres-multi-a
+    OTHER_PID=$SERVER_PID
+    local port_a=$PORT
+    DATA=$data-b start_server postgres-multi-b
+    local port_b=$PORT half=$((writers / 2)) stamp
+    stamp=$(date -u +%H%M%S)
+    local out_a=$OUT/postgres-multi-a-c$writers-$stamp.txt out_b=$OUT/postgres-multi-b-c$writers-$stamp.txt
+    local ids=$OUT/multi-ids-$stamp
+    local wrk_env=(env BENCH_DIR="$SEED_DIR" BENCH_LUA="$ROOT/bench/lua" BENCH_IDS="$ids")
+    "${wrk_env[@]}" wrk -t1 -c"$half" -d"${duration}s" --timeout 10s --latency \
+        -s "$ROOT/bench/lua/multi_write.lua" "http://127.0.0.1:$port_a" -- a 0 >"$out_a" 2>&1 &
+    local wrk_a=$!
+    "${wrk_env[@]}" wrk -t1 -c"$half" -d"${duration}s" --timeout 10s --latency \
+        -s "$ROOT/bench/lua/multi_write.lua" "http://127.0.0.1:$port_b" -- b 5 >"$out_b" 2>&1
+    wait "$wrk_a"
+    local hwm_a hwm_b
+    hwm_a=$(hwm "$OTHER_PID")
+    hwm_b=$(hwm "$SERVER_PID")
+    stop_server
+    field() { awk -v k="$2" '/^MULTI/ { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) s += kv[2] } } END { print s + 0 }' "$1"; }
+    local posted planned stale s5xx other errors messages versions audit
+    posted=$(( $(field "$out_a" posted) + $(field "$out_b" posted) ))
+    planned=$(( $(field "$out_a" planned) + $(field "$out_b" planned) ))
+    stale=$(( $(field "$out_a" stale) + $(field "$out_b" stale) ))
+    s5xx=$(( $(field "$out_a" s5xx) + $(field "$out_b" s5xx) ))
+    other=$(( $(field "$out_a" other) + $(field "$out_b" other) ))
+    errors=$(( $(field "$out_a" errors) + $(field "$out_b" errors) ))
+    # Each acknowledged message looked up by its id.
+    # Each acknowledged write looked up: messages by id, plan versions by
+    # (patient, version).
+    local acked missing
+    awk '$1 == "m" {print $2}' "$ids"-* >"$ids.m"
+    awk '$1 == "p" {print $2 "\t" $3}' "$ids"-* >"$ids.p"
+    acked=$(cat "$ids.m" "$ids.p" | wc -l)
+    missing=$(psql -AtqX "$PGURL_BASE/$PG_DB" \
+        -c "CREATE TEMP TABLE m (id text)" -c "CREATE TEMP TABLE p (patient text, version int)" \
+        -c "\\copy m FROM '$ids.m'" -c "\\copy p FROM '$ids.p'" \
+        -c "SELECT (SELECT count(*) FROM m WHERE NOT EXISTS (SELECT 1 FROM messages x WHERE x.id = m.id))
+                 + (SELECT count(*) FROM p WHERE NOT EXISTS (SELECT 1 FROM care_plan_versions v
+                        WHERE v.patient_id = p.patient AND v.version = p.version))")
+    rm -f "$ids"-* "$ids.m" "$ids.p"
+    messages=$(( $(sql "SELECT count(*) FROM messages") - messages0 ))
+    versions=$(( $(sql "SELECT count(*) FROM care_plan_versions") - versions0 ))
+    audit=$(( $(sql "SELECT count(*) FROM audit_events") - audit0 ))
+    local p_a p_b
+    p_a="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out_a")")/$(to_ms "$(awk '$1 == "99%" {print $2}' "$out_a")")"
+    p_b="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out_b")")/$(to_ms "$(awk '$1 == "99%" {print $2}' "$out_b")")"
+    {
+        echo "multi: 2 instances, $writers writers, ${duration}s, load $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "  answers: posted=$posted planned=$planned stale(412)=$stale 5xx=$s5xx other=$other socket_errors=$errors"
+        echo "  acknowledged writes not stored: $missing of $acked (each looked up)"
+        echo "  stored: messages=$messages, plan versions=$versions (stored - acknowledged: $((messages - posted)), $((versions - planned)): in flight when wrk stopped, or timed out)"
+        echo "  committed by both together: $(( (messages + versions) / duration )) writes/s, $((audit / duration)) audit rows/s"
+        echo "  p50/p99 ms: a $p_a, b $p_b; peak memory: a $hwm_a, b $hwm_b"
+    } | tee -a "$OUT/multi.txt"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" postgres-2x "$patients" \
+        multi_write "$writers" "$(( (posted + planned + stale) / duration ))" "${p_a%%/*}" "${p_a##*/}" \
+        "5xx=$s5xx,lost=$missing" "$errors" >>"$RESULTS"
+    for d in "$data-a" "$data-b"; do
+        DATA=$d verify_audit | tee -a "$OUT/multi.txt"
+    done
+    drop_db postgres "$name"
+}
+
 for step in $STEPS; do
     case $step in
         sqlite | postgres) run_backend "$step" ;;
+        pgbench) run_pgbench ;;
+        multi) run_multi ;;
         # 1 000 then BIG_PATIENTS back to back, so the p50 ratio compares like with like.
         scale) for b in $SCALE_BACKENDS; do
                 run_scale "$b" s1k 1000 $((1000 * HOT_MESSAGES)) 1000

@@ -11,8 +11,9 @@ function M.lines(path)
   return out
 end
 
-function M.token()
-  local name = os.getenv("BENCH_TOKEN") or "PHARMACIST_TOKEN"
+-- The token `name` (default: $BENCH_TOKEN, else PHARMACIST_TOKEN).
+function M.token(name)
+  name = name or os.getenv("BENCH_TOKEN") or "PHARMACIST_TOKEN"
   for line in io.lines(os.getenv("BENCH_DIR") .. "/tokens.env") do
     local k, v = line:match("^([%w_]+)=(.*)$")
     if k == name then return v end

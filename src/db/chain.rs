@@ -118,9 +118,9 @@ pub fn row_hash(event: &AuditEvent) -> String {
 }
 
 /// Chains and stores records, each with its time, in `conn`'s
-/// transaction; returns the new head. The writer thread calls it once per
-/// batch with what the batch's writes staged; a tool writing outside the
-/// server may call it directly (the head row's lock keeps the chain whole).
+/// transaction; returns the new head. A tool writing outside the server may
+/// call it directly (the head row's lock keeps the chain whole); the writer
+/// thread locks the head first ([`lock_head`]) and appends with [`append`].
 pub fn write_chain(
     conn: &mut DbConnection,
     records: &[(AuditRecord, NaiveDateTime)],
@@ -128,15 +128,46 @@ pub fn write_chain(
     if records.is_empty() {
         return Ok(None);
     }
+    let head = lock_head(conn)?;
+    append(conn, head, records)
+}
+
+/// Reads the chain's head, locking its row on PostgreSQL until the
+/// transaction ends. The head row is the chain's lock: appends from other
+/// transactions (and other instances) wait here, so the chain never forks.
+///
+/// The writer thread takes it as the first statement of every batch on
+/// PostgreSQL, before any job locks a row. Every write transaction of every
+/// instance then holds the head before anything else, so no two of them can
+/// wait on each other in a cycle: locking the head last (when the chain is
+/// written, or when an event is emitted mid-batch) let a batch hold a
+/// thread's row while waiting for the head that another instance's batch
+/// held while waiting for that row — a deadlock, and a 500.
+pub fn lock_head(conn: &mut DbConnection) -> QueryResult<ChainHead> {
     let head = audit_head::table
         .find(1)
         .select((audit_head::seq, audit_head::hash));
-    // The head row is the chain's lock: appends from other transactions (and
-    // other instances) wait here, so the chain never forks.
-    let (mut seq, mut prev): (i64, String) = match conn {
+    let (seq, hash): (i64, String) = match conn {
         DbConnection::Postgres(pg) => head.for_update().first(pg)?,
         DbConnection::Sqlite(lite) => head.first(lite)?,
     };
+    Ok(ChainHead { seq, hash })
+}
+
+/// Chains `records` onto `head`, which this transaction read with
+/// [`lock_head`] and still holds; returns the new head.
+pub fn append(
+    conn: &mut DbConnection,
+    head: ChainHead,
+    records: &[(AuditRecord, NaiveDateTime)],
+) -> Result<Option<ChainHead>, ApiError> {
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let ChainHead {
+        mut seq,
+        hash: mut prev,
+    } = head;
     let mut rows = Vec::with_capacity(records.len());
     for (record, at) in records {
         seq += 1;

@@ -175,13 +175,25 @@ impl ManageConnection for ConnectionManager {
     }
 }
 
+/// The advisory lock key under which PostgreSQL migrations run (an
+/// arbitrary constant; `auth::throttle` keys its locks by hashes of
+/// addresses, in transaction scope).
+const MIGRATION_LOCK: i64 = 0x7265_6c61_6973_6d67; // "relaismg"
+
 /// Runs every pending migration of the connection's backend.
 pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<usize> {
     let applied = match conn {
-        DbConnection::Postgres(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("migrating PostgreSQL: {e}"))?
-            .len(),
+        DbConnection::Postgres(c) => {
+            // Instances started together take turns (a session-level lock,
+            // released below or when the connection closes): the later ones
+            // find nothing pending instead of racing on the same DDL.
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+            let applied = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|m| m.len());
+            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+            applied.map_err(|e| anyhow::anyhow!("migrating PostgreSQL: {e}"))?
+        }
         DbConnection::Sqlite(c) => c
             .run_pending_migrations(SQLITE_MIGRATIONS)
             .map_err(|e| anyhow::anyhow!("migrating SQLite: {e}"))?

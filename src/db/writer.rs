@@ -251,23 +251,44 @@ fn run(
                 Err(_) => break,
             }
         }
-        let connection = match conn.take() {
-            Some(c) => c,
-            None => match connect(manager) {
-                Ok(c) => c,
-                Err(err) => {
-                    tracing::error!(error = %err, "database writer: cannot connect");
-                    // Dropping the jobs drops their answer channels: each
-                    // caller gets an error.
-                    drop(batch);
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    continue;
-                }
-            },
-        };
         metrics.batch_size.observe(batch.len() as f64);
         let started = std::time::Instant::now();
-        conn = commit_batch(connection, batch, committed);
+        let mut attempt = 1;
+        conn = loop {
+            let connection = match conn.take() {
+                Some(c) => c,
+                None => match connect(manager) {
+                    Ok(c) => c,
+                    Err(err) => {
+                        tracing::error!(error = %err, attempt, "database writer: cannot connect");
+                        if attempt < START_ATTEMPTS {
+                            attempt += 1;
+                            std::thread::sleep(RETRY_PAUSE);
+                            continue;
+                        }
+                        // Dropping the jobs drops their answer channels:
+                        // each caller gets an error.
+                        drop(std::mem::take(&mut batch));
+                        break None;
+                    }
+                },
+            };
+            match commit_batch(connection, &mut batch, committed) {
+                Ran::Done(connection) => break connection,
+                // No job has run: the jobs are whole, on a fresh connection
+                // the batch starts again from scratch.
+                Ran::NotStarted(err) if attempt < START_ATTEMPTS => {
+                    tracing::warn!(error = %err, attempt, "database writer: a batch could not start; retrying");
+                    attempt += 1;
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                Ran::NotStarted(err) => {
+                    tracing::error!(error = %err, "database writer: a batch could not start");
+                    drop(std::mem::take(&mut batch));
+                    break None;
+                }
+            }
+        };
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -287,23 +308,44 @@ fn run(
     }
 }
 
-/// Runs a batch in one transaction; returns the connection when it is still
-/// fit for the next batch.
-fn commit_batch(
-    mut conn: DbConnection,
-    batch: Vec<Job>,
-    committed: &CommittedHead,
-) -> Option<DbConnection> {
+/// How many times a batch that could not start (its transaction or its
+/// first statement failed, before any job ran: typically a connection the
+/// database closed, e.g. on a restart) is tried, each on a new connection.
+const START_ATTEMPTS: u32 = 3;
+/// The pause between two such tries.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What became of a batch.
+enum Ran {
+    /// Every job ran and was answered; the connection, when it is still fit
+    /// for the next batch.
+    Done(Option<DbConnection>),
+    /// The transaction failed before any job ran: the jobs are untouched.
+    NotStarted(diesel::result::Error),
+}
+
+/// Runs a batch in one transaction and answers its jobs, unless it could
+/// not even start (then `batch` is left as it was).
+fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &CommittedHead) -> Ran {
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut panicked = false;
+    let mut started = false;
     let outcome = conn.transaction::<Option<ChainHead>, diesel::result::Error, _>(|conn| {
         // SQLite: take the write lock first (see migrations: write_lock), so
         // a read-then-write job never meets SQLITE_BUSY_SNAPSHOT.
-        if let DbConnection::Sqlite(lite) = conn {
-            lite.batch_execute("UPDATE write_lock SET id = id WHERE 0")?;
-        }
+        // PostgreSQL: lock the chain's head first, before any job locks a
+        // row, so that batches of several instances cannot deadlock (see
+        // `chain::lock_head`).
+        let head = match conn {
+            DbConnection::Sqlite(lite) => {
+                lite.batch_execute("UPDATE write_lock SET id = id WHERE 0")?;
+                None
+            }
+            DbConnection::Postgres(_) => Some(chain::lock_head(conn)?),
+        };
+        started = true;
         let mut staged = Staged::new();
-        for job in batch {
+        for job in batch.drain(..) {
             match catch_unwind(AssertUnwindSafe(|| job(conn, &mut staged))) {
                 Ok(done) => completions.push(done),
                 Err(_) => {
@@ -316,11 +358,18 @@ fn commit_batch(
         }
         // The audit rows of the batch's writes join the chain here, in the
         // same transaction: stored together with what they audit, or not at all.
-        chain::write_chain(conn, &staged).map_err(|err| {
+        let written = match head {
+            Some(head) => chain::append(conn, head, &staged),
+            None => chain::write_chain(conn, &staged),
+        };
+        written.map_err(|err| {
             tracing::error!(error = %err, "database writer: appending the audit rows failed");
             diesel::result::Error::RollbackTransaction
         })
     });
+    if !started && let Err(err) = outcome {
+        return Ran::NotStarted(err);
+    }
     let error = match (&outcome, panicked) {
         (_, true) => Some("a job of the batch panicked".to_owned()),
         (Err(err), false) => {
@@ -339,7 +388,7 @@ fn commit_batch(
     }
     // After a panic or a failed commit the connection's transaction state is
     // not certain: the next batch starts on a fresh one.
-    (error.is_none()).then_some(conn)
+    Ran::Done((error.is_none()).then_some(conn))
 }
 
 #[cfg(test)]

@@ -232,3 +232,15 @@ pub fn discharge_bundle(ins: &str) -> Value {
         ]
     })
 }
+
+/// The id of the patient's thread, as `by` lists it.
+pub async fn patient_thread(app: &TestApp, by: &Session, patient: &str) -> String {
+    let list = app.get("/api/v1/threads", &by.token).await.expect(200);
+    list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["subject"]["type"] == "patient" && t["subject"]["id"] == patient)
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .expect("the patient's thread")
+}

@@ -19,6 +19,7 @@ mod handovers;
 mod hardening;
 mod health;
 mod helpers;
+mod instances;
 mod interventions;
 mod matrix;
 mod messaging;
