@@ -10,6 +10,8 @@
 #                                   # a restart of that cluster, basis ended
 #   knobs: STREAMS=10000 PROCS=4 HOLD=20 RATE=200 DURATION=30 PH_STREAMS=5
 #          BUILD=0 (use target/release as is) EV_PG_PORT=55433
+#          WRAP="valgrind --tool=massif --massif-out-file=bench/out/massif.out" (idle:
+#          where the per-stream heap goes; VmRSS is then valgrind's, ignore it)
 #
 # The load generator is bench/events.py (standard library only). Figures go
 # to bench/out/events-results.jsonl, one JSON object per measure, with the
@@ -74,7 +76,7 @@ start_server() {
     RELAIS__AUTH__IP_REQUESTS_PER_MINUTE=1000000 \
     RELAIS__EMAIL__TRANSPORT=log \
     RUST_LOG=warn \
-        "$BIN" serve >>"$OUT/events-server-$tag.log" 2>&1 &
+        ${WRAP:-} "$BIN" serve >>"$OUT/events-server-$tag.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     for _ in $(seq 1 300); do
@@ -124,6 +126,8 @@ pg() { # start | stop | restart: the throwaway cluster only
 idle_streams() {
     local port=$1 skip=$2 count=$3 procs=$4 hold=$5 per ready_files=()
     per=$(((count + procs - 1) / procs))
+    # The children truncate these only once started: no stale "ready" line.
+    rm -f "$OUT"/events-idle-*.ready "$OUT"/events-idle-*.json
     HOLDERS=()
     for k in $(seq 0 $((procs - 1))); do
         local n=$per
@@ -157,12 +161,14 @@ step_idle() {
     read -r rss hwm < <(mem "$SERVER_PID")
     local fds
     fds=$(find "/proc/$SERVER_PID/fd" -maxdepth 1 | wc -l)
+    local threads
+    threads=$(find "/proc/$SERVER_PID/task" -mindepth 1 -maxdepth 1 | wc -l)
     local open
     open=$(curl -fsS -H "Authorization: Bearer $PHARMACIST_TOKEN" "http://127.0.0.1:$PORT/api/v1/me" >/dev/null && echo ok)
     for pid in "${HOLDERS[@]}"; do wait "$pid"; done
     local alive
     alive=$(cat "$OUT"/events-idle-*.json | python3 -c 'import json,sys; print(sum(json.loads(l)["alive_at_end"] for l in sys.stdin))')
-    record "{\"streams\": $STREAMS, \"ready\": $IDLE_READY, \"alive_after_hold\": $alive, \"open_s\": $opened_s, \"server_fds\": $fds, \"rss_before_mib\": $((rss0 / 1024)), \"rss_mib\": $(echo "scale=1; $rss/1024" | bc), \"hwm_mib\": $(echo "scale=1; $hwm/1024" | bc), \"per_stream_kib\": $(echo "scale=2; ($rss-$rss0)/$STREAMS" | bc), \"api_answers_meanwhile\": \"$open\"}" idle
+    record "{\"streams\": $STREAMS, \"ready\": $IDLE_READY, \"alive_after_hold\": $alive, \"open_s\": $opened_s, \"server_fds\": $fds, \"server_threads\": $threads, \"malloc_arena_max\": \"${MALLOC_ARENA_MAX:-}\", \"rss_before_mib\": $((rss0 / 1024)), \"rss_mib\": $(echo "scale=1; $rss/1024" | bc), \"hwm_mib\": $(echo "scale=1; $hwm/1024" | bc), \"per_stream_kib\": $(echo "scale=2; ($rss-$rss0)/$STREAMS" | bc), \"api_answers_meanwhile\": \"$open\"}" idle
     stop_pid "$SERVER_PID"
 }
 
