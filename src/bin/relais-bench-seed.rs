@@ -12,10 +12,14 @@
 //!
 //! Writes into `--out`: `tokens.env` (bearer tokens, 24 h), `patients.txt`,
 //! `threads.txt` (a sample spread over the whole range), `plan.json` (a PUT
-//! body whose warnings are all acknowledged).
+//! body whose warnings are all acknowledged); with `--stream-users U`, also
+//! `stream_tokens.txt`: U nurses of the GP practice on no patient's team, one
+//! bearer token (own session) per line, to hold idle event streams
+//! (`bench/events.sh`).
 //!
 //! Usage: relais-bench-seed --url URL --secret S --out DIR --patients N
 //!        [--messages M] [--hot-threads H] [--hot-messages K] [--audit A] [--sample S]
+//!        [--stream-users U]
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,6 +59,7 @@ struct Args {
     hot_messages: i64,
     audit: i64,
     sample: i64,
+    stream_users: i64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -83,6 +88,7 @@ fn args() -> anyhow::Result<Args> {
         hot_messages: num("hot-messages", 100)?,
         audit: num("audit", 0)?,
         sample: num("sample", 1000)?,
+        stream_users: num("stream-users", 0)?,
     })
 }
 
@@ -462,6 +468,38 @@ fn main() -> anyhow::Result<()> {
         writeln!(threads, "{}", id("01", k))?;
     }
     std::fs::write(a.out.join("plan.json"), serde_json::to_string(&write_body)?)?;
+    if a.stream_users > 0 {
+        let nurses: Vec<User> = (1..=a.stream_users)
+            .map(|k| {
+                let email = format!("nurse{k}@bench.invalid");
+                user(
+                    &id("0c", 0x1000 + k),
+                    &email,
+                    "Bench Nurse",
+                    "nurse",
+                    GP_ORG,
+                    now,
+                )
+            })
+            .collect();
+        let rows = nurses.clone();
+        let sids = db
+            .write_blocking(move |tx: &mut Tx<'_>| {
+                let conn = tx.conn();
+                let mut sids = Vec::with_capacity(rows.len());
+                for u in &rows {
+                    diesel::insert_into(users::table).values(u).execute(conn)?;
+                    sids.push(session::open(conn, &u.id, None, false, now)?);
+                }
+                Ok(sids)
+            })
+            .map_err(|e| anyhow::anyhow!("stream users: {e}"))?;
+        let mut out = std::fs::File::create(a.out.join("stream_tokens.txt"))?;
+        for (u, sid) in nurses.iter().zip(&sids) {
+            writeln!(out, "{}", keys.issue(u, sid)?)?;
+        }
+        eprintln!("seed: {} stream users", a.stream_users);
+    }
     eprintln!(
         "seed: done: {n} patients, {seeded_messages} messages, {} audit rows, sample {sample}",
         a.audit
