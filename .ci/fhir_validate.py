@@ -5,6 +5,11 @@ Run by .ci/fhir-validate against a server loaded with `relais demo`:
     patient's $everything and every read and search the CapabilityStatement
     lists, the practitioners and organisations they name), each Bundle
     entry parsed on its own and the Bundle as a whole;
+  - every resource of those Bundles read back by id (each type the
+    CapabilityStatement says it reads), the audit trail's AuditEvents, the
+    demo consultation as ServiceRequest and Task before and after the pain
+    specialist answers it with a proposed plan (the Task's contained
+    CarePlan), and its thread as `Communication?part-of=`;
   - the OperationOutcome of an error, and a discharge Bundle posted as the
     demo hospital doctor (and its OperationOutcome);
   - every ```json block of README.md whose object has a resourceType;
@@ -59,6 +64,16 @@ REQUIRED = {
     ("Communication", "status"): {"preparation", "in-progress", "not-done", "on-hold", "stopped",
                                   "completed", "entered-in-error", "unknown"},
     ("Composition", "status"): {"preliminary", "final", "amended", "entered-in-error"},
+    ("ServiceRequest", "status"): {"draft", "active", "on-hold", "revoked", "completed",
+                                   "entered-in-error", "unknown"},
+    ("ServiceRequest", "intent"): {"proposal", "plan", "directive", "order", "original-order",
+                                   "reflex-order", "filler-order", "instance-order", "option"},
+    ("ServiceRequest", "priority"): {"routine", "urgent", "asap", "stat"},
+    ("Task", "status"): {"draft", "requested", "received", "accepted", "rejected", "ready", "cancelled",
+                         "in-progress", "on-hold", "failed", "completed", "entered-in-error"},
+    ("Task", "intent"): {"unknown", "proposal", "plan", "order", "original-order", "reflex-order",
+                         "filler-order", "instance-order", "option"},
+    ("Task", "priority"): {"routine", "urgent", "asap", "stat"},
     ("AuditEvent", "action"): {"C", "R", "U", "D", "E"},
     ("AuditEvent", "outcome"): {"0", "4", "8", "12"},
     ("CapabilityStatement", "status"): {"draft", "active", "retired", "unknown"},
@@ -86,6 +101,19 @@ def call(method, path, token=None, body=None):
         req.add_header("Content-Type", "application/fhir+json")
     if token:
         req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req) as res:
+            return res.status, res.headers, json.loads(res.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, json.loads(err.read() or b"null")
+
+
+def rest(method, path, token, body=None):
+    """A call to the REST API (JSON)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", "Bearer " + token)
     try:
         with urllib.request.urlopen(req) as res:
             return res.status, res.headers, json.loads(res.read() or b"null")
@@ -189,9 +217,57 @@ def fetch(path, token, expect=200):
     return body
 
 
+def answer_demo_consultation(pain):
+    """The pain centre answers the demo consultation with a proposed plan
+    (the patient's current one), so that its Task carries an output and a
+    contained CarePlan. Returns the consultation id."""
+    status, _, page = rest("GET", "/api/v1/consultations?box=received", pain)
+    assert status == 200, page
+    for c in page["items"]:
+        if c["status"] != "submitted" or not c.get("patient_id"):
+            continue
+        status, _, plan = rest("GET", f"/api/v1/patients/{c['patient_id']}/care-plan", pain)
+        body = {"answer": "Split the buprenorphine in two; see the proposed plan."}
+        if status == 200:
+            proposed = {k: plan[k] for k in ("status", "omt", "analgesics", "pain_goal",
+                                             "non_drug_measures", "review_date") if k in plan}
+            body["proposed_plan"] = proposed
+        status, _, answered = rest("POST", f"/api/v1/consultations/{c['id']}/answer", pain, body)
+        if status != 200:
+            failures.append(f"answering the demo consultation: {status} {str(answered)[:300]}")
+        return c["id"]
+    failures.append("the demo has no submitted consultation about a patient")
+    return None
+
+
 def main():
-    gp, hospital = login("gp"), login("hospital")
+    gp, hospital, pain = login("gp"), login("hospital"), login("pain")
     capability = fetch("/fhir/r4/metadata", None)
+    readable = {
+        r["type"]
+        for r in capability["rest"][0]["resource"]
+        if any(i["code"] == "read" for i in r["interaction"])
+    }
+    consultation = None
+    status, _, page = rest("GET", "/api/v1/consultations?box=sent", gp)
+    for c in page.get("items", []) if status == 200 else []:
+        if c.get("patient_id"):
+            consultation = c["id"]
+            # Submitted, then answered with a plan.
+            fetch(f"/fhir/r4/ServiceRequest/{consultation}", gp)
+            fetch(f"/fhir/r4/Task/{consultation}", gp)
+            break
+    answered = answer_demo_consultation(pain)
+    if answered:
+        task = fetch(f"/fhir/r4/Task/{answered}", gp)
+        if task.get("status") != "completed" or not task.get("output"):
+            failures.append(f"the answered consultation's Task: {str(task)[:300]}")
+        status, _, view = rest("GET", f"/api/v1/consultations/{answered}", gp)
+        if status == 200 and view.get("thread_id"):
+            rest("POST", f"/api/v1/threads/{view['thread_id']}/messages", gp,
+                 {"body": "Thank you, I will split it from tomorrow."})
+        fetch(f"/fhir/r4/Communication?part-of=ServiceRequest/{answered}&_count=5", pain)
+        fetch(f"/fhir/r4/ServiceRequest/{answered}", pain)
     searches = [
         (r["type"], p["name"])
         for r in capability["rest"][0]["resource"]
@@ -219,10 +295,16 @@ def main():
                 if (kind, ref) not in seen:
                     seen.add((kind, ref))
                     fetch(f"/fhir/r4/{kind}/{ref}", gp)
-        for e in everything.get("entry", []):
+        # Every resource of $everything, and the trail, read back by id.
+        trail = fetch(f"/fhir/r4/AuditEvent?patient={pid}", gp)
+        for e in everything.get("entry", []) + trail.get("entry", [])[:5]:
             r = e["resource"]
-            if r["resourceType"] == "MedicationRequest":
-                fetch(f"/fhir/r4/MedicationRequest/{r['id']}", gp)
+            kind = r["resourceType"]
+            if kind in readable and (kind, r["id"]) not in seen:
+                seen.add((kind, r["id"]))
+                again = fetch(f"/fhir/r4/{kind}/{r['id']}", gp)
+                if again != r:
+                    failures.append(f"GET /fhir/r4/{kind}/{r['id']} differs from its $everything entry")
         # A discharge Bundle made of the export, posted by the hospital doctor.
         keep = [e for e in everything.get("entry", [])
                 if e["resource"]["resourceType"] in ("Patient", "CarePlan", "MedicationRequest")]

@@ -17,28 +17,44 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
+use super::consultations::ConsultationAccess;
 use super::extract::{Query, path_id};
 use super::handovers::handover_view;
-use super::scope::{PatientAccess, Read, RequestInfo, authorize};
+use super::scope::{PatientAccess, Read, RequestInfo, Resource, authorize, authorize_linked};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::models::{Organization, Patient, User};
 use crate::domain::access::{Basis, Permission, TeamRole};
 use crate::domain::ins::Ins;
+use crate::domain::messaging::SubjectType;
 use crate::domain::role::Role;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, PROBLEM_JSON};
 use crate::fhir::{self, FHIR_JSON, discharge};
 use crate::state::AppState;
 use crate::store::care_plan::{current_version, version_row};
-use crate::store::fhir::{Parts, audit_trail, patient_by_ins, patient_record, user_by_rpps};
+use crate::store::consultation::ConsultationRow;
+use crate::store::fhir::{
+    Parts, add_named, audit_row, audit_trail, consent_patient, consultations_about,
+    message_with_thread, observation_row, patient_by_ins, patient_record, thread_of, thread_page,
+    user_by_rpps,
+};
 use crate::store::handover::{self, Outgoing};
+use crate::store::messaging::party_to_subject;
 
 /// Where the façade is served.
 pub const FHIR_BASE: &str = "/fhir/r4";
 
 /// How many audit rows `AuditEvent?patient=` returns at most (newest first).
 const AUDIT_EVENTS_MAX: i64 = 200;
+
+/// How many consultations of a patient a search or `$everything` carries
+/// at most (oldest first).
+const CONSULTATIONS_MAX: i64 = 500;
+
+/// `Communication` searches: a page's default and largest `_count`.
+const COMMUNICATIONS_DEFAULT: i64 = 100;
+const COMMUNICATIONS_MAX: i64 = 1000;
 
 /// Any FHIR resource (R4 4.0.1, JSON): `resourceType` names which.
 #[derive(Debug, Serialize, ToSchema)]
@@ -149,17 +165,23 @@ pub const CAPABILITIES: &[(&str, &[&str], &[&str])] = &[
     ("Practitioner", &["read"], &[]),
     ("PractitionerRole", &["read"], &[]),
     ("Organization", &["read"], &[]),
-    ("CareTeam", &["search-type"], &["patient"]),
+    ("CareTeam", &["read", "search-type"], &["patient"]),
     ("CarePlan", &["read", "search-type"], &["patient"]),
     (
         "MedicationRequest",
         &["read", "search-type"],
         &["patient", "status"],
     ),
-    ("Consent", &["search-type"], &["patient"]),
-    ("Observation", &["search-type"], &["patient"]),
-    ("Communication", &["search-type"], &["patient"]),
-    ("AuditEvent", &["search-type"], &["patient"]),
+    ("Consent", &["read", "search-type"], &["patient"]),
+    ("ServiceRequest", &["read", "search-type"], &["patient"]),
+    ("Task", &["read", "search-type"], &["patient"]),
+    ("Observation", &["read", "search-type"], &["patient"]),
+    (
+        "Communication",
+        &["read", "search-type"],
+        &["patient", "part-of"],
+    ),
+    ("AuditEvent", &["read", "search-type"], &["patient"]),
     ("Bundle", &["create"], &[]),
 ];
 
@@ -174,7 +196,7 @@ fn capability_statement(state: &AppState) -> Value {
             if !params.is_empty() {
                 r["searchParam"] = json!(params.iter().map(|p| json!({
                     "name": p,
-                    "type": if *p == "patient" { "reference" } else { "token" },
+                    "type": if matches!(*p, "patient" | "part-of") { "reference" } else { "token" },
                 })).collect::<Vec<_>>());
             }
             if *kind == "Patient" {
@@ -342,7 +364,7 @@ fn patient_param(raw: &str) -> Result<String, ApiError> {
 #[utoipa::path(get, path = "/fhir/r4/Patient/{id}/$everything", tag = "fhir",
     params(("id" = uuid::Uuid, Path, description = "Patient id")),
     responses(
-        (status = 200, description = "A searchset: the patient, the people and organisations named, care team, consents, current care plan and its MedicationRequests, observations, the patient's messages", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 200, description = "A searchset: the patient, the people and organisations named, care team, consents, current care plan and its MedicationRequests, observations, the consultations the caller is a party to (ServiceRequest + Task), the patient's messages", body = FhirResource, content_type = "application/fhir+json"),
         (status = 404, body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = [])))]
@@ -353,13 +375,22 @@ pub async fn patient_everything(
     access: PatientAccess<Read>,
 ) -> Result<HttpResponse, ApiError> {
     let id = access.patient_id.clone();
-    let record = state
+    let caller = access.caller.clone();
+    let (record, consultations) = state
         .db
-        .read(move |conn| Ok(patient_record(conn, &id, Parts::ALL)?))
+        .read(move |conn| {
+            let Some(mut record) = patient_record(conn, &id, Parts::ALL)? else {
+                return Ok(None);
+            };
+            // Being a party is the extra condition of the REST reads.
+            let rows = consultations_about(conn, &id, &caller, CONSULTATIONS_MAX)?;
+            add_named(conn, &mut record, &rows)?;
+            Ok(Some((record, rows)))
+        })
         .await?
         .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
     let today = state.clock.today(state.settings.time_zone());
-    let resources = fhir::everything(&record, today);
+    let resources = fhir::everything(&record, &consultations, today, state.clock.now_naive());
     let bundle = fhir::searchset(
         &base(&state),
         &self_url(&state, &req),
@@ -533,22 +564,6 @@ search_handler!(
 );
 
 search_handler!(
-    search_communications,
-    "/fhir/r4/Communication",
-    "The messages of the patient's thread.",
-    Permission::Read,
-    Parts {
-        messages: true,
-        ..Parts::default()
-    },
-    |state, r| r
-        .messages
-        .iter()
-        .map(|m| fhir::communication(&r.patient.id, m))
-        .collect()
-);
-
-search_handler!(
     search_care_plans,
     "/fhir/r4/CarePlan",
     "The patient's current care plan.",
@@ -565,10 +580,48 @@ search_handler!(
         .collect()
 );
 
+/// Whether `caller` may read `patient_id`'s trail, as
+/// `GET /patients/{id}/audit-events` decides: administrators (the attempt
+/// audited with their basis; an unknown patient denied), else prescribers
+/// on the team (`Permission::ReadAudit`; a weaker basis is 403).
+async fn may_read_trail(
+    state: &AppState,
+    caller: &AuthUser,
+    patient_id: &str,
+    info: &RequestInfo,
+) -> Result<bool, ApiError> {
+    if caller.role != Role::Admin {
+        return Ok(
+            allowed(state, caller, patient_id, Permission::ReadAudit, info)
+                .await?
+                .is_some(),
+        );
+    }
+    let pid = patient_id.to_owned();
+    let exists = state
+        .db
+        .read(move |conn| Ok(Patient::find(conn, &pid)?.is_some()))
+        .await?;
+    let record = info.record(
+        caller,
+        "audit_events",
+        None,
+        exists.then_some(patient_id),
+        Some(Basis::Admin),
+        if exists {
+            Outcome::Allowed
+        } else {
+            Outcome::Denied
+        },
+    );
+    state.audit.record(record).await?;
+    Ok(exists)
+}
+
 #[utoipa::path(get, path = "/fhir/r4/AuditEvent", tag = "fhir",
     params(PatientParam),
     responses(
-        (status = 200, description = "The newest 200 rows of the patient's audit trail (prescribers on the team)", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 200, description = "The newest 200 rows of the patient's audit trail (prescribers on the team, administrators); empty without a basis", body = FhirResource, content_type = "application/fhir+json"),
         (status = 403, description = "The basis does not allow reading the trail", body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = [])))]
@@ -582,10 +635,7 @@ pub async fn search_audit_events(
 ) -> Result<HttpResponse, ApiError> {
     let patient_id = patient_param(&query.patient)?;
     let mut resources = Vec::new();
-    if allowed(&state, &caller, &patient_id, Permission::ReadAudit, &info)
-        .await?
-        .is_some()
-    {
+    if may_read_trail(&state, &caller, &patient_id, &info).await? {
         let pid = patient_id.clone();
         let rows = state
             .db
@@ -905,4 +955,519 @@ pub async fn post_bundle(
         response.headers_mut().insert(header::LOCATION, value);
     }
     Ok(response)
+}
+
+/// A read by id of something unknown: audited as denied (as the REST
+/// extractors audit an unknown id), answered 404.
+async fn unknown(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    kind: &str,
+    id: &str,
+) -> ApiError {
+    let denied = info.record(caller, kind, Some(id), None, None, Outcome::Denied);
+    match state.audit.record(denied).await {
+        Ok(()) => ApiError::NotFound(format!("no such {kind}")),
+        Err(err) => err,
+    }
+}
+
+/// Reads by id of what belongs to a patient answer 404 for no basis, as
+/// the REST reads do (the weaker-basis 403 stays a 403).
+fn searched(result: Result<Option<Basis>, ApiError>) -> Result<Basis, ApiError> {
+    result?.ok_or_else(|| ApiError::NotFound("no such resource".into()))
+}
+
+#[utoipa::path(get, path = "/fhir/r4/CareTeam/{id}", tag = "fhir",
+    params(("id" = uuid::Uuid, Path, description = "The patient's id (one care team per patient)")),
+    responses(
+        (status = 200, description = "The patient's care team, ended memberships with their period", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 404, body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// A patient's care team (audited like `GET /patients/{id}/care-team`).
+pub async fn read_care_team(
+    state: web::Data<AppState>,
+    access: PatientAccess<Read>,
+) -> Result<HttpResponse, ApiError> {
+    let id = access.patient_id.clone();
+    let parts = Parts {
+        team: true,
+        ..Parts::default()
+    };
+    let record = state
+        .db
+        .read(move |conn| Ok(patient_record(conn, &id, parts)?))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
+    Ok(ok(&fhir::care_team(
+        &record.patient.id,
+        &record.team,
+        &record.users,
+    )))
+}
+
+#[utoipa::path(get, path = "/fhir/r4/Consent/{id}", tag = "fhir",
+    params(("id" = uuid::Uuid, Path, description = "Consent decision id")),
+    responses(
+        (status = 200, description = "One consent decision (`inactive` once superseded)", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 404, description = "Unknown, or no basis on its patient now", body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// One consent decision (audited as a read of its patient).
+pub async fn read_consent(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id, "id")?;
+    let wanted = id.clone();
+    let Some(patient_id) = state
+        .db
+        .read(move |conn| Ok(consent_patient(conn, &wanted)?))
+        .await?
+    else {
+        return Err(unknown(&state, &caller, &info, "consent", &id).await);
+    };
+    searched(allowed(&state, &caller, &patient_id, Permission::Read, &info).await)?;
+    let parts = Parts {
+        consents: true,
+        ..Parts::default()
+    };
+    let record = state
+        .db
+        .read(move |conn| Ok(patient_record(conn, &patient_id, parts)?))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such Consent".into()))?;
+    fhir::consents(&record.patient.id, &record.consents)
+        .into_iter()
+        .find(|c| c["id"] == id.as_str())
+        .map(|c| ok(&c))
+        .ok_or_else(|| ApiError::NotFound("no such Consent".into()))
+}
+
+#[utoipa::path(get, path = "/fhir/r4/Observation/{id}", tag = "fhir",
+    params(("id" = String, Path, description = "`<observation id>.pain|sedation|cows|dispensed`", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\.(pain|sedation|cows|dispensed)$")),
+    responses(
+        (status = 200, description = "One measure of an observation", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 400, description = "Not an Observation id of Relais", body = OperationOutcome, content_type = "application/fhir+json"),
+        (status = 404, description = "Unknown, or no basis on its patient now", body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// One measure of an observation (audited as a read of its patient).
+pub async fn read_observation(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let malformed = || {
+        ApiError::malformed(
+            "id",
+            "not an Observation id of Relais (<observation id>.pain|sedation|cows|dispensed)",
+        )
+    };
+    let (row_id, measure) = id.split_once('.').ok_or_else(malformed)?;
+    if !matches!(measure, "pain" | "sedation" | "cows" | "dispensed") {
+        return Err(malformed());
+    }
+    let row_id = path_id(row_id, "id")?;
+    let wanted = row_id.clone();
+    let Some((patient_id, row)) = state
+        .db
+        .read(move |conn| Ok(observation_row(conn, &wanted)?))
+        .await?
+    else {
+        return Err(unknown(&state, &caller, &info, "observation", &row_id).await);
+    };
+    searched(allowed(&state, &caller, &patient_id, Permission::Read, &info).await)?;
+    let wanted = format!("{row_id}.{measure}");
+    fhir::observations(&patient_id, &row)
+        .into_iter()
+        .find(|o| o["id"] == wanted.as_str())
+        .map(|o| ok(&o))
+        .ok_or_else(|| ApiError::NotFound("no such Observation".into()))
+}
+
+#[utoipa::path(get, path = "/fhir/r4/AuditEvent/{id}", tag = "fhir",
+    params(("id" = uuid::Uuid, Path, description = "Audit row id")),
+    responses(
+        (status = 200, description = "One row of a patient's audit trail (prescribers on the team, administrators)", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 403, description = "The basis does not allow reading the trail", body = OperationOutcome, content_type = "application/fhir+json"),
+        (status = 404, description = "Unknown, about no patient, or no basis on its patient now", body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// One row of a patient's audit trail, for those who may read the trail.
+pub async fn read_audit_event(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id, "id")?;
+    let wanted = id.clone();
+    let found = state
+        .db
+        .read(move |conn| Ok(audit_row(conn, &wanted)?))
+        .await?;
+    // Rows about no patient are the admin's trail (`GET /audit-events`), not served here.
+    let Some((Some(patient_id), row)) = found else {
+        return Err(unknown(&state, &caller, &info, "audit_event", &id).await);
+    };
+    if !may_read_trail(&state, &caller, &patient_id, &info).await? {
+        return Err(ApiError::NotFound("no such AuditEvent".into()));
+    }
+    Ok(ok(&fhir::audit_event(&patient_id, &row)))
+}
+
+#[utoipa::path(get, path = "/fhir/r4/Communication/{id}", tag = "fhir",
+    params(("id" = uuid::Uuid, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "One message (a consultation's carries `partOf` its ServiceRequest)", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 404, description = "Unknown, not a party to its thread, or no basis on its patient now", body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// One message, as `GET /threads/{id}/messages` lets its reader see it.
+pub async fn read_communication(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    info: RequestInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id, "id")?;
+    let (wanted, who) = (id.clone(), caller.clone());
+    let found = state
+        .db
+        .read(move |conn| {
+            let Some((message, thread)) = message_with_thread(conn, &wanted)? else {
+                return Ok(None);
+            };
+            // As `ThreadAccess`: a patient thread takes a basis; the
+            // others their parties too (with a basis when about a patient).
+            let party = match thread.subject_type {
+                SubjectType::Patient => thread.patient_id.is_some(),
+                _ => party_to_subject(conn, &thread, &who)?,
+            };
+            Ok(Some((message, thread, party)))
+        })
+        .await?;
+    let Some((message, thread, party)) = found else {
+        return Err(unknown(&state, &caller, &info, "message", &id).await);
+    };
+    let resource = Resource {
+        kind: "thread",
+        id: &thread.id,
+    };
+    authorize_linked(
+        &state,
+        &caller,
+        &info,
+        resource,
+        thread.patient_id.as_deref(),
+        party,
+        Permission::Read,
+        true,
+    )
+    .await?;
+    let part_of =
+        (thread.subject_type == SubjectType::Consultation).then_some(thread.subject_id.as_str());
+    Ok(ok(&fhir::thread_communication(
+        thread.patient_id.as_deref(),
+        part_of,
+        &message,
+    )))
+}
+
+/// `?patient=` or `?part-of=`, paged by `_count` and `_cursor`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CommunicationSearch {
+    /// The patient's own thread: `Patient/<id>` or `<id>`.
+    #[param(
+        pattern = "^(Patient/)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub patient: Option<String>,
+    /// A consultation's thread: `ServiceRequest/<id>` or `<id>`.
+    #[serde(rename = "part-of")]
+    #[param(
+        pattern = "^(ServiceRequest/)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub part_of: Option<String>,
+    /// Messages per page, oldest first (default 100).
+    #[serde(rename = "_count", default)]
+    #[param(minimum = 1, maximum = 1000)]
+    pub count: Option<i64>,
+    /// The last message id of the previous page (from the `next` link).
+    #[serde(rename = "_cursor", default)]
+    #[param(format = Uuid)]
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/fhir/r4/Communication", tag = "fhir",
+    params(CommunicationSearch),
+    responses(
+        (status = 200, description = "A page of the thread's messages, oldest first, with a `next` link while there are more (empty without a basis, or for a consultation the caller is no party to)", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 400, description = "Neither or both of `patient` and `part-of`, or a malformed parameter", body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// The messages of a patient's thread (`patient`) or of a consultation's
+/// (`part-of`), a bounded page at a time.
+pub async fn search_communications(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(query): Query<CommunicationSearch>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = match query.count {
+        None => COMMUNICATIONS_DEFAULT,
+        Some(n) if (1..=COMMUNICATIONS_MAX).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::malformed(
+                "_count",
+                format!("must be between 1 and {COMMUNICATIONS_MAX}"),
+            ));
+        }
+    };
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| path_id(c, "_cursor"))
+        .transpose()?;
+    // (thread to read, its patient, the consultation it belongs to)
+    let target: Option<(String, Option<String>, Option<String>)> =
+        match (query.patient.as_deref(), query.part_of.as_deref()) {
+            (Some(patient), None) => {
+                let patient_id = patient_param(patient)?;
+                match allowed(&state, &caller, &patient_id, Permission::Read, &info).await? {
+                    None => None,
+                    Some(_) => {
+                        let pid = patient_id.clone();
+                        state
+                            .db
+                            .read(move |conn| Ok(thread_of(conn, SubjectType::Patient, &pid)?))
+                            .await?
+                            .map(|thread| (thread, Some(patient_id), None))
+                    }
+                }
+            }
+            (None, Some(part_of)) => {
+                let raw = part_of.strip_prefix("ServiceRequest/").unwrap_or(part_of);
+                let consultation_id = path_id(raw, "part-of")?;
+                consultation_thread(&state, &caller, &info, &consultation_id).await?
+            }
+            _ => {
+                return Err(ApiError::malformed(
+                    "patient",
+                    "give either patient (the patient's thread) or part-of (a consultation's)",
+                ));
+            }
+        };
+    let mut resources = Vec::new();
+    let mut next = None;
+    if let Some((thread, patient_id, part_of)) = target {
+        let mut page = state
+            .db
+            .read(move |conn| Ok(thread_page(conn, &thread, cursor.as_deref(), limit + 1)?))
+            .await?;
+        if page.len() > limit as usize {
+            page.truncate(limit as usize);
+            next = page.last().map(|m| m.id.clone());
+        }
+        resources = page
+            .iter()
+            .map(|m| fhir::thread_communication(patient_id.as_deref(), part_of.as_deref(), m))
+            .collect();
+    }
+    let mut bundle = fhir::searchset(
+        &base(&state),
+        &self_url(&state, &req),
+        resources,
+        state.clock.now_naive(),
+    );
+    if let Some(after) = next {
+        // `total` would be the page's size: a client must follow `next` instead.
+        bundle.as_object_mut().map(|b| b.remove("total"));
+        let mut url = format!("{}/Communication?", base(&state));
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        if let Some(p) = &query.patient {
+            form.append_pair("patient", p);
+        }
+        if let Some(p) = &query.part_of {
+            form.append_pair("part-of", p);
+        }
+        form.append_pair("_count", &limit.to_string());
+        form.append_pair("_cursor", &after);
+        url.push_str(&form.finish());
+        if let Some(links) = bundle["link"].as_array_mut() {
+            links.push(json!({"relation": "next", "url": url}));
+        }
+    }
+    Ok(ok(&bundle))
+}
+
+/// The thread of a consultation the caller may read (a party with a basis
+/// on its patient now, the attempt audited), with its patient; `None`
+/// when unknown or out of reach: a search answers an empty set.
+async fn consultation_thread(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    consultation_id: &str,
+) -> Result<Option<(String, Option<String>, Option<String>)>, ApiError> {
+    let id = consultation_id.to_owned();
+    let found = state
+        .db
+        .read(move |conn| {
+            let Some(row) = ConsultationRow::find(conn, &id)? else {
+                return Ok(None);
+            };
+            let thread = thread_of(conn, SubjectType::Consultation, &id)?;
+            Ok(Some((row, thread)))
+        })
+        .await?;
+    let Some((row, thread)) = found else {
+        let denied = info.record(
+            caller,
+            "consultation",
+            Some(consultation_id),
+            None,
+            None,
+            Outcome::Denied,
+        );
+        state.audit.record(denied).await?;
+        return Ok(None);
+    };
+    let party = row.requester_id == caller.id || row.at_centre(caller);
+    let resource = Resource {
+        kind: "consultation",
+        id: &row.id,
+    };
+    match authorize_linked(
+        state,
+        caller,
+        info,
+        resource,
+        row.patient_id.as_deref(),
+        party,
+        Permission::Read,
+        true,
+    )
+    .await
+    {
+        Ok(_) => Ok(thread.map(|t| (t, row.patient_id.clone(), Some(row.id.clone())))),
+        Err(ApiError::NotFound(_)) => Ok(None),
+        Err(other) => Err(other),
+    }
+}
+
+/// The consultations about a patient the caller is a party to, mapped by
+/// `map`; empty without a basis (audited as a request on the patient).
+async fn search_consultations(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    patient: &str,
+    map: impl Fn(&ConsultationRow) -> Value,
+) -> Result<HttpResponse, ApiError> {
+    let patient_id = patient_param(patient)?;
+    let mut resources = Vec::new();
+    if allowed(state, caller, &patient_id, Permission::Read, info)
+        .await?
+        .is_some()
+    {
+        let who = caller.clone();
+        let rows = state
+            .db
+            .read(move |conn| {
+                Ok(consultations_about(
+                    conn,
+                    &patient_id,
+                    &who,
+                    CONSULTATIONS_MAX,
+                )?)
+            })
+            .await?;
+        resources = rows.iter().map(map).collect();
+    }
+    let bundle = fhir::searchset(
+        &base(state),
+        &self_url(state, req),
+        resources,
+        state.clock.now_naive(),
+    );
+    Ok(ok(&bundle))
+}
+
+#[utoipa::path(get, path = "/fhir/r4/ServiceRequest", tag = "fhir",
+    params(PatientParam),
+    responses(
+        (status = 200, description = "The consultations about the patient the caller is a party to (requester, or specialist of the centre), oldest first, at most 500; empty without a basis", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// A patient's consultations, as the GP's requests.
+pub async fn search_service_requests(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(query): Query<PatientParam>,
+) -> Result<HttpResponse, ApiError> {
+    search_consultations(
+        &state,
+        &req,
+        &caller,
+        &info,
+        &query.patient,
+        fhir::service_request,
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/fhir/r4/Task", tag = "fhir",
+    params(PatientParam),
+    responses(
+        (status = 200, description = "The lifecycle of each consultation about the patient the caller is a party to, oldest first, at most 500; empty without a basis", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// A patient's consultations, as Tasks (their status).
+pub async fn search_tasks(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(query): Query<PatientParam>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now_naive();
+    search_consultations(&state, &req, &caller, &info, &query.patient, |row| {
+        fhir::task(row, now)
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/fhir/r4/ServiceRequest/{id}", tag = "fhir",
+    params(("id" = uuid::Uuid, Path, description = "Consultation id")),
+    responses(
+        (status = 200, description = "The consultation as the GP's request", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 404, description = "Unknown, neither its requester nor at its centre, or no basis on its patient now", body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// A consultation as the request (audited like `GET /consultations/{id}`).
+pub async fn read_service_request(access: ConsultationAccess) -> HttpResponse {
+    ok(&fhir::service_request(&access.object))
+}
+
+#[utoipa::path(get, path = "/fhir/r4/Task/{id}", tag = "fhir",
+    params(("id" = uuid::Uuid, Path, description = "Consultation id")),
+    responses(
+        (status = 200, description = "The consultation's lifecycle: status, overdue, the answer and proposed plan as output", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 404, description = "Unknown, neither its requester nor at its centre, or no basis on its patient now", body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// A consultation's lifecycle (audited like `GET /consultations/{id}`).
+pub async fn read_task(state: web::Data<AppState>, access: ConsultationAccess) -> HttpResponse {
+    ok(&fhir::task(&access.object, state.clock.now_naive()))
 }

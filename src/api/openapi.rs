@@ -55,7 +55,9 @@ use super::{
         fhir::search_care_teams, fhir::search_care_plans, fhir::read_care_plan,
         fhir::search_medication_requests, fhir::read_medication_request, fhir::search_consents,
         fhir::search_observations, fhir::search_communications, fhir::search_audit_events,
-        fhir::post_bundle,
+        fhir::post_bundle, fhir::read_care_team, fhir::read_consent, fhir::read_observation,
+        fhir::read_audit_event, fhir::read_communication, fhir::search_service_requests,
+        fhir::search_tasks, fhir::read_service_request, fhir::read_task,
         events::stream_events, events::create_stream_ticket,
     ),
     // Enums used only in query strings: utoipa does not collect them from `IntoParams`.

@@ -31,7 +31,9 @@ use crate::domain::access::{ConsentStatus, TeamRole};
 use crate::domain::drugs;
 use crate::domain::patient::Sex;
 use crate::domain::plan::{AnalgesicLine, Omt, PlanContent, PlanStatus, Route};
+use crate::domain::workflow::ConsultationStatus;
 use crate::store::care_plan::PlanVersionRow;
+use crate::store::consultation::ConsultationRow;
 use crate::store::fhir::{AuditRow, ConsentRow, ObservationRow, PatientRecord, TeamRow};
 use crate::store::messaging::Message;
 
@@ -76,6 +78,11 @@ pub const RELAIS_ROLE: &str = "https://relais.example/fhir/CodeSystem/role";
 pub const RELAIS_ORG_KIND: &str = "https://relais.example/fhir/CodeSystem/organization-kind";
 /// Relais's plan activities that are not medication (review, non-drug measures).
 pub const RELAIS_ACTIVITY: &str = "https://relais.example/fhir/CodeSystem/plan-activity";
+/// Relais's consultation statuses, as `Task.businessStatus` (plus `overdue`).
+pub const RELAIS_CONSULTATION_STATUS: &str =
+    "https://relais.example/fhir/CodeSystem/consultation-status";
+/// The kinds of `Task.output` a consultation carries.
+pub const RELAIS_TASK_OUTPUT: &str = "https://relais.example/fhir/CodeSystem/task-output";
 
 /// FHIR `instant` of a stored UTC time.
 pub fn instant(at: NaiveDateTime) -> String {
@@ -623,15 +630,223 @@ pub fn observations(patient_id: &str, row: &ObservationRow) -> Vec<Value> {
 
 /// A message of the patient's thread.
 pub fn communication(patient_id: &str, m: &Message) -> Value {
-    json!({
+    thread_communication(Some(patient_id), None, m)
+}
+
+/// A message of a thread: about `patient_id` (if any), part of the
+/// consultation `part_of` (`ServiceRequest/<id>`) for a consultation's thread.
+pub fn thread_communication(patient_id: Option<&str>, part_of: Option<&str>, m: &Message) -> Value {
+    let mut r = json!({
         "resourceType": "Communication",
         "id": m.id,
         "status": "completed",
-        "subject": reference("Patient", patient_id),
         "sent": instant(m.created_at),
         "sender": reference("Practitioner", &m.author_id),
         "payload": [{"contentString": m.body}],
+    });
+    if let Some(patient_id) = patient_id {
+        r["subject"] = reference("Patient", patient_id);
+    }
+    if let Some(consultation) = part_of {
+        r["partOf"] = json!([reference("ServiceRequest", consultation)]);
+    }
+    r
+}
+
+/// When a consultation last changed (its newest timestamp).
+fn consultation_changed(row: &ConsultationRow) -> NaiveDateTime {
+    [
+        row.accepted_at,
+        row.answered_at,
+        row.declined_at,
+        row.closed_at,
+        row.cancelled_at,
+        row.escalated_at,
+    ]
+    .into_iter()
+    .flatten()
+    .fold(row.created_at, NaiveDateTime::max)
+}
+
+/// The subject of a consultation: its patient, or a display-only
+/// reference when it names none (advice about no one in particular).
+fn consultation_subject(row: &ConsultationRow) -> Value {
+    match &row.patient_id {
+        Some(p) => reference("Patient", p),
+        None => json!({"display": "No patient named"}),
+    }
+}
+
+/// A consultation as the GP's request (`ServiceRequest`, same id as its
+/// `Task`): `active` while open (submitted, accepted, answered),
+/// `completed` once the requester closed it, `revoked` when declined by the
+/// centre or cancelled by the requester (the request no longer stands).
+pub fn service_request(row: &ConsultationRow) -> Value {
+    let status = match row.status {
+        ConsultationStatus::Submitted
+        | ConsultationStatus::Accepted
+        | ConsultationStatus::Answered => "active",
+        ConsultationStatus::Closed => "completed",
+        ConsultationStatus::Declined | ConsultationStatus::Cancelled => "revoked",
+    };
+    json!({
+        "resourceType": "ServiceRequest",
+        "id": row.id,
+        "meta": {"lastUpdated": instant(consultation_changed(row))},
+        "status": status,
+        "intent": "order",
+        "priority": row.priority.as_str(),
+        "code": {"text": "Advice from an addiction or pain centre"},
+        "subject": consultation_subject(row),
+        "authoredOn": instant(row.created_at),
+        "requester": reference("Practitioner", &row.requester_id),
+        "performer": [reference("Organization", &row.centre_id)],
+        "note": [{"text": row.question}],
     })
+}
+
+/// The proposed plan of an answer as a contained CarePlan (`#proposal`,
+/// intent `proposal`, status `draft`): one activity per medication, ATC
+/// coded, with its daily amount.
+fn proposal_care_plan(row: &ConsultationRow, plan: &PlanContent) -> Value {
+    let mut activities = Vec::new();
+    if let (Some(code), Some(daily)) = (plan.omt.medication.drug_code(), plan.omt.daily_dose_mg) {
+        activities.push(json!({"detail": {
+            "kind": "MedicationRequest",
+            "status": "not-started",
+            "productCodeableConcept": medication(code),
+            "dailyAmount": mg(daily),
+            "description": "Opioid maintenance treatment",
+        }}));
+    }
+    for line in &plan.analgesics {
+        let mut detail = json!({
+            "kind": "MedicationRequest",
+            "status": "not-started",
+            "productCodeableConcept": medication(&line.drug),
+            "quantity": mg(line.dose_mg),
+            "description": if line.as_needed { "Analgesic, as needed" } else { "Analgesic" },
+        });
+        if let Some(max) = line.max_daily_mg {
+            detail["dailyAmount"] = mg(max);
+        }
+        activities.push(json!({"detail": detail}));
+    }
+    let mut r = json!({
+        "resourceType": "CarePlan",
+        "id": "proposal",
+        "status": "draft",
+        "intent": "proposal",
+        "title": "Proposed analgesic plan",
+        "subject": consultation_subject(row),
+    });
+    if let Some(goal) = plan.pain_goal.as_deref() {
+        r["description"] = json!(format!("Pain goal: {goal}"));
+    }
+    if !activities.is_empty() {
+        r["activity"] = json!(activities);
+    }
+    r
+}
+
+fn task_output(code: &str, display: &str, value: (&str, Value)) -> Value {
+    let mut o = json!({"type": {"coding": [coding(RELAIS_TASK_OUTPUT, code, Some(display))], "text": display}});
+    o[value.0] = value.1;
+    o
+}
+
+/// A consultation's lifecycle as a `Task` (same id as its ServiceRequest,
+/// which it is `basedOn` and `focus`es). FHIR R4 Task.status, per Relais
+/// status: submitted → `requested`; accepted → `accepted` (the centre
+/// agreed, no answer yet); answered → `completed` (the centre's work is
+/// done); closed → `completed` too (the requester closed it); declined →
+/// `rejected` (the decline reason as `statusReason`); cancelled →
+/// `cancelled`. `businessStatus` keeps the Relais status, and says
+/// `overdue` instead while the centre has not answered past `due_at` (the
+/// due time is `restriction.period.end`). Once answered, `output` carries
+/// the answer and the proposed plan (a contained CarePlan `#proposal`), and
+/// the plan version made by applying it (`CarePlan/<patient id>`).
+pub fn task(row: &ConsultationRow, now: NaiveDateTime) -> Value {
+    let status = match row.status {
+        ConsultationStatus::Submitted => "requested",
+        ConsultationStatus::Accepted => "accepted",
+        ConsultationStatus::Answered | ConsultationStatus::Closed => "completed",
+        ConsultationStatus::Declined => "rejected",
+        ConsultationStatus::Cancelled => "cancelled",
+    };
+    let overdue = row.status.awaits_answer() && row.due_at <= now;
+    let business = if overdue {
+        "overdue"
+    } else {
+        row.status.as_str()
+    };
+    let owner = match &row.accepted_by {
+        Some(specialist) => reference("Practitioner", specialist),
+        None => reference("Organization", &row.centre_id),
+    };
+    let mut r = json!({
+        "resourceType": "Task",
+        "id": row.id,
+        "meta": {"lastUpdated": instant(consultation_changed(row))},
+        "basedOn": [reference("ServiceRequest", &row.id)],
+        "status": status,
+        "businessStatus": {"coding": [coding(RELAIS_CONSULTATION_STATUS, business, None)], "text": business},
+        "intent": "order",
+        "priority": row.priority.as_str(),
+        "focus": reference("ServiceRequest", &row.id),
+        "authoredOn": instant(row.created_at),
+        "lastModified": instant(consultation_changed(row)),
+        "requester": reference("Practitioner", &row.requester_id),
+        "owner": owner,
+        "restriction": {"period": {"end": instant(row.due_at)}},
+    });
+    if let Some(patient) = &row.patient_id {
+        r["for"] = reference("Patient", patient);
+    }
+    if let Some(start) = row.accepted_at.or(row.answered_at) {
+        let mut period = json!({"start": instant(start)});
+        let end = row
+            .answered_at
+            .or(row.declined_at)
+            .or(row.cancelled_at)
+            .or(row.closed_at);
+        if let Some(end) = end {
+            period["end"] = json!(instant(end));
+        }
+        r["executionPeriod"] = period;
+    }
+    if let Some(reason) = row.decline_reason.as_deref() {
+        r["statusReason"] = json!({"text": reason});
+    }
+    let mut output = Vec::new();
+    if let Some(answer) = row.answer.as_deref() {
+        output.push(task_output(
+            "answer",
+            "Answer",
+            ("valueString", json!(answer)),
+        ));
+    }
+    if let Some(plan) = row.proposal() {
+        r["contained"] = json!([proposal_care_plan(row, plan)]);
+        output.push(task_output(
+            "proposed-plan",
+            "Proposed plan",
+            ("valueReference", json!({"reference": "#proposal"})),
+        ));
+    }
+    if let (Some(version), Some(patient)) = (row.applied_plan_version, &row.patient_id) {
+        let mut applied = reference("CarePlan", patient);
+        applied["display"] = json!(format!("Care plan version {version}"));
+        output.push(task_output(
+            "applied-plan",
+            "Applied plan version",
+            ("valueReference", applied),
+        ));
+    }
+    if !output.is_empty() {
+        r["output"] = json!(output);
+    }
+    r
 }
 
 /// One row of the patient's audit trail (DICOM/FHIR audit codes).
@@ -713,8 +928,14 @@ pub fn searchset(base: &str, self_url: &str, resources: Vec<Value>, now: NaiveDa
 
 /// Everything about the patient as resources, the Patient first, then the
 /// people and organisations it names, the care team, consents, the current
-/// plan and its MedicationRequests, observations and messages.
-pub fn everything(record: &PatientRecord, today: NaiveDate) -> Vec<Value> {
+/// plan and its MedicationRequests, observations, the consultations the
+/// caller is a party to (ServiceRequest and Task each) and messages.
+pub fn everything(
+    record: &PatientRecord,
+    consultations: &[ConsultationRow],
+    today: NaiveDate,
+    now: NaiveDateTime,
+) -> Vec<Value> {
     let pid = &record.patient.id;
     let mut out = vec![patient(&record.patient)];
     let mut users: Vec<&User> = record.users.values().collect();
@@ -742,6 +963,10 @@ pub fn everything(record: &PatientRecord, today: NaiveDate) -> Vec<Value> {
     }
     for o in &record.observations {
         out.extend(observations(pid, o));
+    }
+    for c in consultations {
+        out.push(service_request(c));
+        out.push(task(c, now));
     }
     out.extend(record.messages.iter().map(|m| communication(pid, m)));
     out

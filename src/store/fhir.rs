@@ -7,16 +7,19 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{Organization, Patient, User};
 use crate::db::schema::{
-    audit_events, care_team_members, consents, messages, observations, organizations, patients,
-    users,
+    audit_events, care_team_members, consents, consultations, messages, observations,
+    organizations, patients, users,
 };
 use crate::domain::access::{ConsentStatus, TeamRole};
 use crate::domain::messaging::SubjectType;
+use crate::domain::role::Role;
 use crate::store::care_plan::{PlanVersionRow, current_version_row};
-use crate::store::messaging::{Message, threads_of};
+use crate::store::consultation::ConsultationRow;
+use crate::store::messaging::{Message, Thread, threads_of};
 
 /// One care-team membership, current or ended.
 #[derive(Debug, Clone, Queryable)]
@@ -293,4 +296,161 @@ pub fn audit_trail(
             audit_events::outcome,
         ))
         .load(conn)
+}
+
+/// The consultations about `patient_id` that `caller` is a party to (their
+/// requester, or a specialist of the addressed centre), oldest first, at
+/// most `limit`. Callers have resolved the caller's basis on the patient.
+pub fn consultations_about(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    caller: &AuthUser,
+    limit: i64,
+) -> QueryResult<Vec<ConsultationRow>> {
+    let centre = match (caller.role, caller.organization_id.as_deref()) {
+        (Role::Specialist, Some(org)) => org.to_owned(),
+        // No centre matches a UUID-less id: only the requester's own.
+        _ => String::new(),
+    };
+    consultations::table
+        .filter(consultations::patient_id.eq(patient_id))
+        .filter(
+            consultations::requester_id
+                .eq(&caller.id)
+                .or(consultations::centre_id.eq(centre)),
+        )
+        .order(consultations::id)
+        .limit(limit)
+        .select(ConsultationRow::as_select())
+        .load(conn)
+}
+
+/// Adds to `record` the people and organisations `rows` name (requester,
+/// accepting specialist, centre) that it lacks, in two statements at most.
+pub fn add_named(
+    conn: &mut DbConnection,
+    record: &mut PatientRecord,
+    rows: &[ConsultationRow],
+) -> QueryResult<()> {
+    let people: BTreeSet<String> = rows
+        .iter()
+        .flat_map(|r| [Some(&r.requester_id), r.accepted_by.as_ref()])
+        .flatten()
+        .filter(|id| !record.users.contains_key(*id))
+        .cloned()
+        .collect();
+    let added = users_by_id(conn, &people)?;
+    let orgs: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r.centre_id.clone())
+        .chain(added.values().filter_map(|u| u.organization_id.clone()))
+        .filter(|id| !record.organizations.contains_key(id))
+        .collect();
+    record.users.extend(added);
+    record
+        .organizations
+        .extend(organizations_by_id(conn, &orgs)?);
+    Ok(())
+}
+
+/// The thread of a subject, if any.
+pub fn thread_of(
+    conn: &mut DbConnection,
+    subject_type: SubjectType,
+    subject_id: &str,
+) -> QueryResult<Option<String>> {
+    Ok(threads_of(conn, subject_type, &[subject_id.to_owned()])?
+        .pop()
+        .map(|(_, thread)| thread))
+}
+
+/// A page of a thread's messages, oldest first, after the message `after`
+/// (exclusive) when given: at most `limit`, off the `(thread_id, id)` index.
+pub fn thread_page(
+    conn: &mut DbConnection,
+    thread_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Message>> {
+    let after = after.unwrap_or_default().to_owned();
+    crate::per_backend!(conn, |c| messages::table
+        .filter(messages::thread_id.eq(thread_id))
+        .filter(messages::id.gt(&after))
+        .order(messages::id)
+        .limit(limit)
+        .select(Message::as_select())
+        .load(c))
+}
+
+/// A message and its thread. Callers check access.
+pub fn message_with_thread(
+    conn: &mut DbConnection,
+    id: &str,
+) -> QueryResult<Option<(Message, Thread)>> {
+    let Some(message) = messages::table
+        .find(id)
+        .select(Message::as_select())
+        .first(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    Ok(Thread::find(conn, &message.thread_id)?.map(|t| (message, t)))
+}
+
+/// The patient of a consent decision. Callers check access.
+pub fn consent_patient(conn: &mut DbConnection, id: &str) -> QueryResult<Option<String>> {
+    consents::table
+        .find(id)
+        .select(consents::patient_id)
+        .first(conn)
+        .optional()
+}
+
+/// An observation row and its patient. Callers check access.
+pub fn observation_row(
+    conn: &mut DbConnection,
+    id: &str,
+) -> QueryResult<Option<(String, ObservationRow)>> {
+    observations::table
+        .find(id)
+        .select((
+            observations::patient_id,
+            (
+                observations::id,
+                observations::author_id,
+                observations::pain_score,
+                observations::sedation_score,
+                observations::cows_score,
+                observations::dose_dispensed_mg,
+                observations::note,
+                observations::recorded_at,
+            ),
+        ))
+        .first(conn)
+        .optional()
+}
+
+/// One audit row by id and its patient (if any). Callers check access.
+pub fn audit_row(
+    conn: &mut DbConnection,
+    id: &str,
+) -> QueryResult<Option<(Option<String>, AuditRow)>> {
+    audit_events::table
+        .filter(audit_events::id.eq(id))
+        .select((
+            audit_events::patient_id,
+            (
+                audit_events::id,
+                audit_events::at,
+                audit_events::actor_id,
+                audit_events::actor_role,
+                audit_events::action,
+                audit_events::resource_type,
+                audit_events::resource_id,
+                audit_events::outcome,
+            ),
+        ))
+        .first(conn)
+        .optional()
 }

@@ -609,3 +609,510 @@ async fn a_bundle_that_cannot_be_mapped_is_refused_naming_entry_and_element_and_
         .await
         .expect(403);
 }
+
+async fn consult(app: &TestApp, net: &Network, centre: &str, patient: &str) -> String {
+    let body = app
+        .post(
+            "/api/v1/consultations",
+            &net.gp.token,
+            json!({"centre_id": centre, "patient_id": patient, "priority": "urgent", "question": "Quel palier pour la douleur ?"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn business(task: &Value) -> &str {
+    task["businessStatus"]["coding"][0]["code"]
+        .as_str()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn consultations_are_service_requests_and_tasks_through_their_lifecycle() {
+    let app = spawn_app().await;
+    let mut net = Network::new(&app).await;
+    let pharmacy = pharmacy_of(&app, &net).await;
+    let (patient, _) = patient_with_design_plan(&app, &net, &pharmacy).await;
+    let answered = consult(&app, &net, &net.addiction_centre, &patient).await;
+    let declined = consult(&app, &net, &net.addiction_centre, &patient).await;
+    let cancelled = consult(&app, &net, &net.addiction_centre, &patient).await;
+    let waiting = consult(&app, &net, &net.addiction_centre, &patient).await;
+
+    // Submitted: the request stands, the task is requested and not yet overdue.
+    let task = app
+        .get(&format!("/fhir/r4/Task/{answered}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["status"], "requested");
+    assert_eq!(business(&task), "submitted");
+    assert_eq!(task["for"]["reference"], format!("Patient/{patient}"));
+    assert_eq!(
+        task["focus"]["reference"],
+        format!("ServiceRequest/{answered}")
+    );
+    assert_eq!(
+        task["owner"]["reference"],
+        format!("Organization/{}", net.addiction_centre)
+    );
+    assert!(task.get("output").is_none());
+    let request = app
+        .get(
+            &format!("/fhir/r4/ServiceRequest/{answered}"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(request["status"], "active");
+    assert_eq!(request["intent"], "order");
+    assert_eq!(request["priority"], "urgent");
+    assert_eq!(
+        request["requester"]["reference"],
+        format!("Practitioner/{}", net.gp.id)
+    );
+    assert_eq!(
+        request["performer"][0]["reference"],
+        format!("Organization/{}", net.addiction_centre)
+    );
+    assert_eq!(request["note"][0]["text"], "Quel palier pour la douleur ?");
+
+    // Accepted, then answered with a plan: completed, the answer and the
+    // proposal (contained, ATC-coded) as output.
+    let accept = format!("/api/v1/consultations/{answered}/accept");
+    app.post(&accept, &net.addiction.token, json!({}))
+        .await
+        .expect(200);
+    let task = app
+        .get(&format!("/fhir/r4/Task/{answered}"), &net.addiction.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["status"], "accepted");
+    assert_eq!(
+        task["owner"]["reference"],
+        format!("Practitioner/{}", net.addiction.id)
+    );
+    assert!(task["executionPeriod"]["start"].is_string());
+    let mut proposed = design_plan(Some(&pharmacy));
+    proposed.as_object_mut().unwrap().remove("change_summary");
+    app.post(
+        &format!("/api/v1/consultations/{answered}/answer"),
+        &net.addiction.token,
+        json!({"answer": "Voir le plan proposé", "proposed_plan": proposed}),
+    )
+    .await
+    .expect(200);
+    let task = app
+        .get(&format!("/fhir/r4/Task/{answered}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["status"], "completed");
+    assert_eq!(business(&task), "answered");
+    assert_eq!(task["output"][0]["valueString"], "Voir le plan proposé");
+    assert_eq!(
+        task["output"][1]["valueReference"]["reference"],
+        "#proposal"
+    );
+    let contained = &task["contained"][0];
+    assert_eq!(contained["resourceType"], "CarePlan");
+    assert_eq!(contained["id"], "proposal");
+    assert_eq!(contained["intent"], "proposal");
+    let atc: Vec<&str> = contained["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a["detail"]["productCodeableConcept"]["coding"][0]["code"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        atc.len(),
+        1 + proposed["analgesics"].as_array().unwrap().len()
+    );
+    assert_eq!(atc[0], "N07BC02", "methadone's ATC code");
+    let close = format!("/api/v1/consultations/{answered}/close");
+    app.post(
+        &close,
+        &net.gp.token,
+        json!({"outcome": "resolved", "referral_avoided": true}),
+    )
+    .await
+    .expect(200);
+    let task = app
+        .get(&format!("/fhir/r4/Task/{answered}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (task["status"].as_str(), business(&task)),
+        (Some("completed"), "closed")
+    );
+    let request = app
+        .get(
+            &format!("/fhir/r4/ServiceRequest/{answered}"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(request["status"], "completed");
+    // Declined and cancelled.
+    app.post(
+        &format!("/api/v1/consultations/{declined}/decline"),
+        &net.addiction.token,
+        json!({"reason": "Hors champ du CSAPA"}),
+    )
+    .await
+    .expect(200);
+    app.post(
+        &format!("/api/v1/consultations/{cancelled}/cancel"),
+        &net.gp.token,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let task = app
+        .get(&format!("/fhir/r4/Task/{declined}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["status"], "rejected");
+    assert_eq!(task["statusReason"]["text"], "Hors champ du CSAPA");
+    let request = app
+        .get(
+            &format!("/fhir/r4/ServiceRequest/{declined}"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(request["status"], "revoked");
+    let task = app
+        .get(&format!("/fhir/r4/Task/{cancelled}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["status"], "cancelled");
+
+    // A stranger to the consultation (no basis, not at the centre) gets 404, audited.
+    let denied = audit_rows(&app, "GET /fhir/r4/Task/{id}", "denied").await;
+    app.get(&format!("/fhir/r4/Task/{waiting}"), &net.specialist.token)
+        .await
+        .expect(404);
+    app.get(
+        &format!("/fhir/r4/ServiceRequest/{waiting}"),
+        &net.pharmacist.token,
+    )
+    .await
+    .expect(404);
+    assert!(audit_rows(&app, "GET /fhir/r4/Task/{id}", "denied").await > denied);
+
+    // Past its due time and unanswered: overdue.
+    app.clock.advance(chrono::Duration::hours(5));
+    net.gp = app.login("gp@relais.test", crate::helpers::PASSWORD).await;
+    let task = app
+        .get(&format!("/fhir/r4/Task/{waiting}"), &net.gp.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (task["status"].as_str(), business(&task)),
+        (Some("requested"), "overdue")
+    );
+    assert!(task["restriction"]["period"]["end"].is_string());
+
+    // Searches by patient: the requester sees all four; the pharmacist on
+    // the team (no party) none; the addiction specialist (open basis
+    // through `waiting`) the centre's.
+    for kind in ["ServiceRequest", "Task"] {
+        let path = format!("/fhir/r4/{kind}?patient=Patient/{patient}");
+        let bundle = app.get(&path, &net.gp.token).await.expect(200).body;
+        assert_eq!(bundle["total"], 4, "{bundle}");
+        assert_eq!(resources(&bundle, kind).len(), 4);
+        let bundle = app.get(&path, &net.pharmacist.token).await.expect(200).body;
+        assert_eq!(bundle["total"], 0, "{bundle}");
+    }
+    let allowed = audit_rows(&app, "GET /fhir/r4/Task", "allowed").await;
+    let addiction = app
+        .login("csapa@relais.test", crate::helpers::PASSWORD)
+        .await;
+    let bundle = app
+        .get(
+            &format!("/fhir/r4/Task?patient={patient}"),
+            &addiction.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(bundle["total"], 4, "{bundle}");
+    assert!(audit_rows(&app, "GET /fhir/r4/Task", "allowed").await > allowed);
+
+    // $everything carries them, and the centre they name.
+    let all = app
+        .get(
+            &format!("/fhir/r4/Patient/{patient}/$everything"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(resources(&all, "ServiceRequest").len(), 4);
+    assert_eq!(resources(&all, "Task").len(), 4);
+    assert!(
+        resources(&all, "Organization")
+            .iter()
+            .any(|o| o["id"] == json!(net.addiction_centre)),
+        "the centre is in the Bundle"
+    );
+    let all = app
+        .get(
+            &format!("/fhir/r4/Patient/{patient}/$everything"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(resources(&all, "Task").is_empty(), "not a party");
+}
+
+#[actix_web::test]
+async fn communications_are_paged_by_patient_and_by_consultation() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let pharmacy = pharmacy_of(&app, &net).await;
+    let (patient, _) = patient_with_design_plan(&app, &net, &pharmacy).await;
+    let consultation = consult(&app, &net, &net.addiction_centre, &patient).await;
+    let thread = app
+        .get(
+            &format!("/api/v1/consultations/{consultation}"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let by = if i % 2 == 0 { &net.gp } else { &net.addiction };
+        let body = app
+            .post(
+                &format!("/api/v1/threads/{thread}/messages"),
+                &by.token,
+                json!({"body": format!("message {i}")}),
+            )
+            .await
+            .expect(201)
+            .body;
+        sent.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // Two at a time, following `next`, oldest first.
+    let mut url = format!("/fhir/r4/Communication?part-of=ServiceRequest/{consultation}&_count=2");
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let bundle = app.get(&url, &net.gp.token).await.expect(200).body;
+        for c in resources(&bundle, "Communication") {
+            assert_eq!(
+                c["partOf"][0]["reference"],
+                format!("ServiceRequest/{consultation}")
+            );
+            assert_eq!(c["subject"]["reference"], format!("Patient/{patient}"));
+            seen.push(c["id"].as_str().unwrap().to_owned());
+        }
+        let next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+        match next {
+            Some(next) => {
+                assert!(bundle.get("total").is_none(), "a page's size is no total");
+                url = next
+                    .split_once("/fhir/r4/")
+                    .map(|(_, rest)| format!("/fhir/r4/{rest}"))
+                    .unwrap();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, sent);
+    // One message by id carries its consultation.
+    let one = app
+        .get(
+            &format!("/fhir/r4/Communication/{}", sent[1]),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        one["partOf"][0]["reference"],
+        format!("ServiceRequest/{consultation}")
+    );
+    // No party to the consultation: nothing, though on the team; by id, 404.
+    let bundle = app
+        .get(
+            &format!("/fhir/r4/Communication?part-of={consultation}"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(bundle["total"], 0, "{bundle}");
+    app.get(
+        &format!("/fhir/r4/Communication/{}", sent[0]),
+        &net.pharmacist.token,
+    )
+    .await
+    .expect(404);
+    // The patient's own thread stays apart.
+    let bundle = app
+        .get(
+            &format!("/fhir/r4/Communication?patient={patient}"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(
+        resources(&bundle, "Communication")
+            .iter()
+            .all(|c| c.get("partOf").is_none())
+    );
+    // Bounds and the parameters' rules, each error naming its parameter.
+    for (query, param) in [
+        (format!("patient={patient}&_count=0"), "_count"),
+        (format!("patient={patient}&_count=1001"), "_count"),
+        (format!("patient={patient}&_cursor=x"), "_cursor"),
+        ("_count=2".to_owned(), "patient"),
+        (
+            format!("patient={patient}&part-of={consultation}"),
+            "patient",
+        ),
+        ("part-of=Task/1".to_owned(), "part-of"),
+    ] {
+        let resp = app
+            .get(&format!("/fhir/r4/Communication?{query}"), &net.gp.token)
+            .await
+            .expect(400);
+        assert_eq!(resp.body["resourceType"], "OperationOutcome", "{query}");
+        assert_eq!(
+            resp.body["issue"][0]["expression"][0], param,
+            "{query}: {}",
+            resp.body
+        );
+    }
+}
+
+#[actix_web::test]
+async fn every_listed_type_is_read_by_id_behind_the_door() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let pharmacy = pharmacy_of(&app, &net).await;
+    let (patient, _) = patient_with_design_plan(&app, &net, &pharmacy).await;
+    app.post(
+        &format!("/api/v1/patients/{patient}/observations"),
+        &net.pharmacist.token,
+        json!({"pain_score": 6, "cows_score": 3}),
+    )
+    .await
+    .expect(201);
+    let all = app
+        .get(
+            &format!("/fhir/r4/Patient/{patient}/$everything"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let trail = app
+        .get(
+            &format!("/fhir/r4/AuditEvent?patient={patient}"),
+            &net.gp.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    // Each resource of $everything (and the trail) reads back the same by id.
+    let mut checked = BTreeSet::new();
+    for r in all["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(trail["entry"].as_array().unwrap())
+        .map(|e| &e["resource"])
+    {
+        let kind = r["resourceType"].as_str().unwrap();
+        let path = format!("/fhir/r4/{kind}/{}", r["id"].as_str().unwrap());
+        let read = app.get(&path, &net.gp.token).await.expect(200).body;
+        assert_eq!(&read, r, "{path}");
+        checked.insert(kind.to_owned());
+    }
+    for kind in [
+        "CareTeam",
+        "Consent",
+        "Observation",
+        "AuditEvent",
+        "CarePlan",
+        "MedicationRequest",
+    ] {
+        assert!(checked.contains(kind), "{kind} read back");
+    }
+    // Every type the CapabilityStatement says it reads has a route that does.
+    let readable: BTreeSet<&str> = CAPABILITIES
+        .iter()
+        .filter(|(_, interactions, _)| interactions.contains(&"read"))
+        .map(|(kind, _, _)| *kind)
+        .collect();
+    for kind in &readable {
+        let route = format!("/fhir/r4/{kind}/{{id}}");
+        assert!(ROUTES.contains(&("get", route.as_str())), "{route}");
+    }
+    // No basis: 404 (not 403), as the REST reads; a weaker basis on the
+    // trail: 403. Malformed ids: 400 naming `id`.
+    let consent = resources(&all, "Consent")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let observation = resources(&all, "Observation")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let event = trail["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/fhir/r4/Consent/{consent}"),
+        format!("/fhir/r4/Observation/{observation}"),
+        format!("/fhir/r4/CareTeam/{patient}"),
+        format!("/fhir/r4/AuditEvent/{event}"),
+        format!("/fhir/r4/Consent/{}", uuid::Uuid::now_v7()),
+        format!("/fhir/r4/Observation/{}.pain", uuid::Uuid::now_v7()),
+    ] {
+        let resp = app.get(&path, &net.specialist.token).await.expect(404);
+        assert_eq!(resp.body["issue"][0]["code"], "not-found", "{path}");
+    }
+    app.get(
+        &format!("/fhir/r4/AuditEvent/{event}"),
+        &net.pharmacist.token,
+    )
+    .await
+    .expect(403);
+    for path in [
+        "/fhir/r4/Observation/abc".to_owned(),
+        format!("/fhir/r4/Observation/{}.weight", uuid::Uuid::now_v7()),
+        "/fhir/r4/Consent/abc".to_owned(),
+    ] {
+        let resp = app.get(&path, &net.gp.token).await.expect(400);
+        assert_eq!(resp.body["issue"][0]["expression"][0], "id", "{path}");
+    }
+}

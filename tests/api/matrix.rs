@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use actix_web::http::Method;
 use diesel::prelude::*;
 use relais::api::ROUTES;
-use relais::db::schema::audit_events;
+use relais::db::schema::{audit_events, consents};
 use serde_json::{Value, json};
 
 use crate::fixtures::{Network, add_member, create_patient, random_ins, set_consent};
@@ -61,6 +61,58 @@ struct Scene {
     message: String,
     /// Raised by the pharmacist on version 1's first line: addressed to the referent.
     intervention: String,
+    /// The patient's consent decision (granted, or withdrawn in the no-consent scene).
+    consent: String,
+    /// A pain score by the referent (its FHIR id: `<id>.pain`).
+    observation: String,
+    /// A row of the patient's audit trail.
+    audit_event: String,
+}
+
+/// The id of the newest consent decision about `patient`.
+async fn consent_of(app: &TestApp, patient: &str) -> String {
+    let patient = patient.to_owned();
+    app.state
+        .db
+        .read(move |conn| {
+            Ok(consents::table
+                .filter(consents::patient_id.eq(patient))
+                .order(consents::recorded_at.desc())
+                .select(consents::id)
+                .first::<String>(conn)?)
+        })
+        .await
+        .unwrap()
+}
+
+/// The id of one row of `patient`'s audit trail.
+async fn audit_row_of(app: &TestApp, patient: &str) -> String {
+    let patient = patient.to_owned();
+    app.state
+        .db
+        .read(move |conn| {
+            Ok(audit_events::table
+                .filter(audit_events::patient_id.eq(patient))
+                .order(audit_events::seq)
+                .select(audit_events::id)
+                .first::<String>(conn)?)
+        })
+        .await
+        .unwrap()
+}
+
+/// A pain score recorded by `by` on `patient`: the observation's id.
+async fn observe(app: &TestApp, by: &Session, patient: &str) -> String {
+    let body = app
+        .post(
+            &format!("/api/v1/patients/{patient}/observations"),
+            &by.token,
+            json!({"pain_score": 4}),
+        )
+        .await
+        .expect(201)
+        .body;
+    body["id"].as_str().unwrap().to_owned()
 }
 
 /// The patient's first clinical context, by the referent.
@@ -207,7 +259,11 @@ async fn scene(app: &TestApp, net: &Network, withdraw: bool) -> Scene {
         .as_str()
         .unwrap()
         .to_owned();
+    let observation = observe(app, &net.gp, &patient).await;
     Scene {
+        consent: consent_of(app, &patient).await,
+        audit_event: audit_row_of(app, &patient).await,
+        observation,
         patient,
         ins,
         access_request: id_of(&request.body),
@@ -347,6 +403,16 @@ const TABLE: &[Case] = &[
     case("get", "/fhir/r4/PractitionerRole/{id}",                        [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("get", "/fhir/r4/Organization/{id}",                            [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("get", "/fhir/r4/CareTeam",                                     [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/CareTeam/{id}",                                [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/fhir/r4/Consent/{id}",                                 [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/fhir/r4/Observation/{id}",                             [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/fhir/r4/Communication/{id}",                           [401, 404, 200, 200, 200, 404, 200, 404], true),
+    case("get", "/fhir/r4/AuditEvent/{id}",                              [401, 200, 200, 200, 403, 404, 403, 404], true),
+    case("get", "/fhir/r4/ServiceRequest",                               [401, 200, 200, 200, 200, 200, 200, 200], false),
+    case("get", "/fhir/r4/Task",                                         [401, 200, 200, 200, 200, 200, 200, 200], false),
+    // The consultation without a patient, as `GET /consultations/{id}`.
+    case("get", "/fhir/r4/ServiceRequest/{id}",                          [401, 404, 200, 404, 404, 404, 404, 200], false),
+    case("get", "/fhir/r4/Task/{id}",                                    [401, 404, 200, 404, 404, 404, 404, 200], false),
     case("get", "/fhir/r4/CarePlan",                                     [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("get", "/fhir/r4/CarePlan/{id}",                                [401, 404, 200, 200, 200, 404, 200, 404], true),
     case("get", "/fhir/r4/MedicationRequest",                            [401, 200, 200, 200, 200, 200, 200, 200], false),
@@ -421,6 +487,13 @@ fn request(case: &Case, net: &Network, scene: &Scene) -> (String, Option<Value>)
         }
         "/fhir/r4/Organization/{id}" => case.path.replace("{id}", &net.gp_practice),
         "/fhir/r4/MedicationRequest/{id}" => format!("/fhir/r4/MedicationRequest/{p}.1.omt"),
+        "/fhir/r4/Consent/{id}" => case.path.replace("{id}", &scene.consent),
+        "/fhir/r4/Observation/{id}" => format!("/fhir/r4/Observation/{}.pain", scene.observation),
+        "/fhir/r4/Communication/{id}" => case.path.replace("{id}", &scene.message),
+        "/fhir/r4/AuditEvent/{id}" => case.path.replace("{id}", &scene.audit_event),
+        "/fhir/r4/ServiceRequest/{id}" | "/fhir/r4/Task/{id}" => {
+            case.path.replace("{id}", &scene.consultation)
+        }
         path if FHIR_PATIENT_SEARCHES.contains(&path) => format!("{path}?patient=Patient/{p}"),
         other => other.replace("{id}", p),
     };
@@ -663,6 +736,10 @@ struct EndedScene {
     notification: String,
     /// Raised on version 2's morphine line, prescribed by the hospital doctor.
     intervention: String,
+    consent: String,
+    /// A pain score by the referent (its FHIR id: `<id>.pain`).
+    observation: String,
+    audit_event: String,
 }
 
 fn str_of(body: &Value, key: &str) -> String {
@@ -798,7 +875,11 @@ async fn ended_scene(app: &TestApp, net: &Network, ended: Ended) -> EndedScene {
         .find(|n| n["patient_id"] == json!(patient))
         .map(|n| str_of(n, "id"))
         .unwrap_or_else(|| panic!("{ended:?}: no notification about the patient in {notes}"));
+    let observation = observe(app, &net.gp, &patient).await;
     EndedScene {
+        consent: consent_of(app, &patient).await,
+        audit_event: audit_row_of(app, &patient).await,
+        observation,
         handover: str_of(&handover, "id"),
         consultation: consultation_id,
         thread,
@@ -869,6 +950,8 @@ const FHIR_PATIENT_SEARCHES: &[&str] = &[
     "/fhir/r4/Observation",
     "/fhir/r4/Communication",
     "/fhir/r4/AuditEvent",
+    "/fhir/r4/ServiceRequest",
+    "/fhir/r4/Task",
 ];
 
 /// Every route taking the id of a patient or of something of theirs, with
@@ -923,6 +1006,13 @@ const ENDED_TABLE: &[(&str, &str, [u16; 4])] = &[
     ("get", "/fhir/r4/Patient/{id}/$everything",                [404, 404, 404, 404]),
     ("get", "/fhir/r4/CarePlan/{id}",                           [404, 404, 404, 404]),
     ("get", "/fhir/r4/MedicationRequest/{id}",                  [404, 404, 404, 404]),
+    ("get", "/fhir/r4/CareTeam/{id}",                           [404, 404, 404, 404]),
+    ("get", "/fhir/r4/Consent/{id}",                            [404, 404, 404, 404]),
+    ("get", "/fhir/r4/Observation/{id}",                        [404, 404, 404, 404]),
+    ("get", "/fhir/r4/Communication/{id}",                      [404, 404, 404, 404]),
+    ("get", "/fhir/r4/AuditEvent/{id}",                         [404, 404, 404, 404]),
+    ("get", "/fhir/r4/ServiceRequest/{id}",                     [404, 404, 404, 404]),
+    ("get", "/fhir/r4/Task/{id}",                               [404, 404, 404, 404]),
     // Last: it gives the caller a new basis.
     ("post", "/api/v1/patients/{id}/emergency-access",          [201, 201, 201, 201]),
 ];
@@ -949,6 +1039,13 @@ fn ended_request(
         p if p.starts_with("/api/v1/interventions/") => p.replace("{id}", &scene.intervention),
         "/fhir/r4/MedicationRequest/{id}" => {
             format!("/fhir/r4/MedicationRequest/{}.1.omt", scene.patient)
+        }
+        "/fhir/r4/Consent/{id}" => path.replace("{id}", &scene.consent),
+        "/fhir/r4/Observation/{id}" => format!("/fhir/r4/Observation/{}.pain", scene.observation),
+        "/fhir/r4/Communication/{id}" => path.replace("{id}", &scene.message),
+        "/fhir/r4/AuditEvent/{id}" => path.replace("{id}", &scene.audit_event),
+        "/fhir/r4/ServiceRequest/{id}" | "/fhir/r4/Task/{id}" => {
+            path.replace("{id}", &scene.consultation)
         }
         p => p.replace("{id}", &scene.patient),
     };

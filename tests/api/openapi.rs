@@ -84,8 +84,11 @@ async fn document_types_ids_and_describes_every_answer() {
                     "{at} {name}: {}",
                     param["schema"]
                 );
-                if param["in"] == "path" && path == "/fhir/r4/MedicationRequest/{id}" {
-                    // `<patient id>.<version>.omt|<line>`: a pattern, not a UUID.
+                if param["in"] == "path"
+                    && (path == "/fhir/r4/MedicationRequest/{id}"
+                        || path == "/fhir/r4/Observation/{id}")
+                {
+                    // `<patient id>.<version>.omt|<line>`, `<id>.<measure>`: a pattern, not a UUID.
                     assert!(param["schema"]["pattern"].is_string(), "{at} {name}");
                 } else if param["in"] == "path" && name != "n" && name != "provider" {
                     // Ids are UUIDs; `n` is a version number, `provider` a configured name.
