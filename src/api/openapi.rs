@@ -135,6 +135,7 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/v1/auth/oidc/{provider}/start"),
     ("get", "/api/v1/auth/oidc/{provider}/callback"),
     ("post", "/api/v1/auth/oidc/token"),
+    ("get", "/api/v1/auth/oidc/providers"),
 ];
 
 /// Operations that never reach the database (and so never answer 503).

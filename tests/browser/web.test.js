@@ -294,7 +294,8 @@ test('the GP reconciles a discharge handover with an amendment', async () => {
   assert.equal(h.decision, 'amend');
   const plan = await call(tok, 'GET', `/patients/${h.patient_id}/care-plan`);
   assert.equal(plan.version, h.resulting_plan_version);
-  assert.equal(plan.source.kind, 'handover');
+  assert.equal(plan.source.type, 'handover');
+  assert.equal(plan.source.id, h.id);
   assert.ok(plan.analgesics.some((l) => l.end === shorter.toISOString().slice(0, 10)));
   assert.deepEqual(page.errors, []);
   await page.context().close();

@@ -70,7 +70,7 @@ function Plan({ id, drugs }) {
   const name = (code) => (drugs && drugs[code]) || code;
   return html`<section aria-labelledby="plan-title"><h2 id="plan-title">${t('plan.title')}</h2>
     <${Loaded} res=${res}>${(v) => html`<p><span class="version">${t('plan.version', { n: v.version })}</span> · ${t(`status.${v.status}`)} · ${t('plan.by', { who: personName(v.author), date: fmtDateTime(v.created_at) })}
-      ${v.source && html` · ${t('plan.source', { kind: t(`subject.${v.source.kind}`) })}`}</p>
+      ${v.source && html` · ${t('plan.source', { kind: t(`subject.${v.source.type}`) })}`}</p>
       <p><em>${v.change_summary}</em></p>
       <h3>${t('pharmacy.omt')}</h3>
       ${v.omt.medication === 'none' ? html`<p>${t('pharmacy.no_omt')}</p>` : html`<p class="dose">${t(`med.${v.omt.medication}`)} ${fmtDose(v.omt.daily_dose_mg)} ${t('omt.per_day')} · ${t('omt.doses', { n: v.omt.doses_per_day })}
@@ -89,7 +89,7 @@ function Versions({ id }) {
     <${Loaded} res=${res}>${(page) => html`<table><thead><tr><th scope="col">${t('versions.n')}</th><th scope="col">${t('versions.when')}</th>
       <th scope="col">${t('versions.who')}</th><th scope="col">${t('versions.why')}</th><th scope="col">${t('versions.source')}</th></tr></thead>
       <tbody>${page.items.map((v) => html`<tr><th scope="row">${v.version}</th><td>${fmtDateTime(v.created_at)}</td>
-        <td>${personName(v.author)}</td><td>${v.change_summary}</td><td>${v.source ? t(`subject.${v.source.kind}`) : '—'}</td></tr>`)}</tbody></table>`}<//>
+        <td>${personName(v.author)}</td><td>${v.change_summary}</td><td>${v.source ? t(`subject.${v.source.type}`) : '—'}</td></tr>`)}</tbody></table>`}<//>
   </section>`;
 }
 
