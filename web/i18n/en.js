@@ -112,4 +112,5 @@ export default {
   "handover.done_reject": "Proposal rejected.",
   "handover.conflict": "The plan changed since this page was opened: review the differences before deciding.",
   "handover.result": "Plan resulting from this handover: version {n}.",
+  "handover.already": "This handover was dealt with meanwhile: here is its current state.",
 };

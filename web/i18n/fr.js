@@ -112,4 +112,5 @@ export default {
   "handover.done_reject": "Proposition refusée.",
   "handover.conflict": "Le plan a changé depuis l’ouverture de cette page : relisez les différences avant de décider.",
   "handover.result": "Plan issu de cette sortie : version {n}.",
+  "handover.already": "Cette sortie a déjà été traitée entre-temps : voici son état actuel.",
 };

@@ -75,7 +75,9 @@ export function HandoverPage({ id }) {
       setDone(t(`handover.done_${body ? body.decision : 'acknowledged'}`));
       res.reload();
     } catch (err) {
-      if (err instanceof ApiError && err.status === 409) setError(t('handover.conflict'));
+      // 412: the plan changed since this page read it; 409: decided meanwhile. Show the new state.
+      if (err instanceof ApiError && err.status === 412) { setError(t('handover.conflict')); res.reload(); }
+      else if (err instanceof ApiError && err.status === 409) { setError(t('handover.already')); res.reload(); }
       else setError(err instanceof ApiError ? `${err.message} ${err.errors.map((e) => `${e.field} : ${e.message}`).join(' ; ')}` : t('error.generic'));
     }
   }
