@@ -52,8 +52,12 @@ function App() {
     addEventListener('hashchange', onHash);
     // Back from an OpenID provider: ?code=… (one-time), then clean the URL.
     const query = new URLSearchParams(location.search);
+    const expected = sessionStorage.getItem('relais.oidc_state');
+    sessionStorage.removeItem('relais.oidc_state');
+    const ours = expected && query.get('state') === expected;
     const start = query.get('code')
-      ? signInWithCode(query.get('code')).catch(() => setNotice(t('signin.oidc_failed')))
+      ? (ours ? signInWithCode(query.get('code')) : Promise.reject(new Error('state')))
+        .catch(() => setNotice(t('signin.oidc_failed')))
         .finally(() => history.replaceState(null, '', '/'))
       : query.get('error')
         ? Promise.resolve(setNotice(t('signin.oidc_failed'))).finally(() => history.replaceState(null, '', '/'))

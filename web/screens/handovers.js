@@ -35,7 +35,14 @@ function PlanColumn({ title, plan }) {
 
 function value(v) {
   if (v === null || v === undefined) return '—';
-  if (typeof v === 'object') return v.drug ? lineText(v) : (v.medication ? omtText({ ...v, temporary_adjustment: null }) : JSON.stringify(v));
+  if (typeof v === 'object') {
+    if (v.drug) return lineText(v);
+    if (v.medication) return omtText({ ...v, temporary_adjustment: null });
+    if (v.daily_dose_mg !== undefined) {
+      return `${fmtDose(v.daily_dose_mg)} ${t('omt.per_day')} · ${t('omt.doses', { n: v.doses_per_day })} · ${fmtDate(v.start)} → ${fmtDate(v.end)}${v.reason ? ` · ${v.reason}` : ''}`;
+    }
+    return Object.entries(v).map(([k, x]) => `${k} : ${x}`).join(' · ');
+  }
   return String(v);
 }
 

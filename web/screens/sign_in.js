@@ -47,7 +47,10 @@ export function SignIn() {
   }
 
   function startOidc(name) {
+    // Our own state, checked on return: a code we did not ask for (an
+    // attacker's link signing us in as them) is refused.
     const state = crypto.randomUUID();
+    sessionStorage.setItem('relais.oidc_state', state);
     const query = new URLSearchParams({ redirect_uri: `${location.origin}/`, state });
     location.assign(`/api/v1/auth/oidc/${encodeURIComponent(name)}/start?${query}`);
   }
