@@ -32,7 +32,7 @@ pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 pub const HSTS: &str = "max-age=31536000";
 
 /// Adds the security headers to every response. `Cache-Control: no-store`
-/// goes on every API response: nearly all carry patient or account data,
+/// goes on every API response, the FHIR façade's included: nearly all carry patient or account data,
 /// and a rule with exceptions is one a new route gets wrong. The docs'
 /// static assets stay cacheable.
 pub async fn security_headers(
@@ -57,11 +57,15 @@ pub async fn security_headers(
         || path.starts_with(&format!("{}/", super::openapi::DOCS_PATH));
     if docs {
         set(header::CONTENT_SECURITY_POLICY, DOCS_CSP);
+    } else if super::web_client::is_web_path(&path) {
+        set(header::CONTENT_SECURITY_POLICY, super::web_client::WEB_CSP);
     } else {
         set(header::CONTENT_SECURITY_POLICY, API_CSP);
     }
     set(header::X_FRAME_OPTIONS, "DENY");
-    if path == BASE || path.starts_with(&format!("{BASE}/")) {
+    let fhir =
+        path == super::fhir::FHIR_BASE || path.starts_with(&format!("{}/", super::fhir::FHIR_BASE));
+    if path == BASE || path.starts_with(&format!("{BASE}/")) || fhir {
         set(header::CACHE_CONTROL, "no-store");
     }
     Ok(res)

@@ -32,6 +32,8 @@ pub mod scope;
 pub mod threads;
 pub mod users;
 pub mod versioned;
+pub mod web_auth;
+pub mod web_client;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};
@@ -78,6 +80,7 @@ routes! {
     "/auth/oidc/{provider}/start" => { get => oidc::start },
     "/auth/oidc/{provider}/callback" => { get => oidc::callback },
     "/auth/oidc/token" => { post => oidc::exchange_token },
+    "/auth/oidc/providers" => { get => web_auth::list_oidc_providers },
 
     "/me" => { get => me::get_me, patch => me::update_me },
     "/me/password" => { post => me::change_password },

@@ -11,7 +11,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use super::{
     access, audit_events, auth, care_plans, care_team, clinical, consultations, dispensations,
     events, fhir, handovers, health, inbox, interventions, me, mfa, notifications, observations,
-    oidc, organizations, outbox, patients, threads, users,
+    oidc, organizations, outbox, patients, threads, users, web_auth,
 };
 
 /// The API description served at `/api/v1/openapi.json`.
@@ -21,7 +21,7 @@ use super::{
     paths(
         health::live, health::ready, document,
         auth::login, auth::refresh, auth::logout, auth::accept_invitation,
-        oidc::start, oidc::callback, oidc::exchange_token,
+        oidc::start, oidc::callback, oidc::exchange_token, web_auth::list_oidc_providers,
         me::get_me, me::update_me, me::change_password,
         mfa::begin_totp, mfa::confirm_totp, mfa::remove_totp,
         organizations::create_organization, organizations::list_organizations,
@@ -158,6 +158,7 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/v1/auth/oidc/{provider}/start"),
     ("get", "/api/v1/auth/oidc/{provider}/callback"),
     ("post", "/api/v1/auth/oidc/token"),
+    ("get", "/api/v1/auth/oidc/providers"),
 ];
 
 /// Operations that never reach the database (and so never answer 503).
@@ -372,6 +373,7 @@ fn refine(doc: &mut serde_json::Value) {
             }
         }
     }
+    refresh_cookie_option(doc);
     let schemas = &mut doc["components"]["schemas"];
     text_patterns(schemas);
     // A plan change's sides are whatever changed: a number, a line, a schedule.
@@ -434,4 +436,47 @@ fn refine(doc: &mut serde_json::Value) {
          "properties": {"decision": {"const": "reject"}, "plan": {"type": "null"},
                         "comment": {"type": "string", "pattern": "\\S"}}},
     ]);
+}
+
+/// Documents the browser option of the sign-in routes (`api::web_auth`):
+/// the header that moves the refresh token into an `HttpOnly` cookie.
+fn refresh_cookie_option(doc: &mut serde_json::Value) {
+    use super::web_auth::{COOKIE_PATH, MODE_COOKIE, MODE_HEADER, REFRESH_COOKIE};
+    use serde_json::json;
+    let routes = [
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/logout",
+        "/api/v1/auth/oidc/token",
+        "/api/v1/auth/invitations/accept",
+    ];
+    for path in routes {
+        let op = &mut doc["paths"][path]["post"];
+        if !op.is_object() {
+            continue;
+        }
+        let param = json!({
+            "name": MODE_HEADER,
+            "in": "header",
+            "required": false,
+            "description": format!(
+                "`{MODE_COOKIE}`: for browsers. A 200 answer sets the refresh token as the cookie \
+                 `{REFRESH_COOKIE}` (HttpOnly, SameSite=Strict, Path={COOKIE_PATH}, Secure unless the \
+                 server's public URL is plain HTTP on loopback) instead of `refresh_token` in the body. \
+                 On /auth/refresh and /auth/logout an empty body then uses that cookie (the header is \
+                 required to use it: it is the CSRF guard); logout and a refused refresh clear it."
+            ),
+            "schema": {"type": "string", "enum": [MODE_COOKIE]},
+        });
+        match op["parameters"].as_array_mut() {
+            Some(params) => params.push(param),
+            None => op["parameters"] = json!([param]),
+        }
+        if let Some(ok) = op["responses"].get_mut("200") {
+            ok["headers"]["Set-Cookie"] = json!({
+                "description": format!("With `{MODE_HEADER}: {MODE_COOKIE}`: the refresh token cookie; the body then has no `refresh_token`"),
+                "schema": {"type": "string"},
+            });
+        }
+    }
 }

@@ -30,3 +30,4 @@ mod one_door;
 mod openapi;
 mod ops;
 mod patients;
+mod web;

@@ -322,6 +322,8 @@ const TABLE: &[Case] = &[
     case("get", "/api/v1/auth/oidc/{provider}/start",               [404, 404, 404, 404, 404, 404, 404, 404], false),
     case("get", "/api/v1/auth/oidc/{provider}/callback",            [404, 404, 404, 404, 404, 404, 404, 404], false),
     case("post", "/api/v1/auth/oidc/token",                         [401, 401, 401, 401, 401, 401, 401, 401], false),
+    // Public: the sign-in page shows the providers' buttons before anyone signs in.
+    case("get", "/api/v1/auth/oidc/providers",                      [200, 200, 200, 200, 200, 200, 200, 200], false),
     case("get", "/api/v1/me",                                       [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("patch", "/api/v1/me",                                     [401, 200, 200, 200, 200, 200, 200, 200], false),
     case("post", "/api/v1/me/password",                             [401, 422, 422, 422, 422, 422, 422, 422], false),

@@ -1,0 +1,302 @@
+// Browser tests of the web client: the release binary serving the demo
+// network, driven through Debian's Chromium by playwright-core, with
+// axe-core on every screen. Run by .ci/browser (or `npm test` with
+// RELAIS_BIN pointing at a built binary).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:net';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '../..');
+const BIN = process.env.RELAIS_BIN || join(root, 'target/release/relais');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = join(root, 'docs/screenshots');
+const PASSWORD = 'relais-demo-password';
+const AXE = readFileSync(join(here, 'node_modules/axe-core/axe.min.js'), 'utf8');
+
+let server; let base; let browser; let work;
+const figures = {};
+
+function freePort() {
+  return new Promise((ok) => { const s = createServer(); s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)); }); });
+}
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'relais-browser-'));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const env = { ...process.env, RELAIS__DATABASE__URL: `sqlite://${work}/relais.db`, RELAIS__SERVER__DATA_DIR: work,
+    RELAIS__SERVER__BIND: `127.0.0.1:${port}`, RELAIS__SERVER__PUBLIC_URL: base, RELAIS__EMAIL__TRANSPORT: 'file',
+    RUST_LOG: 'warn' };
+  execFileSync(BIN, ['demo'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  server = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; i < 100; i += 1) {
+    try { if ((await fetch(`${base}/api/v1/health/ready`)).ok) break; } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-quic',
+    '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  mkdirSync(SHOTS, { recursive: true });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server) server.kill('SIGTERM');
+  if (work) rmSync(work, { recursive: true, force: true });
+  writeFileSync(join(here, 'figures.json'), `${JSON.stringify(figures, null, 2)}\n`);
+  console.log('figures', JSON.stringify(figures));
+});
+
+// ---- API helpers (the test's own calls, as another user would make them) ----
+async function token(email) {
+  const res = await fetch(`${base}/api/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password: PASSWORD }) });
+  assert.equal(res.status, 200);
+  return (await res.json()).access_token;
+}
+async function call(tok, method, path, body) {
+  const res = await fetch(`${base}/api/v1${path}`, { method, headers: { authorization: `Bearer ${tok}`,
+    ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+  const text = await res.text();
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+async function patient(tok, q) { return (await call(tok, 'GET', `/patients?q=${encodeURIComponent(q)}`)).items[0]; }
+
+// ---- Browser helpers ----
+async function newPage() {
+  const context = await browser.newContext({ locale: 'fr-FR', timezoneId: 'Europe/Paris', viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error' && !/401|Failed to load resource/.test(m.text())) errors.push(m.text()); });
+  page.errors = errors;
+  return page;
+}
+
+/** Signs in with the keyboard only: Tab to each field, type, Enter. */
+async function signIn(page, email, hash = '') {
+  await page.goto(`${base}/${hash}`);
+  await page.locator('#email').waitFor();
+  await page.locator('#email').focus();
+  await page.keyboard.type(email);
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(PASSWORD);
+  await page.keyboard.press('Enter');
+}
+
+async function axe(page, screen) {
+  // The page's CSP refuses inline scripts (as it should): evaluate through the devtools protocol.
+  if (!(await page.evaluate(() => !!window.axe))) await page.evaluate(AXE);
+  const result = await page.evaluate(async () => window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] }));
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`), [], `axe on ${screen}`);
+  figures[`axe_${screen}`] = { violations: result.violations.map((v) => `${v.impact}:${v.id}`), passes: result.passes.length };
+}
+
+async function shot(page, name) { await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true }); }
+
+// ---- The flows ----
+
+test('the sign-in page is accessible and French first', async () => {
+  const page = await newPage();
+  await page.goto(`${base}/`);
+  await page.locator('h1').waitFor();
+  assert.equal(await page.locator('h1').textContent(), 'Connexion à Relais');
+  assert.equal(await page.getAttribute('html', 'lang'), 'fr');
+  await axe(page, 'sign_in');
+  await shot(page, 'sign-in');
+  // A wrong password: a clear message, nothing stored.
+  await page.fill('#email', 'pharmacist@demo.relais.test');
+  await page.fill('#password', 'not the password');
+  await page.click('button[type=submit]');
+  await page.locator('.error[role=alert]').waitFor();
+  assert.match(await page.locator('.error[role=alert]').textContent(), /incorrect/);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('the pharmacist prints today\'s page', async () => {
+  const tok = await token('pharmacist@demo.relais.test');
+  const p = await patient(tok, 'Le Gall');
+  const page = await newPage();
+  const started = { t: 0 };
+  await page.goto(`${base}/#/patients/${p.id}/pharmacy`);
+  await page.locator('#email').waitFor();
+  await page.fill('#email', 'pharmacist@demo.relais.test');
+  await page.fill('#password', PASSWORD);
+  started.t = Date.now();
+  await page.keyboard.press('Enter');
+  await page.locator('.pharmacy table tbody tr').first().waitFor();
+  await page.locator('button', { hasText: 'Imprimer' }).waitFor({ state: 'visible' });
+  figures.pharmacy_interactive_after_sign_in_ms = Date.now() - started.t;
+  const text = await page.locator('.pharmacy').textContent();
+  assert.match(text, /Méthadone/);
+  assert.match(text, /Modification temporaire/);
+  assert.match(text, /jusqu’au \d{2}\/\d{2}\/\d{4} inclus/);
+  assert.match(text, /version \d+/);
+  assert.match(text, /80\smg par jour/);
+  assert.match(text, /1\s000\smg/);
+  assert.match(text, /Paracétamol|paracetamol/i);
+  await axe(page, 'pharmacy');
+  await shot(page, 'pharmacy');
+  // One A4 page when printed, dated, the navigation hidden.
+  await page.emulateMedia({ media: 'print' });
+  assert.equal(await page.locator('header.top').isVisible(), false);
+  assert.equal(await page.locator('.print-only').isVisible(), true);
+  const pdf = await page.pdf({ format: 'A4', printBackground: true });
+  const pages = (pdf.toString('latin1').match(/\/Type\s*\/Page[^s]/g) || []).length;
+  assert.equal(pages, 1, 'the printed page fits one A4 sheet');
+  writeFileSync(join(SHOTS, 'pharmacy-print.pdf'), pdf);
+  await page.emulateMedia({ media: 'screen' });
+  // No token anywhere a script or another tab could read it.
+  const storage = await page.evaluate(() => ({ local: { ...localStorage }, session: { ...sessionStorage }, cookie: document.cookie }));
+  assert.deepEqual(Object.keys(storage.session), []);
+  assert.ok(Object.keys(storage.local).every((k) => k === 'relais.lang'), JSON.stringify(storage.local));
+  assert.equal(storage.cookie, '');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('a reload keeps the session through the cookie; sign-out clears every trace', async () => {
+  const page = await newPage();
+  await signIn(page, 'gp@demo.relais.test');
+  await page.locator('#inbox-title').waitFor();
+  await axe(page, 'inbox');
+  await shot(page, 'inbox');
+  await page.reload();
+  await page.locator('#inbox-title').waitFor();
+  const cookies = await page.context().cookies();
+  const refresh = cookies.find((c) => c.name === 'relais_refresh');
+  assert.ok(refresh && refresh.httpOnly && refresh.sameSite === 'Strict' && refresh.path === '/api/v1/auth');
+  await page.click('text=Se déconnecter');
+  await page.locator('#email').waitFor();
+  assert.equal((await page.context().cookies()).find((c) => c.name === 'relais_refresh'), undefined);
+  await page.reload();
+  await page.locator('#email').waitFor();
+  assert.equal(await page.locator('#inbox-title').count(), 0);
+  await page.context().close();
+});
+
+test('the language choice is remembered', async () => {
+  const page = await newPage();
+  await page.goto(`${base}/`);
+  await page.locator('h1').waitFor();
+  await page.selectOption('.lang select', 'en');
+  await page.locator('h1', { hasText: 'Sign in to Relais' }).waitFor();
+  await page.reload();
+  await page.locator('h1', { hasText: 'Sign in to Relais' }).waitFor();
+  assert.equal(await page.getAttribute('html', 'lang'), 'en');
+  await page.context().close();
+});
+
+test('patient search and the patient page', async () => {
+  const page = await newPage();
+  await signIn(page, 'gp@demo.relais.test');
+  await page.locator('#inbox-title').waitFor();
+  await page.click('nav >> text=Patients');
+  await page.locator('#q').fill('Morvan');
+  await page.keyboard.press('Enter');
+  await page.locator('table >> text=MORVAN Loïc').waitFor();
+  await axe(page, 'search');
+  await shot(page, 'search');
+  await page.click('text=MORVAN Loïc');
+  await page.locator('#plan-title').waitFor();
+  await page.locator('#versions-title + table tbody tr').first().waitFor();
+  await page.locator('.warnings li, .ok').first().waitFor();
+  const text = await page.locator('main').textContent();
+  assert.match(text, /Buprénorphine/);
+  assert.match(text, /Consentement au partage/);
+  assert.match(text, /référent/);
+  await axe(page, 'patient');
+  await shot(page, 'patient');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('a message arrives live', async () => {
+  const gp = await newPage();
+  await signIn(gp, 'gp@demo.relais.test');
+  const tok = await token('nurse@demo.relais.test');
+  const p = await patient(tok, 'Le Gall');
+  await gp.locator('#inbox-title').waitFor();
+  await gp.goto(`${base}/#/patients/${p.id}`);
+  await gp.locator('#messages').waitFor({ state: 'attached' });
+  await gp.waitForFunction(() => document.body.dataset.live === 'on');
+  const body = `Passage à domicile ${Date.now()}`;
+  const sent = Date.now();
+  await call(tok, 'POST', `/threads/${p.thread_id}/messages`, { body });
+  await gp.locator('#messages li', { hasText: body }).waitFor({ timeout: 10000 });
+  figures.message_live_ms = Date.now() - sent;
+  await gp.context().close();
+});
+
+test("a nurse's observation alerts the referent without a reload", async () => {
+  const tok = await token('nurse@demo.relais.test');
+  const p = await patient(tok, 'Le Gall');
+  const watch = (await call(tok, 'GET', `/patients/${p.id}/analgesic-plan`)).destabilisation_watch;
+  const gp = await newPage();
+  await signIn(gp, 'gp@demo.relais.test', `#/patients/${p.id}`);
+  await gp.locator('#plan-title').waitFor();
+  await gp.waitForFunction(() => document.body.dataset.live === 'on');
+  const nurse = await newPage();
+  await signIn(nurse, 'nurse@demo.relais.test', `#/patients/${p.id}`);
+  await nurse.locator('#obs-cows_score').waitFor();
+  await axe(nurse, 'observation');
+  await nurse.locator('#obs-cows_score').fill(String(watch.cows_threshold + 2));
+  await nurse.locator('#obs-pain_score').fill(String(watch.pain_threshold));
+  await nurse.click('text=Enregistrer l’observation');
+  await nurse.locator('.ok[role=status]').waitFor();
+  await shot(nurse, 'observation');
+  await gp.locator('#live-alert').waitFor({ timeout: 10000 });
+  await shot(gp, 'alert');
+  // A bad value: the field is named, nothing recorded.
+  await nurse.locator('#obs-pain_score').fill('11');
+  await nurse.click('text=Enregistrer l’observation');
+  await nurse.locator('#obs-pain_score-error').waitFor();
+  await gp.context().close();
+  await nurse.context().close();
+});
+
+test('the GP reconciles a discharge handover with an amendment', async () => {
+  const page = await newPage();
+  await signIn(page, 'gp@demo.relais.test');
+  await page.locator('#handover-list a').first().waitFor();
+  await page.locator('#handover-list a').first().click();
+  await page.locator('#handover-title').waitFor();
+  await page.locator('.side-by-side .plan-column').nth(1).waitFor();
+  await axe(page, 'handover');
+  await page.click('text=Accuser réception');
+  await page.locator('#handover-status', { hasText: 'reçue' }).waitFor();
+  await page.locator('input[value=amend]').check();
+  const end = page.locator('#amend-end-0');
+  await end.waitFor();
+  const before = await end.inputValue();
+  const shorter = new Date(`${before}T12:00:00Z`);
+  shorter.setUTCDate(shorter.getUTCDate() - 1);
+  await end.fill(shorter.toISOString().slice(0, 10));
+  await page.fill('#handover-comment', 'Paracétamol arrêté un jour plus tôt, à revoir en consultation.');
+  await axe(page, 'handover_amend');
+  await shot(page, 'handover');
+  await page.click('text=Enregistrer la décision');
+  await page.locator('#handover-status', { hasText: 'intégrée' }).waitFor();
+  const result = await page.locator('main').textContent();
+  assert.match(result, /Plan issu de cette sortie : version \d+/);
+  // The new plan version carries the amendment and names its source.
+  const tok = await token('gp@demo.relais.test');
+  const h = (await call(tok, 'GET', '/handovers?box=inbox')).items.find((x) => x.status === 'reconciled');
+  assert.equal(h.decision, 'amend');
+  const plan = await call(tok, 'GET', `/patients/${h.patient_id}/care-plan`);
+  assert.equal(plan.version, h.resulting_plan_version);
+  assert.equal(plan.source.type, 'handover');
+  assert.equal(plan.source.id, h.id);
+  assert.ok(plan.analgesics.some((l) => l.end === shorter.toISOString().slice(0, 10)));
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
