@@ -108,10 +108,10 @@ pub fn query_parameters(method: &str, path: &str) -> Option<&'static [String]> {
         .map(Vec::as_slice)
 }
 
-/// Reads the table off the typed document, which is dropped at once: the
-/// `serde_json::Value` copy that [`document`] makes (several MiB, kept
-/// for the process's life in the allocator's high-water mark) is not
-/// needed for a list of names.
+/// Reads the table off the typed document, dropped at once. Building that
+/// document, not a copy of it, is what the first request with a query
+/// string costs in peak memory (~13 MiB, BENCHMARKS.md): generating the
+/// table from the route declarations would avoid it.
 fn query_parameter_table() -> HashMap<(String, String), Vec<String>> {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::path::{Operation, ParameterIn};
