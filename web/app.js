@@ -7,7 +7,7 @@ import { SignIn } from './screens/sign_in.js';
 import { Inbox } from './screens/inbox.js';
 import { PatientSearch, PatientPage } from './screens/patients.js';
 import { PharmacyPage } from './screens/pharmacy.js';
-import { HandoverPage } from './screens/handovers.js';
+import { HandoverPage, ConsultationPage } from './screens/handovers.js';
 
 function route() {
   const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
@@ -20,6 +20,7 @@ function Screen({ parts, user }) {
   if (first === 'patients' && id) return html`<${PatientPage} id=${id} user=${user} />`;
   if (first === 'patients') return html`<${PatientSearch} />`;
   if (first === 'handovers' && id) return html`<${HandoverPage} id=${id} />`;
+  if (first === 'consultations' && id) return html`<${ConsultationPage} id=${id} user=${user} />`;
   return html`<${Inbox} user=${user} />`;
 }
 

@@ -300,3 +300,82 @@ test('the GP reconciles a discharge handover with an amendment', async () => {
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('the specialist answers and the GP applies the proposal', async () => {
+  const gpTok = await token('gp@demo.relais.test');
+  const p = await patient(gpTok, 'Morvan');
+  const centre = (await call(gpTok, 'GET', '/organizations?kind=pain_centre')).items[0];
+  const before = await call(gpTok, 'GET', `/patients/${p.id}/care-plan`);
+  assert.ok(before.omt.medication !== 'none' && before.omt.doses_per_day < 4);
+  const proposedDoses = before.omt.doses_per_day + 1;
+
+  // The GP asks the pain centre from the patient page, keyboard and labels only.
+  const gp = await newPage();
+  await signIn(gp, 'gp@demo.relais.test', `#/patients/${p.id}`);
+  await gp.locator('#ask-open').click();
+  await gp.locator('#ask-form').waitFor();
+  await gp.selectOption('#ask-centre', centre.id);
+  await gp.getByLabel('Question', { exact: true }).fill('Douleur lombaire persistante : faut-il fractionner la buprénorphine ?');
+  await axe(gp, 'consultation_request');
+  await gp.getByRole('button', { name: 'Envoyer la demande' }).click();
+  await gp.locator('#consultation-title').waitFor();
+  const id = gp.url().split('#/consultations/')[1];
+  assert.match(id, /^[0-9a-f-]{36}$/);
+  assert.match(await gp.locator('#consultation-status').textContent(), /envoyée/);
+
+  // The specialist finds it in the inbox, accepts, answers with an edited copy of the plan.
+  const sp = await newPage();
+  await signIn(sp, 'pain@demo.relais.test');
+  const link = sp.locator(`#consultation-list a[href="#/consultations/${id}"]`);
+  await link.waitFor();
+  await axe(sp, 'inbox_specialist');
+  await link.focus();
+  await sp.keyboard.press('Enter');
+  await sp.locator('#consultation-accept').waitFor();
+  await sp.locator('#consultation-accept').click();
+  await sp.locator('#consultation-status', { hasText: 'prise en charge' }).waitFor();
+  await sp.locator('#consultation-answer').fill('Fractionner la buprénorphine, même dose quotidienne ; réévaluer dans sept jours.');
+  await sp.locator('#consultation-with-plan').check();
+  await sp.locator('#prop-omt-doses').fill(String(proposedDoses));
+  await axe(sp, 'consultation_answer');
+  await shot(sp, 'consultation-answer');
+  await sp.locator('#consultation-send-answer').click();
+  await sp.locator('#consultation-status', { hasText: 'avis rendu' }).waitFor();
+  assert.deepEqual(sp.errors, []);
+
+  // Meanwhile another version of the plan is saved: the GP's apply is refused (412) and explained.
+  await gp.reload();
+  await gp.locator('#consultation-apply').waitFor();
+  const res = await fetch(`${base}/api/v1/patients/${p.id}/care-plan`, { headers: { authorization: `Bearer ${gpTok}` } });
+  const etag = res.headers.get('etag');
+  const current = await res.json();
+  const put = await fetch(`${base}/api/v1/patients/${p.id}/care-plan`, { method: 'PUT',
+    headers: { authorization: `Bearer ${gpTok}`, 'content-type': 'application/json', 'if-match': etag },
+    body: JSON.stringify({ status: current.status, omt: current.omt, analgesics: current.analgesics, pain_goal: current.pain_goal,
+      non_drug_measures: current.non_drug_measures, review_date: current.review_date, change_summary: 'Relecture du plan',
+      acknowledged_warnings: current.acknowledged_warnings }) });
+  assert.ok(put.ok, `PUT care-plan: ${put.status} ${await put.text()}`);
+  await gp.locator('#consultation-apply').click();
+  await gp.locator('#apply-error', { hasText: `version ${current.version + 1}` }).waitFor();
+  assert.match(await gp.locator('#apply-error').textContent(), /relisez les différences/);
+  assert.match(await gp.locator('#consultation-apply').textContent(), new RegExp(`version ${current.version + 1}\\b`));
+  await axe(gp, 'consultation_apply');
+  await shot(gp, 'consultation');
+
+  // One click applies it on the version now read.
+  await gp.locator('#consultation-apply').click();
+  await gp.locator('#consultation-applied').waitFor();
+  const c = await call(gpTok, 'GET', `/consultations/${id}`);
+  assert.equal(c.status, 'answered');
+  const plan = await call(gpTok, 'GET', `/patients/${p.id}/care-plan`);
+  assert.equal(plan.version, current.version + 2);
+  assert.equal(c.applied_plan_version, plan.version);
+  assert.equal(plan.source.type, 'consultation');
+  assert.equal(plan.source.id, id);
+  assert.equal(plan.omt.doses_per_day, proposedDoses);
+  assert.equal(plan.omt.daily_dose_mg, before.omt.daily_dose_mg);
+  assert.match(await gp.locator('#consultation-applied').textContent(), new RegExp(`version ${plan.version}\\b`));
+  assert.deepEqual(gp.errors, []);
+  await gp.context().close();
+  await sp.context().close();
+});

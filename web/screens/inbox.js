@@ -2,6 +2,7 @@
 import { html } from '../vendor/htm-preact-standalone.mjs';
 import { t, fmtDate, fmtDateTime } from '../i18n.js';
 import { useResource, Loaded } from './common.js';
+import { ConsultationList } from './handovers.js';
 
 const live = () => true;
 
@@ -34,6 +35,7 @@ export function Inbox({ user }) {
           ${page.items.map((h) => html`<li class=${h.status === 'sent' ? 'unread' : ''}><a href=${`#/handovers/${h.id}`}>${t('inbox.handover_item', { date: fmtDate(h.discharge_date) })}</a>
             <span class="muted"> · ${t(`handover.status_${h.status}`)}</span>${h.overdue ? html` <span class="tag">${t('inbox.overdue')}</span>` : ''}</li>`)}</ul>`}<//>
       </section>`}
+      ${user.role !== 'admin' && html`<${ConsultationList} user=${user} />`}
       <section aria-labelledby="threads-title"><h2 id="threads-title">${t('inbox.threads')}</h2>
         <${Loaded} res=${threads}>${(page) => page.items.length === 0 ? html`<p>${t('inbox.no_threads')}</p>` : html`<ul class="list" id="thread-list">
           ${page.items.map((th) => html`<li class=${th.unread_count > 0 ? 'unread' : ''}>

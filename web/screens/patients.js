@@ -5,6 +5,7 @@ import { html, useState, useEffect, useRef } from '../vendor/htm-preact-standalo
 import { t, fmtDate, fmtDateTime, fmtDose } from '../i18n.js';
 import { api, onEvent, ApiError } from '../api.js';
 import { useResource, Loaded, FieldError, personName } from './common.js';
+import { ConsultationRequest } from './handovers.js';
 
 export function PatientSearch() {
   const [q, setQ] = useState('');
@@ -172,6 +173,7 @@ export function PatientPage({ id, user }) {
   const res = useResource(`/patients/${id}`);
   const drugs = useResource('/drugs');
   const catalogue = drugs.data ? Object.fromEntries((drugs.data.items || drugs.data).map((d) => [d.code, d.name])) : null;
+  const canAsk = ['gp', 'hospital_doctor'].includes(user.role);
   const canObserve = ['nurse', 'gp', 'hospital_doctor', 'specialist', 'pharmacist'].includes(user.role);
   return html`<${Loaded} res=${res}>${(p) => html`<article aria-labelledby="patient-title">
     <h1 id="patient-title">${p.family_name.toUpperCase()} ${p.given_names}</h1>
@@ -184,6 +186,7 @@ export function PatientPage({ id, user }) {
     </div>
     <${Versions} id=${id} />
     ${canObserve && html`<${ObservationForm} id=${id} />`}
+    ${canAsk && p.access_basis === 'team' && html`<${ConsultationRequest} patientId=${id} />`}
     <${Thread} threadId=${p.thread_id} title=${t('thread.patient')} />
   </article>`}<//>`;
 }
