@@ -314,6 +314,11 @@ test('the specialist answers and the GP applies the proposal', async () => {
   await signIn(gp, 'gp@demo.relais.test', `#/patients/${p.id}`);
   await gp.locator('#ask-open').click();
   await gp.locator('#ask-form').waitFor();
+  // Nothing chosen: each field named, nothing sent.
+  await gp.getByRole('button', { name: 'Envoyer la demande' }).click();
+  assert.match(await gp.locator('#ask-centre-error').textContent(), /Choisissez un centre/);
+  assert.match(await gp.locator('#ask-question-error').textContent(), /Écrivez votre question/);
+  assert.equal(gp.url().includes('#/consultations/'), false);
   await gp.selectOption('#ask-centre', centre.id);
   await gp.getByLabel('Question', { exact: true }).fill('Douleur lombaire persistante : faut-il fractionner la buprénorphine ?');
   await axe(gp, 'consultation_request');
@@ -334,6 +339,10 @@ test('the specialist answers and the GP applies the proposal', async () => {
   await sp.locator('#consultation-accept').waitFor();
   await sp.locator('#consultation-accept').click();
   await sp.locator('#consultation-status', { hasText: 'prise en charge' }).waitFor();
+  // An empty answer is refused before anything is sent.
+  await sp.locator('#consultation-send-answer').click();
+  assert.match(await sp.locator('#consultation-error').textContent(), /Écrivez votre avis/);
+  assert.equal((await call(await token('pain@demo.relais.test'), 'GET', `/consultations/${id}`)).status, 'accepted');
   await sp.locator('#consultation-answer').fill('Fractionner la buprénorphine, même dose quotidienne ; réévaluer dans sept jours.');
   await sp.locator('#consultation-with-plan').check();
   await sp.locator('#prop-omt-doses').fill(String(proposedDoses));
