@@ -384,6 +384,18 @@ test('the specialist answers and the GP applies the proposal', async () => {
   assert.equal(plan.omt.doses_per_day, proposedDoses);
   assert.equal(plan.omt.daily_dose_mg, before.omt.daily_dose_mg);
   assert.match(await gp.locator('#consultation-applied').textContent(), new RegExp(`version ${plan.version}\\b`));
+  // The GP closes it: the advice avoided a referral.
+  await gp.locator('#close-form').waitFor();
+  await gp.getByLabel('résolu par l’avis').check();
+  await gp.locator('#close-avoided').check();
+  await axe(gp, 'consultation_close');
+  await gp.locator('#consultation-close').click();
+  await gp.locator('#consultation-status', { hasText: 'close' }).waitFor();
+  await gp.locator('#consultation-outcome').waitFor();
+  const closed = await call(gpTok, 'GET', `/consultations/${id}`);
+  assert.equal(closed.status, 'closed');
+  assert.equal(closed.outcome, 'resolved');
+  assert.equal(closed.referral_avoided, true);
   assert.deepEqual(gp.errors, []);
   await gp.context().close();
   await sp.context().close();

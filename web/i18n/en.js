@@ -171,4 +171,13 @@ export default {
   "consultation.justify": "Blocking warnings must be justified before the proposal is applied.",
   "consultation.conflict": "{who} saved version {n} while you were reading this page: review the changes before applying.",
   "consultation.applied": "Plan resulting from this advice: version {n}.",
+  "consultation.close_title": "Close the request",
+  "consultation.outcome": "Outcome",
+  "outcome.resolved": "resolved by the advice",
+  "outcome.referral_needed": "referral needed",
+  "outcome.no_longer_needed": "no longer needed",
+  "consultation.referral_avoided": "The advice avoided a referral to the centre",
+  "consultation.close": "Close",
+  "consultation.done_close": "Request closed.",
+  "consultation.closed_as": "Closed: {outcome}.",
 };

@@ -171,4 +171,13 @@ export default {
   "consultation.justify": "Des alertes bloquantes doivent être justifiées avant d’appliquer la proposition.",
   "consultation.conflict": "{who} a enregistré la version {n} pendant que vous lisiez cette page : relisez les différences avant d’appliquer.",
   "consultation.applied": "Plan issu de cet avis : version {n}.",
+  "consultation.close_title": "Clore la demande",
+  "consultation.outcome": "Issue",
+  "outcome.resolved": "résolu par l’avis",
+  "outcome.referral_needed": "orientation nécessaire",
+  "outcome.no_longer_needed": "plus nécessaire",
+  "consultation.referral_avoided": "L’avis a évité une orientation vers le centre",
+  "consultation.close": "Clore",
+  "consultation.done_close": "Demande close.",
+  "consultation.closed_as": "Close : {outcome}.",
 };

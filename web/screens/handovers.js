@@ -156,6 +156,8 @@ export function ConsultationRequest({ patientId }) {
   const [values, setValues] = useState({ centre_id: '', priority: 'routine', question: '' });
   const [errors, setErrors] = useState({});
   const key = useRef(crypto.randomUUID());
+  const first = useRef(null);
+  useEffect(() => { if (open && first.current) first.current.focus(); }, [open]);
   const centres = [...((pain.data && pain.data.items) || []), ...((addiction.data && addiction.data.items) || [])];
   const set = (k) => (e) => setValues({ ...values, [k]: e.target.value });
   async function submit(e) {
@@ -183,7 +185,7 @@ export function ConsultationRequest({ patientId }) {
     ${!open ? html`<button type="button" class="secondary" id="ask-open" aria-expanded="false" onClick=${() => setOpen(true)}>${t('consultation.ask')}</button>`
     : html`<form onSubmit=${submit} novalidate id="ask-form">
       <label for="ask-centre">${t('consultation.centre')}</label>
-      <select id="ask-centre" value=${values.centre_id} onChange=${set('centre_id')} aria-describedby="ask-centre-error">
+      <select id="ask-centre" ref=${first} value=${values.centre_id} onChange=${set('centre_id')} aria-describedby="ask-centre-error">
         <option value="">${t('consultation.centre_choose')}</option>
         ${centres.map((c) => html`<option value=${c.id}>${c.name} (${t(`org.${c.kind}`)})</option>`)}
       </select>
@@ -309,6 +311,29 @@ function ApplyProposal({ c, current, reloadCurrent, onDone }) {
   </section>`;
 }
 
+/** The requester closes an answered consultation with its outcome. */
+function CloseConsultation({ c, onDone }) {
+  const [outcome, setOutcome] = useState('resolved');
+  const [avoided, setAvoided] = useState(false);
+  const [error, setError] = useState(null);
+  async function submit(e) {
+    e.preventDefault();
+    setError(null);
+    try { await api('POST', `/consultations/${c.id}/close`, { body: { outcome, referral_avoided: avoided } }); onDone(t('consultation.done_close')); }
+    catch (err) { setError(err instanceof ApiError && err.status === 409 ? t('consultation.already') : fieldErrors(err)); }
+  }
+  return html`<form onSubmit=${submit} novalidate aria-labelledby="close-title" id="close-form">
+    <h2 id="close-title">${t('consultation.close_title')}</h2>
+    <fieldset><legend>${t('consultation.outcome')}</legend>
+      ${['resolved', 'referral_needed', 'no_longer_needed'].map((o) => html`<label class="choice"><input type="radio" name="close-outcome" value=${o}
+        checked=${outcome === o} onChange=${() => setOutcome(o)} /> ${t(`outcome.${o}`)}</label>`)}
+    </fieldset>
+    <label class="choice"><input type="checkbox" id="close-avoided" checked=${avoided} onChange=${(e) => setAvoided(e.target.checked)} /> ${t('consultation.referral_avoided')}</label>
+    ${error && html`<p class="error" role="alert" id="close-error">${error}</p>`}
+    <p><button type="submit" class="secondary" id="consultation-close">${t('consultation.close')}</button></p>
+  </form>`;
+}
+
 export function ConsultationPage({ id, user }) {
   const res = useResource(`/consultations/${id}`, CONSULTATION_EVENT(id));
   const drugs = useResource('/drugs');
@@ -350,6 +375,8 @@ export function ConsultationPage({ id, user }) {
       && html`<${CentreActions} c=${c} current=${current} drugs=${catalogue} onDone=${finish} />`}
     ${mine && c.status === 'answered' && c.proposed_plan && !c.applied_plan_version && current !== undefined
       && html`<${ApplyProposal} c=${c} current=${current} reloadCurrent=${loadCurrent} onDone=${finish} />`}
+    ${mine && c.status === 'answered' && html`<${CloseConsultation} c=${c} onDone=${finish} />`}
+    ${c.outcome && html`<p id="consultation-outcome">${t('consultation.closed_as', { outcome: t(`outcome.${c.outcome}`) })}</p>`}
   </article>`;
   }}<//>`;
 }
