@@ -53,7 +53,8 @@ impl ConsentRow {
 }
 
 /// One observation row (several measures may share it).
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = observations)]
 pub struct ObservationRow {
     pub id: String,
     pub author_id: String,
@@ -166,16 +167,7 @@ pub fn patient_record(
         observations::table
             .filter(observations::patient_id.eq(patient_id))
             .order((observations::recorded_at, observations::id))
-            .select((
-                observations::id,
-                observations::author_id,
-                observations::pain_score,
-                observations::sedation_score,
-                observations::cows_score,
-                observations::dose_dispensed_mg,
-                observations::note,
-                observations::recorded_at,
-            ))
+            .select(ObservationRow::as_select())
             .load(conn)?
     } else {
         Vec::new()
@@ -443,16 +435,7 @@ pub fn stream_page(
                 .filter(observations::id.gt(&after))
                 .order(observations::id)
                 .limit(left + 1)
-                .select((
-                    observations::id,
-                    observations::author_id,
-                    observations::pain_score,
-                    observations::sedation_score,
-                    observations::cows_score,
-                    observations::dose_dispensed_mg,
-                    observations::note,
-                    observations::recorded_at,
-                ))
+                .select(ObservationRow::as_select())
                 .load(conn)?;
             if rows.len() as i64 > left {
                 rows.truncate(left as usize);
@@ -511,19 +494,7 @@ pub fn observation_row(
 ) -> QueryResult<Option<(String, ObservationRow)>> {
     observations::table
         .find(id)
-        .select((
-            observations::patient_id,
-            (
-                observations::id,
-                observations::author_id,
-                observations::pain_score,
-                observations::sedation_score,
-                observations::cows_score,
-                observations::dose_dispensed_mg,
-                observations::note,
-                observations::recorded_at,
-            ),
-        ))
+        .select((observations::patient_id, ObservationRow::as_select()))
         .first(conn)
         .optional()
 }
