@@ -2,14 +2,16 @@
 
 Run by .ci/fhir-validate against a server loaded with `relais demo`:
   - every resource and Bundle the demo network yields (metadata, each demo
-    patient's $everything and every read and search the CapabilityStatement
-    lists, the practitioners and organisations they name), each Bundle
-    entry parsed on its own and the Bundle as a whole;
+    patient's $everything, whole and walked two at a time by its `next`
+    links (the same resources, once each), every read and search the
+    CapabilityStatement lists, the practitioners and organisations they
+    name), each Bundle entry parsed on its own and the Bundle as a whole;
   - every resource of those Bundles read back by id (each type the
     CapabilityStatement says it reads), the audit trail's AuditEvents, the
     demo consultation as ServiceRequest and Task before and after the pain
     specialist answers it with a proposed plan (the Task's contained
-    CarePlan), and its thread as `Communication?part-of=`;
+    CarePlan), `Task?focus=` its ServiceRequest, and its thread as
+    `Communication?part-of=`;
   - the OperationOutcome of an error, and a discharge Bundle posted as the
     demo hospital doctor (and its OperationOutcome);
   - every ```json block of README.md whose object has a resourceType;
@@ -268,6 +270,9 @@ def main():
                  {"body": "Thank you, I will split it from tomorrow."})
         fetch(f"/fhir/r4/Communication?part-of=ServiceRequest/{answered}&_count=5", pain)
         fetch(f"/fhir/r4/ServiceRequest/{answered}", pain)
+        by_focus = fetch(f"/fhir/r4/Task?focus=ServiceRequest/{answered}", gp)
+        if [e["resource"] for e in by_focus.get("entry", [])] != [task]:
+            failures.append(f"Task?focus=ServiceRequest/{answered} is not its Task")
     searches = [
         (r["type"], p["name"])
         for r in capability["rest"][0]["resource"]
@@ -283,6 +288,19 @@ def main():
         if p.get("ins"):
             fetch(f"/fhir/r4/Patient?identifier={INS}%7C{p['ins']}", gp)
         everything = fetch(f"/fhir/r4/Patient/{pid}/$everything", gp)
+        # Paged two observation records or messages at a time: every page
+        # validated, and together the same resources as the whole, once each.
+        url, walked = f"/fhir/r4/Patient/{pid}/$everything?_count=2", []
+        for _ in range(1000):
+            page = fetch(url, gp)
+            walked += [(e["resource"]["resourceType"], e["resource"]["id"]) for e in page.get("entry", [])]
+            nxt = [l["url"] for l in page.get("link", []) if l["relation"] == "next"]
+            if not nxt:
+                break
+            url = "/fhir/r4/" + nxt[0].split("/fhir/r4/", 1)[1]
+        whole = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in everything.get("entry", [])]
+        if len(set(walked)) != len(walked) or set(walked) != set(whole):
+            failures.append(f"$everything of {pid} paged by 2 differs from the whole")
         for kind, param in searches:
             fetch(f"/fhir/r4/{kind}?{param}=Patient/{pid}", gp)
         fetch(f"/fhir/r4/MedicationRequest?patient={pid}&status=active", gp)

@@ -35,9 +35,9 @@ use crate::state::AppState;
 use crate::store::care_plan::{current_version, version_row};
 use crate::store::consultation::ConsultationRow;
 use crate::store::fhir::{
-    Parts, add_named, audit_row, audit_trail, consent_patient, consultations_about,
-    message_with_thread, observation_row, patient_by_ins, patient_record, thread_of, thread_page,
-    user_by_rpps,
+    Parts, Stream, add_named, audit_row, audit_trail, consent_patient, consultations_about,
+    message_with_thread, observation_row, patient_by_ins, patient_record, stream_page, thread_of,
+    thread_page, user_by_rpps,
 };
 use crate::store::handover::{self, Outgoing};
 use crate::store::messaging::party_to_subject;
@@ -174,7 +174,7 @@ pub const CAPABILITIES: &[(&str, &[&str], &[&str])] = &[
     ),
     ("Consent", &["read", "search-type"], &["patient"]),
     ("ServiceRequest", &["read", "search-type"], &["patient"]),
-    ("Task", &["read", "search-type"], &["patient"]),
+    ("Task", &["read", "search-type"], &["patient", "focus"]),
     ("Observation", &["read", "search-type"], &["patient"]),
     (
         "Communication",
@@ -196,7 +196,7 @@ fn capability_statement(state: &AppState) -> Value {
             if !params.is_empty() {
                 r["searchParam"] = json!(params.iter().map(|p| json!({
                     "name": p,
-                    "type": if matches!(*p, "patient" | "part-of") { "reference" } else { "token" },
+                    "type": if matches!(*p, "patient" | "part-of" | "focus") { "reference" } else { "token" },
                 })).collect::<Vec<_>>());
             }
             if *kind == "Patient" {
@@ -361,42 +361,141 @@ fn patient_param(raw: &str) -> Result<String, ApiError> {
     path_id(id, "patient")
 }
 
+/// `$everything`'s paging: `_count` and the `next` link's `_cursor`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EverythingParams {
+    /// Observation records and messages per page (default and largest
+    /// 1000); the first page also carries the rest of the record.
+    #[serde(rename = "_count", default)]
+    #[param(minimum = 1, maximum = 1000)]
+    pub count: Option<i64>,
+    /// Where the page starts (from the `next` link; opaque).
+    #[serde(rename = "_cursor", default)]
+    #[param(pattern = "^[om](\\.[0-9a-fA-F-]{36})?$")]
+    pub cursor: Option<String>,
+}
+
+/// `$everything`: the default and largest page (observation records and
+/// messages). 1000 keeps the benchmark's patient (1 000 messages) to one
+/// full page plus a short one, and a page within what a Communication
+/// search already serves at most.
+const EVERYTHING_DEFAULT: i64 = 1000;
+const EVERYTHING_MAX: i64 = 1000;
+
+/// A `_cursor`: `o` / `m` (the observations, the messages, from their
+/// start) optionally followed by `.` and the id the page starts after.
+fn parse_stream(raw: &str) -> Result<Stream, ApiError> {
+    let bad = || ApiError::malformed("_cursor", "not a cursor of a next link");
+    let (kind, after) = match raw.split_once('.') {
+        Some((kind, id)) => (kind, Some(path_id(id, "_cursor").map_err(|_| bad())?)),
+        None => (raw, None),
+    };
+    match kind {
+        "o" => Ok(Stream::Observations(after)),
+        "m" => Ok(Stream::Messages(after)),
+        _ => Err(bad()),
+    }
+}
+
+fn stream_cursor(stream: &Stream) -> String {
+    let (kind, after) = match stream {
+        Stream::Observations(after) => ("o", after),
+        Stream::Messages(after) => ("m", after),
+    };
+    match after {
+        Some(id) => format!("{kind}.{id}"),
+        None => kind.to_owned(),
+    }
+}
+
 #[utoipa::path(get, path = "/fhir/r4/Patient/{id}/$everything", tag = "fhir",
-    params(("id" = uuid::Uuid, Path, description = "Patient id")),
+    params(("id" = uuid::Uuid, Path, description = "Patient id"), EverythingParams),
     responses(
-        (status = 200, description = "A searchset: the patient, the people and organisations named, care team, consents, current care plan and its MedicationRequests, observations, the consultations the caller is a party to (ServiceRequest + Task), the patient's messages", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 200, description = "A searchset, paged: the first page carries the patient, the people and organisations named, care team, consents, current care plan and its MedicationRequests, the consultations the caller is a party to (ServiceRequest + Task, at most 500); then every page up to `_count` observation records (Observations) and messages (Communications), oldest first, with a `next` link while there are more. Each page resolves the caller's basis again", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 400, description = "A malformed `_count` or `_cursor`", body = OperationOutcome, content_type = "application/fhir+json"),
         (status = 404, body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = [])))]
-/// Everything about a patient the caller has a basis on.
+/// Everything about a patient the caller has a basis on, a bounded page at
+/// a time (R4 Patient/$everything: `_count`, paging by `next` links).
 pub async fn patient_everything(
     state: web::Data<AppState>,
     req: HttpRequest,
     access: PatientAccess<Read>,
+    Query(query): Query<EverythingParams>,
 ) -> Result<HttpResponse, ApiError> {
+    let limit = match query.count {
+        None => EVERYTHING_DEFAULT,
+        Some(n) if (1..=EVERYTHING_MAX).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::malformed(
+                "_count",
+                format!("must be between 1 and {EVERYTHING_MAX}"),
+            ));
+        }
+    };
+    let from = query.cursor.as_deref().map(parse_stream).transpose()?;
+    let first = from.is_none();
     let id = access.patient_id.clone();
     let caller = access.caller.clone();
-    let (record, consultations) = state
+    let (head, page) = state
         .db
         .read(move |conn| {
-            let Some(mut record) = patient_record(conn, &id, Parts::ALL)? else {
-                return Ok(None);
+            let head = if first {
+                let Some(mut record) = patient_record(conn, &id, Parts::EVERYTHING_HEAD)? else {
+                    return Ok(None);
+                };
+                // Being a party is the extra condition of the REST reads.
+                let rows = consultations_about(conn, &id, &caller, CONSULTATIONS_MAX)?;
+                add_named(conn, &mut record, &rows)?;
+                Some((record, rows))
+            } else {
+                None
             };
-            // Being a party is the extra condition of the REST reads.
-            let rows = consultations_about(conn, &id, &caller, CONSULTATIONS_MAX)?;
-            add_named(conn, &mut record, &rows)?;
-            Ok(Some((record, rows)))
+            let from = from.unwrap_or(Stream::Observations(None));
+            Ok(Some((head, stream_page(conn, &id, from, limit)?)))
         })
         .await?
         .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
-    let today = state.clock.today(state.settings.time_zone());
-    let resources = fhir::everything(&record, &consultations, today, state.clock.now_naive());
-    let bundle = fhir::searchset(
+    let pid = access.patient_id.as_str();
+    let resources = match head {
+        Some((mut record, consultations)) => {
+            record.observations = page.observations;
+            record.messages = page.messages;
+            let today = state.clock.today(state.settings.time_zone());
+            fhir::everything(&record, &consultations, today, state.clock.now_naive())
+        }
+        None => page
+            .observations
+            .iter()
+            .flat_map(|o| fhir::observations(pid, o))
+            .chain(page.messages.iter().map(|m| fhir::communication(pid, m)))
+            .collect(),
+    };
+    let mut bundle = fhir::searchset(
         &base(&state),
         &self_url(&state, &req),
         resources,
         state.clock.now_naive(),
     );
+    if !first || page.next.is_some() {
+        // `total` would be the page's size: a client follows `next` instead.
+        bundle.as_object_mut().map(|b| b.remove("total"));
+    }
+    if let Some(next) = &page.next {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("_count", &limit.to_string());
+        form.append_pair("_cursor", &stream_cursor(next));
+        let url = format!(
+            "{}/Patient/{pid}/$everything?{}",
+            base(&state),
+            form.finish()
+        );
+        if let Some(links) = bundle["link"].as_array_mut() {
+            links.push(json!({"relation": "next", "url": url}));
+        }
+    }
     Ok(ok(&bundle))
 }
 
@@ -1317,6 +1416,20 @@ async fn consultation_thread(
     info: &RequestInfo,
     consultation_id: &str,
 ) -> Result<Option<(String, Option<String>, Option<String>)>, ApiError> {
+    Ok(reachable_consultation(state, caller, info, consultation_id)
+        .await?
+        .and_then(|(row, thread)| thread.map(|t| (t, row.patient_id.clone(), Some(row.id)))))
+}
+
+/// A consultation the caller may read (a party with a basis on its patient
+/// now, the attempt audited), with its thread; `None` when unknown or out
+/// of reach.
+async fn reachable_consultation(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    consultation_id: &str,
+) -> Result<Option<(ConsultationRow, Option<String>)>, ApiError> {
     let id = consultation_id.to_owned();
     let found = state
         .db
@@ -1357,7 +1470,7 @@ async fn consultation_thread(
     )
     .await
     {
-        Ok(_) => Ok(thread.map(|t| (t, row.patient_id.clone(), Some(row.id.clone())))),
+        Ok(_) => Ok(Some((row, thread))),
         Err(ApiError::NotFound(_)) => Ok(None),
         Err(other) => Err(other),
     }
@@ -1427,25 +1540,58 @@ pub async fn search_service_requests(
     .await
 }
 
+/// `Task?patient=` or `Task?focus=ServiceRequest/<id>` (one of them).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TaskSearch {
+    /// `Patient/<id>` or `<id>`: the lifecycle of each consultation about the patient.
+    #[param(
+        pattern = "^(Patient/)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub patient: Option<String>,
+    /// `ServiceRequest/<id>` or `<id>`: the lifecycle of that consultation.
+    #[param(
+        pattern = "^(ServiceRequest/)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub focus: Option<String>,
+}
+
 #[utoipa::path(get, path = "/fhir/r4/Task", tag = "fhir",
-    params(PatientParam),
+    params(TaskSearch),
     responses(
-        (status = 200, description = "The lifecycle of each consultation about the patient the caller is a party to, oldest first, at most 500; empty without a basis", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 200, description = "The lifecycle of each consultation about the patient (`patient`), or of the one consultation (`focus`), the caller is a party to, oldest first, at most 500; empty without a basis or for a consultation the caller is no party to", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 400, description = "Neither or both of `patient` and `focus`, or a malformed parameter", body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = [])))]
-/// A patient's consultations, as Tasks (their status).
+/// A patient's consultations, or one consultation, as Tasks (their status).
 pub async fn search_tasks(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: AuthUser,
     info: RequestInfo,
-    Query(query): Query<PatientParam>,
+    Query(query): Query<TaskSearch>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now_naive();
-    search_consultations(&state, &req, &caller, &info, &query.patient, |row| {
-        fhir::task(row, now)
-    })
-    .await
+    match (query.patient.as_deref(), query.focus.as_deref()) {
+        (Some(patient), None) => {
+            search_consultations(&state, &req, &caller, &info, patient, |row| {
+                fhir::task(row, now)
+            })
+            .await
+        }
+        (None, Some(focus)) => {
+            let raw = focus.strip_prefix("ServiceRequest/").unwrap_or(focus);
+            let id = path_id(raw, "focus")?;
+            let found = reachable_consultation(&state, &caller, &info, &id).await?;
+            let resources = found.iter().map(|(row, _)| fhir::task(row, now)).collect();
+            let bundle = fhir::searchset(&base(&state), &self_url(&state, &req), resources, now);
+            Ok(ok(&bundle))
+        }
+        _ => Err(ApiError::malformed(
+            "patient",
+            "give either patient (a patient's consultations) or focus (one consultation)",
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/fhir/r4/ServiceRequest/{id}", tag = "fhir",

@@ -929,7 +929,9 @@ pub fn searchset(base: &str, self_url: &str, resources: Vec<Value>, now: NaiveDa
 /// Everything about the patient as resources, the Patient first, then the
 /// people and organisations it names, the care team, consents, the current
 /// plan and its MedicationRequests, observations, the consultations the
-/// caller is a party to (ServiceRequest and Task each) and messages.
+/// caller is a party to (ServiceRequest and Task each) and messages: the
+/// first page of `$everything` (the record carries that page's
+/// observations and messages only; the API pages the rest).
 pub fn everything(
     record: &PatientRecord,
     consultations: &[ConsultationRow],

@@ -53,7 +53,8 @@ impl ConsentRow {
 }
 
 /// One observation row (several measures may share it).
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = observations)]
 pub struct ObservationRow {
     pub id: String,
     pub author_id: String,
@@ -101,16 +102,22 @@ pub struct Parts {
     pub plan: bool,
     pub observations: bool,
     pub messages: bool,
+    /// The authors of the patient's observations and messages among the
+    /// people named, without loading those rows (`$everything` streams
+    /// them a page at a time, [`stream_page`]).
+    pub authors: bool,
 }
 
 impl Parts {
-    /// Every part: `$everything`.
-    pub const ALL: Parts = Parts {
+    /// The first page of `$everything`: everything but the observations
+    /// and messages, which are paged ([`stream_page`]), with their authors.
+    pub const EVERYTHING_HEAD: Parts = Parts {
         team: true,
         consents: true,
         plan: true,
-        observations: true,
-        messages: true,
+        observations: false,
+        messages: false,
+        authors: true,
     };
 }
 
@@ -160,16 +167,7 @@ pub fn patient_record(
         observations::table
             .filter(observations::patient_id.eq(patient_id))
             .order((observations::recorded_at, observations::id))
-            .select((
-                observations::id,
-                observations::author_id,
-                observations::pain_score,
-                observations::sedation_score,
-                observations::cows_score,
-                observations::dose_dispensed_mg,
-                observations::note,
-                observations::recorded_at,
-            ))
+            .select(ObservationRow::as_select())
             .load(conn)?
     } else {
         Vec::new()
@@ -194,6 +192,25 @@ pub fn patient_record(
     people.extend(consents.iter().map(|c| c.recorded_by.clone()));
     people.extend(observations.iter().map(|o| o.author_id.clone()));
     people.extend(messages.iter().map(|m| m.author_id.clone()));
+    if parts.authors {
+        // Bounded by the network's users, whatever the number of rows.
+        people.extend(
+            observations::table
+                .filter(observations::patient_id.eq(patient_id))
+                .select(observations::author_id)
+                .distinct()
+                .load::<String>(conn)?,
+        );
+        if let Some(thread) = thread_of(conn, SubjectType::Patient, patient_id)? {
+            people.extend(
+                messages::table
+                    .filter(messages::thread_id.eq(thread))
+                    .select(messages::author_id)
+                    .distinct()
+                    .load::<String>(conn)?,
+            );
+        }
+    }
     let mut pharmacies = BTreeSet::new();
     if let Some(row) = &plan {
         people.insert(row.author_id.clone());
@@ -382,6 +399,69 @@ pub fn thread_page(
         .load(c))
 }
 
+/// Where a page of `$everything`'s streamed part starts: the patient's
+/// observations (by id), then the messages of their thread (by id), each
+/// after the given id (exclusive) when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stream {
+    Observations(Option<String>),
+    Messages(Option<String>),
+}
+
+/// One page of `$everything`'s streamed part, and where the next starts.
+#[derive(Debug, Default)]
+pub struct StreamPage {
+    pub observations: Vec<ObservationRow>,
+    pub messages: Vec<Message>,
+    pub next: Option<Stream>,
+}
+
+/// At most `limit` rows of a patient's observations then messages from
+/// `from`, in two statements at most (three with the thread): each read
+/// asks one row more than it may keep, to know whether a next page exists.
+pub fn stream_page(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    from: Stream,
+    limit: i64,
+) -> QueryResult<StreamPage> {
+    let mut page = StreamPage::default();
+    let mut left = limit;
+    let after_message = match from {
+        Stream::Observations(after) => {
+            let after = after.unwrap_or_default();
+            let mut rows: Vec<ObservationRow> = observations::table
+                .filter(observations::patient_id.eq(patient_id))
+                .filter(observations::id.gt(&after))
+                .order(observations::id)
+                .limit(left + 1)
+                .select(ObservationRow::as_select())
+                .load(conn)?;
+            if rows.len() as i64 > left {
+                rows.truncate(left as usize);
+                page.next = Some(Stream::Observations(rows.last().map(|r| r.id.clone())));
+                page.observations = rows;
+                return Ok(page);
+            }
+            left -= rows.len() as i64;
+            page.observations = rows;
+            None
+        }
+        Stream::Messages(after) => after,
+    };
+    let Some(thread) = thread_of(conn, SubjectType::Patient, patient_id)? else {
+        return Ok(page);
+    };
+    let mut rows = thread_page(conn, &thread, after_message.as_deref(), left + 1)?;
+    if rows.len() as i64 > left {
+        rows.truncate(left as usize);
+        let last = rows.last().map(|m| m.id.clone()).or(after_message);
+        page.next = Some(Stream::Messages(last));
+    }
+    page.messages = rows;
+    Ok(page)
+}
+
 /// A message and its thread. Callers check access.
 pub fn message_with_thread(
     conn: &mut DbConnection,
@@ -414,19 +494,7 @@ pub fn observation_row(
 ) -> QueryResult<Option<(String, ObservationRow)>> {
     observations::table
         .find(id)
-        .select((
-            observations::patient_id,
-            (
-                observations::id,
-                observations::author_id,
-                observations::pain_score,
-                observations::sedation_score,
-                observations::cows_score,
-                observations::dose_dispensed_mg,
-                observations::note,
-                observations::recorded_at,
-            ),
-        ))
+        .select((observations::patient_id, ObservationRow::as_select()))
         .first(conn)
         .optional()
 }

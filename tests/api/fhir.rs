@@ -853,6 +853,44 @@ async fn consultations_are_service_requests_and_tasks_through_their_lifecycle() 
     assert_eq!(bundle["total"], 4, "{bundle}");
     assert!(audit_rows(&app, "GET /fhir/r4/Task", "allowed").await > allowed);
 
+    // By focus: the one consultation, for a party with a basis only.
+    for focus in [format!("ServiceRequest/{answered}"), answered.clone()] {
+        let bundle = app
+            .get(&format!("/fhir/r4/Task?focus={focus}"), &net.gp.token)
+            .await
+            .expect(200)
+            .body;
+        let tasks = resources(&bundle, "Task");
+        assert_eq!(tasks.len(), 1, "{bundle}");
+        assert_eq!(tasks[0]["id"], json!(answered));
+        assert_eq!(
+            tasks[0]["focus"]["reference"],
+            format!("ServiceRequest/{answered}")
+        );
+    }
+    let denied = audit_rows(&app, "GET /fhir/r4/Task", "denied").await;
+    let bundle = app
+        .get(
+            &format!("/fhir/r4/Task?focus=ServiceRequest/{answered}"),
+            &net.pharmacist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(bundle["total"], 0, "not a party: {bundle}");
+    assert!(audit_rows(&app, "GET /fhir/r4/Task", "denied").await > denied);
+    for (query, param) in [
+        (format!("focus={answered}&patient={patient}"), "patient"),
+        ("focus=Task/1".to_owned(), "focus"),
+        (String::new(), "patient"),
+    ] {
+        let resp = app
+            .get(&format!("/fhir/r4/Task?{query}"), &net.gp.token)
+            .await
+            .expect(400);
+        assert_eq!(resp.body["issue"][0]["expression"][0], param, "{query}");
+    }
+
     // $everything carries them, and the centre they name.
     let all = app
         .get(
@@ -1114,5 +1152,159 @@ async fn every_listed_type_is_read_by_id_behind_the_door() {
     ] {
         let resp = app.get(&path, &net.gp.token).await.expect(400);
         assert_eq!(resp.body["issue"][0]["expression"][0], "id", "{path}");
+    }
+}
+
+/// The local path of a Bundle's `next` link, if any.
+fn next_link(bundle: &Value) -> Option<String> {
+    bundle["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .map(|l| {
+            let url = l["url"].as_str().unwrap();
+            url.split_once("/fhir/r4/")
+                .map(|(_, rest)| format!("/fhir/r4/{rest}"))
+                .unwrap()
+        })
+}
+
+fn keys(bundle: &Value) -> Vec<(String, String)> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["resource"]["resourceType"].as_str().unwrap().to_owned(),
+                e["resource"]["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn everything_is_paged_each_resource_once_each_page_behind_the_basis() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let pharmacy = pharmacy_of(&app, &net).await;
+    let (patient, _) = patient_with_design_plan(&app, &net, &pharmacy).await;
+    for score in [2, 6] {
+        app.post(
+            &format!("/api/v1/patients/{patient}/observations"),
+            &net.pharmacist.token,
+            json!({"pain_score": score}),
+        )
+        .await
+        .expect(201);
+    }
+    let thread = app
+        .get(&format!("/api/v1/patients/{patient}"), &net.gp.token)
+        .await
+        .body["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let body = app
+            .post(
+                &format!("/api/v1/threads/{thread}/messages"),
+                &net.gp.token,
+                json!({"body": format!("message {i}")}),
+            )
+            .await
+            .expect(201)
+            .body;
+        sent.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let path = format!("/fhir/r4/Patient/{patient}/$everything");
+    // One page by default: the whole record, its total.
+    let whole = app.get(&path, &net.hospital.token).await.expect(200).body;
+    assert!(next_link(&whole).is_none(), "{whole}");
+    let all = keys(&whole);
+    assert_eq!(whole["total"], all.len());
+    assert_eq!(resources(&whole, "Communication").len(), 5);
+    assert_eq!(resources(&whole, "Observation").len(), 2);
+
+    // Two observation records or messages a page, following `next`.
+    let mut url = format!("{path}?_count=2");
+    let mut walked = Vec::new();
+    let mut pages = 0;
+    while pages < 10 {
+        let page = app.get(&url, &net.hospital.token).await.expect(200).body;
+        pages += 1;
+        let streamed =
+            resources(&page, "Communication").len() + resources(&page, "Observation").len();
+        assert!(streamed <= 2, "page {pages}: {page}");
+        if pages > 1 {
+            assert_eq!(
+                streamed,
+                keys(&page).len(),
+                "only the first page carries the rest"
+            );
+        }
+        walked.extend(keys(&page));
+        match next_link(&page) {
+            Some(next) => {
+                assert!(page.get("total").is_none(), "a page's size is no total");
+                url = next;
+            }
+            None => break,
+        }
+    }
+    // 2 observations, then 5 messages: 4 pages.
+    assert_eq!(pages, 4, "{walked:?}");
+    let unique: BTreeSet<_> = walked.iter().cloned().collect();
+    assert_eq!(unique.len(), walked.len(), "each resource exactly once");
+    assert_eq!(unique, all.iter().cloned().collect::<BTreeSet<_>>());
+    let messages: Vec<&String> = walked
+        .iter()
+        .filter(|(kind, _)| kind == "Communication")
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(messages, sent.iter().collect::<Vec<_>>(), "oldest first");
+
+    // A caller whose basis ends between pages: 404 on the next one.
+    let first = app
+        .get(&format!("{path}?_count=3"), &net.hospital.token)
+        .await
+        .expect(200)
+        .body;
+    let next = next_link(&first).expect("a next page");
+    app.get(&next, &net.hospital.token).await.expect(200);
+    app.request(
+        Method::DELETE,
+        &format!("/api/v1/patients/{patient}/care-team/{}", net.hospital.id),
+        Some(&net.gp.token),
+        None,
+    )
+    .await
+    .expect(204);
+    let gone = app.get(&next, &net.hospital.token).await.expect(404).body;
+    assert_eq!(gone["resourceType"], "OperationOutcome");
+    // The link grants nothing by itself: it serves whoever has a basis now.
+    app.get(&next, &net.gp.token).await.expect(200);
+
+    // Bad paging parameters: 400 naming them, nothing served.
+    for (query, param) in [
+        ("_count=0", "_count"),
+        ("_count=1001", "_count"),
+        ("_count=two", "_count"),
+        ("_cursor=x", "_cursor"),
+        ("_cursor=m.not-an-id", "_cursor"),
+        ("_cursor=q", "_cursor"),
+    ] {
+        let resp = app
+            .get(&format!("{path}?{query}"), &net.gp.token)
+            .await
+            .expect(400);
+        assert_eq!(resp.body["resourceType"], "OperationOutcome", "{query}");
+        assert_eq!(
+            resp.body["issue"][0]["expression"][0], param,
+            "{query}: {}",
+            resp.body
+        );
     }
 }
