@@ -36,8 +36,8 @@ use crate::store::care_plan::{current_version, version_row};
 use crate::store::consultation::ConsultationRow;
 use crate::store::fhir::{
     Parts, Stream, add_named, audit_row, audit_trail, consent_patient, consultations_about,
-    message_with_thread, observation_row, patient_by_ins, patient_record, stream_page, thread_of,
-    thread_page, user_by_rpps,
+    message_with_thread, observation_page, observation_row, patient_by_ins, patient_record,
+    stream_page, thread_of, thread_page, user_by_rpps,
 };
 use crate::store::handover::{self, Outgoing};
 use crate::store::messaging::party_to_subject;
@@ -52,7 +52,8 @@ const AUDIT_EVENTS_MAX: i64 = 200;
 /// at most (oldest first).
 const CONSULTATIONS_MAX: i64 = 500;
 
-/// `Communication` searches: a page's default and largest `_count`.
+/// `Communication` and `Observation` searches: a page's default and
+/// largest `_count`.
 const COMMUNICATIONS_DEFAULT: i64 = 100;
 const COMMUNICATIONS_MAX: i64 = 1000;
 
@@ -646,21 +647,115 @@ search_handler!(
     |state, r| fhir::consents(&r.patient.id, &r.consents)
 );
 
-search_handler!(
-    search_observations,
-    "/fhir/r4/Observation",
-    "The patient's observations (pain, sedation, COWS, doses dispensed).",
-    Permission::Read,
-    Parts {
-        observations: true,
-        ..Parts::default()
-    },
-    |state, r| r
-        .observations
-        .iter()
-        .flat_map(|o| fhir::observations(&r.patient.id, o))
-        .collect()
-);
+/// `?patient=`, paged by `_count` and `_cursor`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ObservationSearch {
+    /// `Patient/<id>` or `<id>`.
+    #[param(
+        pattern = "^(Patient/)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub patient: String,
+    /// Observation records per page, in entry order (default 100); a
+    /// record is one Observation per measure it carries.
+    #[serde(rename = "_count", default)]
+    #[param(minimum = 1, maximum = 1000)]
+    pub count: Option<i64>,
+    /// The last record id of the previous page (from the `next` link).
+    #[serde(rename = "_cursor", default)]
+    #[param(format = Uuid)]
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/fhir/r4/Observation", tag = "fhir",
+    params(ObservationSearch),
+    responses(
+        (status = 200, description = "A page of the patient's observations (pain, sedation, COWS, doses dispensed), in entry order, with a `next` link while there are more (empty when the caller has no basis on the patient)", body = FhirResource, content_type = "application/fhir+json"),
+        (status = 400, description = "A malformed `patient`, `_count` or `_cursor`", body = OperationOutcome, content_type = "application/fhir+json"),
+        (status = 403, description = "The basis does not allow this read", body = OperationOutcome, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+/// The patient's observations, a bounded page at a time.
+pub async fn search_observations(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: AuthUser,
+    info: RequestInfo,
+    Query(query): Query<ObservationSearch>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page_count(query.count)?;
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| path_id(c, "_cursor"))
+        .transpose()?;
+    let patient_id = patient_param(&query.patient)?;
+    let mut resources = Vec::new();
+    let mut next = None;
+    if allowed(&state, &caller, &patient_id, Permission::Read, &info)
+        .await?
+        .is_some()
+    {
+        let pid = patient_id.clone();
+        let mut page = state
+            .db
+            .read(move |conn| Ok(observation_page(conn, &pid, cursor.as_deref(), limit + 1)?))
+            .await?;
+        if page.len() > limit as usize {
+            page.truncate(limit as usize);
+            next = page.last().map(|o| o.id.clone());
+        }
+        resources = page
+            .iter()
+            .flat_map(|o| fhir::observations(&patient_id, o))
+            .collect();
+    }
+    let mut bundle = fhir::searchset(
+        &base(&state),
+        &self_url(&state, &req),
+        resources,
+        state.clock.now_naive(),
+    );
+    if let Some(after) = next {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("patient", &query.patient);
+        add_next(&state, &mut bundle, "Observation", form, limit, &after);
+    }
+    Ok(ok(&bundle))
+}
+
+/// A search page's `_count`: the default when absent, else 1 to the
+/// largest a page may hold.
+fn page_count(count: Option<i64>) -> Result<i64, ApiError> {
+    match count {
+        None => Ok(COMMUNICATIONS_DEFAULT),
+        Some(n) if (1..=COMMUNICATIONS_MAX).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::malformed(
+            "_count",
+            format!("must be between 1 and {COMMUNICATIONS_MAX}"),
+        )),
+    }
+}
+
+/// Adds the `next` link of a paged search (`form` holds its other
+/// parameters) and drops `total`, which would be the page's size: a
+/// client must follow `next` instead.
+fn add_next(
+    state: &AppState,
+    bundle: &mut Value,
+    resource: &str,
+    mut form: form_urlencoded::Serializer<'_, String>,
+    limit: i64,
+    after: &str,
+) {
+    bundle.as_object_mut().map(|b| b.remove("total"));
+    form.append_pair("_count", &limit.to_string());
+    form.append_pair("_cursor", after);
+    let url = format!("{}/{resource}?{}", base(state), form.finish());
+    if let Some(links) = bundle["link"].as_array_mut() {
+        links.push(json!({"relation": "next", "url": url}));
+    }
+}
 
 search_handler!(
     search_care_plans,
@@ -1320,16 +1415,7 @@ pub async fn search_communications(
     info: RequestInfo,
     Query(query): Query<CommunicationSearch>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = match query.count {
-        None => COMMUNICATIONS_DEFAULT,
-        Some(n) if (1..=COMMUNICATIONS_MAX).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::malformed(
-                "_count",
-                format!("must be between 1 and {COMMUNICATIONS_MAX}"),
-            ));
-        }
-    };
+    let limit = page_count(query.count)?;
     let cursor = query
         .cursor
         .as_deref()
@@ -1387,9 +1473,6 @@ pub async fn search_communications(
         state.clock.now_naive(),
     );
     if let Some(after) = next {
-        // `total` would be the page's size: a client must follow `next` instead.
-        bundle.as_object_mut().map(|b| b.remove("total"));
-        let mut url = format!("{}/Communication?", base(&state));
         let mut form = form_urlencoded::Serializer::new(String::new());
         if let Some(p) = &query.patient {
             form.append_pair("patient", p);
@@ -1397,12 +1480,7 @@ pub async fn search_communications(
         if let Some(p) = &query.part_of {
             form.append_pair("part-of", p);
         }
-        form.append_pair("_count", &limit.to_string());
-        form.append_pair("_cursor", &after);
-        url.push_str(&form.finish());
-        if let Some(links) = bundle["link"].as_array_mut() {
-            links.push(json!({"relation": "next", "url": url}));
-        }
+        add_next(&state, &mut bundle, "Communication", form, limit, &after);
     }
     Ok(ok(&bundle))
 }

@@ -100,7 +100,6 @@ pub struct Parts {
     pub team: bool,
     pub consents: bool,
     pub plan: bool,
-    pub observations: bool,
     pub messages: bool,
     /// The authors of the patient's observations and messages among the
     /// people named, without loading those rows (`$everything` streams
@@ -115,7 +114,6 @@ impl Parts {
         team: true,
         consents: true,
         plan: true,
-        observations: false,
         messages: false,
         authors: true,
     };
@@ -163,15 +161,6 @@ pub fn patient_record(
     } else {
         None
     };
-    let observations: Vec<ObservationRow> = if parts.observations {
-        observations::table
-            .filter(observations::patient_id.eq(patient_id))
-            .order((observations::recorded_at, observations::id))
-            .select(ObservationRow::as_select())
-            .load(conn)?
-    } else {
-        Vec::new()
-    };
     let messages: Vec<Message> = if parts.messages {
         let thread = threads_of(conn, SubjectType::Patient, &[patient_id.to_owned()])?
             .pop()
@@ -190,7 +179,6 @@ pub fn patient_record(
     people.insert(patient.created_by.clone());
     people.extend(team.iter().map(|m| m.user_id.clone()));
     people.extend(consents.iter().map(|c| c.recorded_by.clone()));
-    people.extend(observations.iter().map(|o| o.author_id.clone()));
     people.extend(messages.iter().map(|m| m.author_id.clone()));
     if parts.authors {
         // Bounded by the network's users, whatever the number of rows.
@@ -236,7 +224,8 @@ pub fn patient_record(
         team,
         consents,
         plan,
-        observations,
+        // Read a page at a time (`observation_page`, `stream_page`).
+        observations: Vec::new(),
         messages,
         users,
         organizations,
@@ -408,6 +397,23 @@ pub enum Stream {
     Messages(Option<String>),
 }
 
+/// At most `limit` of a patient's observation records in entry (id)
+/// order, after `after` (exclusive) when given.
+pub fn observation_page(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<ObservationRow>> {
+    observations::table
+        .filter(observations::patient_id.eq(patient_id))
+        .filter(observations::id.gt(after.unwrap_or_default()))
+        .order(observations::id)
+        .limit(limit)
+        .select(ObservationRow::as_select())
+        .load(conn)
+}
+
 /// One page of `$everything`'s streamed part, and where the next starts.
 #[derive(Debug, Default)]
 pub struct StreamPage {
@@ -429,14 +435,7 @@ pub fn stream_page(
     let mut left = limit;
     let after_message = match from {
         Stream::Observations(after) => {
-            let after = after.unwrap_or_default();
-            let mut rows: Vec<ObservationRow> = observations::table
-                .filter(observations::patient_id.eq(patient_id))
-                .filter(observations::id.gt(&after))
-                .order(observations::id)
-                .limit(left + 1)
-                .select(ObservationRow::as_select())
-                .load(conn)?;
+            let mut rows = observation_page(conn, patient_id, after.as_deref(), left + 1)?;
             if rows.len() as i64 > left {
                 rows.truncate(left as usize);
                 page.next = Some(Stream::Observations(rows.last().map(|r| r.id.clone())));

@@ -1308,3 +1308,91 @@ async fn everything_is_paged_each_resource_once_each_page_behind_the_basis() {
         );
     }
 }
+
+#[actix_web::test]
+async fn observations_are_paged_each_record_once_behind_the_basis() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let pharmacy = pharmacy_of(&app, &net).await;
+    let (patient, _) = patient_with_design_plan(&app, &net, &pharmacy).await;
+    let mut recorded = Vec::new();
+    for score in [2, 3, 4, 5, 6] {
+        let body = app
+            .post(
+                &format!("/api/v1/patients/{patient}/observations"),
+                &net.pharmacist.token,
+                json!({"pain_score": score}),
+            )
+            .await
+            .expect(201)
+            .body;
+        recorded.push(format!("{}.pain", body["id"].as_str().unwrap()));
+    }
+    // Two records a page, following `next`: each exactly once, in entry order.
+    let mut url = format!("/fhir/r4/Observation?patient=Patient/{patient}&_count=2");
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        assert!(pages <= 5, "the pages do not end");
+        let bundle = app.get(&url, &net.gp.token).await.expect(200).body;
+        let page: Vec<String> = resources(&bundle, "Observation")
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(page.len() <= 2, "{page:?}");
+        seen.extend(page);
+        let next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+        match next {
+            Some(next) => {
+                assert!(bundle.get("total").is_none(), "a page's size is no total");
+                url = next
+                    .split_once("/fhir/r4/")
+                    .map(|(_, rest)| format!("/fhir/r4/{rest}"))
+                    .unwrap();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "entry (id) order");
+    recorded.sort();
+    assert_eq!(seen, recorded);
+    // Without a basis: an empty set, whatever the page.
+    let bundle = app
+        .get(
+            &format!("/fhir/r4/Observation?patient={patient}&_count=2"),
+            &net.specialist.token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(resources(&bundle, "Observation").is_empty());
+    // Bad paging parameters are named.
+    for (query, field) in [
+        ("_count=0", "_count"),
+        ("_count=1001", "_count"),
+        ("_cursor=x", "_cursor"),
+    ] {
+        let res = app
+            .get(
+                &format!("/fhir/r4/Observation?patient={patient}&{query}"),
+                &net.gp.token,
+            )
+            .await
+            .expect(400);
+        assert_eq!(res.body["resourceType"], "OperationOutcome");
+        assert!(
+            res.body.to_string().contains(field),
+            "{query}: {}",
+            res.body
+        );
+    }
+}
