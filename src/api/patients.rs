@@ -8,24 +8,18 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query};
 use super::scope::{ManageTeam, PatientAccess, Read, RequestInfo, WritePlan};
-use super::users::{lower, optional_phone};
+use super::users::optional_phone;
 use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{Patient, new_id};
-use crate::db::schema::{
-    care_team_members, consents, emergency_grants, organizations, patients, users,
-};
-use crate::domain::access::{Basis, ConsentStatus, TeamRole};
+use crate::domain::access::{Basis, ConsentStatus};
 use crate::domain::ins::Ins;
-use crate::domain::messaging::SubjectType;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
-use crate::store::access::resolve;
-use crate::store::messaging::threads_of;
-use crate::store::patient;
+use crate::store::patient::{self, PatientSearch};
 
 pub use crate::domain::patient::Sex;
 
@@ -140,20 +134,6 @@ fn name(raw: &str, field: &str, max: usize, errors: &mut Vec<FieldError>) -> Opt
         .ok()
 }
 
-/// The latest consent decision on a patient.
-pub fn current_consent(
-    conn: &mut DbConnection,
-    patient_id: &str,
-) -> QueryResult<Option<ConsentStatus>> {
-    Ok(consents::table
-        .filter(consents::patient_id.eq(patient_id))
-        .order((consents::recorded_at.desc(), consents::id.desc()))
-        .select(consents::status)
-        .first::<String>(conn)
-        .optional()?
-        .and_then(|s| ConsentStatus::parse(&s)))
-}
-
 #[utoipa::path(post, path = "/api/v1/patients", tag = "patients",
     request_body = CreatePatient,
     responses(
@@ -257,68 +237,21 @@ pub async fn list_patients(
         state
             .db
             .read(move |conn| {
-                let naive = now.naive_utc();
-                let on_team = care_team_members::table
-                    .filter(care_team_members::user_id.eq(caller.id.clone()))
-                    .filter(care_team_members::until.is_null())
-                    .select(care_team_members::patient_id);
-                let in_emergency = emergency_grants::table
-                    .filter(emergency_grants::user_id.eq(caller.id.clone()))
-                    .filter(emergency_grants::expires_at.gt(naive))
-                    .select(emergency_grants::patient_id);
-                let mut query = patients::table
-                    .filter(
-                        patients::id
-                            .eq_any(on_team)
-                            .or(patients::id.eq_any(in_emergency)),
-                    )
-                    .select(Patient::as_select())
-                    .order(patients::id)
-                    .limit(limit + 1)
-                    .into_boxed();
-                if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-                    if let Ok(ins) = Ins::parse(q) {
-                        query = query.filter(patients::ins.eq(ins.as_str().to_owned()));
-                    } else {
-                        let escaped = q
-                            .to_lowercase()
-                            .replace('\\', "\\\\")
-                            .replace('%', "\\%")
-                            .replace('_', "\\_");
-                        let pattern = format!("%{escaped}%");
-                        query = query.filter(
-                            lower(patients::family_name)
-                                .like(pattern.clone())
-                                .escape('\\')
-                                .or(lower(patients::given_names).like(pattern).escape('\\')),
-                        );
-                    }
-                }
-                if let Some(cursor) = filter.cursor {
-                    query = query.filter(patients::id.gt(cursor));
-                }
-                let candidates: Vec<Patient> = query.load(conn)?;
+                let candidates = patient::candidates(
+                    conn,
+                    &caller.id,
+                    now.naive_utc(),
+                    PatientSearch {
+                        q: filter.q,
+                        cursor: filter.cursor,
+                        rows: limit + 1,
+                    },
+                )?;
                 let raw = Page::from_rows(candidates, limit, |p| p.id.clone());
-                let ids: Vec<String> = raw.items.iter().map(|p| p.id.clone()).collect();
-                let mut thread_ids: std::collections::HashMap<String, String> =
-                    threads_of(conn, SubjectType::Patient, &ids)?
-                        .into_iter()
-                        .collect();
-                // Membership alone is not enough: the consent rule decides.
-                let mut items = Vec::with_capacity(raw.items.len());
-                for patient in raw.items {
-                    if let Some((basis, relations)) = resolve(conn, &caller, &patient.id, now)? {
-                        let thread_id = thread_ids.remove(&patient.id).ok_or_else(|| {
-                            ApiError::internal(anyhow::anyhow!("a patient without its thread"))
-                        })?;
-                        items.push(PatientView::new(
-                            patient,
-                            relations.consent,
-                            basis,
-                            thread_id,
-                        ));
-                    }
-                }
+                let items = patient::visible_patients(conn, &caller, now, raw.items)?
+                    .into_iter()
+                    .map(|v| PatientView::new(v.patient, v.consent, v.basis, v.thread_id))
+                    .collect();
                 Ok(Page {
                     items,
                     next_cursor: raw.next_cursor,
@@ -495,11 +428,7 @@ pub async fn lookup_patient(
     let result = state
         .db
         .write(move |conn| {
-            let patient_id: Option<String> = patients::table
-                .filter(patients::ins.eq(ins.as_str()))
-                .select(patients::id)
-                .first(&mut **conn)
-                .optional()?;
+            let patient_id = patient::find_by_ins(conn, &ins)?;
             let Some(patient_id) = patient_id else {
                 let record = info.record(
                     &caller,
@@ -516,26 +445,11 @@ pub async fn lookup_patient(
                     referent: None,
                 });
             };
-            let referent = care_team_members::table
-                .inner_join(users::table.left_join(organizations::table))
-                .filter(care_team_members::patient_id.eq(&patient_id))
-                .filter(care_team_members::until.is_null())
-                .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
-                .select((
-                    users::full_name,
-                    organizations::name.nullable(),
-                    users::phone,
-                    organizations::phone.nullable(),
-                ))
-                .first::<(String, Option<String>, Option<String>, Option<String>)>(&mut **conn)
-                .optional()?
-                .map(
-                    |(full_name, organization, phone, org_phone)| ReferentContact {
-                        full_name,
-                        organization,
-                        phone: phone.or(org_phone),
-                    },
-                );
+            let referent = patient::referent_contact(conn, &patient_id)?.map(|r| ReferentContact {
+                full_name: r.full_name,
+                organization: r.organization,
+                phone: r.phone,
+            });
             let record = info.record(
                 &caller,
                 "patient_lookup",
@@ -582,25 +496,13 @@ pub struct RecordConsent {
 }
 
 fn consent_view(conn: &mut DbConnection, patient_id: &str) -> QueryResult<ConsentView> {
-    let rows: Vec<(String, Option<String>, String, chrono::NaiveDateTime)> = consents::table
-        .filter(consents::patient_id.eq(patient_id))
-        .order((consents::recorded_at.desc(), consents::id.desc()))
-        .select((
-            consents::status,
-            consents::note,
-            consents::recorded_by,
-            consents::recorded_at,
-        ))
-        .load(conn)?;
-    let history: Vec<ConsentEntry> = rows
+    let history: Vec<ConsentEntry> = patient::consent_history(conn, patient_id)?
         .into_iter()
-        .filter_map(|(status, note, recorded_by, at)| {
-            Some(ConsentEntry {
-                status: ConsentStatus::parse(&status)?,
-                note,
-                recorded_by,
-                recorded_at: at.and_utc(),
-            })
+        .map(|(status, note, recorded_by, at)| ConsentEntry {
+            status,
+            note,
+            recorded_by,
+            recorded_at: at.and_utc(),
         })
         .collect();
     Ok(ConsentView {

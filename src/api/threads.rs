@@ -1,15 +1,13 @@
 //! Threads and messages: one thread per subject, read by whoever has a
 //! basis on the subject at the time of the request.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -20,17 +18,15 @@ use super::{Page, page_limit};
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
 use crate::db::models::User;
-use crate::db::schema::{messages, patients, threads, users};
 use crate::domain::access::{Basis, Permission, Relations};
 use crate::domain::messaging::{SubjectType, fingerprint, next_message_id, parse_body};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
-use crate::store::access::resolve;
 use crate::store::idempotency::{self, Claim};
 use crate::store::messaging::{
-    self, Message, Posted, Thread, candidate_threads, lock_thread, party_to_subject, unread_count,
-    with_unread,
+    self, Message, MessageRow, Posted, Thread, ThreadQuery, VisibleThread, lock_thread,
+    party_to_subject,
 };
 
 /// A caller taking part in the thread `{id}`: they have a basis on its
@@ -194,6 +190,35 @@ pub struct ThreadFilter {
     pub cursor: Option<String>,
 }
 
+fn thread_view(v: VisibleThread) -> ThreadView {
+    let VisibleThread {
+        thread,
+        basis,
+        patient_name,
+        unread_count,
+    } = v;
+    let patient = thread
+        .patient_id
+        .zip(patient_name)
+        .map(|(id, (family_name, given_names))| ThreadPatient {
+            id,
+            family_name,
+            given_names,
+        });
+    ThreadView {
+        subject: ThreadSubject {
+            kind: thread.subject_type,
+            id: thread.subject_id,
+        },
+        id: thread.id,
+        patient,
+        access_basis: basis,
+        last_message_at: thread.last_message_at.map(|t| t.and_utc()),
+        unread_count,
+        created_at: thread.created_at.and_utc(),
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/threads", tag = "messaging",
     params(ThreadFilter),
     responses(
@@ -221,74 +246,22 @@ pub async fn list_threads(
         state
             .db
             .read(move |conn| {
-                let mut query = candidate_threads(conn, &caller, now.naive_utc())?;
-                if filter.unread == Some(true) {
-                    query = with_unread(query, &caller.id);
-                }
-                if let Some(patient_id) = patient_id {
-                    query = query.filter(threads::patient_id.eq(patient_id));
-                }
-                if let Some(cursor) = filter.cursor {
-                    query = query.filter(threads::activity_id.lt(cursor));
-                }
-                let rows: Vec<Thread> = query
-                    .order(threads::activity_id.desc())
-                    .limit(limit + 1)
-                    .select(Thread::as_select())
-                    .load(conn)?;
-                let raw = Page::from_rows(rows, limit, |t| t.activity_id.clone());
-                let patient_ids: Vec<String> = raw
-                    .items
-                    .iter()
-                    .filter_map(|t| t.patient_id.clone())
-                    .collect();
-                let names: HashMap<String, (String, String)> = patients::table
-                    .filter(patients::id.eq_any(&patient_ids))
-                    .select((patients::id, patients::family_name, patients::given_names))
-                    .load::<(String, String, String)>(conn)?
+                let candidates = messaging::thread_candidates(
+                    conn,
+                    &caller,
+                    now,
+                    ThreadQuery {
+                        unread_only: filter.unread == Some(true),
+                        patient_id,
+                        cursor: filter.cursor,
+                        rows: limit + 1,
+                    },
+                )?;
+                let raw = Page::from_rows(candidates, limit, |t| t.activity_id.clone());
+                let items = messaging::visible_threads(conn, &caller, now, raw.items)?
                     .into_iter()
-                    .map(|(id, family, given)| (id, (family, given)))
+                    .map(thread_view)
                     .collect();
-                // Being on the team is not enough: the consent rule decides.
-                let mut items = Vec::with_capacity(raw.items.len());
-                for thread in raw.items {
-                    let kind = thread.subject_type;
-                    let basis = match &thread.patient_id {
-                        Some(patient_id) => {
-                            resolve(conn, &caller, patient_id, now)?.map(|(b, _)| b)
-                        }
-                        None => None,
-                    };
-                    // A patient thread needs a basis; a consultation or handover
-                    // thread was selected among the caller's own, and names the
-                    // patient only to those who may see them.
-                    if thread.patient_id.is_some() && basis.is_none() {
-                        continue;
-                    }
-                    let unread_count = unread_count(conn, &thread.id, &caller.id)?;
-                    let patient = thread
-                        .patient_id
-                        .as_ref()
-                        .filter(|_| basis.is_some())
-                        .and_then(|id| names.get(id).map(|n| (id, n)))
-                        .map(|(id, (family, given))| ThreadPatient {
-                            id: id.clone(),
-                            family_name: family.clone(),
-                            given_names: given.clone(),
-                        });
-                    items.push(ThreadView {
-                        subject: ThreadSubject {
-                            kind,
-                            id: thread.subject_id,
-                        },
-                        id: thread.id,
-                        patient,
-                        access_basis: basis,
-                        last_message_at: thread.last_message_at.map(|t| t.and_utc()),
-                        unread_count,
-                        created_at: thread.created_at.and_utc(),
-                    });
-                }
                 Ok(Page {
                     items,
                     next_cursor: raw.next_cursor,
@@ -357,8 +330,6 @@ pub struct MessageFilter {
     pub limit: Option<i64>,
 }
 
-type MessageRow = (String, String, String, String, Role, String, NaiveDateTime);
-
 fn message_view(row: MessageRow) -> MessageView {
     let (id, thread_id, author_id, full_name, role, body, created_at) = row;
     MessageView {
@@ -406,25 +377,8 @@ pub async fn list_messages(
     let page = state
         .db
         .read(move |conn| {
-            // Walks the (thread_id, id) index from the cursor: as fast on page 1000 as on page 1.
-            // Every id is after "": one statement shape, prepared once.
             let after = after.unwrap_or_default();
-            let rows: Vec<MessageRow> = crate::per_backend!(conn, |c| messages::table
-                .inner_join(users::table)
-                .filter(messages::thread_id.eq(&thread_id))
-                .filter(messages::id.gt(&after))
-                .order(messages::id)
-                .limit(limit + 1)
-                .select((
-                    messages::id,
-                    messages::thread_id,
-                    messages::author_id,
-                    users::full_name,
-                    users::role,
-                    messages::body,
-                    messages::created_at,
-                ))
-                .load(c))?;
+            let rows = messaging::message_page(conn, &thread_id, &after, limit + 1)?;
             Ok(Page::from_rows(rows, limit, |r| r.0.clone()))
         })
         .await?;

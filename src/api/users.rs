@@ -2,7 +2,6 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -13,7 +12,6 @@ use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::auth::tokens::random_token;
 use crate::db::models::{User, new_id};
-use crate::db::schema::{organizations, users};
 use crate::domain::access::Basis;
 use crate::domain::contact::{parse_email, parse_phone};
 use crate::domain::role::{NotificationPreference, Role};
@@ -21,12 +19,7 @@ use crate::domain::rpps::Rpps;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
-use crate::store::user;
-
-diesel::define_sql_function! {
-    /// SQL `lower()`, on both backends.
-    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
-}
+use crate::store::user::{self, UserSearch};
 
 /// A user as shown to themselves and to administrators.
 #[derive(Debug, Serialize, ToSchema)]
@@ -269,37 +262,17 @@ pub async fn list_users(
     let page = state
         .db
         .read(move |conn| {
-            let mut query = users::table
-                .left_join(organizations::table)
-                .select((User::as_select(), organizations::name.nullable()))
-                .order(users::id)
-                .limit(limit + 1)
-                .into_boxed();
-            if !is_admin {
-                query = query.filter(users::active.eq(true));
-            }
-            if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-                let escaped = q
-                    .to_lowercase()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                query = query.filter(
-                    lower(users::full_name)
-                        .like(format!("%{escaped}%"))
-                        .escape('\\'),
-                );
-            }
-            if let Some(role) = filter.role {
-                query = query.filter(users::role.eq(role.as_str()));
-            }
-            if let Some(org) = organization_id {
-                query = query.filter(users::organization_id.eq(org));
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(users::id.gt(cursor));
-            }
-            let rows: Vec<(User, Option<String>)> = query.load(conn)?;
+            let rows = user::directory(
+                conn,
+                UserSearch {
+                    active_only: !is_admin,
+                    q: filter.q,
+                    role: filter.role,
+                    organization_id,
+                    cursor: filter.cursor,
+                    rows: limit + 1,
+                },
+            )?;
             Ok(Page::from_rows(rows, limit, |(u, _)| u.id.clone()))
         })
         .await?;

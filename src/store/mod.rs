@@ -22,3 +22,19 @@ pub mod organization;
 pub mod patient;
 pub mod reminder;
 pub mod user;
+
+diesel::define_sql_function! {
+    /// SQL `lower()`, on both backends.
+    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// A `LIKE … ESCAPE '\'` pattern matching any text that contains `q`,
+/// lowercased, its wildcards escaped.
+fn contains_pattern(q: &str) -> String {
+    let escaped = q
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}

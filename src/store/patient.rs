@@ -1,17 +1,25 @@
 //! Patients as stored: registration (the patient, its referent and its
 //! thread in one write), identity corrections, consent decisions.
 
-use chrono::NaiveDateTime;
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
+use crate::auth::AuthUser;
 use crate::db::models::{Patient, new_id};
-use crate::db::schema::{care_team_members, consents, patients};
+use crate::db::schema::{
+    care_team_members, consents, emergency_grants, organizations, patients, users,
+};
 use crate::db::{DbConnection, is_unique_violation};
-use crate::domain::access::{ConsentStatus, TeamRole};
+use crate::domain::access::{Basis, ConsentStatus, TeamRole};
+use crate::domain::ins::Ins;
 use crate::domain::messaging::SubjectType;
 use crate::domain::patient::Sex;
 use crate::error::ApiError;
+use crate::store::access::resolve;
 use crate::store::messaging::{create_thread, threads_of};
+use crate::store::{contains_pattern, lower};
 
 /// 409 naming `ins` when another patient holds it.
 fn duplicate_ins(err: diesel::result::Error) -> ApiError {
@@ -142,4 +150,162 @@ pub fn record_consent(
         ))
         .execute(conn)?;
     Ok(id)
+}
+
+/// What a patient list (`GET /patients`) is narrowed to.
+pub struct PatientSearch {
+    /// Part of a name, or a whole INS (trimmed; empty is no filter).
+    pub q: Option<String>,
+    /// Patients whose id is after this one.
+    pub cursor: Option<String>,
+    /// Rows to load (a page's limit plus one, to know whether another follows).
+    pub rows: i64,
+}
+
+/// The patients `user_id` may have a basis on (active team memberships and
+/// unexpired emergency grants), by id, narrowed by `search`: candidates only,
+/// [`visible_patients`] applies the access rule.
+pub fn candidates(
+    conn: &mut DbConnection,
+    user_id: &str,
+    now: NaiveDateTime,
+    search: PatientSearch,
+) -> QueryResult<Vec<Patient>> {
+    let on_team = care_team_members::table
+        .filter(care_team_members::user_id.eq(user_id.to_owned()))
+        .filter(care_team_members::until.is_null())
+        .select(care_team_members::patient_id);
+    let in_emergency = emergency_grants::table
+        .filter(emergency_grants::user_id.eq(user_id.to_owned()))
+        .filter(emergency_grants::expires_at.gt(now))
+        .select(emergency_grants::patient_id);
+    let mut query = patients::table
+        .filter(
+            patients::id
+                .eq_any(on_team)
+                .or(patients::id.eq_any(in_emergency)),
+        )
+        .select(Patient::as_select())
+        .order(patients::id)
+        .limit(search.rows)
+        .into_boxed();
+    if let Some(q) = search.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        if let Ok(ins) = Ins::parse(q) {
+            query = query.filter(patients::ins.eq(ins.as_str().to_owned()));
+        } else {
+            let pattern = contains_pattern(q);
+            query = query.filter(
+                lower(patients::family_name)
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(lower(patients::given_names).like(pattern).escape('\\')),
+            );
+        }
+    }
+    if let Some(cursor) = search.cursor {
+        query = query.filter(patients::id.gt(cursor));
+    }
+    query.load(conn)
+}
+
+/// A listed patient and what its reader's access rests on.
+pub struct VisiblePatient {
+    pub patient: Patient,
+    pub consent: Option<ConsentStatus>,
+    pub basis: Basis,
+    pub thread_id: String,
+}
+
+/// Of `candidates` (in order), those `caller` has a basis on now, with the
+/// basis, the consent in force and the patient's thread. Membership alone
+/// is not enough: the consent rule decides.
+pub fn visible_patients(
+    conn: &mut DbConnection,
+    caller: &AuthUser,
+    now: DateTime<Utc>,
+    candidates: Vec<Patient>,
+) -> Result<Vec<VisiblePatient>, ApiError> {
+    let ids: Vec<String> = candidates.iter().map(|p| p.id.clone()).collect();
+    let mut thread_ids: HashMap<String, String> = threads_of(conn, SubjectType::Patient, &ids)?
+        .into_iter()
+        .collect();
+    let mut visible = Vec::with_capacity(candidates.len());
+    for patient in candidates {
+        if let Some((basis, relations)) = resolve(conn, caller, &patient.id, now)? {
+            let thread_id = thread_ids.remove(&patient.id).ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("a patient without its thread"))
+            })?;
+            visible.push(VisiblePatient {
+                patient,
+                consent: relations.consent,
+                basis,
+                thread_id,
+            });
+        }
+    }
+    Ok(visible)
+}
+
+/// The id of the patient holding `ins`, if any.
+pub fn find_by_ins(conn: &mut DbConnection, ins: &Ins) -> QueryResult<Option<String>> {
+    patients::table
+        .filter(patients::ins.eq(ins.as_str()))
+        .select(patients::id)
+        .first(conn)
+        .optional()
+}
+
+/// Whom to ask for access to a patient.
+pub struct Referent {
+    pub full_name: String,
+    pub organization: Option<String>,
+    /// Theirs, else their organisation's.
+    pub phone: Option<String>,
+}
+
+/// The patient's active referent, if any.
+pub fn referent_contact(
+    conn: &mut DbConnection,
+    patient_id: &str,
+) -> QueryResult<Option<Referent>> {
+    Ok(care_team_members::table
+        .inner_join(users::table.left_join(organizations::table))
+        .filter(care_team_members::patient_id.eq(patient_id))
+        .filter(care_team_members::until.is_null())
+        .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
+        .select((
+            users::full_name,
+            organizations::name.nullable(),
+            users::phone,
+            organizations::phone.nullable(),
+        ))
+        .first::<(String, Option<String>, Option<String>, Option<String>)>(conn)
+        .optional()?
+        .map(|(full_name, organization, phone, org_phone)| Referent {
+            full_name,
+            organization,
+            phone: phone.or(org_phone),
+        }))
+}
+
+/// A recorded consent decision: status, note, recorded by (user id), at.
+pub type ConsentRow = (ConsentStatus, Option<String>, String, NaiveDateTime);
+
+/// The consent decisions on a patient, latest first (a stored status this
+/// build does not know is left out, as before).
+pub fn consent_history(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<ConsentRow>> {
+    let rows: Vec<(String, Option<String>, String, NaiveDateTime)> = consents::table
+        .filter(consents::patient_id.eq(patient_id))
+        .order((consents::recorded_at.desc(), consents::id.desc()))
+        .select((
+            consents::status,
+            consents::note,
+            consents::recorded_by,
+            consents::recorded_at,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(status, note, by, at)| Some((ConsentStatus::parse(&status)?, note, by, at)))
+        .collect())
 }

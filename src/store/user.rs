@@ -8,12 +8,13 @@ use diesel::prelude::*;
 
 use crate::auth::tokens::hash_token;
 use crate::db::models::{Invitation, Organization, User, new_id};
-use crate::db::schema::{invitations, users};
+use crate::db::schema::{invitations, organizations, users};
 use crate::db::{DbConnection, is_unique_violation};
-use crate::domain::role::NotificationPreference;
+use crate::domain::role::{NotificationPreference, Role};
 use crate::error::ApiError;
 use crate::notify::outbox;
 use crate::notify::templates::Email;
+use crate::store::{contains_pattern, lower};
 
 /// 409 naming `rpps` or `email`, whichever unique key the row broke.
 fn conflict_on_unique(err: diesel::result::Error) -> ApiError {
@@ -182,4 +183,51 @@ pub fn accept_invitation(
         .set((users::password_hash.eq(phc), users::updated_at.eq(now)))
         .execute(conn)?;
     User::find(conn, user_id)?.ok_or_else(|| ApiError::internal(anyhow::anyhow!("user vanished")))
+}
+
+/// What a directory search (`GET /users`) is narrowed to.
+pub struct UserSearch {
+    /// Only active accounts (everyone but administrators).
+    pub active_only: bool,
+    /// Part of the full name (trimmed; empty is no filter).
+    pub q: Option<String>,
+    pub role: Option<Role>,
+    pub organization_id: Option<String>,
+    /// Accounts whose id is after this one.
+    pub cursor: Option<String>,
+    /// Rows to load (a page's limit plus one, to know whether another follows).
+    pub rows: i64,
+}
+
+/// Accounts by id, each with its organisation's name, narrowed by `search`.
+pub fn directory(
+    conn: &mut DbConnection,
+    search: UserSearch,
+) -> QueryResult<Vec<(User, Option<String>)>> {
+    let mut query = users::table
+        .left_join(organizations::table)
+        .select((User::as_select(), organizations::name.nullable()))
+        .order(users::id)
+        .limit(search.rows)
+        .into_boxed();
+    if search.active_only {
+        query = query.filter(users::active.eq(true));
+    }
+    if let Some(q) = search.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        query = query.filter(
+            lower(users::full_name)
+                .like(contains_pattern(q))
+                .escape('\\'),
+        );
+    }
+    if let Some(role) = search.role {
+        query = query.filter(users::role.eq(role.as_str()));
+    }
+    if let Some(org) = search.organization_id {
+        query = query.filter(users::organization_id.eq(org));
+    }
+    if let Some(cursor) = search.cursor {
+        query = query.filter(users::id.gt(cursor));
+    }
+    query.load(conn)
 }
