@@ -373,7 +373,9 @@ pub struct EverythingParams {
     pub count: Option<i64>,
     /// Where the page starts (from the `next` link; opaque).
     #[serde(rename = "_cursor", default)]
-    #[param(pattern = "^[om](\\.[0-9a-fA-F-]{36})?$")]
+    #[param(
+        pattern = "^[om](\\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub cursor: Option<String>,
 }
 

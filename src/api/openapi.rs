@@ -472,6 +472,12 @@ fn refresh_cookie_option(doc: &mut serde_json::Value) {
             Some(params) => params.push(param),
             None => op["parameters"] = json!([param]),
         }
+        // With the header, refresh and logout take an empty body.
+        if path.ends_with("/refresh") || path.ends_with("/logout") {
+            if let Some(body) = op.get_mut("requestBody") {
+                body["required"] = json!(false);
+            }
+        }
         if let Some(ok) = op["responses"].get_mut("200") {
             ok["headers"]["Set-Cookie"] = json!({
                 "description": format!("With `{MODE_HEADER}: {MODE_COOKIE}`: the refresh token cookie; the body then has no `refresh_token`"),
