@@ -473,10 +473,10 @@ fn refresh_cookie_option(doc: &mut serde_json::Value) {
             None => op["parameters"] = json!([param]),
         }
         // With the header, refresh and logout take an empty body.
-        if path.ends_with("/refresh") || path.ends_with("/logout") {
-            if let Some(body) = op.get_mut("requestBody") {
-                body["required"] = json!(false);
-            }
+        if (path.ends_with("/refresh") || path.ends_with("/logout"))
+            && let Some(body) = op.get_mut("requestBody")
+        {
+            body["required"] = json!(false);
         }
         if let Some(ok) = op["responses"].get_mut("200") {
             ok["headers"]["Set-Cookie"] = json!({
