@@ -62,10 +62,17 @@ pub async fn refresh_cookie(
     let path = req.path().to_owned();
     let concerned =
         req.method() == Method::POST && (ISSUING.contains(&path.as_str()) || path == LOGOUT);
-    let asked = req
+    let mode = req
         .headers()
         .get(MODE_HEADER)
-        .is_some_and(|v| v.as_bytes() == MODE_COOKIE.as_bytes());
+        .map(|v| v.as_bytes().to_vec());
+    if concerned && mode.as_deref().is_some_and(|v| v != MODE_COOKIE.as_bytes()) {
+        // A mode this server does not know: refuse rather than guess.
+        let res = ApiError::malformed(MODE_HEADER, format!("the only mode is `{MODE_COOKIE}`"))
+            .error_response();
+        return Ok(req.into_response(res));
+    }
+    let asked = mode.is_some();
     if !concerned || !asked {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }

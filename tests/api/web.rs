@@ -359,3 +359,31 @@ async fn the_sign_in_page_lists_the_configured_providers() {
     .invalid_field_400("limit");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn an_unknown_refresh_mode_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let login = cookie_login(&app).await.expect(200);
+    let (cookie, _) = set_cookie(&login);
+    let token = login.body["access_token"].as_str().unwrap().to_owned();
+    for path in ["/api/v1/auth/logout", "/api/v1/auth/refresh"] {
+        app.request_with(
+            Method::POST,
+            path,
+            None,
+            None,
+            &[
+                ("cookie", format!("relais_refresh={cookie}")),
+                (MODE.0, "{}".to_owned()),
+            ],
+        )
+        .await
+        .invalid_field_400(MODE.0);
+    }
+    // The session is untouched: the access token works, the cookie refreshes.
+    app.get("/api/v1/me", &token).await.expect(200);
+    cookie_post(&app, "/api/v1/auth/refresh", &cookie, true)
+        .await
+        .expect(200);
+    app.stop().await;
+}
