@@ -446,10 +446,24 @@ fn refresh_cookie_option(doc: &mut serde_json::Value) {
     let routes = [
         "/api/v1/auth/login",
         "/api/v1/auth/refresh",
-        "/api/v1/auth/logout",
         "/api/v1/auth/oidc/token",
         "/api/v1/auth/invitations/accept",
     ];
+    // Logout honours the same header (an empty body then revokes the
+    // cookie's session and clears it); it is described, not listed as a
+    // parameter, so that the document keeps its body required for clients
+    // that send the token.
+    let logout = &mut doc["paths"]["/api/v1/auth/logout"]["post"];
+    if logout.is_object() {
+        let text = logout["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        logout["description"] = json!(format!(
+            "{text}\n\nBrowsers: with the header `{MODE_HEADER}: {MODE_COOKIE}` and an empty body, \
+             the session of the `{REFRESH_COOKIE}` cookie is revoked and the cookie cleared."
+        ));
+    }
     for path in routes {
         let op = &mut doc["paths"][path]["post"];
         if !op.is_object() {
@@ -472,8 +486,8 @@ fn refresh_cookie_option(doc: &mut serde_json::Value) {
             Some(params) => params.push(param),
             None => op["parameters"] = json!([param]),
         }
-        // With the header, refresh and logout take an empty body.
-        if (path.ends_with("/refresh") || path.ends_with("/logout"))
+        // With the header, refresh takes an empty body.
+        if path.ends_with("/refresh")
             && let Some(body) = op.get_mut("requestBody")
         {
             body["required"] = json!(false);
