@@ -400,3 +400,150 @@ test('the specialist answers and the GP applies the proposal', async () => {
   await gp.context().close();
   await sp.context().close();
 });
+
+/** Presses Tab until the element matching `selector` has the focus (keyboard only). */
+async function tabTo(page, selector, { max = 120, back = false } = {}) {
+  for (let i = 0; i < max; i += 1) {
+    if (await page.evaluate((s) => !!document.activeElement && document.activeElement.matches(s), selector)) return;
+    await page.keyboard.press(back ? 'Shift+Tab' : 'Tab');
+  }
+  throw new Error(`Tab never reached ${selector}`);
+}
+/** Replaces the focused field's text by typing. */
+async function retype(page, text) {
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Backspace');
+  await page.keyboard.type(text);
+}
+/** 2026-12-01 → 01/12/2026 */
+const fr = (iso) => iso.split('-').reverse().join('/');
+const isoPlusDays = (days) => { const d = new Date(); d.setUTCDate(d.getUTCDate() + days); return d.toISOString().slice(0, 10); };
+
+test('the GP edits the plan by keyboard: live warnings, a justification, a conflict explained and resolved', async () => {
+  const gpTok = await token('gp@demo.relais.test');
+  const p = await patient(gpTok, 'Morvan');
+  const before = await call(gpTok, 'GET', `/patients/${p.id}/care-plan`);
+  const para = before.analgesics.findIndex((l) => l.drug === 'paracetamol');
+  const ibu = before.analgesics.findIndex((l) => l.drug === 'ibuprofen');
+  assert.ok(para >= 0 && ibu >= 0, 'the demo plan has paracetamol and ibuprofen lines');
+
+  const page = await newPage();
+  await signIn(page, 'gp@demo.relais.test', `#/patients/${p.id}`);
+  await page.locator('#plan-title').waitFor();
+  // From the patient page to the editor, keyboard only.
+  await tabTo(page, '#plan-edit-link');
+  await page.keyboard.press('Enter');
+  await page.locator('#editor-title').waitFor();
+  await page.locator('#check-status', { hasText: 'Alertes à jour' }).waitFor();
+  assert.match(await page.locator('#editor-base').textContent(), new RegExp(`version ${before.version}\\b`));
+  // Dates are shown and typed day first, whatever the browser's locale.
+  const review = page.locator('#pe-review_date');
+  assert.equal(await review.inputValue(), fr(before.review_date));
+  assert.equal(await review.getAttribute('placeholder'), 'jj/mm/aaaa');
+
+  // A daily maximum above the usual one: a warning, live, that needs no justification.
+  await tabTo(page, `#pe-analgesics-${ibu}-max_daily_mg`);
+  await retype(page, '3200');
+  await page.locator('#editor-warnings li.sev-warning[data-code="dose.above_usual_max"]').waitFor();
+  assert.equal(await page.locator('#editor-warnings li.sev-blocking').count(), 0);
+  assert.equal(await page.locator('.justification textarea').count(), 0);
+  // Paracetamol up to 5 g a day: blocking, live; a justification is asked for.
+  await tabTo(page, `#pe-analgesics-${para}-max_daily_mg`);
+  await retype(page, '5000');
+  await page.locator('#editor-warnings li.sev-blocking[data-code="paracetamol.daily_total"]').waitFor();
+  const ack = page.locator('#ack-paracetamol-daily_total');
+  await ack.waitFor();
+  await axe(page, 'plan_editor');
+  await shot(page, 'plan-editor');
+  // A date that does not exist is named under its field.
+  await tabTo(page, '#pe-review_date');
+  await retype(page, '31/02/2027');
+  await page.locator('#pe-review_date-error', { hasText: 'jj/mm/aaaa' }).waitFor();
+  assert.equal(await review.getAttribute('aria-describedby'), 'pe-review_date-help pe-review_date-error');
+  const reviewDate = isoPlusDays(30);
+  await retype(page, fr(reviewDate));
+  await page.locator('#pe-review_date-error').waitFor({ state: 'detached' });
+  assert.equal(await review.inputValue(), fr(reviewDate));
+  await tabTo(page, '#pe-change_summary');
+  await page.keyboard.type('Douleur lombaire : paracétamol et ibuprofène au maximum pour une semaine.');
+  // Every blocking warning shown needs its justification (the patient's context may add one).
+  const blocking = await page.locator('#editor-warnings li.sev-blocking').evaluateAll((els) => els.map((e) => e.dataset.code));
+  assert.ok(blocking.includes('paracetamol.daily_total'), blocking.join());
+  const ackOf = (code) => `#ack-${code.replace(/[^a-z0-9_]+/gi, '-')}`;
+  // No save without the justification: the field says so and has the focus.
+  await tabTo(page, '#pe-save');
+  await page.keyboard.press('Enter');
+  await page.locator(`${ackOf(blocking[0])}-error`).waitFor();
+  assert.equal(await page.evaluate(() => `#${document.activeElement.id}`), ackOf(blocking[0]));
+  assert.equal((await call(gpTok, 'GET', `/patients/${p.id}/care-plan`)).version, before.version);
+  const justification = 'Patient de 92 kg, bilan hépatique normal, réévaluation dans cinq jours.';
+  for (const code of blocking) {
+    await tabTo(page, ackOf(code));
+    await page.keyboard.type(justification);
+  }
+  await tabTo(page, '#pe-save');
+  await page.keyboard.press('Enter');
+  await page.locator('#editor-notice', { hasText: `Version ${before.version + 1} enregistrée` }).waitFor();
+  const saved = await call(gpTok, 'GET', `/patients/${p.id}/care-plan`);
+  assert.equal(saved.version, before.version + 1);
+  assert.equal(saved.analgesics[para].max_daily_mg, 5000);
+  assert.equal(saved.analgesics[ibu].max_daily_mg, 3200);
+  assert.equal(saved.review_date, reviewDate);
+  assert.deepEqual(saved.acknowledged_warnings, blocking.map((code) => ({ code, justification })));
+
+  // Editing again while the plan is saved elsewhere (another device, through the API).
+  await tabTo(page, `#pe-analgesics-${ibu}-dose_mg`);
+  await retype(page, '600');
+  await tabTo(page, '#pe-change_summary');
+  await page.keyboard.type('Ibuprofène 600 mg par prise.');
+  const res = await fetch(`${base}/api/v1/patients/${p.id}/care-plan`, { headers: { authorization: `Bearer ${gpTok}` } });
+  const etag = res.headers.get('etag');
+  const current = await res.json();
+  const theirGoal = 'Marcher 45 minutes sans s’arrêter';
+  const put = await fetch(`${base}/api/v1/patients/${p.id}/care-plan`, { method: 'PUT',
+    headers: { authorization: `Bearer ${gpTok}`, 'content-type': 'application/json', 'if-match': etag },
+    body: JSON.stringify({ status: current.status, omt: current.omt, analgesics: current.analgesics, pain_goal: theirGoal,
+      non_drug_measures: current.non_drug_measures, review_date: current.review_date, change_summary: 'Objectif revu avec le patient',
+      acknowledged_warnings: current.acknowledged_warnings }) });
+  const putText = await put.text();
+  assert.ok(put.ok, `PUT care-plan: ${put.status} ${putText}`);
+  const theirs = JSON.parse(putText);
+  assert.equal(theirs.version, before.version + 2);
+  await tabTo(page, '#pe-save');
+  await page.keyboard.press('Enter');
+  // The 412 explained: who saved which version, and how it differs from what was typed.
+  const conflict = page.locator('#editor-conflict');
+  await conflict.waitFor();
+  const explained = await conflict.textContent();
+  assert.match(explained, new RegExp(`${theirs.author.full_name} a enregistré la version ${theirs.version} pendant que vous modifiiez`));
+  const goalRow = page.locator('#conflict-diff tr', { hasText: 'Objectif antalgique' });
+  assert.match(await goalRow.textContent(), /Marcher 45 minutes/);
+  assert.match(await page.locator('#conflict-diff').textContent(), /600\smg/);
+  // Nothing typed is lost.
+  assert.equal(await page.locator(`#pe-analgesics-${ibu}-dose_mg`).inputValue(), '600');
+  assert.equal(await page.locator('#pe-change_summary').inputValue(), 'Ibuprofène 600 mg par prise.');
+  assert.equal((await call(gpTok, 'GET', `/patients/${p.id}/care-plan`)).version, theirs.version);
+  await axe(page, 'plan_editor_conflict');
+  await shot(page, 'plan-editor-conflict');
+  // Reapplied on the new version: my change kept, theirs followed; saved.
+  await tabTo(page, '#editor-reapply', { back: true });
+  await page.keyboard.press('Enter');
+  await page.locator('#editor-notice', { hasText: `version ${theirs.version}` }).waitFor();
+  assert.equal(await page.locator('#pe-pain_goal').inputValue(), theirGoal);
+  assert.equal(await page.locator(`#pe-analgesics-${ibu}-dose_mg`).inputValue(), '600');
+  assert.match(await page.locator('#pe-save').textContent(), new RegExp(`version ${theirs.version}\\b`));
+  await tabTo(page, '#pe-save');
+  await page.keyboard.press('Enter');
+  await page.locator('#editor-notice', { hasText: `Version ${theirs.version + 1} enregistrée` }).waitFor();
+  const last = await call(gpTok, 'GET', `/patients/${p.id}/care-plan`);
+  assert.equal(last.version, theirs.version + 1);
+  assert.equal(last.analgesics[ibu].dose_mg, 600);
+  assert.equal(last.analgesics[para].max_daily_mg, 5000);
+  assert.equal(last.pain_goal, theirGoal);
+  assert.equal(last.review_date, reviewDate);
+  assert.equal(last.change_summary, 'Ibuprofène 600 mg par prise.');
+  assert.deepEqual(last.acknowledged_warnings, blocking.map((code) => ({ code, justification })));
+  assert.ok(last.warnings.some((w) => w.code === 'paracetamol.daily_total' && w.severity === 'blocking'));
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
