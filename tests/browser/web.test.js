@@ -84,7 +84,7 @@ async function newPage() {
 async function signIn(page, email, hash = '') {
   await page.goto(`${base}/${hash}`);
   await page.locator('#email').waitFor();
-  await page.locator('#email').focus();
+  await tabTo(page, '#email');
   await page.keyboard.type(email);
   await page.keyboard.press('Tab');
   await page.keyboard.type(PASSWORD);
@@ -101,6 +101,24 @@ async function axe(page, screen) {
 }
 
 async function shot(page, name) { await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true }); }
+
+/** Presses Tab until the element matching `selector` has the focus (keyboard only). */
+async function tabTo(page, selector, { max = 120, back = false } = {}) {
+  for (let i = 0; i < max; i += 1) {
+    if (await page.evaluate((s) => !!document.activeElement && document.activeElement.matches(s), selector)) return;
+    await page.keyboard.press(back ? 'Shift+Tab' : 'Tab');
+  }
+  throw new Error(`Tab never reached ${selector}`);
+}
+/** Replaces the focused field's text by typing. */
+async function retype(page, text) {
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Backspace');
+  await page.keyboard.type(text);
+}
+/** 2026-12-01 → 01/12/2026 */
+const fr = (iso) => iso.split('-').reverse().join('/');
+const isoPlusDays = (days) => { const d = new Date(); d.setUTCDate(d.getUTCDate() + days); return d.toISOString().slice(0, 10); };
 
 // ---- The flows ----
 
@@ -129,8 +147,10 @@ test('the pharmacist prints today\'s page', async () => {
   const started = { t: 0 };
   await page.goto(`${base}/#/patients/${p.id}/pharmacy`);
   await page.locator('#email').waitFor();
-  await page.fill('#email', 'pharmacist@demo.relais.test');
-  await page.fill('#password', PASSWORD);
+  await tabTo(page, '#email');
+  await page.keyboard.type('pharmacist@demo.relais.test');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(PASSWORD);
   started.t = Date.now();
   await page.keyboard.press('Enter');
   await page.locator('.pharmacy table tbody tr').first().waitFor();
@@ -160,6 +180,13 @@ test('the pharmacist prints today\'s page', async () => {
   assert.deepEqual(Object.keys(storage.session), []);
   assert.ok(Object.keys(storage.local).every((k) => k === 'relais.lang'), JSON.stringify(storage.local));
   assert.equal(storage.cookie, '');
+  // Printed from the keyboard: the print button starts the browser's printing (last: headless
+  // Chromium keeps its print job open, and page.pdf() above could not run beside it).
+  await page.evaluate(() => addEventListener('beforeprint', () => { document.body.dataset.printed = 'yes'; }));
+  await tabTo(page, '.pharmacy button');
+  assert.match(await page.evaluate(() => document.activeElement.textContent), /Imprimer/);
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.body.dataset.printed === 'yes');
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
@@ -234,6 +261,17 @@ test('a message arrives live', async () => {
   await call(tok, 'POST', `/threads/${p.thread_id}/messages`, { body });
   await gp.locator('#messages li', { hasText: body }).waitFor({ timeout: 10000 });
   figures.message_live_ms = Date.now() - sent;
+  // The GP answers from the keyboard; the nurse reads it through the API.
+  const reply = `Bien reçu, je passe demain ${Date.now()}`;
+  await tabTo(gp, '#message');
+  await gp.keyboard.type(reply);
+  await tabTo(gp, '.thread button[type=submit]');
+  await gp.keyboard.press('Enter');
+  await gp.locator('#messages li', { hasText: reply }).waitFor();
+  assert.equal(await gp.locator('#message').inputValue(), '');
+  const thread = await call(tok, 'GET', `/threads/${p.thread_id}/messages?limit=100`);
+  assert.ok(thread.items.some((m) => m.body === reply));
+  assert.deepEqual(gp.errors, []);
   await gp.context().close();
 });
 
@@ -249,17 +287,22 @@ test("a nurse's observation alerts the referent without a reload", async () => {
   await signIn(nurse, 'nurse@demo.relais.test', `#/patients/${p.id}`);
   await nurse.locator('#obs-cows_score').waitFor();
   await axe(nurse, 'observation');
-  await nurse.locator('#obs-cows_score').fill(String(watch.cows_threshold + 2));
-  await nurse.locator('#obs-pain_score').fill(String(watch.pain_threshold));
-  await nurse.click('text=Enregistrer l’observation');
+  // Keyboard only: Tab to each score, type, Enter submits.
+  await tabTo(nurse, '#obs-pain_score');
+  await nurse.keyboard.type(String(watch.pain_threshold));
+  await tabTo(nurse, '#obs-cows_score');
+  await nurse.keyboard.type(String(watch.cows_threshold + 2));
+  await nurse.keyboard.press('Enter');
   await nurse.locator('.ok[role=status]').waitFor();
   await shot(nurse, 'observation');
   await gp.locator('#live-alert').waitFor({ timeout: 10000 });
   await shot(gp, 'alert');
   // A bad value: the field is named, nothing recorded.
-  await nurse.locator('#obs-pain_score').fill('11');
-  await nurse.click('text=Enregistrer l’observation');
+  await tabTo(nurse, '#obs-pain_score', { back: true });
+  await retype(nurse, '11');
+  await nurse.keyboard.press('Enter');
   await nurse.locator('#obs-pain_score-error').waitFor();
+  assert.match(await nurse.locator('#obs-pain_score').getAttribute('aria-describedby'), /obs-pain_score-error/);
   await gp.context().close();
   await nurse.context().close();
 });
@@ -267,24 +310,35 @@ test("a nurse's observation alerts the referent without a reload", async () => {
 test('the GP reconciles a discharge handover with an amendment', async () => {
   const page = await newPage();
   await signIn(page, 'gp@demo.relais.test');
+  // Keyboard only: Tab, Enter, the arrow keys in the radio group, typing.
   await page.locator('#handover-list a').first().waitFor();
-  await page.locator('#handover-list a').first().click();
+  await tabTo(page, '#handover-list a');
+  await page.keyboard.press('Enter');
   await page.locator('#handover-title').waitFor();
   await page.locator('.side-by-side .plan-column').nth(1).waitFor();
   await axe(page, 'handover');
-  await page.click('text=Accuser réception');
+  await tabTo(page, '#handover-acknowledge');
+  await page.keyboard.press('Enter');
   await page.locator('#handover-status', { hasText: 'reçue' }).waitFor();
-  await page.locator('input[value=amend]').check();
+  await tabTo(page, 'input[name=decision]:checked');
+  assert.equal(await page.evaluate(() => document.activeElement.value), 'accept');
+  await page.keyboard.press('ArrowDown');
+  assert.equal(await page.evaluate(() => document.activeElement.value), 'amend');
   const end = page.locator('#amend-end-0');
   await end.waitFor();
+  // Dates are shown and typed day first (jj/mm/aaaa), not in the browser's locale.
   const before = await end.inputValue();
-  const shorter = new Date(`${before}T12:00:00Z`);
+  assert.match(before, /^\d{2}\/\d{2}\/\d{4}$/);
+  const shorter = new Date(`${before.split('/').reverse().join('-')}T12:00:00Z`);
   shorter.setUTCDate(shorter.getUTCDate() - 1);
-  await end.fill(shorter.toISOString().slice(0, 10));
-  await page.fill('#handover-comment', 'Paracétamol arrêté un jour plus tôt, à revoir en consultation.');
+  await tabTo(page, '#amend-end-0');
+  await retype(page, fr(shorter.toISOString().slice(0, 10)));
+  await tabTo(page, '#handover-comment');
+  await page.keyboard.type('Paracétamol arrêté un jour plus tôt, à revoir en consultation.');
   await axe(page, 'handover_amend');
   await shot(page, 'handover');
-  await page.click('text=Enregistrer la décision');
+  await tabTo(page, '#handover-form button[type=submit]');
+  await page.keyboard.press('Enter');
   await page.locator('#handover-status', { hasText: 'intégrée' }).waitFor();
   const result = await page.locator('main').textContent();
   assert.match(result, /Plan issu de cette sortie : version \d+/);
@@ -401,23 +455,38 @@ test('the specialist answers and the GP applies the proposal', async () => {
   await sp.context().close();
 });
 
-/** Presses Tab until the element matching `selector` has the focus (keyboard only). */
-async function tabTo(page, selector, { max = 120, back = false } = {}) {
-  for (let i = 0; i < max; i += 1) {
-    if (await page.evaluate((s) => !!document.activeElement && document.activeElement.matches(s), selector)) return;
-    await page.keyboard.press(back ? 'Shift+Tab' : 'Tab');
-  }
-  throw new Error(`Tab never reached ${selector}`);
-}
-/** Replaces the focused field's text by typing. */
-async function retype(page, text) {
-  await page.keyboard.press('Control+A');
-  await page.keyboard.press('Backspace');
-  await page.keyboard.type(text);
-}
-/** 2026-12-01 → 01/12/2026 */
-const fr = (iso) => iso.split('-').reverse().join('/');
-const isoPlusDays = (days) => { const d = new Date(); d.setUTCDate(d.getUTCDate() + days); return d.toISOString().slice(0, 10); };
+test('the requester cancels a consultation from the client, by keyboard', async () => {
+  const gpTok = await token('gp@demo.relais.test');
+  const p = await patient(gpTok, 'Le Gall');
+  const centre = (await call(gpTok, 'GET', '/organizations?kind=addiction_centre')).items[0];
+  const c = await call(gpTok, 'POST', '/consultations', { centre_id: centre.id, patient_id: p.id, priority: 'routine',
+    question: 'Faut-il fractionner la méthadone pendant la période post-opératoire ?' });
+  // The centre's specialist sees nothing to cancel; the requester does.
+  const sp = await newPage();
+  await signIn(sp, 'addiction@demo.relais.test', `#/consultations/${c.id}`);
+  await sp.locator('#consultation-accept').waitFor();
+  assert.equal(await sp.locator('#consultation-cancel').count(), 0);
+  await sp.context().close();
+  const page = await newPage();
+  await signIn(page, 'gp@demo.relais.test', `#/consultations/${c.id}`);
+  await page.locator('#consultation-title').waitFor();
+  await tabTo(page, '#consultation-cancel');
+  await page.keyboard.press('Enter');
+  // A second, explicit step; the focus is on it.
+  await page.locator('#consultation-cancel-confirm').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'consultation-cancel-confirm');
+  assert.equal((await call(gpTok, 'GET', `/consultations/${c.id}`)).status, 'submitted');
+  await axe(page, 'consultation_cancel');
+  await page.keyboard.press('Enter');
+  await page.locator('#consultation-status', { hasText: 'annulée' }).waitFor();
+  await page.locator('#consultation-done', { hasText: 'Demande annulée' }).waitFor();
+  assert.equal(await page.locator('#consultation-cancel').count(), 0);
+  const after = await call(gpTok, 'GET', `/consultations/${c.id}`);
+  assert.equal(after.status, 'cancelled');
+  assert.ok(after.cancelled_at);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
 
 test('the GP edits the plan by keyboard: live warnings, a justification, a conflict explained and resolved', async () => {
   const gpTok = await token('gp@demo.relais.test');

@@ -79,8 +79,8 @@ export function HandoverPage({ id }) {
     <h3>${t('plan.warnings')}</h3><${Warnings} warnings=${h.warnings} />
     ${error && html`<p class="error" role="alert">${error}</p>`}
     ${done && html`<p class="ok" role="status">${done}</p>`}
-    ${h.status === 'sent' && html`<button type="button" onClick=${() => act('acknowledge')}>${t('handover.acknowledge')}</button>`}
-    ${h.status === 'acknowledged' && plan && html`<form onSubmit=${reconcile} novalidate aria-labelledby="decide-title">
+    ${h.status === 'sent' && html`<button type="button" id="handover-acknowledge" onClick=${() => act('acknowledge')}>${t('handover.acknowledge')}</button>`}
+    ${h.status === 'acknowledged' && plan && html`<form onSubmit=${reconcile} novalidate aria-labelledby="decide-title" id="handover-form">
       <h2 id="decide-title">${t('handover.decide')}</h2>
       <fieldset><legend>${t('handover.decision')}</legend>
         ${['accept', 'amend', 'reject'].map((d) => html`<label class="choice"><input type="radio" name="decision" value=${d}
