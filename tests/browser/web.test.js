@@ -578,6 +578,8 @@ test('the GP edits the plan by keyboard: live warnings, a justification, a confl
   assert.ok(put.ok, `PUT care-plan: ${put.status} ${putText}`);
   const theirs = JSON.parse(putText);
   assert.equal(theirs.version, before.version + 2);
+  // The event stream tells the open editor at once.
+  await page.locator('#editor-newer', { hasText: `version ${theirs.version}` }).waitFor();
   await tabTo(page, '#pe-save');
   await page.keyboard.press('Enter');
   // The 412 explained: who saved which version, and how it differs from what was typed.

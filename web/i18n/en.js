@@ -252,4 +252,5 @@ export default {
   "editor.save": "Save a new version (replaces version {n})",
   "editor.save_first": "Save the first version",
   "editor.doses_hint": "Doses are in mg ({example}).",
+  "editor.newer": "Version {n} has just been saved elsewhere: when you save, you can review the changes and reapply your edits.",
 };

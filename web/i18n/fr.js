@@ -252,4 +252,5 @@ export default {
   "editor.save": "Enregistrer une nouvelle version (remplace la version {n})",
   "editor.save_first": "Enregistrer la première version",
   "editor.doses_hint": "Les doses se saisissent en mg, virgule décimale acceptée ({example}).",
+  "editor.newer": "La version {n} vient d’être enregistrée par ailleurs : en enregistrant, vous pourrez relire les différences et reprendre vos modifications.",
 };

@@ -11,7 +11,7 @@
 // and turns it into the API's shape only to check or save.
 import { html, useEffect, useRef, useState } from '../vendor/htm-preact-standalone.mjs';
 import { t, fmtDate, fmtDose, numInput, parseNum, isIsoDate, today } from '../i18n.js';
-import { api, ApiError } from '../api.js';
+import { api, onEvent, ApiError } from '../api.js';
 import { useResource, Loaded, FieldError, DateField } from './common.js';
 import { Warnings, Justifications, blockingOf, acknowledgements, conflictText, omtText, lineText, ackId } from './plans.js';
 import { canEdit } from './patients.js';
@@ -196,7 +196,12 @@ export function PlanEditor({ id, user }) {
   const [notice, setNotice] = useState(null);
   const [failure, setFailure] = useState(null);
   const [saving, setSaving] = useState(false);
+  const [newer, setNewer] = useState(null);
   const focusAfter = useRef(null);
+  // Someone saves a version while this one is edited: say so before the save is refused.
+  useEffect(() => onEvent((e) => {
+    if (e.type === 'care_plan.version_created' && e.patient_id === id) setNewer(Number(e.version));
+  }), [id]);
 
   function adopt(plan, etag) {
     setBase(plan ? { plan, etag } : null);
@@ -258,7 +263,7 @@ export function PlanEditor({ id, user }) {
     if (firstBad || Object.keys(short).length) {
       setFailure(t('editor.fix'));
       focusAfter.current = firstBad ? (firstBad === 'change_summary' ? 'pe-change_summary' : fid(firstBad)) : ackId(Object.keys(short)[0]);
-      setServerErrors(firstBad === 'change_summary' ? { change_summary: local.change_summary } : {});
+      setServerErrors(local.change_summary ? { change_summary: local.change_summary } : {});
       return;
     }
     const body = { ...built.body, change_summary: summary.trim(), acknowledged_warnings: acks };
@@ -307,7 +312,8 @@ export function PlanEditor({ id, user }) {
 
   return html`<${Loaded} res=${patient}>${(p) => {
     if (!canEdit(user, p)) return html`<p class="error" role="alert">${t('editor.not_allowed')}</p>`;
-    if (base === undefined || !form) return failure ? html`<p class="error" role="alert">${failure}</p>` : html`<p class="muted" role="status">${t('loading')}</p>`;
+    // The drug lists need the catalogue before the first render (a select keeps the value it met).
+    if (base === undefined || !form || drugRes.loading) return failure ? html`<p class="error" role="alert">${failure}</p>` : html`<p class="muted" role="status">${t('loading')}</p>`;
     const shown = { ...(attempted ? built.errors : Object.fromEntries(Object.entries(built.errors).filter(([k]) => !built.required.has(k)))), ...serverErrors };
     const acksShown = { ...ackErrors, ...Object.fromEntries(Object.entries(serverErrors).filter(([k]) => k.startsWith('ack:')).map(([k, v]) => [k.slice(4), v])) };
     const name = (code) => (drugs.find((d) => d.code === code) || {}).name || code;
@@ -317,6 +323,7 @@ export function PlanEditor({ id, user }) {
     <p><a href=${`#/patients/${id}`}>${t('back.patient')}</a></p>
     <p id="editor-base">${base ? t('editor.base', { n: base.plan.version, who: base.plan.author.full_name }) : t('editor.first')}</p>
     ${notice && html`<p class="ok" role="status" id="editor-notice" tabindex="-1">${notice}</p>`}
+    ${!conflict && base && newer > base.plan.version && html`<p class="notice" role="status" id="editor-newer">${t('editor.newer', { n: newer })}</p>`}
     ${conflict && html`<section class="conflict" role="alert" id="editor-conflict" tabindex="-1" aria-labelledby="conflict-text">
       <p id="conflict-text"><strong>${conflictText(conflict.plan, 'editor.conflict')}</strong></p>
       ${(() => {
