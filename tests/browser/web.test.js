@@ -20,7 +20,10 @@ const SHOTS = join(root, 'docs/screenshots');
 const PASSWORD = 'relais-demo-password';
 const AXE = readFileSync(join(here, 'node_modules/axe-core/axe.min.js'), 'utf8');
 
-let server; let base; let browser; let work;
+// RELAIS_BROWSER_POSTGRES=postgres://user@host:port/db runs the same flows on a fresh
+// PostgreSQL database (created on that server with psql, dropped at the end).
+const PG = process.env.RELAIS_BROWSER_POSTGRES;
+let server; let base; let browser; let work; let pgDb;
 const figures = {};
 
 function freePort() {
@@ -31,7 +34,13 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), 'relais-browser-'));
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  const env = { ...process.env, RELAIS__DATABASE__URL: `sqlite://${work}/relais.db`, RELAIS__SERVER__DATA_DIR: work,
+  let url = `sqlite://${work}/relais.db`;
+  if (PG) {
+    pgDb = `relais_browser_${process.pid}_${Date.now()}`;
+    execFileSync('psql', [PG, '-qAtc', `CREATE DATABASE ${pgDb}`]);
+    const u = new URL(PG); u.pathname = `/${pgDb}`; url = u.toString();
+  }
+  const env = { ...process.env, RELAIS__DATABASE__URL: url, RELAIS__SERVER__DATA_DIR: work,
     RELAIS__SERVER__BIND: `127.0.0.1:${port}`, RELAIS__SERVER__PUBLIC_URL: base, RELAIS__EMAIL__TRANSPORT: 'file',
     RUST_LOG: 'warn' };
   execFileSync(BIN, ['demo'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
@@ -47,7 +56,12 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  if (server) server.kill('SIGTERM');
+  if (server && server.exitCode === null) {
+    const exited = new Promise((ok) => server.once('exit', ok));
+    server.kill('SIGTERM');
+    await exited;
+  }
+  if (pgDb) execFileSync('psql', [PG, '-qAtc', `DROP DATABASE IF EXISTS ${pgDb}`]);
   if (work) rmSync(work, { recursive: true, force: true });
   writeFileSync(join(here, 'figures.json'), `${JSON.stringify(figures, null, 2)}\n`);
   console.log('figures', JSON.stringify(figures));
