@@ -117,7 +117,7 @@ async function axe(page, screen) {
 async function shot(page, name) { await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true }); }
 
 /** Presses Tab until the element matching `selector` has the focus (keyboard only). */
-async function tabTo(page, selector, { max = 120, back = false } = {}) {
+async function tabTo(page, selector, { max = 200, back = false } = {}) {
   for (let i = 0; i < max; i += 1) {
     if (await page.evaluate((s) => !!document.activeElement && document.activeElement.matches(s), selector)) return;
     await page.keyboard.press(back ? 'Shift+Tab' : 'Tab');
@@ -216,7 +216,9 @@ test('a reload keeps the session through the cookie; sign-out clears every trace
   const cookies = await page.context().cookies();
   const refresh = cookies.find((c) => c.name === 'relais_refresh');
   assert.ok(refresh && refresh.httpOnly && refresh.sameSite === 'Strict' && refresh.path === '/api/v1/auth');
-  await page.click('text=Se déconnecter');
+  await tabTo(page, 'header.top button');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Se déconnecter');
+  await page.keyboard.press('Enter');
   await page.locator('#email').waitFor();
   assert.equal((await page.context().cookies()).find((c) => c.name === 'relais_refresh'), undefined);
   await page.reload();
@@ -241,13 +243,19 @@ test('patient search and the patient page', async () => {
   const page = await newPage();
   await signIn(page, 'gp@demo.relais.test');
   await page.locator('#inbox-title').waitFor();
-  await page.click('nav >> text=Patients');
-  await page.locator('#q').fill('Morvan');
+  // Keyboard only: the navigation, the search field, the result's link.
+  await tabTo(page, 'nav a[href="#/patients"]');
+  await page.keyboard.press('Enter');
+  await page.locator('#q').waitFor();
+  await tabTo(page, '#q');
+  await page.keyboard.type('Morvan');
   await page.keyboard.press('Enter');
   await page.locator('table >> text=MORVAN Loïc').waitFor();
   await axe(page, 'search');
   await shot(page, 'search');
-  await page.click('text=MORVAN Loïc');
+  await tabTo(page, 'table a[href^="#/patients/"]');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'MORVAN Loïc');
+  await page.keyboard.press('Enter');
   await page.locator('#plan-title').waitFor();
   await page.locator('#versions-title + table tbody tr').first().waitFor();
   await page.locator('.warnings li, .ok').first().waitFor();
@@ -377,20 +385,29 @@ test('the specialist answers and the GP applies the proposal', async () => {
   assert.ok(before.omt.medication !== 'none' && before.omt.doses_per_day < 4);
   const proposedDoses = before.omt.doses_per_day + 1;
 
-  // The GP asks the pain centre from the patient page, keyboard and labels only.
+  // The GP asks the pain centre from the patient page, keyboard only.
   const gp = await newPage();
   await signIn(gp, 'gp@demo.relais.test', `#/patients/${p.id}`);
-  await gp.locator('#ask-open').click();
+  await gp.locator('#ask-open').waitFor();
+  await tabTo(gp, '#ask-open');
+  await gp.keyboard.press('Enter');
   await gp.locator('#ask-form').waitFor();
+  assert.equal(await gp.evaluate(() => document.activeElement.id), 'ask-centre');
   // Nothing chosen: each field named, nothing sent.
-  await gp.getByRole('button', { name: 'Envoyer la demande' }).click();
+  await tabTo(gp, '#ask-form button[type=submit]');
+  await gp.keyboard.press('Enter');
+  await gp.locator('#ask-centre-error').waitFor();
   assert.match(await gp.locator('#ask-centre-error').textContent(), /Choisissez un centre/);
   assert.match(await gp.locator('#ask-question-error').textContent(), /Écrivez votre question/);
   assert.equal(gp.url().includes('#/consultations/'), false);
-  await gp.selectOption('#ask-centre', centre.id);
-  await gp.getByLabel('Question', { exact: true }).fill('Douleur lombaire persistante : faut-il fractionner la buprénorphine ?');
+  await tabTo(gp, '#ask-centre', { back: true });
+  for (let i = 0; i < 20 && (await gp.locator('#ask-centre').inputValue()) !== centre.id; i += 1) await gp.keyboard.press('ArrowDown');
+  assert.equal(await gp.locator('#ask-centre').inputValue(), centre.id);
+  await tabTo(gp, '#ask-question');
+  await gp.keyboard.type('Douleur lombaire persistante : faut-il fractionner la buprénorphine ?');
   await axe(gp, 'consultation_request');
-  await gp.getByRole('button', { name: 'Envoyer la demande' }).click();
+  await tabTo(gp, '#ask-form button[type=submit]');
+  await gp.keyboard.press('Enter');
   await gp.locator('#consultation-title').waitFor();
   const id = gp.url().split('#/consultations/')[1];
   assert.match(id, /^[0-9a-f-]{36}$/);
@@ -405,18 +422,26 @@ test('the specialist answers and the GP applies the proposal', async () => {
   await link.focus();
   await sp.keyboard.press('Enter');
   await sp.locator('#consultation-accept').waitFor();
-  await sp.locator('#consultation-accept').click();
+  await tabTo(sp, '#consultation-accept');
+  await sp.keyboard.press('Enter');
   await sp.locator('#consultation-status', { hasText: 'prise en charge' }).waitFor();
   // An empty answer is refused before anything is sent.
-  await sp.locator('#consultation-send-answer').click();
+  await tabTo(sp, '#consultation-send-answer');
+  await sp.keyboard.press('Enter');
+  await sp.locator('#consultation-error').waitFor();
   assert.match(await sp.locator('#consultation-error').textContent(), /Écrivez votre avis/);
   assert.equal((await call(await token('pain@demo.relais.test'), 'GET', `/consultations/${id}`)).status, 'accepted');
-  await sp.locator('#consultation-answer').fill('Fractionner la buprénorphine, même dose quotidienne ; réévaluer dans sept jours.');
-  await sp.locator('#consultation-with-plan').check();
-  await sp.locator('#prop-omt-doses').fill(String(proposedDoses));
+  await tabTo(sp, '#consultation-answer', { back: true });
+  await sp.keyboard.type('Fractionner la buprénorphine, même dose quotidienne ; réévaluer dans sept jours.');
+  await tabTo(sp, '#consultation-with-plan');
+  await sp.keyboard.press('Space');
+  await sp.locator('#prop-omt-doses').waitFor();
+  await tabTo(sp, '#prop-omt-doses');
+  await retype(sp, String(proposedDoses));
   await axe(sp, 'consultation_answer');
   await shot(sp, 'consultation-answer');
-  await sp.locator('#consultation-send-answer').click();
+  await tabTo(sp, '#consultation-send-answer');
+  await sp.keyboard.press('Enter');
   await sp.locator('#consultation-status', { hasText: 'avis rendu' }).waitFor();
   assert.deepEqual(sp.errors, []);
 
@@ -432,15 +457,17 @@ test('the specialist answers and the GP applies the proposal', async () => {
       non_drug_measures: current.non_drug_measures, review_date: current.review_date, change_summary: 'Relecture du plan',
       acknowledged_warnings: current.acknowledged_warnings }) });
   assert.ok(put.ok, `PUT care-plan: ${put.status} ${await put.text()}`);
-  await gp.locator('#consultation-apply').click();
+  await tabTo(gp, '#consultation-apply');
+  await gp.keyboard.press('Enter');
   await gp.locator('#apply-error', { hasText: `version ${current.version + 1}` }).waitFor();
   assert.match(await gp.locator('#apply-error').textContent(), /relisez les différences/);
   assert.match(await gp.locator('#consultation-apply').textContent(), new RegExp(`version ${current.version + 1}\\b`));
   await axe(gp, 'consultation_apply');
   await shot(gp, 'consultation');
 
-  // One click applies it on the version now read.
-  await gp.locator('#consultation-apply').click();
+  // One press applies it on the version now read.
+  await tabTo(gp, '#consultation-apply');
+  await gp.keyboard.press('Enter');
   await gp.locator('#consultation-applied').waitFor();
   const c = await call(gpTok, 'GET', `/consultations/${id}`);
   assert.equal(c.status, 'answered');
@@ -454,10 +481,13 @@ test('the specialist answers and the GP applies the proposal', async () => {
   assert.match(await gp.locator('#consultation-applied').textContent(), new RegExp(`version ${plan.version}\\b`));
   // The GP closes it: the advice avoided a referral.
   await gp.locator('#close-form').waitFor();
-  await gp.getByLabel('résolu par l’avis').check();
-  await gp.locator('#close-avoided').check();
+  await tabTo(gp, 'input[name=close-outcome]:checked');
+  assert.equal(await gp.evaluate(() => document.activeElement.value), 'resolved');
+  await tabTo(gp, '#close-avoided');
+  await gp.keyboard.press('Space');
   await axe(gp, 'consultation_close');
-  await gp.locator('#consultation-close').click();
+  await tabTo(gp, '#consultation-close');
+  await gp.keyboard.press('Enter');
   await gp.locator('#consultation-status', { hasText: 'close' }).waitFor();
   await gp.locator('#consultation-outcome').waitFor();
   const closed = await call(gpTok, 'GET', `/consultations/${id}`);
