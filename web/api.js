@@ -99,10 +99,11 @@ export async function signOut() {
   end('signed-out');
 }
 
-/** Calls the API with the access token; renews it once on 401. */
-export async function api(method, path, { body, headers = {} } = {}) {
+/** Calls the API with the access token; renews it once on 401. `signal`
+ * (an AbortController's) cancels it: the promise rejects with an AbortError. */
+export async function api(method, path, { body, headers = {}, signal } = {}) {
   const send = () => fetch(BASE + path, {
-    method, credentials: 'same-origin', cache: 'no-store',
+    method, credentials: 'same-origin', cache: 'no-store', signal,
     headers: {
       ...(session ? { Authorization: `Bearer ${session.token}` } : {}),
       ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),

@@ -7,7 +7,9 @@ import { SignIn } from './screens/sign_in.js';
 import { Inbox } from './screens/inbox.js';
 import { PatientSearch, PatientPage } from './screens/patients.js';
 import { PharmacyPage } from './screens/pharmacy.js';
-import { HandoverPage, ConsultationPage } from './screens/handovers.js';
+import { HandoverPage } from './screens/handovers.js';
+import { ConsultationPage } from './screens/consultations.js';
+import { PlanEditor } from './screens/plan_editor.js';
 
 function route() {
   const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
@@ -15,7 +17,8 @@ function route() {
 }
 
 function Screen({ parts, user }) {
-  const [first, id, sub] = parts;
+  const [first, id, sub, action] = parts;
+  if (first === 'patients' && id && sub === 'plan' && action === 'edit') return html`<${PlanEditor} id=${id} user=${user} />`;
   if (first === 'patients' && id && sub === 'pharmacy') return html`<${PharmacyPage} id=${id} />`;
   if (first === 'patients' && id) return html`<${PatientPage} id=${id} user=${user} />`;
   if (first === 'patients') return html`<${PatientSearch} />`;

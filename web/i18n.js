@@ -52,3 +52,43 @@ export function fmtDose(mg) {
 export function today() {
   return new Intl.DateTimeFormat('en-CA', { timeZone: TZ }).format(new Date());
 }
+
+// ---- Dates and numbers typed by the user ----
+// A native <input type=date> shows the browser's locale (mm/dd/yyyy in an
+// English Chromium), whatever the page's language: dates are typed as text,
+// jj/mm/aaaa as the network writes them, and checked here.
+
+const ISO = /^\d{4}-\d{2}-\d{2}$/;
+/** Whether `value` is a calendar date the API takes (YYYY-MM-DD). */
+export function isIsoDate(value) { return typeof value === 'string' && ISO.test(value); }
+/** YYYY-MM-DD as typed in a date field: 01/12/2026 (anything else as it is). */
+export function dateInput(value) {
+  if (!value) return '';
+  if (!isIsoDate(value)) return value;
+  const [y, m, d] = value.split('-');
+  return `${d}/${m}/${y}`;
+}
+/** A typed date to YYYY-MM-DD: '' → null, a wrong or impossible date → undefined.
+ * Takes 1/12/2026, 01/12/2026, 01-12-2026, 01.12.2026 (day first). */
+export function parseDateInput(text) {
+  const s = (text || '').trim();
+  if (!s) return null;
+  const m = /^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$/.exec(s);
+  if (!m) return undefined;
+  const [d, mo, y] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const date = new Date(Date.UTC(y, mo - 1, d));
+  if (date.getUTCFullYear() !== y || date.getUTCMonth() !== mo - 1 || date.getUTCDate() !== d) return undefined;
+  return `${m[3]}-${String(mo).padStart(2, '0')}-${String(d).padStart(2, '0')}`;
+}
+/** A number as typed in a field: 12,5 in French. */
+export function numInput(value) {
+  if (value === null || value === undefined) return '';
+  return lang === 'fr' ? String(value).replace('.', ',') : String(value);
+}
+/** A typed number: '' → null, not a number → undefined; 12,5 and 12.5 both read. */
+export function parseNum(text) {
+  const s = (text || '').trim().replace(/\s/g, '');
+  if (!s) return null;
+  if (!/^\d+(?:[.,]\d+)?$/.test(s)) return undefined;
+  return Number(s.replace(',', '.'));
+}

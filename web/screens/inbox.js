@@ -2,7 +2,7 @@
 import { html } from '../vendor/htm-preact-standalone.mjs';
 import { t, fmtDate, fmtDateTime } from '../i18n.js';
 import { useResource, Loaded } from './common.js';
-import { ConsultationList } from './handovers.js';
+import { ConsultationList } from './consultations.js';
 
 const live = () => true;
 

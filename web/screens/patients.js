@@ -5,7 +5,8 @@ import { html, useState, useEffect, useRef } from '../vendor/htm-preact-standalo
 import { t, fmtDate, fmtDateTime, fmtDose } from '../i18n.js';
 import { api, onEvent, ApiError } from '../api.js';
 import { useResource, Loaded, FieldError, personName } from './common.js';
-import { ConsultationRequest } from './handovers.js';
+import { ConsultationRequest } from './consultations.js';
+import { Warnings, schedule } from './plans.js';
 
 export function PatientSearch() {
   const [q, setQ] = useState('');
@@ -52,18 +53,6 @@ function CareTeam({ id }) {
       ${m.full_name} · ${t(`role.${m.role}`)}${m.team_role === 'referent' ? html` <span class="tag">${t('team.referent')}</span>` : ''}
       ${m.organization_name && html`<span class="muted"> · ${m.organization_name}</span>`}
       ${m.phone && html` · <a href=${`tel:${m.phone}`}>${m.phone}</a>`}</li>`)}</ul>`}<//></section>`;
-}
-
-export function Warnings({ warnings }) {
-  if (!warnings || warnings.length === 0) return html`<p class="ok">${t('plan.no_warnings')}</p>`;
-  return html`<ul class="warnings">${warnings.map((w) => html`<li class=${`sev-${w.severity}`}>
-    <strong>${t(`severity.${w.severity}`)}</strong> — ${w.message} <span class="muted">(${w.code} · ${w.source})</span></li>`)}</ul>`;
-}
-
-function schedule(l) {
-  if (l.times_per_day) return t('schedule.times', { n: l.times_per_day });
-  if (l.interval_h) return t('schedule.interval', { h: l.interval_h });
-  return '—';
 }
 
 function Plan({ id, drugs }) {
@@ -169,6 +158,11 @@ function Alerts({ id }) {
   return html`<div class="alert" role="alert" id="live-alert">${t('obs.alert', { date: fmtDateTime(alerts[0].at) })}</div>`;
 }
 
+/** Who may write the plan: a prescriber on the team (the server decides). */
+export function canEdit(user, p) {
+  return ['gp', 'hospital_doctor', 'specialist'].includes(user.role) && p.access_basis === 'team';
+}
+
 export function PatientPage({ id, user }) {
   const res = useResource(`/patients/${id}`);
   const drugs = useResource('/drugs');
@@ -178,7 +172,8 @@ export function PatientPage({ id, user }) {
   return html`<${Loaded} res=${res}>${(p) => html`<article aria-labelledby="patient-title">
     <h1 id="patient-title">${p.family_name.toUpperCase()} ${p.given_names}</h1>
     <${Alerts} id=${id} />
-    <p class="actions"><a href=${`#/patients/${id}/pharmacy`}>${t('pharmacy.open')}</a></p>
+    <p class="actions"><a href=${`#/patients/${id}/pharmacy`}>${t('pharmacy.open')}</a>
+      ${canEdit(user, p) && html`<a href=${`#/patients/${id}/plan/edit`} id="plan-edit-link">${t('editor.open')}</a>`}</p>
     <div class="columns">
       <div><section aria-labelledby="identity-title"><h2 id="identity-title">${t('patient.identity')}</h2><${Identity} p=${p} /></section>
         <${Consent} id=${id} /><${CareTeam} id=${id} /></div>

@@ -2,12 +2,7 @@
 import { html } from '../vendor/htm-preact-standalone.mjs';
 import { t, fmtDate, fmtLongDate, fmtDateTime, fmtDose, today } from '../i18n.js';
 import { useResource, Loaded, personName } from './common.js';
-
-function schedule(line) {
-  if (line.times_per_day) return t('schedule.times', { n: line.times_per_day });
-  if (line.interval_h) return t('schedule.interval', { h: line.interval_h });
-  return '—';
-}
+import { schedule } from './plans.js';
 
 function Contact({ person }) {
   if (!person) return '—';
