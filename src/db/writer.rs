@@ -21,6 +21,7 @@
 //! the chain's new head in a [`CommittedHead`], for the audit anchor to
 //! checkpoint outside the database (no disk write here: see `audit::anchor`).
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -49,6 +50,31 @@ type Job = Box<dyn FnOnce(&mut DbConnection, &mut Staged) -> Completion + Send>;
 type Staged = Vec<(AuditRecord, NaiveDateTime)>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 
+thread_local! {
+    /// Set on the writer thread while a PostgreSQL batch runs its jobs: the
+    /// batch's transaction holds the audit chain's head row (its first
+    /// statement, see [`commit_batch`]).
+    static HOLDS_HEAD: Cell<bool> = const { Cell::new(false) };
+    /// Set by [`note_events`] when a job of the running batch stored
+    /// events: the batch then wakes the event hubs once, at its commit.
+    static EMITTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread runs a write batch that holds the audit chain's
+/// head row (PostgreSQL), locked before any job ran.
+pub fn batch_holds_head() -> bool {
+    HOLDS_HEAD.with(Cell::get)
+}
+
+/// Tells the running batch that a job stored events (`notify::events::emit`):
+/// once committed, the batch wakes the event hubs once (on PostgreSQL with
+/// one `NOTIFY`, heard by every instance, this one included; on SQLite by
+/// the local commit signal). A job rolled back after storing events costs
+/// a wake-up that finds nothing, no more.
+pub fn note_events() {
+    EMITTED.with(|e| e.set(true));
+}
+
 /// The handle requests use to reach the writer thread.
 #[derive(Clone)]
 pub struct Writer {
@@ -64,6 +90,7 @@ impl Writer {
         manager: ConnectionManager,
         committed: Arc<CommittedHead>,
         metrics: DbMetrics,
+        commits: Arc<tokio::sync::Notify>,
     ) -> std::io::Result<Self> {
         let queued = metrics.queue_depth.clone();
         let sqlite = manager.backend == Backend::Sqlite;
@@ -75,7 +102,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("relais-db-writer".into())
             .spawn(move || {
-                run(&manager, &queue, &restart, &committed, &metrics);
+                run(&manager, &queue, &restart, &committed, &metrics, &commits);
                 // Nothing more will commit: the anchor writes the last head.
                 committed.stop();
                 drop(running);
@@ -233,6 +260,7 @@ fn run(
     restart: &AtomicBool,
     committed: &CommittedHead,
     metrics: &DbMetrics,
+    commits: &tokio::sync::Notify,
 ) {
     let mut conn: Option<DbConnection> = None;
     while let Ok(first) = queue.recv() {
@@ -274,11 +302,19 @@ fn run(
                 },
             };
             match commit_batch(connection, &mut batch, committed) {
-                Ran::Done(connection) => break connection,
+                Ran::Done(connection, woke) => {
+                    // SQLite: the hub of this process reads the new events
+                    // (PostgreSQL: the batch's NOTIFY wakes every instance's).
+                    if woke && manager.backend == Backend::Sqlite {
+                        commits.notify_one();
+                    }
+                    break connection;
+                }
                 // No job has run: the jobs are whole, on a fresh connection
                 // the batch starts again from scratch.
                 Ran::NotStarted(err) if attempt < START_ATTEMPTS => {
                     tracing::warn!(error = %err, attempt, "database writer: a batch could not start; retrying");
+                    metrics.batch_restarts.inc();
                     attempt += 1;
                     std::thread::sleep(RETRY_PAUSE);
                 }
@@ -318,8 +354,8 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// What became of a batch.
 enum Ran {
     /// Every job ran and was answered; the connection, when it is still fit
-    /// for the next batch.
-    Done(Option<DbConnection>),
+    /// for the next batch, and whether the batch committed events.
+    Done(Option<DbConnection>, bool),
     /// The transaction failed before any job ran: the jobs are untouched.
     NotStarted(diesel::result::Error),
 }
@@ -330,6 +366,7 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut panicked = false;
     let mut started = false;
+    let mut emitted = false;
     let outcome = conn.transaction::<Option<ChainHead>, diesel::result::Error, _>(|conn| {
         // SQLite: take the write lock first (see migrations: write_lock), so
         // a read-then-write job never meets SQLITE_BUSY_SNAPSHOT.
@@ -344,6 +381,8 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
             DbConnection::Postgres(_) => Some(chain::lock_head(conn)?),
         };
         started = true;
+        HOLDS_HEAD.with(|h| h.set(head.is_some()));
+        EMITTED.with(|e| e.set(false));
         let mut staged = Staged::new();
         for job in batch.drain(..) {
             match catch_unwind(AssertUnwindSafe(|| job(conn, &mut staged))) {
@@ -352,9 +391,19 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
                     // The panicking job's answer channel is dropped; the
                     // others must not be reported as committed.
                     panicked = true;
+                    HOLDS_HEAD.with(|h| h.set(false));
                     return Err(diesel::result::Error::RollbackTransaction);
                 }
             }
+        }
+        HOLDS_HEAD.with(|h| h.set(false));
+        emitted = EMITTED.with(|e| e.replace(false));
+        if emitted && let DbConnection::Postgres(pg) = conn {
+            // One wake-up for the batch's events, delivered at its commit
+            // to every instance listening (`notify::events::spawn_listener`).
+            diesel::sql_query("SELECT pg_notify($1, '')")
+                .bind::<diesel::sql_types::Text, _>(crate::notify::events::EVENTS_CHANNEL)
+                .execute(pg)?;
         }
         // The audit rows of the batch's writes join the chain here, in the
         // same transaction: stored together with what they audit, or not at all.
@@ -388,7 +437,8 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
     }
     // After a panic or a failed commit the connection's transaction state is
     // not certain: the next batch starts on a fresh one.
-    Ran::Done((error.is_none()).then_some(conn))
+    let fit = error.is_none();
+    Ran::Done(fit.then_some(conn), fit && emitted)
 }
 
 #[cfg(test)]
