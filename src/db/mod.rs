@@ -282,6 +282,8 @@ pub struct DbMetrics {
     /// Write batches that could not start (their connection was closed)
     /// and were started again on a new connection.
     pub batch_restarts: prometheus::IntCounter,
+    /// Writes refused because the writer's queue was full (answered 503).
+    pub writes_refused: prometheus::IntCounter,
 }
 
 impl DbMetrics {
@@ -327,6 +329,11 @@ impl DbMetrics {
                 "Write batches that could not start and were started again on a new connection",
             )
             .expect("valid counter options"),
+            writes_refused: prometheus::IntCounter::new(
+                "relais_db_writer_refused_total",
+                "Writes refused because the writer's queue was full (503)",
+            )
+            .expect("valid counter options"),
         }
     }
 
@@ -341,6 +348,7 @@ impl DbMetrics {
             Box::new(self.pool_timeouts.clone()),
             Box::new(self.lost_connections.clone()),
             Box::new(self.batch_restarts.clone()),
+            Box::new(self.writes_refused.clone()),
         ]
     }
 }
@@ -394,6 +402,12 @@ pub struct Db {
 impl Db {
     /// Connects to `url` with `pool_size` connections.
     pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        Self::connect_bounded(url, pool_size, writer::MAX_QUEUED)
+    }
+
+    /// [`Db::connect`], with at most `max_queued` writes waiting for the
+    /// writer (past it a write is answered 503 at once).
+    pub fn connect_bounded(url: &str, pool_size: u32, max_queued: usize) -> anyhow::Result<Self> {
         let manager = ConnectionManager::new(url)?;
         let backend = manager.backend;
         let lock = match manager.sqlite_path() {
@@ -408,6 +422,7 @@ impl Db {
             committed.clone(),
             metrics.clone(),
             commits.clone(),
+            max_queued,
         )?;
         let pool = Pool::builder()
             .max_size(pool_size)

@@ -75,12 +75,22 @@ pub fn note_events() {
     EMITTED.with(|e| e.set(true));
 }
 
+/// The most jobs waiting for the writer. Past it a write is refused at
+/// once (503 with `Retry-After`, nothing done) instead of queueing without
+/// bound: at 64 jobs a batch on PostgreSQL (256 on SQLite) that is 64 (16)
+/// batches of work, well over a second, and a few MiB of closures.
+pub const MAX_QUEUED: usize = 4096;
+/// What a refused write's client is told to wait.
+const REFUSED_RETRY_AFTER_S: u64 = 1;
+
 /// The handle requests use to reach the writer thread.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     /// Jobs sent and not yet taken off the queue (the queue depth).
     queued: prometheus::IntGauge,
+    /// Writes refused because the queue was full.
+    refused: prometheus::IntCounter,
 }
 
 impl Writer {
@@ -91,10 +101,12 @@ impl Writer {
         committed: Arc<CommittedHead>,
         metrics: DbMetrics,
         commits: Arc<tokio::sync::Notify>,
+        max_queued: usize,
     ) -> std::io::Result<Self> {
         let queued = metrics.queue_depth.clone();
+        let refused = metrics.writes_refused.clone();
         let sqlite = manager.backend == Backend::Sqlite;
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::sync_channel::<Job>(max_queued);
         let (running, stopped) = mpsc::channel::<()>();
         let checkpoints = manager.clone();
         let restart = Arc::new(AtomicBool::new(false));
@@ -112,15 +124,29 @@ impl Writer {
                 .name("relais-checkpoint".into())
                 .spawn(move || checkpoint(&checkpoints, &stopped, &asked))?;
         }
-        Ok(Self { jobs, queued })
+        Ok(Self {
+            jobs,
+            queued,
+            refused,
+        })
     }
 
-    /// Sends `job` to the thread, counted in the queue depth until taken.
-    fn send(&self, job: Job) {
+    /// Sends `job` to the thread, counted in the queue depth until taken;
+    /// false (and the job dropped) when the queue is full.
+    fn send(&self, job: Job) -> bool {
         self.queued.inc();
-        if self.jobs.send(job).is_err() {
-            // The thread is gone; the dropped job's receiver reports it.
-            self.queued.dec();
+        match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.queued.dec();
+                self.refused.inc();
+                false
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                // The thread is gone; the dropped job's receiver reports it.
+                self.queued.dec();
+                true
+            }
         }
     }
 
@@ -142,8 +168,7 @@ impl Writer {
             complete(answer, result)
         });
         // If the thread is gone the receiver reports it (its sender drops).
-        self.send(job);
-        receiver
+        if self.send(job) { receiver } else { refused() }
     }
 
     /// Queues audit records of their own (a read's, a denial's); the
@@ -161,9 +186,17 @@ impl Writer {
             staged.extend(records.into_iter().map(|r| (r, now)));
             complete(answer, Ok(()))
         });
-        self.send(job);
-        receiver
+        if self.send(job) { receiver } else { refused() }
     }
+}
+
+/// The answer to a write the full queue refused: 503, retry shortly.
+fn refused<T>() -> oneshot::Receiver<Result<T, ApiError>> {
+    let (answer, receiver) = oneshot::channel();
+    let _ = answer.send(Err(ApiError::Overloaded {
+        retry_after_s: REFUSED_RETRY_AFTER_S,
+    }));
+    receiver
 }
 
 /// How to report a job's `result` once its batch's commit is known.
@@ -514,6 +547,85 @@ mod tests {
             .count();
         assert_eq!(ok, 133);
         assert_eq!(count(&db), 133);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_past_the_queue_bound_is_refused_at_once_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/w.db", dir.path().display());
+        let db = Db::connect_bounded(&url, 2, 2).unwrap();
+        db.migrate().await.unwrap();
+        db.write(|conn| {
+            Ok(conn.batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?)
+        })
+        .await
+        .unwrap();
+        // A write that holds the writer thread until released: the queue
+        // behind it fills up and is not drained meanwhile.
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let insert = |i: i64| {
+            move |conn: &mut crate::db::Tx<'_>| -> Result<(), ApiError> {
+                diesel::sql_query("INSERT INTO t (id, v) VALUES (?, 'x')")
+                    .bind::<BigInt, _>(i)
+                    .execute(&mut **conn)?;
+                Ok(())
+            }
+        };
+        let blocking = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |conn| {
+                    started.send(()).unwrap();
+                    released.recv().unwrap();
+                    insert(1)(conn)
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || running.recv().unwrap())
+            .await
+            .unwrap();
+        // Two fit in the queue (its bound), the third is refused.
+        let queued: Vec<_> = (2..=3)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move { db.write(insert(i)).await })
+            })
+            .collect();
+        let mut refused = None;
+        for _ in 0..1000 {
+            // The two spawned writes are queued once the gauge says so.
+            if db.metrics().queue_depth.get() == 2 {
+                refused = Some(db.write(insert(4)).await);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let refused = refused.expect("the two writes were queued");
+        assert!(
+            matches!(refused, Err(ApiError::Overloaded { retry_after_s: 1 })),
+            "{refused:?}"
+        );
+        assert_eq!(db.metrics().writes_refused.get(), 1);
+        release.send(()).unwrap();
+        blocking.await.unwrap().unwrap();
+        for write in queued {
+            write.await.unwrap().unwrap();
+        }
+        assert_eq!(count(&db), 3, "the refused write stored nothing");
+    }
+
+    #[test]
+    fn a_refused_write_is_a_503_problem_with_retry_after() {
+        use actix_web::ResponseError;
+        let response = ApiError::Overloaded { retry_after_s: 1 }.error_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+        assert_eq!(
+            response.headers().get("content-type").unwrap(),
+            "application/problem+json"
+        );
     }
 
     #[tokio::test]
