@@ -96,6 +96,10 @@ pub enum ApiError {
     /// Every password-hashing slot is taken (a 503 with `Retry-After`).
     #[error("busy")]
     Busy { retry_after_s: u64 },
+    /// The database writer's queue is full (a 503 with `Retry-After`):
+    /// nothing of the request was done.
+    #[error("overloaded")]
+    Overloaded { retry_after_s: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
     /// Not a failure: the stored answer to an `Idempotency-Key` seen before.
@@ -151,6 +155,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => ("throttled", "Too many requests"),
             Self::Unavailable(_) => ("unavailable", "Service unavailable"),
             Self::Busy { .. } => ("busy", "Service busy"),
+            Self::Overloaded { .. } => ("overloaded", "Service overloaded"),
             Self::Internal(_) | Self::Replay { .. } => ("internal", "Internal error"),
         }
     }
@@ -192,6 +197,12 @@ impl ApiError {
                 format!("too many sign-ins at once; retry in {retry_after_s} s"),
                 vec![],
             ),
+            Self::Overloaded { retry_after_s } => (
+                format!(
+                    "too many writes are waiting for the database; nothing was done, retry in {retry_after_s} s"
+                ),
+                vec![],
+            ),
             Self::Internal(_) | Self::Replay { .. } => (
                 "an internal error occurred; it has been logged".to_owned(),
                 vec![],
@@ -231,7 +242,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) | Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Replay { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
         }
@@ -251,7 +264,9 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) | Self::UnauthorizedField { .. } => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            Self::TooManyRequests { retry_after_s } | Self::Busy { retry_after_s } => {
+            Self::TooManyRequests { retry_after_s }
+            | Self::Busy { retry_after_s }
+            | Self::Overloaded { retry_after_s } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
             }
             _ => {}

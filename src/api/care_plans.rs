@@ -239,6 +239,7 @@ pub async fn put_care_plan(
                     source: None,
                     author_id: &access.caller.id,
                 },
+                &access.relations,
                 expected,
                 now,
             )?;

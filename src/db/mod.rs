@@ -5,7 +5,7 @@ pub mod json;
 pub mod lock;
 pub mod models;
 pub mod schema;
-mod writer;
+pub mod writer;
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
@@ -140,9 +140,12 @@ impl ConnectionManager {
     /// Opens one connection, configured for its backend.
     pub fn establish(&self) -> Result<DbConnection, r2d2::Error> {
         match self.backend {
-            Backend::Postgres => PgConnection::establish(&self.target)
-                .map(DbConnection::Postgres)
-                .map_err(r2d2::Error::ConnectionError),
+            Backend::Postgres => {
+                let mut conn =
+                    PgConnection::establish(&self.target).map_err(r2d2::Error::ConnectionError)?;
+                conn.set_instrumentation(Liveness::default());
+                Ok(DbConnection::Postgres(conn))
+            }
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.target)
                     .map_err(r2d2::Error::ConnectionError)?;
@@ -165,13 +168,61 @@ impl ManageConnection for ConnectionManager {
         self.establish()
     }
 
+    /// Not called on checkout (the pool is built with
+    /// `test_on_check_out(false)`: a `SELECT 1` before every use was a fifth
+    /// of the statements of a request); [`ManageConnection::has_broken`]
+    /// keeps a connection PostgreSQL closed out of the pool instead.
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
         conn.batch_execute("SELECT 1")
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    /// Checked when a connection comes back to the pool: one PostgreSQL
+    /// closed (a restart, `pg_terminate_backend`, an idle timeout) is
+    /// dropped, never handed out again; so is one left inside a
+    /// transaction (diesel's own check).
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        connection_lost(conn) || diesel::r2d2::R2D2Connection::is_broken(conn)
+    }
+}
+
+/// Watches a PostgreSQL connection's statements for the sign that the
+/// server closed it: libpq reports the connection bad
+/// (`DatabaseErrorKind::ClosedConnection`) or could not send the statement.
+/// A flag set on the connection itself, read without a round trip by
+/// [`connection_lost`]: diesel's own `is_broken` looks only at the
+/// transaction state, and libpq's `PQstatus` is not exposed.
+#[derive(Debug, Default)]
+struct Liveness {
+    lost: bool,
+}
+
+impl diesel::connection::Instrumentation for Liveness {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        use diesel::result::{DatabaseErrorKind, Error};
+        if let diesel::connection::InstrumentationEvent::FinishQuery {
+            error:
+                Some(Error::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                    _,
+                )),
+            ..
+        } = event
+        {
+            self.lost = true;
+        }
+    }
+}
+
+/// Whether a statement on `conn` found that PostgreSQL had closed it (never
+/// for SQLite).
+pub fn connection_lost(conn: &mut DbConnection) -> bool {
+    match conn {
+        DbConnection::Postgres(pg) => pg
+            .instrumentation()
+            .downcast_ref::<Liveness>()
+            .is_some_and(|l| l.lost),
+        DbConnection::Sqlite(_) => false,
     }
 }
 
@@ -225,6 +276,14 @@ pub struct DbMetrics {
     pub pool_wait_seconds: prometheus::Histogram,
     /// Checkouts that found no connection in time (answered 503).
     pub pool_timeouts: prometheus::IntCounter,
+    /// Reads that found their pooled connection closed by PostgreSQL and
+    /// ran again on another.
+    pub lost_connections: prometheus::IntCounter,
+    /// Write batches that could not start (their connection was closed)
+    /// and were started again on a new connection.
+    pub batch_restarts: prometheus::IntCounter,
+    /// Writes refused because the writer's queue was full (answered 503).
+    pub writes_refused: prometheus::IntCounter,
 }
 
 impl DbMetrics {
@@ -260,6 +319,21 @@ impl DbMetrics {
                 "Checkouts that found no pooled connection in time",
             )
             .expect("valid counter options"),
+            lost_connections: prometheus::IntCounter::new(
+                "relais_db_pool_lost_connections_total",
+                "Reads whose pooled connection the database had closed, run again on another",
+            )
+            .expect("valid counter options"),
+            batch_restarts: prometheus::IntCounter::new(
+                "relais_db_writer_batch_restarts_total",
+                "Write batches that could not start and were started again on a new connection",
+            )
+            .expect("valid counter options"),
+            writes_refused: prometheus::IntCounter::new(
+                "relais_db_writer_refused_total",
+                "Writes refused because the writer's queue was full (503)",
+            )
+            .expect("valid counter options"),
         }
     }
 
@@ -272,6 +346,9 @@ impl DbMetrics {
             Box::new(self.batches.clone()),
             Box::new(self.pool_wait_seconds.clone()),
             Box::new(self.pool_timeouts.clone()),
+            Box::new(self.lost_connections.clone()),
+            Box::new(self.batch_restarts.clone()),
+            Box::new(self.writes_refused.clone()),
         ]
     }
 }
@@ -317,13 +394,20 @@ pub struct Db {
     metrics: DbMetrics,
     /// SQLite: held while this process has the file open (see [`lock`]).
     _lock: Option<Arc<lock::InstanceLock>>,
-    /// Told after each committed write (the live events' hub listens).
+    /// Told after each committed batch that stored events, on SQLite (the
+    /// live events' hub listens; on PostgreSQL the batch's `NOTIFY` wakes it).
     commits: Arc<tokio::sync::Notify>,
 }
 
 impl Db {
     /// Connects to `url` with `pool_size` connections.
     pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        Self::connect_bounded(url, pool_size, writer::MAX_QUEUED)
+    }
+
+    /// [`Db::connect`], with at most `max_queued` writes waiting for the
+    /// writer (past it a write is answered 503 at once).
+    pub fn connect_bounded(url: &str, pool_size: u32, max_queued: usize) -> anyhow::Result<Self> {
         let manager = ConnectionManager::new(url)?;
         let backend = manager.backend;
         let lock = match manager.sqlite_path() {
@@ -332,7 +416,14 @@ impl Db {
         };
         let committed = Arc::new(CommittedHead::default());
         let metrics = DbMetrics::new();
-        let writer = writer::Writer::start(manager.clone(), committed.clone(), metrics.clone())?;
+        let commits = Arc::new(tokio::sync::Notify::new());
+        let writer = writer::Writer::start(
+            manager.clone(),
+            committed.clone(),
+            metrics.clone(),
+            commits.clone(),
+            max_queued,
+        )?;
         let pool = Pool::builder()
             .max_size(pool_size)
             .event_handler(Box::new(PoolEvents(metrics.clone())))
@@ -347,6 +438,9 @@ impl Db {
                 Backend::Postgres => 0,
             }))
             .connection_timeout(Duration::from_secs(10))
+            // No `SELECT 1` before each use (see `has_broken`, and
+            // `Db::read`'s retry on a connection found closed).
+            .test_on_check_out(false)
             .build(manager)?;
         Ok(Self {
             pool,
@@ -355,7 +449,7 @@ impl Db {
             committed,
             metrics,
             _lock: lock,
-            commits: Arc::new(tokio::sync::Notify::new()),
+            commits,
         })
     }
 
@@ -381,7 +475,9 @@ impl Db {
     }
 
     /// Told (`notify_one`: one permit, so none is missed) after each
-    /// committed write: the live events' hub reads new rows when it fires.
+    /// committed batch that stored events, on SQLite: the live events' hub
+    /// reads new rows when it fires. On PostgreSQL the batch's `NOTIFY`,
+    /// heard by every instance's listener, does it instead.
     pub fn commit_signal(&self) -> Arc<tokio::sync::Notify> {
         self.commits.clone()
     }
@@ -397,10 +493,12 @@ impl Db {
     }
 
     /// Runs `f` with a connection: in place on SQLite when one is free,
-    /// otherwise on the blocking pool. `f` must not write (see [`Db::write`]).
+    /// otherwise on the blocking pool. `f` must not write (see [`Db::write`]):
+    /// on PostgreSQL it runs again on another connection when the pooled
+    /// one turns out to have been closed by the server.
     pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Clone + Send + 'static,
         T: Send + 'static,
     {
         if self.backend == Backend::Sqlite
@@ -412,9 +510,31 @@ impl Db {
             return conn.transaction(f);
         }
         let pool = self.pool.clone();
+        let lost = self.metrics.lost_connections.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(unavailable)?;
-            f(&mut conn)
+            // A connection PostgreSQL closed (a restart, an idle timeout)
+            // fails its first statement: it leaves the pool as it is
+            // returned (`has_broken`), and since a read changed nothing it
+            // runs again on another. After a restart every idle connection
+            // is such a one: each is tried at most once, so within
+            // `max_size + 1` tries one is a new connection. (`f` is cloned
+            // for each try but the last: its captures, a few ids.)
+            let mut tries = pool.max_size() + 1;
+            loop {
+                let mut conn = pool.get().map_err(unavailable)?;
+                tries -= 1;
+                if tries == 0 {
+                    return f(&mut conn);
+                }
+                let result = f.clone()(&mut conn);
+                if result.is_ok() || !connection_lost(&mut conn) {
+                    return result;
+                }
+                lost.inc();
+                tracing::warn!(
+                    "a pooled database connection was closed by the server; reading again"
+                );
+            }
         })
         .await
         .map_err(ApiError::internal)?
@@ -427,15 +547,10 @@ impl Db {
         F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let result = self
-            .writer
+        self.writer
             .submit(f)
             .await
-            .unwrap_or_else(|_| Err(writer_gone()));
-        if result.is_ok() {
-            self.commits.notify_one();
-        }
-        result
+            .unwrap_or_else(|_| Err(writer_gone()))
     }
 
     /// Commits audit records of their own with the writer's next batch
@@ -458,15 +573,10 @@ impl Db {
         F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let result = self
-            .writer
+        self.writer
             .submit(f)
             .blocking_recv()
-            .unwrap_or_else(|_| Err(writer_gone()));
-        if result.is_ok() {
-            self.commits.notify_one();
-        }
-        result
+            .unwrap_or_else(|_| Err(writer_gone()))
     }
 
     /// Applies pending migrations.

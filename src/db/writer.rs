@@ -21,6 +21,7 @@
 //! the chain's new head in a [`CommittedHead`], for the audit anchor to
 //! checkpoint outside the database (no disk write here: see `audit::anchor`).
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -49,12 +50,47 @@ type Job = Box<dyn FnOnce(&mut DbConnection, &mut Staged) -> Completion + Send>;
 type Staged = Vec<(AuditRecord, NaiveDateTime)>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 
+thread_local! {
+    /// Set on the writer thread while a PostgreSQL batch runs its jobs: the
+    /// batch's transaction holds the audit chain's head row (its first
+    /// statement, see [`commit_batch`]).
+    static HOLDS_HEAD: Cell<bool> = const { Cell::new(false) };
+    /// Set by [`note_events`] when a job of the running batch stored
+    /// events: the batch then wakes the event hubs once, at its commit.
+    static EMITTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread runs a write batch that holds the audit chain's
+/// head row (PostgreSQL), locked before any job ran.
+pub fn batch_holds_head() -> bool {
+    HOLDS_HEAD.with(Cell::get)
+}
+
+/// Tells the running batch that a job stored events (`notify::events::emit`):
+/// once committed, the batch wakes the event hubs once (on PostgreSQL with
+/// one `NOTIFY`, heard by every instance, this one included; on SQLite by
+/// the local commit signal). A job rolled back after storing events costs
+/// a wake-up that finds nothing, no more.
+pub fn note_events() {
+    EMITTED.with(|e| e.set(true));
+}
+
+/// The most jobs waiting for the writer. Past it a write is refused at
+/// once (503 with `Retry-After`, nothing done) instead of queueing without
+/// bound: at 64 jobs a batch on PostgreSQL (256 on SQLite) that is 64 (16)
+/// batches of work, well over a second, and a few MiB of closures.
+pub const MAX_QUEUED: usize = 4096;
+/// What a refused write's client is told to wait.
+const REFUSED_RETRY_AFTER_S: u64 = 1;
+
 /// The handle requests use to reach the writer thread.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     /// Jobs sent and not yet taken off the queue (the queue depth).
     queued: prometheus::IntGauge,
+    /// Writes refused because the queue was full.
+    refused: prometheus::IntCounter,
 }
 
 impl Writer {
@@ -64,10 +100,13 @@ impl Writer {
         manager: ConnectionManager,
         committed: Arc<CommittedHead>,
         metrics: DbMetrics,
+        commits: Arc<tokio::sync::Notify>,
+        max_queued: usize,
     ) -> std::io::Result<Self> {
         let queued = metrics.queue_depth.clone();
+        let refused = metrics.writes_refused.clone();
         let sqlite = manager.backend == Backend::Sqlite;
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::sync_channel::<Job>(max_queued);
         let (running, stopped) = mpsc::channel::<()>();
         let checkpoints = manager.clone();
         let restart = Arc::new(AtomicBool::new(false));
@@ -75,7 +114,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("relais-db-writer".into())
             .spawn(move || {
-                run(&manager, &queue, &restart, &committed, &metrics);
+                run(&manager, &queue, &restart, &committed, &metrics, &commits);
                 // Nothing more will commit: the anchor writes the last head.
                 committed.stop();
                 drop(running);
@@ -85,15 +124,29 @@ impl Writer {
                 .name("relais-checkpoint".into())
                 .spawn(move || checkpoint(&checkpoints, &stopped, &asked))?;
         }
-        Ok(Self { jobs, queued })
+        Ok(Self {
+            jobs,
+            queued,
+            refused,
+        })
     }
 
-    /// Sends `job` to the thread, counted in the queue depth until taken.
-    fn send(&self, job: Job) {
+    /// Sends `job` to the thread, counted in the queue depth until taken;
+    /// false (and the job dropped) when the queue is full.
+    fn send(&self, job: Job) -> bool {
         self.queued.inc();
-        if self.jobs.send(job).is_err() {
-            // The thread is gone; the dropped job's receiver reports it.
-            self.queued.dec();
+        match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.queued.dec();
+                self.refused.inc();
+                false
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                // The thread is gone; the dropped job's receiver reports it.
+                self.queued.dec();
+                true
+            }
         }
     }
 
@@ -115,8 +168,7 @@ impl Writer {
             complete(answer, result)
         });
         // If the thread is gone the receiver reports it (its sender drops).
-        self.send(job);
-        receiver
+        if self.send(job) { receiver } else { refused() }
     }
 
     /// Queues audit records of their own (a read's, a denial's); the
@@ -134,9 +186,17 @@ impl Writer {
             staged.extend(records.into_iter().map(|r| (r, now)));
             complete(answer, Ok(()))
         });
-        self.send(job);
-        receiver
+        if self.send(job) { receiver } else { refused() }
     }
+}
+
+/// The answer to a write the full queue refused: 503, retry shortly.
+fn refused<T>() -> oneshot::Receiver<Result<T, ApiError>> {
+    let (answer, receiver) = oneshot::channel();
+    let _ = answer.send(Err(ApiError::Overloaded {
+        retry_after_s: REFUSED_RETRY_AFTER_S,
+    }));
+    receiver
 }
 
 /// How to report a job's `result` once its batch's commit is known.
@@ -233,6 +293,7 @@ fn run(
     restart: &AtomicBool,
     committed: &CommittedHead,
     metrics: &DbMetrics,
+    commits: &tokio::sync::Notify,
 ) {
     let mut conn: Option<DbConnection> = None;
     while let Ok(first) = queue.recv() {
@@ -274,11 +335,19 @@ fn run(
                 },
             };
             match commit_batch(connection, &mut batch, committed) {
-                Ran::Done(connection) => break connection,
+                Ran::Done(connection, woke) => {
+                    // SQLite: the hub of this process reads the new events
+                    // (PostgreSQL: the batch's NOTIFY wakes every instance's).
+                    if woke && manager.backend == Backend::Sqlite {
+                        commits.notify_one();
+                    }
+                    break connection;
+                }
                 // No job has run: the jobs are whole, on a fresh connection
                 // the batch starts again from scratch.
                 Ran::NotStarted(err) if attempt < START_ATTEMPTS => {
                     tracing::warn!(error = %err, attempt, "database writer: a batch could not start; retrying");
+                    metrics.batch_restarts.inc();
                     attempt += 1;
                     std::thread::sleep(RETRY_PAUSE);
                 }
@@ -318,8 +387,8 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// What became of a batch.
 enum Ran {
     /// Every job ran and was answered; the connection, when it is still fit
-    /// for the next batch.
-    Done(Option<DbConnection>),
+    /// for the next batch, and whether the batch committed events.
+    Done(Option<DbConnection>, bool),
     /// The transaction failed before any job ran: the jobs are untouched.
     NotStarted(diesel::result::Error),
 }
@@ -330,6 +399,7 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut panicked = false;
     let mut started = false;
+    let mut emitted = false;
     let outcome = conn.transaction::<Option<ChainHead>, diesel::result::Error, _>(|conn| {
         // SQLite: take the write lock first (see migrations: write_lock), so
         // a read-then-write job never meets SQLITE_BUSY_SNAPSHOT.
@@ -344,6 +414,8 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
             DbConnection::Postgres(_) => Some(chain::lock_head(conn)?),
         };
         started = true;
+        HOLDS_HEAD.with(|h| h.set(head.is_some()));
+        EMITTED.with(|e| e.set(false));
         let mut staged = Staged::new();
         for job in batch.drain(..) {
             match catch_unwind(AssertUnwindSafe(|| job(conn, &mut staged))) {
@@ -352,9 +424,19 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
                     // The panicking job's answer channel is dropped; the
                     // others must not be reported as committed.
                     panicked = true;
+                    HOLDS_HEAD.with(|h| h.set(false));
                     return Err(diesel::result::Error::RollbackTransaction);
                 }
             }
+        }
+        HOLDS_HEAD.with(|h| h.set(false));
+        emitted = EMITTED.with(|e| e.replace(false));
+        if emitted && let DbConnection::Postgres(pg) = conn {
+            // One wake-up for the batch's events, delivered at its commit
+            // to every instance listening (`notify::events::spawn_listener`).
+            diesel::sql_query("SELECT pg_notify($1, '')")
+                .bind::<diesel::sql_types::Text, _>(crate::notify::events::EVENTS_CHANNEL)
+                .execute(pg)?;
         }
         // The audit rows of the batch's writes join the chain here, in the
         // same transaction: stored together with what they audit, or not at all.
@@ -388,7 +470,8 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
     }
     // After a panic or a failed commit the connection's transaction state is
     // not certain: the next batch starts on a fresh one.
-    Ran::Done((error.is_none()).then_some(conn))
+    let fit = error.is_none();
+    Ran::Done(fit.then_some(conn), fit && emitted)
 }
 
 #[cfg(test)]
@@ -464,6 +547,85 @@ mod tests {
             .count();
         assert_eq!(ok, 133);
         assert_eq!(count(&db), 133);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_past_the_queue_bound_is_refused_at_once_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/w.db", dir.path().display());
+        let db = Db::connect_bounded(&url, 2, 2).unwrap();
+        db.migrate().await.unwrap();
+        db.write(|conn| {
+            Ok(conn.batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?)
+        })
+        .await
+        .unwrap();
+        // A write that holds the writer thread until released: the queue
+        // behind it fills up and is not drained meanwhile.
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let insert = |i: i64| {
+            move |conn: &mut crate::db::Tx<'_>| -> Result<(), ApiError> {
+                diesel::sql_query("INSERT INTO t (id, v) VALUES (?, 'x')")
+                    .bind::<BigInt, _>(i)
+                    .execute(&mut **conn)?;
+                Ok(())
+            }
+        };
+        let blocking = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |conn| {
+                    started.send(()).unwrap();
+                    released.recv().unwrap();
+                    insert(1)(conn)
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || running.recv().unwrap())
+            .await
+            .unwrap();
+        // Two fit in the queue (its bound), the third is refused.
+        let queued: Vec<_> = (2..=3)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move { db.write(insert(i)).await })
+            })
+            .collect();
+        let mut refused = None;
+        for _ in 0..1000 {
+            // The two spawned writes are queued once the gauge says so.
+            if db.metrics().queue_depth.get() == 2 {
+                refused = Some(db.write(insert(4)).await);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let refused = refused.expect("the two writes were queued");
+        assert!(
+            matches!(refused, Err(ApiError::Overloaded { retry_after_s: 1 })),
+            "{refused:?}"
+        );
+        assert_eq!(db.metrics().writes_refused.get(), 1);
+        release.send(()).unwrap();
+        blocking.await.unwrap().unwrap();
+        for write in queued {
+            write.await.unwrap().unwrap();
+        }
+        assert_eq!(count(&db), 3, "the refused write stored nothing");
+    }
+
+    #[test]
+    fn a_refused_write_is_a_503_problem_with_retry_after() {
+        use actix_web::ResponseError;
+        let response = ApiError::Overloaded { retry_after_s: 1 }.error_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+        assert_eq!(
+            response.headers().get("content-type").unwrap(),
+            "application/problem+json"
+        );
     }
 
     #[tokio::test]

@@ -12,19 +12,21 @@
 //! id can still commit once a higher one is visible. On SQLite one writer
 //! holds the database at a time, so ids are taken in commit order anyway.
 //! On PostgreSQL a sequence alone gives no such promise (two instances'
-//! transactions commit in either order), so [`emit`] first locks the audit
-//! chain's head row, which the transaction's audit rows lock anyway before
-//! it commits and which it holds until then: the ids of two transactions
-//! that emit are taken one transaction after the other. The alternative,
+//! transactions commit in either order), so the ids are taken while the
+//! transaction holds the audit chain's head row, which its audit rows lock
+//! anyway before it commits and which it holds until then: the ids of two
+//! transactions that emit are taken one transaction after the other. The
+//! database writer's batches lock the head as their first statement
+//! (`db::chain::lock_head`); [`emit`] outside such a batch locks it itself. The alternative,
 //! polling with a grace window for gaps, loses an event whose transaction
 //! outlives the window; this one costs holding a lock every write batch
 //! takes a little earlier in the batch.
 //!
 //! **Wake-ups, not payloads.** The [`Hub`] of each instance reads the rows
-//! after the last one it saw when woken: by a commit on this instance
-//! ([`Db::commit_signal`]), on PostgreSQL by another instance's `NOTIFY`
-//! on [`EVENTS_CHANNEL`] (one per committed batch: PostgreSQL collapses the
-//! identical notifications of a transaction) heard by [`spawn_listener`],
+//! after the last one it saw when woken: on SQLite by a commit of this
+//! instance that stored events ([`Db::commit_signal`]), on PostgreSQL by the
+//! `NOTIFY` on [`EVENTS_CHANNEL`] that each committed batch with events
+//! sends (one per batch, this instance's own included) heard by [`spawn_listener`],
 //! and once a second in any case (a lost connection loses no event, only
 //! time). It hands each row to the streams of its recipient through a
 //! bounded buffer per stream; a stream whose buffer is full is dropped (its
@@ -156,7 +158,13 @@ pub fn emit<S: AsRef<str>>(
         return Err(ApiError::internal(anyhow::anyhow!("event patient id")));
     }
     let data = serde_json::Value::Object(data).to_string();
-    if let DbConnection::Postgres(pg) = conn {
+    // Inside a write batch of the database writer (every request's write),
+    // the head is already held and the batch sends one NOTIFY for all its
+    // events; anywhere else, this transaction takes both on itself.
+    let in_batch = crate::db::writer::batch_holds_head();
+    if let DbConnection::Postgres(pg) = conn
+        && !in_batch
+    {
         // Ids in commit order (module doc): held until this transaction ends.
         audit_head::table
             .find(1)
@@ -181,9 +189,11 @@ pub fn emit<S: AsRef<str>>(
             diesel::insert_into(events::table)
                 .values(&rows)
                 .execute(pg)?;
-            diesel::sql_query("SELECT pg_notify($1, '')")
-                .bind::<diesel::sql_types::Text, _>(EVENTS_CHANNEL)
-                .execute(pg)?;
+            if !in_batch {
+                diesel::sql_query("SELECT pg_notify($1, '')")
+                    .bind::<diesel::sql_types::Text, _>(EVENTS_CHANNEL)
+                    .execute(pg)?;
+            }
         }
         DbConnection::Sqlite(lite) => {
             for row in &rows {
@@ -193,6 +203,7 @@ pub fn emit<S: AsRef<str>>(
             }
         }
     }
+    crate::db::writer::note_events();
     Ok(())
 }
 

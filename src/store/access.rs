@@ -206,6 +206,32 @@ pub fn named_prescriber(
         .map(|(user, _)| user))
 }
 
+/// [`named_prescriber`] with the patient's relations already loaded (for
+/// the request's caller, in the same request): no second look-up of them.
+pub fn named_prescriber_among(
+    conn: &mut DbConnection,
+    relations: &Relations,
+    user_id: &str,
+    now: chrono::DateTime<Utc>,
+) -> QueryResult<Option<User>> {
+    let Some(user) = User::find(conn, user_id)?.filter(|u| u.active) else {
+        return Ok(None);
+    };
+    let who = Caller {
+        user_id,
+        role: user.role,
+        organization_id: user.organization_id.as_deref(),
+    };
+    // The emergency grant in `relations` is the caller's, not this user's;
+    // a team basis does not depend on it, so it is left out.
+    let theirs = Relations {
+        emergency_until: None,
+        ..relations.clone()
+    };
+    let team = access::basis(who, &theirs, now) == Some(Basis::Team);
+    Ok((team && user.role.is_prescriber()).then_some(user))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use crate::db::DbConnection;
 use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{care_plan_versions, care_plans, users};
+use crate::domain::access::Relations;
 use crate::domain::clinical::Facts;
 use crate::domain::plan::{
     Acknowledgement, OmtMedication, PlanContent, PlanStatus, validate_acknowledgements,
@@ -23,8 +24,8 @@ use crate::domain::text::{self, Flavour};
 use crate::domain::versioning::check_base;
 use crate::error::{ApiError, FieldError};
 use crate::notify::events::{Event, EventKind, emit};
-use crate::store::access::named_prescriber;
-use crate::store::messaging::patient_audience;
+use crate::store::access::{named_prescriber, named_prescriber_among};
+use crate::store::messaging::{patient_audience, patient_audience_among};
 
 /// Where a version came from, besides a direct edit.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -161,6 +162,19 @@ pub fn check_references(
     now: NaiveDateTime,
     prefix: &str,
 ) -> Result<(), ApiError> {
+    check_references_among(conn, patient_id, None, content, now, prefix)
+}
+
+/// [`check_references`], with the patient's relations when the request has
+/// already loaded them (`None`: looked up for each prescriber).
+pub fn check_references_among(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    relations: Option<&Relations>,
+    content: &PlanContent,
+    now: NaiveDateTime,
+    prefix: &str,
+) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     if let Some(pharmacy) = &content.omt.dispensing_pharmacy_id {
         let kind = Organization::find(conn, pharmacy)?.map(|o| o.kind);
@@ -185,7 +199,11 @@ pub fn check_references(
         let ok = match checked.get(id) {
             Some(ok) => *ok,
             None => {
-                let ok = named_prescriber(conn, patient_id, id, now.and_utc())?.is_some();
+                let named = match relations {
+                    Some(relations) => named_prescriber_among(conn, relations, id, now.and_utc())?,
+                    None => named_prescriber(conn, patient_id, id, now.and_utc())?,
+                };
+                let ok = named.is_some();
                 checked.insert(id.clone(), ok);
                 ok
             }
@@ -260,15 +278,20 @@ pub struct NewVersion<'a> {
 /// Stores the edit of a prescriber who read version `expected` (`None`:
 /// they saw no plan): 428/412 when that is not the current one (see
 /// [`check_base`]), else [`store_version`].
+///
+/// `relations`: the patient's, as the request's access check loaded them
+/// (the prescribers it names and the event's audience are taken from them
+/// instead of being looked up again).
 pub fn write_version(
     conn: &mut DbConnection,
     new: NewVersion<'_>,
+    relations: &Relations,
     expected: Option<i32>,
     now: NaiveDateTime,
 ) -> Result<PlanVersionRow, ApiError> {
     let current = current_version(conn, new.patient_id)?;
     check_base(current, expected, "care plan")?;
-    store_version(conn, new, current, now)
+    store_version_among(conn, new, Some(relations), current, now)
 }
 
 /// Stores the next version if the current one is still `expected` (None: no
@@ -279,7 +302,19 @@ pub fn store_version(
     expected: Option<i32>,
     now: NaiveDateTime,
 ) -> Result<PlanVersionRow, ApiError> {
-    check_references(conn, new.patient_id, new.content, now, "")?;
+    store_version_among(conn, new, None, expected, now)
+}
+
+/// [`store_version`], with the patient's relations when the request has
+/// already loaded them.
+fn store_version_among(
+    conn: &mut DbConnection,
+    new: NewVersion<'_>,
+    relations: Option<&Relations>,
+    expected: Option<i32>,
+    now: NaiveDateTime,
+) -> Result<PlanVersionRow, ApiError> {
+    check_references_among(conn, new.patient_id, relations, new.content, now, "")?;
     let stale = || {
         ApiError::PreconditionFailed(
             "the care plan has changed since you read it; reload it".into(),
@@ -344,7 +379,10 @@ pub fn store_version(
         patient_id: Some(new.patient_id),
         refs: &[("version", version.as_str())],
     };
-    let audience = patient_audience(conn, new.patient_id, now)?;
+    let audience = match relations {
+        Some(relations) => patient_audience_among(conn, new.patient_id, relations, now)?,
+        None => patient_audience(conn, new.patient_id, now)?,
+    };
     emit(conn, &audience, &event, now)?;
     Ok(row)
 }

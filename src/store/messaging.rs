@@ -551,7 +551,17 @@ pub fn patient_audience(
     let Some(relations) = crate::store::access::load_relations(conn, patient_id, "", now)? else {
         return Ok(Vec::new());
     };
-    let mut ids = patient_participants(conn, patient_id, &relations, now)?;
+    patient_audience_among(conn, patient_id, &relations, now)
+}
+
+/// [`patient_audience`] with the patient's relations already loaded.
+pub fn patient_audience_among(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    relations: &Relations,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<String>> {
+    let mut ids = patient_participants(conn, patient_id, relations, now)?;
     let centres: Vec<String> = relations
         .consultation_centres
         .iter()

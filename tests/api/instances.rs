@@ -196,12 +196,20 @@ async fn two_instances_with_concurrent_writers_answer_no_5xx_and_lose_nothing() 
     );
 }
 
-/// PostgreSQL closing the writer's connection (a restart, an operator's
-/// `pg_terminate_backend`) costs no write: the next batch fails before any
-/// of its jobs ran, and starts again on a new connection.
+/// PostgreSQL closing every connection of an instance (a restart, an
+/// operator's `pg_terminate_backend`) costs no request: the writer's next
+/// batch fails before any of its jobs ran and starts again on a new
+/// connection, and a read that meets a closed pooled connection runs again
+/// on another. Whichever request or background task meets a closed
+/// connection first, the counters say that each path was taken and that no
+/// batch failed; with the writer's retry or the read's removed, a batch
+/// fails or a request answers 5xx.
 #[actix_web::test]
 async fn a_write_after_the_database_dropped_the_connections_is_stored() {
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.server.metrics_bind = Some("127.0.0.1:0".into());
+    })
+    .await;
     let net = Network::new(&app).await;
     let patient = patient_with_plan(&app, &net).await;
     let thread = patient_thread(&app, &net.gp, &patient).await;
@@ -214,17 +222,19 @@ async fn a_write_after_the_database_dropped_the_connections_is_stored() {
         )
     };
     post(0).await.expect(201);
-    if app.state.db.backend() == relais::db::Backend::Postgres {
-        // Every other session on the test's database: the writer's, the
-        // pool's and the listeners'.
-        let mut conn = app.state.db.get().unwrap();
+    let postgres = app.state.db.backend() == relais::db::Backend::Postgres;
+    if postgres {
+        // Every session of the instance on the test's database (the
+        // writer's, the pool's, the listeners'), from a connection of our
+        // own, waiting until each is gone.
+        let mut admin = PgConnection::establish(&app.settings.database.url).unwrap();
         let killed = diesel::sql_query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
              WHERE datname = current_database() AND pid <> pg_backend_pid()",
         )
-        .execute(&mut *conn)
+        .execute(&mut admin)
         .unwrap();
-        assert!(killed >= 1, "the writer's connection was not found");
+        assert!(killed >= 2, "the writer's and the pool's connections");
     }
     let mut ids = Vec::new();
     for n in 1..=3 {
@@ -243,5 +253,24 @@ async fn a_write_after_the_database_dropped_the_connections_is_stored() {
         .collect();
     for id in &ids {
         assert!(stored.contains(&id.as_str()), "{id} is not stored");
+    }
+    if postgres {
+        let address = app.metrics_address.as_deref().expect("metrics listener");
+        let (status, _, metrics) = crate::ops::fetch(&format!("{address}/metrics")).await;
+        assert_eq!(status, 200);
+        let sample = |name: &str| crate::ops::sample(&metrics, name).unwrap_or(0.0);
+        assert!(
+            sample("relais_db_writer_batch_restarts_total") >= 1.0,
+            "the writer met its closed connection and started the batch again"
+        );
+        assert_eq!(
+            sample(r#"relais_db_writer_batches_total{outcome="failed"}"#),
+            0.0,
+            "no batch failed"
+        );
+        assert!(
+            sample("relais_db_pool_lost_connections_total") >= 1.0,
+            "a read met a closed pooled connection and ran again"
+        );
     }
 }

@@ -32,7 +32,7 @@ fn text(out: &Output) -> String {
 }
 
 /// GET `url`: (status, content type, body).
-async fn fetch(url: &str) -> (u16, String, String) {
+pub(crate) async fn fetch(url: &str) -> (u16, String, String) {
     let mut res = awc::Client::new()
         .get(url)
         .send()
@@ -53,7 +53,7 @@ async fn fetch(url: &str) -> (u16, String, String) {
 }
 
 /// The value of the sample `name` (with its labels, as printed), if any.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics
         .lines()
         .filter(|l| !l.starts_with('#'))
