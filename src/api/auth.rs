@@ -2,7 +2,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,12 +14,11 @@ use crate::auth::password;
 use crate::auth::session::{self, Family, Rotation};
 use crate::auth::throttle::{self, LoginKey};
 use crate::auth::tokens::JwtKeys;
-use crate::auth::tokens::hash_token;
-use crate::db::models::{Invitation, User};
-use crate::db::schema::invitations;
-use crate::db::{DbConnection, Tx};
+use crate::db::Tx;
+use crate::db::models::User;
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
+use crate::store::user;
 
 /// Email and password, and the second factor when the account has one.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -432,32 +430,6 @@ pub async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// An invitation that can still be accepted, or why not.
-pub(crate) fn usable_invitation(
-    conn: &mut DbConnection,
-    token: &str,
-    now: NaiveDateTime,
-) -> Result<Invitation, ApiError> {
-    let invitation: Invitation = invitations::table
-        .filter(invitations::token_hash.eq(hash_token(token)))
-        .select(Invitation::as_select())
-        .first(conn)
-        .optional()?
-        .ok_or_else(|| ApiError::NotFound("no such invitation".into()))?;
-    if invitation.accepted_at.is_some() {
-        return Err(ApiError::conflict(
-            "token",
-            "this invitation has already been used",
-        ));
-    }
-    if invitation.expires_at <= now {
-        return Err(ApiError::Gone(
-            "this invitation has expired; ask an administrator for a new one".into(),
-        ));
-    }
-    Ok(invitation)
-}
-
 #[utoipa::path(post, path = "/api/v1/auth/invitations/accept", tag = "auth",
     request_body = AcceptInvitation,
     responses(
@@ -487,7 +459,7 @@ pub async fn accept_invitation(
         let token = token.clone();
         state
             .db
-            .read(move |conn| usable_invitation(conn, &token, now).map(drop))
+            .read(move |conn| user::usable_invitation(conn, &token, now).map(drop))
             .await?;
     }
     let phc = state.hasher.hash(body.password).await?;
@@ -498,11 +470,11 @@ pub async fn accept_invitation(
     let pair = state
         .db
         .write(move |conn| {
-            let invitation = usable_invitation(conn, &token, now)?;
+            let invitation = user::usable_invitation(conn, &token, now)?;
             let user = User::find(conn, &invitation.user_id)?
                 .filter(|u| u.active)
                 .ok_or_else(|| ApiError::Gone("this account has been deactivated".into()))?;
-            let user = crate::store::user::accept_invitation(conn, &user.id, &phc, now)?;
+            let user = user::accept_invitation(conn, &user.id, &phc, now)?;
             // A new account has no second factor: a role that needs one
             // starts with a session that may only enrol it.
             let limited = needs_mfa.contains(&user.role);

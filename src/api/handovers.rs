@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use diesel::QueryResult;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -14,8 +14,6 @@ use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::schema::handovers;
-use crate::db::schema::threads;
 use crate::domain::access::Permission;
 use crate::domain::messaging::SubjectType;
 use crate::domain::messaging::fingerprint;
@@ -31,6 +29,7 @@ use crate::store::access::resolve;
 use crate::store::care_plan::{current_version_row, prepare};
 use crate::store::handover::{self, Decision, HandoverRow, Move, NewPlan, Outgoing};
 use crate::store::idempotency;
+use crate::store::messaging::thread_of;
 
 /// A discharge handover to send.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -130,12 +129,7 @@ pub fn handover_view(
     let current = current_row.as_ref().map(|r| r.version);
     let base = current_row.map(|r| r.content.into_inner());
     let status = row.status;
-    let thread_id: Option<String> = threads::table
-        .filter(threads::subject_type.eq(SubjectType::Handover.as_str()))
-        .filter(threads::subject_id.eq(&row.id))
-        .select(threads::id)
-        .first(conn)
-        .optional()?;
+    let thread_id = thread_of(conn, SubjectType::Handover, &row.id)?;
     Ok(HandoverView {
         thread_id,
         diff: diff(base.as_ref(), &proposal),
@@ -261,13 +255,7 @@ pub struct HandoverFilter {
     pub cursor: Option<String>,
 }
 
-text_enum! {
-    /// Which side of handovers to list.
-    HandoverBox {
-        Inbox => "inbox",
-        Outbox => "outbox",
-    }
-}
+pub use crate::store::handover::HandoverBox;
 
 #[utoipa::path(get, path = "/api/v1/handovers", tag = "handovers",
     params(HandoverFilter),
@@ -291,22 +279,15 @@ pub async fn list_handovers(
     let (page, bases) = state
         .db
         .read(move |conn| {
-            let mut query = handovers::table
-                .select(HandoverRow::as_select())
-                .order(handovers::id.desc())
-                .limit(limit + 1)
-                .into_boxed();
-            query = match filter.r#box.unwrap_or(HandoverBox::Inbox) {
-                HandoverBox::Inbox => query.filter(handovers::to_user_id.eq(who.id.clone())),
-                HandoverBox::Outbox => query.filter(handovers::from_user_id.eq(who.id.clone())),
-            };
-            if let Some(status) = filter.status {
-                query = query.filter(handovers::status.eq(status.as_str()));
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(handovers::id.lt(cursor));
-            }
-            let rows = Page::from_rows(query.load::<HandoverRow>(conn)?, limit, |r| r.id.clone());
+            let rows = handover::listed(
+                conn,
+                &who.id,
+                filter.r#box.unwrap_or(HandoverBox::Inbox),
+                filter.status,
+                filter.cursor.as_deref(),
+                limit + 1,
+            )?;
+            let rows = Page::from_rows(rows, limit, |r| r.id.clone());
             let mut items = Vec::with_capacity(rows.items.len());
             let mut bases = Vec::with_capacity(rows.items.len());
             for row in rows.items {
