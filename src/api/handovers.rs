@@ -350,6 +350,67 @@ pub async fn get_handover(
     ))
 }
 
+/// The reconciliation's comment, trimmed: required to reject.
+fn reconcile_comment(body: &Reconcile) -> Result<Option<String>, ApiError> {
+    match text::optional(
+        body.comment.as_deref(),
+        "comment",
+        Flavour::Free,
+        text::COMMENT_MAX,
+    ) {
+        Ok(None) if body.decision == Decision::Reject => {
+            Err(ApiError::Validation(vec![FieldError::new(
+                "comment", "required",
+            )]))
+        }
+        Ok(comment) => Ok(comment),
+        Err(e) => Err(ApiError::Validation(vec![e])),
+    }
+}
+
+/// The plan a decision makes the new version (none for a rejection): the
+/// proposal as it is to accept, the GP's own to amend.
+fn reconciled_content(
+    row: &HandoverRow,
+    decision: Decision,
+    plan: Option<PlanContent>,
+) -> Result<Option<PlanContent>, ApiError> {
+    match (decision, plan) {
+        (Decision::Reject, None) => Ok(None),
+        (Decision::Reject, Some(_)) => Err(ApiError::invalid("plan", "a rejection takes no plan")),
+        (Decision::Accept, None) => Ok(Some(row.proposed_plan.get().clone())),
+        (Decision::Accept, Some(_)) => Err(ApiError::invalid(
+            "plan",
+            "accept takes the proposal as it is; use amend to change it",
+        )),
+        (Decision::Amend, Some(plan)) => Ok(Some(plan)),
+        (Decision::Amend, None) => Err(ApiError::invalid("plan", "required to amend")),
+    }
+}
+
+/// The plan version a reconciliation writes, checked by the safety rules
+/// against the patient's clinical context (its summary cut to 500 characters).
+async fn new_plan(
+    state: &AppState,
+    patient_id: &str,
+    author_id: &str,
+    content: PlanContent,
+    summary: String,
+    acknowledged: Vec<Acknowledgement>,
+    expected_version: Option<i32>,
+) -> Result<NewPlan, ApiError> {
+    let summary: String = summary.chars().take(500).collect();
+    let facts = super::clinical::patient_facts(state, patient_id).await?;
+    let (content, warnings) = prepare(content, &summary, &acknowledged, author_id, facts.as_ref())?;
+    Ok(NewPlan {
+        content,
+        warnings,
+        acknowledged,
+        summary,
+        expected_version,
+    })
+}
+
 /// Applies a move of the state machine, as the addressee, in one transaction.
 async fn decide(
     state: &AppState,
@@ -375,83 +436,51 @@ async fn decide(
     let (caller, info) = (&caller, &info);
     let now = state.clock.now_naive();
     let public_url = state.settings.server.public_url.clone();
-    // A new plan version needs the right to write the plan.
-    let mut prepared: Option<NewPlan> = None;
-    let mut comment = None;
-    let mut decision = None;
-    if let Some(body) = reconcile {
-        let mut errors = Vec::new();
-        comment = match text::optional(
-            body.comment.as_deref(),
-            "comment",
-            Flavour::Free,
-            text::COMMENT_MAX,
-        ) {
-            Ok(None) if body.decision == Decision::Reject => {
-                errors.push(FieldError::new("comment", "required"));
-                None
+    let step = match reconcile {
+        None => Move {
+            action,
+            decision: None,
+            comment: None,
+            plan: None,
+        },
+        Some(body) => {
+            let comment = reconcile_comment(&body)?;
+            let plan = match reconciled_content(&row, body.decision, body.plan)? {
+                // A new plan version needs the right to write the plan.
+                Some(content) => {
+                    authorize(
+                        state,
+                        caller,
+                        &row.patient_id,
+                        Permission::WritePlan,
+                        info,
+                        false,
+                    )
+                    .await?;
+                    let summary = comment
+                        .clone()
+                        .unwrap_or_else(|| "Discharge handover reconciled".to_owned());
+                    let plan = new_plan(
+                        state,
+                        &row.patient_id,
+                        &caller.id,
+                        content,
+                        summary,
+                        body.acknowledged_warnings,
+                        body.expected_plan_version,
+                    )
+                    .await?;
+                    Some(plan)
+                }
+                None => None,
+            };
+            Move {
+                action,
+                decision: Some(body.decision),
+                comment,
+                plan,
             }
-            Ok(comment) => comment,
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        };
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
         }
-        decision = Some(body.decision);
-        let content = match (body.decision, body.plan) {
-            (Decision::Reject, None) => None,
-            (Decision::Reject, Some(_)) => {
-                return Err(ApiError::invalid("plan", "a rejection takes no plan"));
-            }
-            (Decision::Accept, None) => Some(row.proposed_plan.get().clone()),
-            (Decision::Accept, Some(_)) => {
-                return Err(ApiError::invalid(
-                    "plan",
-                    "accept takes the proposal as it is; use amend to change it",
-                ));
-            }
-            (Decision::Amend, Some(plan)) => Some(plan),
-            (Decision::Amend, None) => return Err(ApiError::invalid("plan", "required to amend")),
-        };
-        if let Some(content) = content {
-            authorize(
-                state,
-                caller,
-                &row.patient_id,
-                Permission::WritePlan,
-                info,
-                false,
-            )
-            .await?;
-            let summary = comment
-                .clone()
-                .unwrap_or_else(|| "Discharge handover reconciled".to_owned());
-            let summary: String = summary.chars().take(500).collect();
-            let facts = super::clinical::patient_facts(state, &row.patient_id).await?;
-            let (content, warnings) = prepare(
-                content,
-                &summary,
-                &body.acknowledged_warnings,
-                &caller.id,
-                facts.as_ref(),
-            )?;
-            prepared = Some(NewPlan {
-                content,
-                warnings,
-                acknowledged: body.acknowledged_warnings,
-                summary,
-                expected_version: body.expected_plan_version,
-            });
-        }
-    }
-    let step = Move {
-        action,
-        decision,
-        comment,
-        plan: prepared,
     };
     let (id, author) = (row.id.clone(), caller.id.clone());
     state
