@@ -135,3 +135,32 @@ fn every_top_level_module_has_a_layer() {
         }
     }
 }
+
+/// Handlers hold no SQL (ARCHITECTURE.md, "Where each thing lives"): no file
+/// of `src/api` names a table of `db::schema`, a diesel item other than
+/// `QueryResult` (without diesel's traits in scope no query can be built or
+/// run), raw SQL, or the per-backend dispatch. Queries are named operations
+/// of `store` (or `audit`, `notify`, `auth`, `db::models` for their own rows).
+#[test]
+fn handlers_build_no_queries() {
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let mut files = Vec::new();
+    sources(&api, &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            let diesel_item = code
+                .match_indices("diesel::")
+                .any(|(at, _)| !code[at..].starts_with("diesel::QueryResult"));
+            let other = ["schema::", "sql_query", "batch_execute", "per_backend!"]
+                .iter()
+                .any(|needle| code.contains(needle));
+            if diesel_item || other {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

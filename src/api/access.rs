@@ -1,8 +1,8 @@
 //! Getting access to a patient: requests to the team, and break-glass emergency access.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Duration, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use chrono::{DateTime, Duration, Utc};
+use diesel::QueryResult;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,7 +11,6 @@ use super::scope::{ManageTeam, PatientAccess, RequestInfo, authorize};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::schema::{access_requests, organizations, users};
 use crate::domain::access::{Basis, Permission};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
@@ -73,83 +72,28 @@ fn reason(raw: &str) -> Result<String, ApiError> {
     .map_err(|e| ApiError::Validation(vec![e]))
 }
 
-type RequestRow = (
-    String,
-    String,
-    String,
-    AccessRequestStatus,
-    Option<String>,
-    Option<NaiveDateTime>,
-    NaiveDateTime,
-    String,
-    String,
-    Role,
-    Option<String>,
-);
-
 fn requests(
     conn: &mut DbConnection,
     patient_id: Option<&str>,
     id: Option<&str>,
 ) -> QueryResult<Vec<AccessRequestView>> {
-    let mut query = access_requests::table
-        .inner_join(users::table.on(users::id.eq(access_requests::requester_id)))
-        .left_join(organizations::table.on(organizations::id.nullable().eq(users::organization_id)))
-        .select((
-            access_requests::id,
-            access_requests::patient_id,
-            access_requests::reason,
-            access_requests::status,
-            access_requests::decided_by,
-            access_requests::decided_at,
-            access_requests::created_at,
-            users::id,
-            users::full_name,
-            users::role,
-            organizations::name.nullable(),
-        ))
-        .order(access_requests::id.desc())
-        .into_boxed();
-    if let Some(patient_id) = patient_id {
-        query = query.filter(access_requests::patient_id.eq(patient_id.to_owned()));
-    }
-    if let Some(id) = id {
-        query = query.filter(access_requests::id.eq(id.to_owned()));
-    }
-    let rows: Vec<RequestRow> = query.load(conn)?;
-    Ok(rows
+    Ok(access_request::listed(conn, patient_id, id)?
         .into_iter()
-        .map(
-            |(
-                id,
-                patient_id,
-                reason,
-                status,
-                decided_by,
-                decided_at,
-                created_at,
-                uid,
-                full_name,
-                role,
-                organization_name,
-            )| {
-                AccessRequestView {
-                    id,
-                    patient_id,
-                    reason,
-                    status,
-                    decided_by,
-                    decided_at: decided_at.map(|t| t.and_utc()),
-                    created_at: created_at.and_utc(),
-                    requester: Requester {
-                        id: uid,
-                        full_name,
-                        role,
-                        organization_name,
-                    },
-                }
+        .map(|r| AccessRequestView {
+            id: r.id,
+            patient_id: r.patient_id,
+            reason: r.reason,
+            status: r.status,
+            decided_by: r.decided_by,
+            decided_at: r.decided_at.map(|t| t.and_utc()),
+            created_at: r.created_at.and_utc(),
+            requester: Requester {
+                id: r.requester_id,
+                full_name: r.requester_name,
+                role: r.requester_role,
+                organization_name: r.organization_name,
             },
-        )
+        })
         .collect())
 }
 
@@ -241,13 +185,7 @@ async fn decide(
         let id = id.clone();
         state
             .db
-            .read(move |conn| {
-                Ok(access_requests::table
-                    .find(&id)
-                    .select(access_requests::patient_id)
-                    .first::<String>(conn)
-                    .optional()?)
-            })
+            .read(move |conn| Ok(access_request::patient_of(conn, &id)?))
             .await?
             .ok_or_else(|| ApiError::NotFound("no such access request".into()))?
     };

@@ -2,20 +2,19 @@
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Query, path_id};
 use super::scope::{RequestInfo, authorize};
 use super::{Page, page_limit};
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{self, AuditEvent, Outcome};
 use crate::auth::AuthUser;
-use crate::db::schema::{audit_events, patients};
 use crate::domain::access::{Basis, Permission};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
+use crate::store::patient;
 
 /// One audited access.
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,33 +105,18 @@ async fn load(
         .map(|p| path_id(p, "patient_id"))
         .transpose()?;
     let patient = patient.or(filtered);
+    let trail = audit::TrailFilter {
+        actor_id: actor,
+        patient_id: patient,
+        outcome,
+        from: filter.from.map(|t| t.naive_utc()),
+        to: filter.to.map(|t| t.naive_utc()),
+        after: filter.cursor,
+    };
     let page = state
         .db
         .read(move |conn| {
-            let mut query = audit_events::table
-                .select(AuditEvent::as_select())
-                .order(audit_events::seq)
-                .limit(limit + 1)
-                .into_boxed();
-            if let Some(actor) = actor {
-                query = query.filter(audit_events::actor_id.eq(actor));
-            }
-            if let Some(patient) = patient {
-                query = query.filter(audit_events::patient_id.eq(patient));
-            }
-            if let Some(outcome) = outcome {
-                query = query.filter(audit_events::outcome.eq(outcome.as_str()));
-            }
-            if let Some(from) = filter.from {
-                query = query.filter(audit_events::at.ge(from.naive_utc()));
-            }
-            if let Some(to) = filter.to {
-                query = query.filter(audit_events::at.lt(to.naive_utc()));
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(audit_events::seq.gt(cursor));
-            }
-            let rows: Vec<AuditEvent> = query.load(conn)?;
+            let rows = audit::trail(conn, trail, limit + 1)?;
             Ok(Page::from_rows(rows, limit, |e| e.seq.to_string()))
         })
         .await?;
@@ -163,14 +147,7 @@ pub async fn list_patient_audit_events(
             let patient_id = patient_id.clone();
             state
                 .db
-                .read(move |conn| {
-                    Ok(patients::table
-                        .find(&patient_id)
-                        .select(patients::id)
-                        .first::<String>(conn)
-                        .optional()?
-                        .is_some())
-                })
+                .read(move |conn| Ok(patient::exists(conn, &patient_id)?))
                 .await?
         };
         let outcome = if exists {

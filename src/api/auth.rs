@@ -2,7 +2,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,12 +14,11 @@ use crate::auth::password;
 use crate::auth::session::{self, Family, Rotation};
 use crate::auth::throttle::{self, LoginKey};
 use crate::auth::tokens::JwtKeys;
-use crate::auth::tokens::hash_token;
-use crate::db::models::{Invitation, User};
-use crate::db::schema::invitations;
-use crate::db::{DbConnection, Tx};
+use crate::db::Tx;
+use crate::db::models::User;
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
+use crate::store::user;
 
 /// Email and password, and the second factor when the account has one.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -199,38 +197,13 @@ pub async fn login(
 ) -> Result<web::Json<TokenPair>, ApiError> {
     let client = state.client_addr(&req);
     state.check_ip(client)?;
-    check_login_lengths(&body.email, &body.password)?;
-    if body
-        .otp
-        .as_ref()
-        .is_some_and(|o| o.chars().count() > mfa::MAX_CODE_LEN)
-    {
-        return Err(ApiError::invalid(
-            "otp",
-            format!("at most {} characters", mfa::MAX_CODE_LEN),
-        ));
-    }
+    check_login_body(&body)?;
     let info = RequestInfo::of(&req);
     let email = body.email.trim().to_lowercase();
     let key = LoginKey::new(&email, client);
     let now = state.clock.now_naive();
     let settings = state.settings.auth.clone();
-    // A first, read-only check: an attempt already over a limit does not
-    // queue for a hashing slot.
-    let (user, expected) = {
-        let (settings, key) = (settings.clone(), key.clone());
-        state
-            .db
-            .read(move |conn| {
-                let user = User::find_by_email(conn, &email)?;
-                let id = user.as_ref().map(|u| u.id.as_str());
-                throttle::check(conn, &settings, &key, id, now)?;
-                let expected = throttle::known_address(conn, &settings, &key, id, now)?;
-                Ok((user, expected))
-            })
-            .await
-            .inspect_err(|e| state.count_login_throttle(e))?
-    };
+    let (user, expected) = login_precheck(&state, email, &key, now).await?;
     // The slot first: a 503 costs the account no attempt. A sign-in from
     // an address the account used before is not turned away by a full queue.
     let slot = state.hasher.slot_for(expected).await?;
@@ -270,32 +243,9 @@ pub async fn login(
         .db
         .write(move |conn| {
             let enrolled = mfa::enrolled(conn, &user.id)?;
-            let method = match (enrolled, otp.as_deref()) {
-                (false, _) => "password",
-                (true, None) => {
-                    let record =
-                        auth_event(&info, Some(&user), "sign_in", "password:otp_missing", Outcome::Denied);
-                    audit::append(conn, &[record], now)?;
-                    return Ok(Err(ApiError::UnauthorizedField {
-                        field: "otp",
-                        detail: "this account has a second factor: send a current code or a recovery code as otp",
-                    }));
-                }
-                (true, Some(otp)) => {
-                    if !mfa::verify(conn, &user.id, otp, now)? {
-                        let record =
-                            auth_event(&info, Some(&user), "sign_in", "password:otp_wrong", Outcome::Denied);
-                        audit::append(conn, &[record], now)?;
-                        return Ok(Err(ApiError::UnauthorizedField {
-                            field: "otp",
-                            detail: "wrong or already used code",
-                        }));
-                    }
-                    match Otp::parse(otp) {
-                        Some(Otp::Recovery(_)) => "password+recovery_code",
-                        _ => "password+totp",
-                    }
-                }
+            let method = match second_factor(conn, &info, &user, enrolled, otp.as_deref(), now)? {
+                Ok(method) => method,
+                Err(refused) => return Ok(Err(refused)),
             };
             throttle::succeeded(conn, &key, &attempt)?;
             let limited = needs_mfa && !enrolled;
@@ -303,13 +253,105 @@ pub async fn login(
                 info: &info,
                 client_addr: Some(key.client_addr.as_str()),
                 enrol_only: limited,
-                detail: if limited { "password+enrol_only" } else { method },
+                detail: if limited {
+                    "password+enrol_only"
+                } else {
+                    method
+                },
             };
             Ok(Ok(open_session(conn, &jwt, user, sign_in, ttl, now)?))
         })
         .await?;
     // A refused code was committed (its audit row); the attempt stays counted.
     outcome.map(web::Json)
+}
+
+/// The sign-in body's lengths (email, password, code), before any work.
+fn check_login_body(body: &LoginRequest) -> Result<(), ApiError> {
+    check_login_lengths(&body.email, &body.password)?;
+    if body
+        .otp
+        .as_ref()
+        .is_some_and(|o| o.chars().count() > mfa::MAX_CODE_LEN)
+    {
+        return Err(ApiError::invalid(
+            "otp",
+            format!("at most {} characters", mfa::MAX_CODE_LEN),
+        ));
+    }
+    Ok(())
+}
+
+/// A first, read-only check: an attempt already over a limit does not
+/// queue for a hashing slot. The account (if any) and whether the address
+/// is one it signed in from before.
+async fn login_precheck(
+    state: &AppState,
+    email: String,
+    key: &LoginKey,
+    now: NaiveDateTime,
+) -> Result<(Option<User>, bool), ApiError> {
+    let (settings, key) = (state.settings.auth.clone(), key.clone());
+    state
+        .db
+        .read(move |conn| {
+            let user = User::find_by_email(conn, &email)?;
+            let id = user.as_ref().map(|u| u.id.as_str());
+            throttle::check(conn, &settings, &key, id, now)?;
+            let expected = throttle::known_address(conn, &settings, &key, id, now)?;
+            Ok((user, expected))
+        })
+        .await
+        .inspect_err(|e| state.count_login_throttle(e))
+}
+
+/// The second factor of a password sign-in, in its write: the method for
+/// the audit row, or the refusal (its denial staged on `tx`, so that it is
+/// committed while the sign-in is refused).
+fn second_factor(
+    tx: &mut Tx<'_>,
+    info: &RequestInfo,
+    user: &User,
+    enrolled: bool,
+    otp: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<Result<&'static str, ApiError>, ApiError> {
+    let otp = match (enrolled, otp) {
+        (false, _) => return Ok(Ok("password")),
+        (true, None) => {
+            let record = auth_event(
+                info,
+                Some(user),
+                "sign_in",
+                "password:otp_missing",
+                Outcome::Denied,
+            );
+            audit::append(tx, &[record], now)?;
+            return Ok(Err(ApiError::UnauthorizedField {
+                field: "otp",
+                detail: "this account has a second factor: send a current code or a recovery code as otp",
+            }));
+        }
+        (true, Some(otp)) => otp,
+    };
+    if !mfa::verify(tx, &user.id, otp, now)? {
+        let record = auth_event(
+            info,
+            Some(user),
+            "sign_in",
+            "password:otp_wrong",
+            Outcome::Denied,
+        );
+        audit::append(tx, &[record], now)?;
+        return Ok(Err(ApiError::UnauthorizedField {
+            field: "otp",
+            detail: "wrong or already used code",
+        }));
+    }
+    Ok(Ok(match Otp::parse(otp) {
+        Some(Otp::Recovery(_)) => "password+recovery_code",
+        _ => "password+totp",
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
@@ -432,32 +474,6 @@ pub async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// An invitation that can still be accepted, or why not.
-pub(crate) fn usable_invitation(
-    conn: &mut DbConnection,
-    token: &str,
-    now: NaiveDateTime,
-) -> Result<Invitation, ApiError> {
-    let invitation: Invitation = invitations::table
-        .filter(invitations::token_hash.eq(hash_token(token)))
-        .select(Invitation::as_select())
-        .first(conn)
-        .optional()?
-        .ok_or_else(|| ApiError::NotFound("no such invitation".into()))?;
-    if invitation.accepted_at.is_some() {
-        return Err(ApiError::conflict(
-            "token",
-            "this invitation has already been used",
-        ));
-    }
-    if invitation.expires_at <= now {
-        return Err(ApiError::Gone(
-            "this invitation has expired; ask an administrator for a new one".into(),
-        ));
-    }
-    Ok(invitation)
-}
-
 #[utoipa::path(post, path = "/api/v1/auth/invitations/accept", tag = "auth",
     request_body = AcceptInvitation,
     responses(
@@ -487,7 +503,7 @@ pub async fn accept_invitation(
         let token = token.clone();
         state
             .db
-            .read(move |conn| usable_invitation(conn, &token, now).map(drop))
+            .read(move |conn| user::usable_invitation(conn, &token, now).map(drop))
             .await?;
     }
     let phc = state.hasher.hash(body.password).await?;
@@ -498,11 +514,11 @@ pub async fn accept_invitation(
     let pair = state
         .db
         .write(move |conn| {
-            let invitation = usable_invitation(conn, &token, now)?;
+            let invitation = user::usable_invitation(conn, &token, now)?;
             let user = User::find(conn, &invitation.user_id)?
                 .filter(|u| u.active)
                 .ok_or_else(|| ApiError::Gone("this account has been deactivated".into()))?;
-            let user = crate::store::user::accept_invitation(conn, &user.id, &phc, now)?;
+            let user = user::accept_invitation(conn, &user.id, &phc, now)?;
             // A new account has no second factor: a role that needs one
             // starts with a session that may only enrol it.
             let limited = needs_mfa.contains(&user.role);

@@ -3,7 +3,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -16,7 +15,6 @@ use super::{Page, page_limit};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::Patient;
-use crate::db::schema::{care_plan_versions, users};
 use crate::domain::access::Permission;
 use crate::domain::clinical::ClinicalContext;
 use crate::domain::drugs::{self, CATALOGUE, Drug};
@@ -30,8 +28,8 @@ use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 use crate::store::analgesic_page::{self, Sources};
 use crate::store::care_plan::{
-    NewVersion, PersonRef, PlanSource, PlanVersionRow, current_version_row, named_person, person,
-    prepare, version_row, write_version,
+    self as care_plan, NewVersion, PersonRef, PlanSource, PlanVersionRow, current_version_row,
+    named_person, person, prepare, version_row, write_version,
 };
 use crate::store::intervention;
 
@@ -291,29 +289,18 @@ pub async fn list_care_plan_versions(
     let list = state
         .db
         .read(move |conn| {
-            let rows: Vec<(PlanVersionRow, String, Option<String>)> = care_plan_versions::table
-                .inner_join(users::table)
-                .filter(care_plan_versions::patient_id.eq(&id))
-                .filter(care_plan_versions::version.gt(after))
-                .order(care_plan_versions::version)
-                .limit(limit + 1)
-                .select((PlanVersionRow::as_select(), users::full_name, users::phone))
-                .load(conn)?;
-            let items: Vec<PlanVersionSummary> = rows
-                .into_iter()
-                .map(|(row, full_name, phone)| PlanVersionSummary {
-                    status: row.status,
-                    source: row.source(),
-                    version: row.version,
-                    change_summary: row.change_summary,
-                    author: PersonRef {
-                        id: row.author_id,
-                        full_name,
-                        phone,
-                    },
-                    created_at: row.created_at.and_utc(),
-                })
-                .collect();
+            let items: Vec<PlanVersionSummary> =
+                care_plan::versions_after(conn, &id, after, limit + 1)?
+                    .into_iter()
+                    .map(|(row, author)| PlanVersionSummary {
+                        status: row.status,
+                        source: row.source(),
+                        version: row.version,
+                        change_summary: row.change_summary,
+                        author,
+                        created_at: row.created_at.and_utc(),
+                    })
+                    .collect();
             Ok(Page::from_rows(items, limit, |v| v.version.to_string()))
         })
         .await?;

@@ -1,8 +1,8 @@
 //! The care team: who looks after a patient, since when, until when.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use chrono::{DateTime, Utc};
+use diesel::QueryResult;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,7 +11,6 @@ use super::scope::{ManageTeam, PatientAccess, Read};
 use super::{Page, PageQuery};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::schema::{care_team_members, organizations, users};
 use crate::domain::access::{Permission, TeamRole, allows};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
@@ -43,64 +42,20 @@ pub struct AddMember {
     pub team_role: Option<TeamRole>,
 }
 
-type MemberRow = (
-    String,
-    String,
-    Role,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    TeamRole,
-    NaiveDateTime,
-    Option<NaiveDateTime>,
-);
-
 fn team(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<TeamMemberView>> {
-    let rows: Vec<MemberRow> = care_team_members::table
-        .inner_join(users::table.left_join(organizations::table))
-        .filter(care_team_members::patient_id.eq(patient_id))
-        .order((
-            care_team_members::until.is_not_null(),
-            care_team_members::since,
-            care_team_members::id,
-        ))
-        .select((
-            users::id,
-            users::full_name,
-            users::role,
-            users::organization_id,
-            organizations::name.nullable(),
-            users::phone,
-            care_team_members::team_role,
-            care_team_members::since,
-            care_team_members::until,
-        ))
-        .load(conn)?;
-    Ok(rows
+    Ok(care_team::members(conn, patient_id)?
         .into_iter()
-        .map(
-            |(
-                user_id,
-                full_name,
-                role,
-                organization_id,
-                organization_name,
-                phone,
-                team_role,
-                since,
-                until,
-            )| TeamMemberView {
-                user_id,
-                full_name,
-                role,
-                organization_id,
-                organization_name,
-                phone,
-                team_role,
-                since: since.and_utc(),
-                until: until.map(|t| t.and_utc()),
-            },
-        )
+        .map(|m| TeamMemberView {
+            user_id: m.user_id,
+            full_name: m.full_name,
+            role: m.role,
+            organization_id: m.organization_id,
+            organization_name: m.organization_name,
+            phone: m.phone,
+            team_role: m.team_role,
+            since: m.since.and_utc(),
+            until: m.until.map(|t| t.and_utc()),
+        })
         .collect())
 }
 

@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use diesel::QueryResult;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -15,8 +15,6 @@ use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::Organization;
-use crate::db::schema::threads;
-use crate::db::schema::{consultations, users};
 use crate::domain::access::{Basis, Permission};
 use crate::domain::messaging::SubjectType;
 use crate::domain::messaging::fingerprint;
@@ -34,6 +32,8 @@ use crate::store::consultation::{
     self, ConsultationOutcome, ConsultationRow, Move, Priority, ProposalPlan, Request, times,
 };
 use crate::store::idempotency;
+use crate::store::messaging::thread_of;
+use crate::store::user;
 
 /// A request for advice.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -161,19 +161,11 @@ fn view(
     row: ConsultationRow,
     now: NaiveDateTime,
 ) -> Result<ConsultationView, ApiError> {
-    let requester: String = users::table
-        .find(&row.requester_id)
-        .select(users::full_name)
-        .first(conn)?;
+    let requester = user::full_name(conn, &row.requester_id)?;
     let centre = Organization::find(conn, &row.centre_id)?.map_or_else(String::new, |o| o.name);
     let proposal = row.proposal().cloned();
     let status = row.status;
-    let thread_id: Option<String> = threads::table
-        .filter(threads::subject_type.eq(SubjectType::Consultation.as_str()))
-        .filter(threads::subject_id.eq(&row.id))
-        .select(threads::id)
-        .first(conn)
-        .optional()?;
+    let thread_id = thread_of(conn, SubjectType::Consultation, &row.id)?;
     Ok(ConsultationView {
         thread_id,
         overdue: status.awaits_answer() && row.due_at <= now,
@@ -323,13 +315,7 @@ pub async fn create_consultation(
     Ok(HttpResponse::Created().json(view))
 }
 
-text_enum! {
-    /// Which side of consultations to list.
-    ConsultationBox {
-        Sent => "sent",
-        Received => "received",
-    }
-}
+pub use crate::store::consultation::ConsultationBox;
 
 /// Filters of the consultation lists.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -367,47 +353,18 @@ pub async fn list_consultations(
     let page = state
         .db
         .read(move |conn| {
-            let mut query = consultations::table
-                .select(ConsultationRow::as_select())
-                .order(consultations::id.desc())
-                .limit(limit + 1)
-                .into_boxed();
-            let default_box = if who.role == Role::Specialist {
-                ConsultationBox::Received
-            } else {
-                ConsultationBox::Sent
-            };
-            query = match filter.r#box.unwrap_or(default_box) {
-                ConsultationBox::Sent => {
-                    query.filter(consultations::requester_id.eq(who.id.clone()))
-                }
-                ConsultationBox::Received => match (&who.organization_id, who.role) {
-                    (Some(org), Role::Specialist) => {
-                        query.filter(consultations::centre_id.eq(org.clone()))
-                    }
-                    // Only a centre's specialists receive consultations.
-                    _ => query.filter(consultations::id.is_null()),
-                },
-            };
-            if let Some(status) = filter.status {
-                query = query.filter(consultations::status.eq(status.as_str()));
-            }
-            if filter.overdue == Some(true) {
-                let waiting: Vec<&str> = ConsultationStatus::ALL
-                    .iter()
-                    .filter(|s| s.awaits_answer())
-                    .map(|s| s.as_str())
-                    .collect();
-                query = query
-                    .filter(consultations::status.eq_any(waiting))
-                    .filter(consultations::due_at.le(now));
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(consultations::id.lt(cursor));
-            }
-            let rows = Page::from_rows(query.load::<ConsultationRow>(conn)?, limit, |r| {
-                r.id.clone()
-            });
+            let rows = consultation::listed(
+                conn,
+                &who,
+                filter
+                    .r#box
+                    .unwrap_or(ConsultationBox::default_for(who.role)),
+                filter.status,
+                (filter.overdue == Some(true)).then_some(now),
+                filter.cursor.as_deref(),
+                limit + 1,
+            )?;
+            let rows = Page::from_rows(rows, limit, |r| r.id.clone());
             let mut items = Vec::with_capacity(rows.items.len());
             let mut records = Vec::new();
             for row in rows.items {

@@ -396,49 +396,13 @@ async fn run(
         .unwrap_or_default();
     let deadline = Instant::now() + remaining;
     let user_id = caller.user.id.clone();
-    let mut last = match start {
-        Start::Fresh(head) => {
-            let ready = StreamEvent::control(EventKind::StreamReady, Some(head), None);
-            if !send(&tx, ready.frame(), deadline).await {
-                return;
-            }
-            head
-        }
-        Start::Reset(head, reason) => {
-            let reset = StreamEvent::control(EventKind::StreamReset, Some(head), Some(reason));
-            if !send(&tx, reset.frame(), deadline).await {
-                return;
-            }
-            head
-        }
-        Start::Resume(after) => after,
+    let Some(mut last) = opening(start, &tx, deadline).await else {
+        return;
     };
     // The replay, from the rows; the subscription holds what commits meanwhile.
-    loop {
-        let (user, after) = (user_id.clone(), last);
-        let Ok(rows) = state
-            .db
-            .read(move |conn| Ok(events::rows_of_user_after(conn, &user, after, PAGE)?))
-            .await
-        else {
-            return;
-        };
-        let full = rows.len() as i64 == PAGE;
-        for row in &rows {
-            match deliverable(&state, &user_id, row).await {
-                Ok(true) => {
-                    if !send(&tx, frame_of(row), deadline).await {
-                        return;
-                    }
-                }
-                Ok(false) => {}
-                Err(_) => return,
-            }
-            last = row.id;
-        }
-        if !full {
-            break;
-        }
+    match replay(&state, &user_id, last, &tx, deadline).await {
+        Some(at) => last = at,
+        None => return,
     }
     let every = Duration::from_secs(state.settings.events.heartbeat_s);
     let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
@@ -491,6 +455,58 @@ async fn run(
                 }
                 last = row.id;
             }
+        }
+    }
+}
+
+/// The stream's first frame (ready, or reset and why) and the position it
+/// starts after; none when the client has gone.
+async fn opening(start: Start, tx: &mpsc::Sender<sse::Event>, deadline: Instant) -> Option<i64> {
+    let (head, frame) = match start {
+        Start::Fresh(head) => (
+            head,
+            StreamEvent::control(EventKind::StreamReady, Some(head), None),
+        ),
+        Start::Reset(head, reason) => (
+            head,
+            StreamEvent::control(EventKind::StreamReset, Some(head), Some(reason)),
+        ),
+        Start::Resume(after) => return Some(after),
+    };
+    send(tx, frame.frame(), deadline).await.then_some(head)
+}
+
+/// Sends the user's stored events after `last`, page by page, each only if
+/// deliverable now; the position reached, or none when the stream is over.
+async fn replay(
+    state: &AppState,
+    user_id: &str,
+    mut last: i64,
+    tx: &mpsc::Sender<sse::Event>,
+    deadline: Instant,
+) -> Option<i64> {
+    loop {
+        let (user, after) = (user_id.to_owned(), last);
+        let rows = state
+            .db
+            .read(move |conn| Ok(events::rows_of_user_after(conn, &user, after, PAGE)?))
+            .await
+            .ok()?;
+        let full = rows.len() as i64 == PAGE;
+        for row in &rows {
+            match deliverable(state, user_id, row).await {
+                Ok(true) => {
+                    if !send(tx, frame_of(row), deadline).await {
+                        return None;
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => return None,
+            }
+            last = row.id;
+        }
+        if !full {
+            return Some(last);
         }
     }
 }

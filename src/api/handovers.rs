@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use diesel::QueryResult;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -14,8 +14,6 @@ use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
-use crate::db::schema::handovers;
-use crate::db::schema::threads;
 use crate::domain::access::Permission;
 use crate::domain::messaging::SubjectType;
 use crate::domain::messaging::fingerprint;
@@ -31,6 +29,7 @@ use crate::store::access::resolve;
 use crate::store::care_plan::{current_version_row, prepare};
 use crate::store::handover::{self, Decision, HandoverRow, Move, NewPlan, Outgoing};
 use crate::store::idempotency;
+use crate::store::messaging::thread_of;
 
 /// A discharge handover to send.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -130,12 +129,7 @@ pub fn handover_view(
     let current = current_row.as_ref().map(|r| r.version);
     let base = current_row.map(|r| r.content.into_inner());
     let status = row.status;
-    let thread_id: Option<String> = threads::table
-        .filter(threads::subject_type.eq(SubjectType::Handover.as_str()))
-        .filter(threads::subject_id.eq(&row.id))
-        .select(threads::id)
-        .first(conn)
-        .optional()?;
+    let thread_id = thread_of(conn, SubjectType::Handover, &row.id)?;
     Ok(HandoverView {
         thread_id,
         diff: diff(base.as_ref(), &proposal),
@@ -261,13 +255,7 @@ pub struct HandoverFilter {
     pub cursor: Option<String>,
 }
 
-text_enum! {
-    /// Which side of handovers to list.
-    HandoverBox {
-        Inbox => "inbox",
-        Outbox => "outbox",
-    }
-}
+pub use crate::store::handover::HandoverBox;
 
 #[utoipa::path(get, path = "/api/v1/handovers", tag = "handovers",
     params(HandoverFilter),
@@ -291,22 +279,15 @@ pub async fn list_handovers(
     let (page, bases) = state
         .db
         .read(move |conn| {
-            let mut query = handovers::table
-                .select(HandoverRow::as_select())
-                .order(handovers::id.desc())
-                .limit(limit + 1)
-                .into_boxed();
-            query = match filter.r#box.unwrap_or(HandoverBox::Inbox) {
-                HandoverBox::Inbox => query.filter(handovers::to_user_id.eq(who.id.clone())),
-                HandoverBox::Outbox => query.filter(handovers::from_user_id.eq(who.id.clone())),
-            };
-            if let Some(status) = filter.status {
-                query = query.filter(handovers::status.eq(status.as_str()));
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(handovers::id.lt(cursor));
-            }
-            let rows = Page::from_rows(query.load::<HandoverRow>(conn)?, limit, |r| r.id.clone());
+            let rows = handover::listed(
+                conn,
+                &who.id,
+                filter.r#box.unwrap_or(HandoverBox::Inbox),
+                filter.status,
+                filter.cursor.as_deref(),
+                limit + 1,
+            )?;
+            let rows = Page::from_rows(rows, limit, |r| r.id.clone());
             let mut items = Vec::with_capacity(rows.items.len());
             let mut bases = Vec::with_capacity(rows.items.len());
             for row in rows.items {
@@ -369,6 +350,67 @@ pub async fn get_handover(
     ))
 }
 
+/// The reconciliation's comment, trimmed: required to reject.
+fn reconcile_comment(body: &Reconcile) -> Result<Option<String>, ApiError> {
+    match text::optional(
+        body.comment.as_deref(),
+        "comment",
+        Flavour::Free,
+        text::COMMENT_MAX,
+    ) {
+        Ok(None) if body.decision == Decision::Reject => {
+            Err(ApiError::Validation(vec![FieldError::new(
+                "comment", "required",
+            )]))
+        }
+        Ok(comment) => Ok(comment),
+        Err(e) => Err(ApiError::Validation(vec![e])),
+    }
+}
+
+/// The plan a decision makes the new version (none for a rejection): the
+/// proposal as it is to accept, the GP's own to amend.
+fn reconciled_content(
+    row: &HandoverRow,
+    decision: Decision,
+    plan: Option<PlanContent>,
+) -> Result<Option<PlanContent>, ApiError> {
+    match (decision, plan) {
+        (Decision::Reject, None) => Ok(None),
+        (Decision::Reject, Some(_)) => Err(ApiError::invalid("plan", "a rejection takes no plan")),
+        (Decision::Accept, None) => Ok(Some(row.proposed_plan.get().clone())),
+        (Decision::Accept, Some(_)) => Err(ApiError::invalid(
+            "plan",
+            "accept takes the proposal as it is; use amend to change it",
+        )),
+        (Decision::Amend, Some(plan)) => Ok(Some(plan)),
+        (Decision::Amend, None) => Err(ApiError::invalid("plan", "required to amend")),
+    }
+}
+
+/// The plan version a reconciliation writes, checked by the safety rules
+/// against the patient's clinical context (its summary cut to 500 characters).
+async fn new_plan(
+    state: &AppState,
+    patient_id: &str,
+    author_id: &str,
+    content: PlanContent,
+    summary: String,
+    acknowledged: Vec<Acknowledgement>,
+    expected_version: Option<i32>,
+) -> Result<NewPlan, ApiError> {
+    let summary: String = summary.chars().take(500).collect();
+    let facts = super::clinical::patient_facts(state, patient_id).await?;
+    let (content, warnings) = prepare(content, &summary, &acknowledged, author_id, facts.as_ref())?;
+    Ok(NewPlan {
+        content,
+        warnings,
+        acknowledged,
+        summary,
+        expected_version,
+    })
+}
+
 /// Applies a move of the state machine, as the addressee, in one transaction.
 async fn decide(
     state: &AppState,
@@ -394,83 +436,51 @@ async fn decide(
     let (caller, info) = (&caller, &info);
     let now = state.clock.now_naive();
     let public_url = state.settings.server.public_url.clone();
-    // A new plan version needs the right to write the plan.
-    let mut prepared: Option<NewPlan> = None;
-    let mut comment = None;
-    let mut decision = None;
-    if let Some(body) = reconcile {
-        let mut errors = Vec::new();
-        comment = match text::optional(
-            body.comment.as_deref(),
-            "comment",
-            Flavour::Free,
-            text::COMMENT_MAX,
-        ) {
-            Ok(None) if body.decision == Decision::Reject => {
-                errors.push(FieldError::new("comment", "required"));
-                None
+    let step = match reconcile {
+        None => Move {
+            action,
+            decision: None,
+            comment: None,
+            plan: None,
+        },
+        Some(body) => {
+            let comment = reconcile_comment(&body)?;
+            let plan = match reconciled_content(&row, body.decision, body.plan)? {
+                // A new plan version needs the right to write the plan.
+                Some(content) => {
+                    authorize(
+                        state,
+                        caller,
+                        &row.patient_id,
+                        Permission::WritePlan,
+                        info,
+                        false,
+                    )
+                    .await?;
+                    let summary = comment
+                        .clone()
+                        .unwrap_or_else(|| "Discharge handover reconciled".to_owned());
+                    let plan = new_plan(
+                        state,
+                        &row.patient_id,
+                        &caller.id,
+                        content,
+                        summary,
+                        body.acknowledged_warnings,
+                        body.expected_plan_version,
+                    )
+                    .await?;
+                    Some(plan)
+                }
+                None => None,
+            };
+            Move {
+                action,
+                decision: Some(body.decision),
+                comment,
+                plan,
             }
-            Ok(comment) => comment,
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        };
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
         }
-        decision = Some(body.decision);
-        let content = match (body.decision, body.plan) {
-            (Decision::Reject, None) => None,
-            (Decision::Reject, Some(_)) => {
-                return Err(ApiError::invalid("plan", "a rejection takes no plan"));
-            }
-            (Decision::Accept, None) => Some(row.proposed_plan.get().clone()),
-            (Decision::Accept, Some(_)) => {
-                return Err(ApiError::invalid(
-                    "plan",
-                    "accept takes the proposal as it is; use amend to change it",
-                ));
-            }
-            (Decision::Amend, Some(plan)) => Some(plan),
-            (Decision::Amend, None) => return Err(ApiError::invalid("plan", "required to amend")),
-        };
-        if let Some(content) = content {
-            authorize(
-                state,
-                caller,
-                &row.patient_id,
-                Permission::WritePlan,
-                info,
-                false,
-            )
-            .await?;
-            let summary = comment
-                .clone()
-                .unwrap_or_else(|| "Discharge handover reconciled".to_owned());
-            let summary: String = summary.chars().take(500).collect();
-            let facts = super::clinical::patient_facts(state, &row.patient_id).await?;
-            let (content, warnings) = prepare(
-                content,
-                &summary,
-                &body.acknowledged_warnings,
-                &caller.id,
-                facts.as_ref(),
-            )?;
-            prepared = Some(NewPlan {
-                content,
-                warnings,
-                acknowledged: body.acknowledged_warnings,
-                summary,
-                expected_version: body.expected_plan_version,
-            });
-        }
-    }
-    let step = Move {
-        action,
-        decision,
-        comment,
-        plan: prepared,
     };
     let (id, author) = (row.id.clone(), caller.id.clone());
     state

@@ -1,7 +1,6 @@
 //! Liveness and readiness probes.
 
 use actix_web::web;
-use diesel::connection::SimpleConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -34,7 +33,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<web::Json<Health>, ApiE
     state
         .db
         .read(|conn| {
-            conn.batch_execute("SELECT 1")
+            crate::store::ping(conn)
                 .map_err(|_| ApiError::Unavailable("the database does not answer".into()))
         })
         .await

@@ -1,6 +1,7 @@
 //! The signed-in user's own account.
 
 use actix_web::{HttpRequest, web};
+use chrono::NaiveDateTime;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -9,9 +10,12 @@ use super::extract::Json;
 use super::scope::RequestInfo;
 use super::users::{UserView, optional_phone};
 use crate::audit::{self, Outcome};
+use crate::auth::password::Slot;
 use crate::auth::session::{self, Family};
 use crate::auth::throttle::{self, LoginKey};
+use crate::auth::tokens::JwtKeys;
 use crate::auth::{AuthUser, password};
+use crate::db::Tx;
 use crate::db::models::User;
 use crate::domain::access::Basis;
 use crate::domain::role::NotificationPreference;
@@ -154,24 +158,7 @@ pub async fn change_password(
     // The same limits as sign-in: a stolen access token must not become an
     // unthrottled oracle for the password.
     let key = LoginKey::new(&me.email, state.client_addr(&req));
-    let settings = state.settings.auth.clone();
-    {
-        let (settings, key, id) = (settings.clone(), key.clone(), me.id.clone());
-        state
-            .db
-            .read(move |conn| throttle::check(conn, &settings, &key, Some(&id), now))
-            .await
-            .inspect_err(|e| state.count_login_throttle(e))?;
-    }
-    let slot = state.hasher.slot().await?;
-    let attempt = {
-        let (key, id) = (key.clone(), me.id.clone());
-        state
-            .db
-            .write(move |conn| throttle::reserve(conn, &settings, &key, Some(&id), now))
-            .await
-            .inspect_err(|e| state.count_login_throttle(e))?
-    };
+    let (slot, attempt) = password_attempt(&state, &key, &me.id, now).await?;
     let current = me.password_hash.clone().unwrap_or_default();
     let ChangePassword {
         current_password,
@@ -212,16 +199,57 @@ pub async fn change_password(
             audit::append(conn, &[changed], now)?;
             throttle::succeeded(conn, &key, &attempt)?;
             user::change_password(conn, &me.id, &phc, now)?;
-            let user =
-                User::find(conn, &me.id)?.ok_or(ApiError::Unauthorized("no such account"))?;
-            let family = Family::New {
-                client_addr: Some(&key.client_addr),
-            };
-            let issued = session::issue(conn, &jwt, &user, family, ttl, now)?;
-            Ok(TokenPair::new(issued, user))
+            new_session(conn, &jwt, &me.id, &key, ttl, now)
         })
         .await?;
     // Committed: the old tokens must stop working now, cache or not.
     state.users.forget_user(&me_id);
     Ok(web::Json(pair))
+}
+
+/// The limits of sign-in on a password change (a stolen access token must
+/// not become an unthrottled oracle for the password): checked before
+/// queueing for a hashing slot, then the attempt reserved, counted before
+/// verification. The slot and the reserved attempt.
+async fn password_attempt(
+    state: &AppState,
+    key: &LoginKey,
+    user_id: &str,
+    now: NaiveDateTime,
+) -> Result<(Slot, String), ApiError> {
+    let settings = state.settings.auth.clone();
+    {
+        let (settings, key, id) = (settings.clone(), key.clone(), user_id.to_owned());
+        state
+            .db
+            .read(move |conn| throttle::check(conn, &settings, &key, Some(&id), now))
+            .await
+            .inspect_err(|e| state.count_login_throttle(e))?;
+    }
+    let slot = state.hasher.slot().await?;
+    let (key, id) = (key.clone(), user_id.to_owned());
+    let attempt = state
+        .db
+        .write(move |conn| throttle::reserve(conn, &settings, &key, Some(&id), now))
+        .await
+        .inspect_err(|e| state.count_login_throttle(e))?;
+    Ok((slot, attempt))
+}
+
+/// A new session for the account whose password just changed, in the
+/// change's transaction (its other sessions end with it).
+fn new_session(
+    tx: &mut Tx<'_>,
+    jwt: &JwtKeys,
+    user_id: &str,
+    key: &LoginKey,
+    ttl: u64,
+    now: NaiveDateTime,
+) -> Result<TokenPair, ApiError> {
+    let user = User::find(tx, user_id)?.ok_or(ApiError::Unauthorized("no such account"))?;
+    let family = Family::New {
+        client_addr: Some(&key.client_addr),
+    };
+    let issued = session::issue(tx, jwt, &user, family, ttl, now)?;
+    Ok(TokenPair::new(issued, user))
 }

@@ -1,15 +1,13 @@
 //! The caller's in-app notifications.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Query, path_id};
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
-use crate::db::schema::notifications;
 use crate::error::{ApiError, Problem};
 use crate::notify::inapp::NotificationKind;
 use crate::state::AppState;
@@ -38,16 +36,6 @@ pub struct NotificationFilter {
     pub cursor: Option<String>,
 }
 
-type Row = (
-    String,
-    NotificationKind,
-    String,
-    String,
-    Option<String>,
-    NaiveDateTime,
-    Option<NaiveDateTime>,
-);
-
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
     params(NotificationFilter),
     responses(
@@ -67,27 +55,14 @@ pub async fn list_notifications(
     let page = state
         .db
         .read(move |conn| {
-            let mut query = notifications::table
-                .filter(notifications::user_id.eq(caller.id.clone()))
-                .order(notifications::id.desc())
-                .limit(limit + 1)
-                .select((
-                    notifications::id,
-                    notifications::kind,
-                    notifications::resource_type,
-                    notifications::resource_id,
-                    notifications::patient_id,
-                    notifications::created_at,
-                    notifications::read_at,
-                ))
-                .into_boxed();
-            if filter.unread == Some(true) {
-                query = query.filter(notifications::read_at.is_null());
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(notifications::id.lt(cursor));
-            }
-            let rows = Page::from_rows(query.load::<Row>(conn)?, limit, |r| r.0.clone());
+            let rows = notification::newest(
+                conn,
+                &caller.id,
+                filter.unread == Some(true),
+                filter.cursor.as_deref(),
+                limit + 1,
+            )?;
+            let rows = Page::from_rows(rows, limit, |r| r.0.clone());
             let mut items = Vec::with_capacity(rows.items.len());
             for row in rows.items {
                 if visible(conn, &caller, row.1, row.4.as_deref(), now)? {

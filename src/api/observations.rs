@@ -2,29 +2,19 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Query};
 use super::scope::{PatientAccess, Read, RecordObservation};
 use super::{Page, page_limit};
-use crate::db::schema::observations;
 use crate::domain::text::{self, Flavour};
 use crate::domain::watch::Scores;
 use crate::error::{ApiError, FieldError, Problem};
 use crate::state::AppState;
-use crate::store::observation;
+use crate::store::observation::{self, ObservationRow};
 
-text_enum! {
-    /// Which measure an observation carries (a filter of the list).
-    ObservationKind {
-        Pain => "pain",
-        Sedation => "sedation",
-        Withdrawal => "withdrawal",
-        Dispensing => "dispensing",
-    }
-}
+pub use crate::store::observation::ObservationKind;
 
 /// A new observation: at least one measure.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,8 +41,7 @@ pub struct NewObservation {
 }
 
 /// A recorded observation.
-#[derive(Debug, Serialize, ToSchema, Queryable, Selectable)]
-#[diesel(table_name = observations)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ObservationView {
     pub id: String,
     pub patient_id: String,
@@ -65,6 +54,22 @@ pub struct ObservationView {
     #[serde(serialize_with = "utc")]
     #[schema(value_type = DateTime<Utc>)]
     pub recorded_at: NaiveDateTime,
+}
+
+impl From<ObservationRow> for ObservationView {
+    fn from(row: ObservationRow) -> Self {
+        ObservationView {
+            id: row.id,
+            patient_id: row.patient_id,
+            author_id: row.author_id,
+            pain_score: row.pain_score,
+            sedation_score: row.sedation_score,
+            cows_score: row.cows_score,
+            dose_dispensed_mg: row.dose_dispensed_mg,
+            note: row.note,
+            recorded_at: row.recorded_at,
+        }
+    }
 }
 
 fn utc<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
@@ -170,10 +175,7 @@ pub async fn create_observation(
             };
             let id = observation::record(conn, new, &public_url, now, today)?;
             access.append_audit(conn, "observation", Some(&id), now)?;
-            Ok(observations::table
-                .find(&id)
-                .select(ObservationView::as_select())
-                .first(&mut **conn)?)
+            Ok(ObservationView::from(observation::find(conn, &id)?))
         })
         .await?;
     state.outbox.wake();
@@ -200,36 +202,15 @@ pub async fn list_observations(
     let page = state
         .db
         .read(move |conn| {
-            let mut query = observations::table
-                .filter(observations::patient_id.eq(id))
-                .order(observations::id.desc())
-                .limit(limit + 1)
-                .select(ObservationView::as_select())
-                .into_boxed();
-            query = match filter.kind {
-                Some(ObservationKind::Pain) => query.filter(observations::pain_score.is_not_null()),
-                Some(ObservationKind::Sedation) => {
-                    query.filter(observations::sedation_score.is_not_null())
-                }
-                Some(ObservationKind::Withdrawal) => {
-                    query.filter(observations::cows_score.is_not_null())
-                }
-                Some(ObservationKind::Dispensing) => {
-                    query.filter(observations::dose_dispensed_mg.is_not_null())
-                }
-                None => query,
-            };
-            if let Some(since) = filter.since {
-                query = query.filter(observations::recorded_at.ge(since.naive_utc()));
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(observations::id.lt(cursor));
-            }
-            Ok(Page::from_rows(
-                query.load(conn)?,
-                limit,
-                |o: &ObservationView| o.id.clone(),
-            ))
+            let rows = observation::newest(
+                conn,
+                &id,
+                filter.kind,
+                filter.since.map(|t| t.naive_utc()),
+                filter.cursor.as_deref(),
+                limit + 1,
+            )?;
+            Ok(Page::from_rows(rows, limit, |o| o.id.clone()).map(ObservationView::from))
         })
         .await?;
     Ok(web::Json(page))

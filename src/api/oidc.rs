@@ -240,18 +240,12 @@ pub async fn callback(
         state.audit.record(record).await?;
         Ok(back_to_client(&flow, &[("error", failure.code())]))
     };
-    if query.error.is_some() {
-        return fail(Failure::Provider, None).await;
-    }
-    // RFC 9207: an answer naming another issuer is a mix-up attack.
-    if query
-        .iss
-        .as_deref()
-        .is_some_and(|iss| !provider.is_issuer(iss))
-    {
-        return fail(Failure::Provider, None).await;
-    }
-    let Some(code) = query.code.filter(|c| !c.is_empty() && c.len() <= 4096) else {
+    let Some(code) = answered_code(
+        provider,
+        query.error.is_some(),
+        query.iss.as_deref(),
+        query.code,
+    ) else {
         return fail(Failure::Provider, None).await;
     };
     let identity = match provider
@@ -269,20 +263,19 @@ pub async fn callback(
             return fail(err.failure, None).await;
         }
     };
-    let mapped = {
-        let (name, invitation) = (name.clone(), flow.invitation_hash.clone());
-        state
-            .db
-            .write(move |conn| {
-                let mapped =
-                    oidc::map_identity(conn, &name, &identity, invitation.as_deref(), now)?;
-                Ok(match mapped {
-                    Ok(user) => Ok((oidc::issue_code(conn, &user.id, &name, now)?, user)),
-                    Err(failure) => Err(failure),
-                })
+    let (provider_name, invitation) = (name.clone(), flow.invitation_hash.clone());
+    let mapped = state
+        .db
+        .write(move |conn| {
+            // The account of the identity, and a one-time code for the client.
+            let mapped =
+                oidc::map_identity(conn, &provider_name, &identity, invitation.as_deref(), now)?;
+            Ok(match mapped {
+                Ok(user) => Ok((oidc::issue_code(conn, &user.id, &provider_name, now)?, user)),
+                Err(failure) => Err(failure),
             })
-            .await?
-    };
+        })
+        .await?;
     match mapped {
         Ok((code, user)) => {
             let record = auth_event(
@@ -297,6 +290,20 @@ pub async fn callback(
         }
         Err((failure, user)) => fail(failure, user).await,
     }
+}
+
+/// The authorization code of the provider's answer; none when it refused,
+/// named another issuer (RFC 9207: a mix-up attack) or sent no usable code.
+fn answered_code(
+    provider: &Provider,
+    refused: bool,
+    iss: Option<&str>,
+    code: Option<String>,
+) -> Option<String> {
+    if refused || iss.is_some_and(|iss| !provider.is_issuer(iss)) {
+        return None;
+    }
+    code.filter(|c| !c.is_empty() && c.len() <= 4096)
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/oidc/token", tag = "auth",

@@ -2,7 +2,6 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -13,7 +12,6 @@ use super::{Page, page_limit};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::models::{Organization, new_id};
-use crate::db::schema::organizations;
 use crate::domain::access::Basis;
 use crate::domain::contact::parse_email;
 use crate::domain::role::OrgKind;
@@ -156,18 +154,8 @@ pub async fn list_organizations(
     let page = state
         .db
         .read(move |conn| {
-            let mut query = organizations::table
-                .select(Organization::as_select())
-                .order(organizations::id)
-                .limit(limit + 1)
-                .into_boxed();
-            if let Some(kind) = filter.kind {
-                query = query.filter(organizations::kind.eq(kind.as_str()));
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(organizations::id.gt(cursor));
-            }
-            Ok(Page::from_rows(query.load(conn)?, limit, |o| o.id.clone()))
+            let rows = organization::page(conn, filter.kind, filter.cursor.as_deref(), limit + 1)?;
+            Ok(Page::from_rows(rows, limit, |o| o.id.clone()))
         })
         .await?;
     Ok(web::Json(page.map(OrganizationView::from)))

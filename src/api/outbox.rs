@@ -2,16 +2,14 @@
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::Query;
 use super::{Page, page_limit};
 use crate::auth::AuthUser;
-use crate::db::models::OutboxEmail;
-use crate::db::schema::email_outbox;
 use crate::error::{ApiError, Problem};
+use crate::notify::outbox;
 use crate::state::AppState;
 
 /// Delivery state of an outbox row.
@@ -66,26 +64,16 @@ pub async fn list_outbox(
     let page = state
         .db
         .read(move |conn| {
-            let mut query = email_outbox::table
-                .select(OutboxEmail::as_select())
-                .order(email_outbox::id)
-                .limit(limit + 1)
-                .into_boxed();
-            if let Some(status) = filter.status {
-                let status = match status {
-                    OutboxStatus::Pending => crate::notify::outbox::PENDING,
-                    OutboxStatus::Sent => crate::notify::outbox::SENT,
-                };
-                query = query.filter(email_outbox::status.eq(status));
-            }
-            if let Some(cursor) = filter.cursor {
-                query = query.filter(email_outbox::id.gt(cursor));
-            }
-            Ok(Page::from_rows(query.load(conn)?, limit, |r| r.id.clone()))
+            let status = filter.status.map(|status| match status {
+                OutboxStatus::Pending => outbox::PENDING,
+                OutboxStatus::Sent => outbox::SENT,
+            });
+            let rows = outbox::page(conn, status, filter.cursor.as_deref(), limit + 1)?;
+            Ok(Page::from_rows(rows, limit, |r| r.id.clone()))
         })
         .await?;
     Ok(web::Json(page.map(|row| OutboxItem {
-        status: if row.status == crate::notify::outbox::SENT {
+        status: if row.status == outbox::SENT {
             OutboxStatus::Sent
         } else {
             OutboxStatus::Pending

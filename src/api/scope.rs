@@ -11,7 +11,7 @@ use actix_web::dev::Payload;
 use actix_web::http::Method;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
+use diesel::QueryResult;
 
 use super::extract::path_id;
 use crate::audit::{self, AuditRecord, Outcome};

@@ -34,6 +34,52 @@ pub fn append(
     Ok(())
 }
 
+/// What a reader of the trail narrows it to; all optional.
+#[derive(Debug, Default)]
+pub struct TrailFilter {
+    pub actor_id: Option<String>,
+    pub patient_id: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// From this time on.
+    pub from: Option<NaiveDateTime>,
+    /// Before this time.
+    pub to: Option<NaiveDateTime>,
+    /// After this `seq`.
+    pub after: Option<i64>,
+}
+
+/// Up to `rows` stored audit rows, oldest first, that match `filter`.
+pub fn trail(
+    conn: &mut DbConnection,
+    filter: TrailFilter,
+    rows: i64,
+) -> QueryResult<Vec<AuditEvent>> {
+    let mut query = audit_events::table
+        .select(AuditEvent::as_select())
+        .order(audit_events::seq)
+        .limit(rows)
+        .into_boxed();
+    if let Some(actor) = filter.actor_id {
+        query = query.filter(audit_events::actor_id.eq(actor));
+    }
+    if let Some(patient) = filter.patient_id {
+        query = query.filter(audit_events::patient_id.eq(patient));
+    }
+    if let Some(outcome) = filter.outcome {
+        query = query.filter(audit_events::outcome.eq(outcome.as_str()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(audit_events::at.ge(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(audit_events::at.lt(to));
+    }
+    if let Some(after) = filter.after {
+        query = query.filter(audit_events::seq.gt(after));
+    }
+    query.load(conn)
+}
+
 /// Audit records of their own (a read's, a denial's), sent straight to
 /// the database writer, which commits them with its next batch.
 #[derive(Clone)]

@@ -279,6 +279,28 @@ pub fn stats(conn: &mut DbConnection) -> QueryResult<OutboxStats> {
     })
 }
 
+/// Up to `rows` outbox rows, oldest first, after `after` (an id), of one
+/// status (`PENDING`, `SENT`) or any: the administrators' list.
+pub fn page(
+    conn: &mut DbConnection,
+    status: Option<&str>,
+    after: Option<&str>,
+    rows: i64,
+) -> QueryResult<Vec<OutboxEmail>> {
+    let mut query = email_outbox::table
+        .select(OutboxEmail::as_select())
+        .order(email_outbox::id)
+        .limit(rows)
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(email_outbox::status.eq(status));
+    }
+    if let Some(after) = after {
+        query = query.filter(email_outbox::id.gt(after));
+    }
+    query.load(conn)
+}
+
 /// Exponential backoff after `attempts` failures, capped.
 pub fn backoff_ms(settings: &EmailSettings, attempts: i32) -> u64 {
     let exponent = u32::try_from(attempts.saturating_sub(1))

@@ -11,14 +11,15 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::db::DbConnection;
 use crate::db::models::{User, new_id};
-use crate::db::schema::{access_requests, emergency_grants, patients, users};
+use crate::db::schema::{access_requests, emergency_grants, organizations, users};
 use crate::domain::access::{Basis, TeamRole};
 use crate::domain::role::Role;
 use crate::error::ApiError;
 use crate::notify::events::{Event, EventKind, emit};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::store::access::{load_relations, resolve};
-use crate::store::care_team::add_member;
+use crate::store::care_team::{add_member, referent};
+use crate::store::patient;
 
 text_enum! {
     /// Where an access request stands.
@@ -40,7 +41,7 @@ pub fn request(
     public_url: &str,
     now: DateTime<Utc>,
 ) -> Result<String, ApiError> {
-    if !patient_exists(conn, patient_id)? {
+    if !patient::exists(conn, patient_id)? {
         return Err(ApiError::NotFound("no such patient".into()));
     }
     if let Some((Basis::Team, _)) = resolve(conn, caller, patient_id, now)? {
@@ -74,7 +75,7 @@ pub fn request(
             access_requests::created_at.eq(now),
         ))
         .execute(conn)?;
-    if let Some(referent) = referent_of(conn, patient_id)? {
+    if let Some(referent) = referent(conn, patient_id)? {
         let subject = Subject {
             resource_type: "access_request",
             resource_id: &id,
@@ -239,14 +240,61 @@ pub fn grant_emergency(
     Ok((id, expires_at))
 }
 
-/// The active referent of a patient.
-fn referent_of(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Option<String>> {
-    use crate::db::schema::care_team_members as ctm;
-    ctm::table
-        .filter(ctm::patient_id.eq(patient_id))
-        .filter(ctm::until.is_null())
-        .filter(ctm::team_role.eq(TeamRole::Referent.as_str()))
-        .select(ctm::user_id)
+/// An access request as listed, with its requester.
+#[derive(Debug, Queryable)]
+pub struct ListedRequest {
+    pub id: String,
+    pub patient_id: String,
+    pub reason: String,
+    pub status: AccessRequestStatus,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub requester_id: String,
+    pub requester_name: String,
+    pub requester_role: Role,
+    pub organization_name: Option<String>,
+}
+
+/// The access requests on a patient, or the one with this id (or both
+/// narrowings), newest first.
+pub fn listed(
+    conn: &mut DbConnection,
+    patient_id: Option<&str>,
+    id: Option<&str>,
+) -> QueryResult<Vec<ListedRequest>> {
+    let mut query = access_requests::table
+        .inner_join(users::table.on(users::id.eq(access_requests::requester_id)))
+        .left_join(organizations::table.on(organizations::id.nullable().eq(users::organization_id)))
+        .select((
+            access_requests::id,
+            access_requests::patient_id,
+            access_requests::reason,
+            access_requests::status,
+            access_requests::decided_by,
+            access_requests::decided_at,
+            access_requests::created_at,
+            users::id,
+            users::full_name,
+            users::role,
+            organizations::name.nullable(),
+        ))
+        .order(access_requests::id.desc())
+        .into_boxed();
+    if let Some(patient_id) = patient_id {
+        query = query.filter(access_requests::patient_id.eq(patient_id.to_owned()));
+    }
+    if let Some(id) = id {
+        query = query.filter(access_requests::id.eq(id.to_owned()));
+    }
+    query.load(conn)
+}
+
+/// The patient an access request is about, if there is such a request.
+pub fn patient_of(conn: &mut DbConnection, id: &str) -> QueryResult<Option<String>> {
+    access_requests::table
+        .find(id)
+        .select(access_requests::patient_id)
         .first(conn)
         .optional()
 }
@@ -297,13 +345,4 @@ fn emit_request_event(
         emit(conn, &[requester], &own, now)?;
     }
     Ok(())
-}
-
-fn patient_exists(conn: &mut DbConnection, patient_id: &str) -> QueryResult<bool> {
-    Ok(patients::table
-        .find(patient_id)
-        .select(patients::id)
-        .first::<String>(conn)
-        .optional()?
-        .is_some())
 }

@@ -151,6 +151,35 @@ pub fn version_row(
         .optional()
 }
 
+/// Up to `rows` of the patient's versions after version `after`, oldest
+/// first, each with its author.
+pub fn versions_after(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    after: i32,
+    rows: i64,
+) -> QueryResult<Vec<(PlanVersionRow, PersonRef)>> {
+    let rows: Vec<(PlanVersionRow, String, Option<String>)> = care_plan_versions::table
+        .inner_join(users::table)
+        .filter(care_plan_versions::patient_id.eq(patient_id))
+        .filter(care_plan_versions::version.gt(after))
+        .order(care_plan_versions::version)
+        .limit(rows)
+        .select((PlanVersionRow::as_select(), users::full_name, users::phone))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, full_name, phone)| {
+            let author = PersonRef {
+                id: row.author_id.clone(),
+                full_name,
+                phone,
+            };
+            (row, author)
+        })
+        .collect())
+}
+
 /// Checks a plan's references against the database: the pharmacy, and the
 /// prescribers, each an active prescriber with a team basis on the patient
 /// now (§5: every person a record names has a basis). Fields are named under

@@ -6,10 +6,64 @@ use diesel::prelude::*;
 
 use crate::db::DbConnection;
 use crate::db::models::{User, new_id};
-use crate::db::schema::care_team_members;
+use crate::db::schema::{care_team_members, organizations, users};
 use crate::domain::access::{Relations, TeamRole};
+use crate::domain::role::Role;
 use crate::error::ApiError;
 use crate::notify::inapp::{NotificationKind, Subject, notify};
+
+/// The patient's current referent (the user id), if any: the one membership
+/// with the referent role that has not ended. [`add_member`] ends the
+/// previous referent's row when another takes the role, so there is at most
+/// one. Who is told of an intervention, an access request, an alert.
+pub fn referent(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Option<String>> {
+    care_team_members::table
+        .filter(care_team_members::patient_id.eq(patient_id))
+        .filter(care_team_members::until.is_null())
+        .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
+        .select(care_team_members::user_id)
+        .first(conn)
+        .optional()
+}
+
+/// A membership, present or past, with the member's directory entry.
+#[derive(Debug, Queryable)]
+pub struct Membership {
+    pub user_id: String,
+    pub full_name: String,
+    pub role: Role,
+    pub organization_id: Option<String>,
+    pub organization_name: Option<String>,
+    pub phone: Option<String>,
+    pub team_role: TeamRole,
+    pub since: NaiveDateTime,
+    pub until: Option<NaiveDateTime>,
+}
+
+/// Every membership of the patient's team: the current ones first, each
+/// group by start.
+pub fn members(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<Membership>> {
+    care_team_members::table
+        .inner_join(users::table.left_join(organizations::table))
+        .filter(care_team_members::patient_id.eq(patient_id))
+        .order((
+            care_team_members::until.is_not_null(),
+            care_team_members::since,
+            care_team_members::id,
+        ))
+        .select((
+            users::id,
+            users::full_name,
+            users::role,
+            users::organization_id,
+            organizations::name.nullable(),
+            users::phone,
+            care_team_members::team_role,
+            care_team_members::since,
+            care_team_members::until,
+        ))
+        .load(conn)
+}
 
 /// Adds the user `user_id` to the team (422 naming `user_id` when there is
 /// no such user; see [`add_member`]) and tells them; returns them.

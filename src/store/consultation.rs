@@ -77,6 +77,71 @@ pub struct ConsultationRow {
     pub basis_until: Option<NaiveDateTime>,
 }
 
+text_enum! {
+    /// Which side of consultations to list.
+    ConsultationBox {
+        Sent => "sent",
+        Received => "received",
+    }
+}
+
+impl ConsultationBox {
+    /// What a user lists when they name no side: a specialist what their
+    /// centre received, anyone else what they sent.
+    pub fn default_for(role: Role) -> Self {
+        if role == Role::Specialist {
+            ConsultationBox::Received
+        } else {
+            ConsultationBox::Sent
+        }
+    }
+}
+
+/// Up to `rows` consultations the caller sent or their centre received,
+/// newest first, before `before` (an id): of one status or any, and only
+/// those past due at `overdue_at` and still waiting for the centre when it
+/// is given. Not yet narrowed to the patients the caller has a basis on.
+pub fn listed(
+    conn: &mut DbConnection,
+    caller: &AuthUser,
+    side: ConsultationBox,
+    status: Option<ConsultationStatus>,
+    overdue_at: Option<NaiveDateTime>,
+    before: Option<&str>,
+    rows: i64,
+) -> QueryResult<Vec<ConsultationRow>> {
+    let mut query = consultations::table
+        .select(ConsultationRow::as_select())
+        .order(consultations::id.desc())
+        .limit(rows)
+        .into_boxed();
+    query = match side {
+        ConsultationBox::Sent => query.filter(consultations::requester_id.eq(caller.id.clone())),
+        ConsultationBox::Received => match (&caller.organization_id, caller.role) {
+            (Some(org), Role::Specialist) => query.filter(consultations::centre_id.eq(org.clone())),
+            // Only a centre's specialists receive consultations.
+            _ => query.filter(consultations::id.is_null()),
+        },
+    };
+    if let Some(status) = status {
+        query = query.filter(consultations::status.eq(status.as_str()));
+    }
+    if let Some(now) = overdue_at {
+        let waiting: Vec<&str> = ConsultationStatus::ALL
+            .iter()
+            .filter(|s| s.awaits_answer())
+            .map(|s| s.as_str())
+            .collect();
+        query = query
+            .filter(consultations::status.eq_any(waiting))
+            .filter(consultations::due_at.le(now));
+    }
+    if let Some(before) = before {
+        query = query.filter(consultations::id.lt(before));
+    }
+    query.load(conn)
+}
+
 impl ConsultationRow {
     /// The consultation with this id, if any. Callers check access.
     pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Self>> {

@@ -8,12 +8,12 @@ use diesel::prelude::*;
 
 use crate::db::DbConnection;
 use crate::db::models::new_id;
-use crate::db::schema::{care_team_members, dispensations, observation_alerts};
-use crate::domain::access::TeamRole;
+use crate::db::schema::{dispensations, observation_alerts};
 use crate::domain::dispensing::is_early_refill;
 use crate::error::{ApiError, FieldError};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::store::care_plan::current_version_row;
+use crate::store::care_team::referent;
 
 /// The alert kind of an early-refill episode (in `observation_alerts`).
 pub const EARLY_REFILL: &str = "early_refill";
@@ -142,14 +142,7 @@ fn watch(
                     observation_alerts::opened_at.eq(now),
                 ))
                 .execute(conn)?;
-            let referent: Option<String> = care_team_members::table
-                .filter(care_team_members::patient_id.eq(patient_id))
-                .filter(care_team_members::until.is_null())
-                .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
-                .select(care_team_members::user_id)
-                .first(conn)
-                .optional()?;
-            if let Some(referent) = referent {
+            if let Some(referent) = referent(conn, patient_id)? {
                 let subject = Subject {
                     resource_type: "dispensation",
                     resource_id: dispensation_id,

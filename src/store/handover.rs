@@ -34,6 +34,14 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Which side of handovers to list.
+    HandoverBox {
+        Inbox => "inbox",
+        Outbox => "outbox",
+    }
+}
+
 /// A stored handover.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = handovers)]
@@ -67,6 +75,35 @@ impl HandoverRow {
             .first(conn)
             .optional()
     }
+}
+
+/// Up to `rows` handovers to (`Inbox`) or from (`Outbox`) the user, newest
+/// first, before `before` (an id), of one status or any; not yet narrowed
+/// to the patients the user has a basis on.
+pub fn listed(
+    conn: &mut DbConnection,
+    user_id: &str,
+    side: HandoverBox,
+    status: Option<HandoverStatus>,
+    before: Option<&str>,
+    rows: i64,
+) -> QueryResult<Vec<HandoverRow>> {
+    let mut query = handovers::table
+        .select(HandoverRow::as_select())
+        .order(handovers::id.desc())
+        .limit(rows)
+        .into_boxed();
+    query = match side {
+        HandoverBox::Inbox => query.filter(handovers::to_user_id.eq(user_id)),
+        HandoverBox::Outbox => query.filter(handovers::from_user_id.eq(user_id)),
+    };
+    if let Some(status) = status {
+        query = query.filter(handovers::status.eq(status.as_str()));
+    }
+    if let Some(before) = before {
+        query = query.filter(handovers::id.lt(before));
+    }
+    query.load(conn)
 }
 
 /// A handover to send, already validated for shape.

@@ -8,8 +8,7 @@ use diesel::prelude::*;
 
 use crate::db::DbConnection;
 use crate::db::models::new_id;
-use crate::db::schema::{care_team_members, interventions, users};
-use crate::domain::access::TeamRole;
+use crate::db::schema::{interventions, users};
 use crate::domain::plan::OmtMedication;
 use crate::domain::workflow::{
     InterventionAction, InterventionProblem, InterventionStatus, ProposedAction,
@@ -19,6 +18,7 @@ use crate::error::{ApiError, FieldError};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
 use crate::store::access::named_prescriber;
 use crate::store::care_plan::version_row;
+use crate::store::care_team::referent;
 
 /// A stored intervention.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -62,17 +62,6 @@ pub struct NewIntervention<'a> {
     pub proposed_action: ProposedAction,
     pub note: Option<&'a str>,
     pub author_id: &'a str,
-}
-
-/// The referent of the patient, if any.
-fn referent(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Option<String>> {
-    care_team_members::table
-        .filter(care_team_members::patient_id.eq(patient_id))
-        .filter(care_team_members::until.is_null())
-        .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
-        .select(care_team_members::user_id)
-        .first(conn)
-        .optional()
 }
 
 /// Raises an intervention: 422 naming `plan_version` or `line` when they

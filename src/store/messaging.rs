@@ -105,6 +105,20 @@ pub fn threads_of(
         .load(conn)
 }
 
+/// The thread about one subject (a handover, a consultation), if any.
+pub fn thread_of(
+    conn: &mut DbConnection,
+    subject_type: SubjectType,
+    subject_id: &str,
+) -> QueryResult<Option<String>> {
+    threads::table
+        .filter(threads::subject_type.eq(subject_type.as_str()))
+        .filter(threads::subject_id.eq(subject_id))
+        .select(threads::id)
+        .first(conn)
+        .optional()
+}
+
 /// The patients the user may have a basis on: active team memberships and
 /// unexpired emergency grants (the consent rule is applied afterwards with
 /// [`resolve`]). Both come off per-user indexes, so the cost follows the

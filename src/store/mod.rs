@@ -23,6 +23,12 @@ pub mod patient;
 pub mod reminder;
 pub mod user;
 
+/// One trivial statement: whether the database answers (the readiness probe).
+pub fn ping(conn: &mut crate::db::DbConnection) -> diesel::QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute("SELECT 1")
+}
+
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends.
     fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;

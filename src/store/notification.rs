@@ -34,6 +34,50 @@ pub fn visible(
     Ok(resolve(conn, caller, patient_id, now)?.is_some())
 }
 
+/// A notification as listed: id, kind, resource type and id, patient,
+/// created at, read at.
+pub type NotificationRow = (
+    String,
+    NotificationKind,
+    String,
+    String,
+    Option<String>,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+);
+
+/// Up to `rows` of the user's notifications, newest first, before `before`
+/// (an id), unread ones only or all; not yet narrowed by [`visible`].
+pub fn newest(
+    conn: &mut DbConnection,
+    user_id: &str,
+    unread_only: bool,
+    before: Option<&str>,
+    rows: i64,
+) -> QueryResult<Vec<NotificationRow>> {
+    let mut query = notifications::table
+        .filter(notifications::user_id.eq(user_id))
+        .order(notifications::id.desc())
+        .limit(rows)
+        .select((
+            notifications::id,
+            notifications::kind,
+            notifications::resource_type,
+            notifications::resource_id,
+            notifications::patient_id,
+            notifications::created_at,
+            notifications::read_at,
+        ))
+        .into_boxed();
+    if unread_only {
+        query = query.filter(notifications::read_at.is_null());
+    }
+    if let Some(before) = before {
+        query = query.filter(notifications::id.lt(before));
+    }
+    query.load(conn)
+}
+
 /// Marks one of the caller's notifications read (again is harmless); 404
 /// when it is not theirs or they may no longer see it.
 pub fn mark_read(

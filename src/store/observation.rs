@@ -4,16 +4,86 @@
 
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::db::DbConnection;
 use crate::db::models::new_id;
-use crate::db::schema::{care_team_members, observation_alerts, observations};
-use crate::domain::access::TeamRole;
+use crate::db::schema::{observation_alerts, observations};
 use crate::domain::watch::{Scores, assess};
 use crate::error::ApiError;
 use crate::notify::events::{Event, EventKind, emit};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::store::care_team::referent;
 use crate::store::messaging::patient_audience;
+
+text_enum! {
+    /// Which measure an observation carries (a filter of the list).
+    ObservationKind {
+        Pain => "pain",
+        Sedation => "sedation",
+        Withdrawal => "withdrawal",
+        Dispensing => "dispensing",
+    }
+}
+
+/// An observation as stored.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = observations)]
+pub struct ObservationRow {
+    pub id: String,
+    pub patient_id: String,
+    pub author_id: String,
+    pub pain_score: Option<i32>,
+    pub sedation_score: Option<i32>,
+    pub cows_score: Option<i32>,
+    pub dose_dispensed_mg: Option<f64>,
+    pub note: Option<String>,
+    pub recorded_at: NaiveDateTime,
+}
+
+/// The observation with this id.
+pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<ObservationRow> {
+    observations::table
+        .find(id)
+        .select(ObservationRow::as_select())
+        .first(conn)
+}
+
+/// Up to `rows` of the patient's observations, newest first, before
+/// `before` (an id): those carrying one measure (or any), recorded from
+/// `since` on.
+pub fn newest(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    kind: Option<ObservationKind>,
+    since: Option<NaiveDateTime>,
+    before: Option<&str>,
+    rows: i64,
+) -> QueryResult<Vec<ObservationRow>> {
+    let mut query = observations::table
+        .filter(observations::patient_id.eq(patient_id))
+        .order(observations::id.desc())
+        .limit(rows)
+        .select(ObservationRow::as_select())
+        .into_boxed();
+    query = match kind {
+        Some(ObservationKind::Pain) => query.filter(observations::pain_score.is_not_null()),
+        Some(ObservationKind::Sedation) => query.filter(observations::sedation_score.is_not_null()),
+        Some(ObservationKind::Withdrawal) => query.filter(observations::cows_score.is_not_null()),
+        Some(ObservationKind::Dispensing) => {
+            query.filter(observations::dose_dispensed_mg.is_not_null())
+        }
+        None => query,
+    };
+    if let Some(since) = since {
+        query = query.filter(observations::recorded_at.ge(since));
+    }
+    if let Some(before) = before {
+        query = query.filter(observations::id.lt(before));
+    }
+    query.load(conn)
+}
 
 /// A validated observation to record.
 pub struct NewObservation<'a> {
@@ -101,14 +171,7 @@ fn watch(
                         observation_alerts::opened_at.eq(now),
                     ))
                     .execute(conn)?;
-                let referent: Option<String> = care_team_members::table
-                    .filter(care_team_members::patient_id.eq(patient_id))
-                    .filter(care_team_members::until.is_null())
-                    .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
-                    .select(care_team_members::user_id)
-                    .first(conn)
-                    .optional()?;
-                if let Some(referent) = referent {
+                if let Some(referent) = referent(conn, patient_id)? {
                     let subject = Subject {
                         resource_type: "observation_alert",
                         resource_id: &id,

@@ -18,6 +18,7 @@ use crate::domain::messaging::SubjectType;
 use crate::domain::patient::Sex;
 use crate::error::ApiError;
 use crate::store::access::resolve;
+use crate::store::care_team::referent;
 use crate::store::messaging::{create_thread, threads_of};
 use crate::store::{contains_pattern, lower};
 
@@ -263,16 +264,27 @@ pub struct Referent {
     pub phone: Option<String>,
 }
 
+/// Whether a patient with this id exists.
+pub fn exists(conn: &mut DbConnection, patient_id: &str) -> QueryResult<bool> {
+    Ok(patients::table
+        .find(patient_id)
+        .select(patients::id)
+        .first::<String>(conn)
+        .optional()?
+        .is_some())
+}
+
 /// The patient's active referent, if any.
 pub fn referent_contact(
     conn: &mut DbConnection,
     patient_id: &str,
 ) -> QueryResult<Option<Referent>> {
-    Ok(care_team_members::table
-        .inner_join(users::table.left_join(organizations::table))
-        .filter(care_team_members::patient_id.eq(patient_id))
-        .filter(care_team_members::until.is_null())
-        .filter(care_team_members::team_role.eq(TeamRole::Referent.as_str()))
+    let Some(user_id) = referent(conn, patient_id)? else {
+        return Ok(None);
+    };
+    Ok(users::table
+        .left_join(organizations::table)
+        .filter(users::id.eq(user_id))
         .select((
             users::full_name,
             organizations::name.nullable(),

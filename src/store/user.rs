@@ -231,3 +231,34 @@ pub fn directory(
     }
     query.load(conn)
 }
+
+/// The user's full name (every stored reference names a user).
+pub fn full_name(conn: &mut DbConnection, id: &str) -> QueryResult<String> {
+    users::table.find(id).select(users::full_name).first(conn)
+}
+
+/// An invitation that can still be accepted, or why not.
+pub fn usable_invitation(
+    conn: &mut DbConnection,
+    token: &str,
+    now: NaiveDateTime,
+) -> Result<Invitation, ApiError> {
+    let invitation: Invitation = invitations::table
+        .filter(invitations::token_hash.eq(hash_token(token)))
+        .select(Invitation::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| ApiError::NotFound("no such invitation".into()))?;
+    if invitation.accepted_at.is_some() {
+        return Err(ApiError::conflict(
+            "token",
+            "this invitation has already been used",
+        ));
+    }
+    if invitation.expires_at <= now {
+        return Err(ApiError::Gone(
+            "this invitation has expired; ask an administrator for a new one".into(),
+        ));
+    }
+    Ok(invitation)
+}
