@@ -35,7 +35,7 @@ pub fn append(
 }
 
 /// What a reader of the trail narrows it to; all optional.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct TrailFilter {
     pub actor_id: Option<String>,
     pub patient_id: Option<String>,

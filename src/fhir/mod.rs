@@ -209,7 +209,7 @@ pub fn care_team(patient_id: &str, team: &[TeamRow], users: &HashMap<String, Use
     let participants: Vec<Value> = team
         .iter()
         .map(|m| {
-            let role = m.role();
+            let role = m.team_role;
             let mut p = json!({
                 "role": [{"coding": [coding(RELAIS_ROLE, role.as_str(), None)], "text": role.as_str()}],
                 "member": reference("Practitioner", &m.user_id),
@@ -233,7 +233,7 @@ pub fn care_team(patient_id: &str, team: &[TeamRow], users: &HashMap<String, Use
     });
     let referent_org = team
         .iter()
-        .find(|m| m.until.is_none() && m.role() == TeamRole::Referent)
+        .find(|m| m.until.is_none() && m.team_role == TeamRole::Referent)
         .and_then(|m| users.get(&m.user_id))
         .and_then(|u| u.organization_id.as_deref());
     if let Some(org) = referent_org {
@@ -251,14 +251,14 @@ pub fn consents(patient_id: &str, rows: &[ConsentRow]) -> Vec<Value> {
     let last = rows.len().saturating_sub(1);
     rows.iter()
         .enumerate()
-        .filter_map(|(i, row)| {
-            let status = row.status()?;
+        .map(|(i, row)| {
+            let status = row.status;
             let (fhir_status, provision) = match status {
                 ConsentStatus::Granted => ("active", "permit"),
                 ConsentStatus::Refused => ("rejected", "deny"),
                 ConsentStatus::Withdrawn => ("inactive", "deny"),
             };
-            Some(json!({
+            json!({
                 "resourceType": "Consent",
                 "id": row.id,
                 "status": if i == last { fhir_status } else { "inactive" },
@@ -269,7 +269,7 @@ pub fn consents(patient_id: &str, rows: &[ConsentRow]) -> Vec<Value> {
                 "performer": [reference("Practitioner", &row.recorded_by)],
                 "policyRule": {"text": "Code de la santé publique, L1110-4: sharing beyond one care team"},
                 "provision": {"type": provision},
-            }))
+            })
         })
         .collect()
 }

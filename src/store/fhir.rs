@@ -25,31 +25,19 @@ use crate::store::messaging::{Message, Thread, threads_of};
 #[derive(Debug, Clone, Queryable)]
 pub struct TeamRow {
     pub user_id: String,
-    pub team_role: String,
+    /// An unknown stored role is a read error, never a default.
+    pub team_role: TeamRole,
     pub since: NaiveDateTime,
     pub until: Option<NaiveDateTime>,
-}
-
-impl TeamRow {
-    /// The stored team role (an unknown one reads as a plain member).
-    pub fn role(&self) -> TeamRole {
-        TeamRole::parse(&self.team_role).unwrap_or(TeamRole::Member)
-    }
 }
 
 /// One consent decision (the history is kept).
 #[derive(Debug, Clone, Queryable)]
 pub struct ConsentRow {
     pub id: String,
-    pub status: String,
+    pub status: ConsentStatus,
     pub recorded_by: String,
     pub recorded_at: NaiveDateTime,
-}
-
-impl ConsentRow {
-    pub fn status(&self) -> Option<ConsentStatus> {
-        ConsentStatus::parse(&self.status)
-    }
 }
 
 /// One observation row (several measures may share it).
