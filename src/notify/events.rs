@@ -42,8 +42,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::db::schema::{audit_head, event_horizon, event_tickets, events};
-use crate::db::{ConnectionManager, Db, DbConnection};
+use crate::db::schema::{audit_head, event_horizon, event_stream_leases, event_tickets, events};
+use crate::db::{Backend, ConnectionManager, Db, DbConnection};
 use crate::error::ApiError;
 
 /// The PostgreSQL channel on which a committed batch with events wakes
@@ -364,6 +364,86 @@ pub fn purge_tickets(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult
     diesel::delete(event_tickets::table.filter(event_tickets::expires_at.le(now))).execute(conn)
 }
 
+/// PostgreSQL: takes lease `lease` for one more stream of `user_id` unless
+/// `max` of theirs are live on all instances together; says whether it
+/// did. Run in a transaction of its own ([`Db::write_apart`]): the per-user
+/// lock it takes first is held until that transaction ends, so two
+/// instances opening streams of one user count one after the other.
+pub fn acquire_lease(
+    conn: &mut DbConnection,
+    lease: &Lease<'_>,
+    now: NaiveDateTime,
+    max: usize,
+) -> QueryResult<bool> {
+    let DbConnection::Postgres(pg) = conn else {
+        return Ok(true);
+    };
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(format!("relais.event_streams:{}", lease.user_id))
+        .execute(pg)?;
+    diesel::delete(
+        event_stream_leases::table
+            .filter(event_stream_leases::user_id.eq(lease.user_id))
+            .filter(event_stream_leases::expires_at.le(now)),
+    )
+    .execute(pg)?;
+    let live: i64 = event_stream_leases::table
+        .filter(event_stream_leases::user_id.eq(lease.user_id))
+        .count()
+        .get_result(pg)?;
+    if live >= i64::try_from(max).unwrap_or(i64::MAX) {
+        return Ok(false);
+    }
+    diesel::insert_into(event_stream_leases::table)
+        .values((
+            event_stream_leases::id.eq(lease.id),
+            event_stream_leases::user_id.eq(lease.user_id),
+            event_stream_leases::instance.eq(lease.instance),
+            event_stream_leases::expires_at.eq(lease.expires_at),
+        ))
+        .execute(pg)?;
+    Ok(true)
+}
+
+/// One stream's lease, as [`acquire_lease`] stores it.
+pub struct Lease<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub instance: &'a str,
+    pub expires_at: NaiveDateTime,
+}
+
+/// Pushes the expiry of every lease of `instance` to `expires_at`, and
+/// deletes the leases that lapsed (a dead instance's); returns how many
+/// were kept alive.
+pub fn refresh_leases(
+    conn: &mut DbConnection,
+    instance: &str,
+    now: NaiveDateTime,
+    expires_at: NaiveDateTime,
+) -> QueryResult<usize> {
+    let kept = diesel::update(
+        event_stream_leases::table.filter(event_stream_leases::instance.eq(instance)),
+    )
+    .set(event_stream_leases::expires_at.eq(expires_at))
+    .execute(conn)?;
+    diesel::delete(event_stream_leases::table.filter(event_stream_leases::expires_at.le(now)))
+        .execute(conn)?;
+    Ok(kept)
+}
+
+/// Deletes the leases of streams that ended.
+pub fn release_leases(conn: &mut DbConnection, ids: &[String]) -> QueryResult<usize> {
+    diesel::delete(event_stream_leases::table.filter(event_stream_leases::id.eq_any(ids)))
+        .execute(conn)
+}
+
+/// Deletes every lease of `instance` (its shutdown).
+pub fn release_instance(conn: &mut DbConnection, instance: &str) -> QueryResult<usize> {
+    diesel::delete(event_stream_leases::table.filter(event_stream_leases::instance.eq(instance)))
+        .execute(conn)
+}
+
 /// Why a stream was told to start over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -394,9 +474,26 @@ pub struct Hub {
     buffer: usize,
     closed: AtomicBool,
     wake: Arc<Notify>,
+    /// PostgreSQL: the leases that make `max_per_user` hold across instances.
+    leases: Option<LeaseBook>,
 }
 
-/// A user already holds `events.max_streams_per_user` streams here.
+/// This instance's stream leases (PostgreSQL; see [`acquire_lease`]).
+struct LeaseBook {
+    /// This process's name in `event_stream_leases.instance` (new at each start).
+    instance: String,
+    /// How often the instance pushes its leases' expiry forward (`events.heartbeat_s`).
+    refresh: Duration,
+    /// How long a lease lives without a refresh: three refreshes.
+    ttl: chrono::Duration,
+    /// Leases of streams that ended, to delete (bounded by the streams open:
+    /// each stream adds its own once).
+    released: Mutex<Vec<String>>,
+    wake: Notify,
+}
+
+/// A user already holds `events.max_streams_per_user` streams (here, or on
+/// PostgreSQL on all instances together).
 #[derive(Debug)]
 pub struct TooManyStreams;
 
@@ -408,6 +505,8 @@ pub struct Subscription {
     slot: u64,
     pub rows: mpsc::Receiver<Arc<EventRow>>,
     lagged: Arc<AtomicBool>,
+    /// PostgreSQL: its lease, released when it is dropped.
+    lease: Option<String>,
 }
 
 impl Subscription {
@@ -421,14 +520,29 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
             hub.leave(&self.user_id, self.slot);
+            if let (Some(lease), Some(book)) = (self.lease.take(), &hub.leases) {
+                book.released
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(lease);
+                book.wake.notify_one();
+            }
         }
     }
 }
 
 impl Hub {
-    /// A hub over `db`, woken by its commits.
-    pub fn new(db: Db, max_per_user: usize, buffer: usize) -> Arc<Self> {
+    /// A hub over `db`, woken by its commits; on PostgreSQL its streams
+    /// hold leases refreshed every `heartbeat` (see [`Hub::run_leases`]).
+    pub fn new(db: Db, max_per_user: usize, buffer: usize, heartbeat: Duration) -> Arc<Self> {
         let wake = db.commit_signal();
+        let leases = (db.backend() == Backend::Postgres).then(|| LeaseBook {
+            instance: uuid::Uuid::now_v7().to_string(),
+            refresh: heartbeat,
+            ttl: chrono::Duration::from_std(heartbeat * 3).unwrap_or(chrono::Duration::seconds(45)),
+            released: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        });
         Arc::new(Self {
             db,
             streams: Mutex::new(HashMap::new()),
@@ -437,7 +551,99 @@ impl Hub {
             buffer,
             closed: AtomicBool::new(false),
             wake,
+            leases,
         })
+    }
+
+    /// PostgreSQL: takes a lease for `subscription` among all instances'
+    /// streams of its user; `TooManyStreams` if they hold the maximum
+    /// already. SQLite: nothing to do (one instance owns the database, and
+    /// [`Hub::subscribe`] counts its streams).
+    pub async fn lease(
+        &self,
+        subscription: &mut Subscription,
+        now: NaiveDateTime,
+    ) -> Result<Result<(), TooManyStreams>, ApiError> {
+        let Some(book) = &self.leases else {
+            return Ok(Ok(()));
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let (lease_id, user, instance, max) = (
+            id.clone(),
+            subscription.user_id.clone(),
+            book.instance.clone(),
+            self.max_per_user,
+        );
+        let expires_at = now + book.ttl;
+        let taken = self
+            .db
+            .write_apart(move |conn| {
+                let lease = Lease {
+                    id: &lease_id,
+                    user_id: &user,
+                    instance: &instance,
+                    expires_at,
+                };
+                Ok(acquire_lease(conn, &lease, now, max)?)
+            })
+            .await?;
+        if !taken {
+            return Ok(Err(TooManyStreams));
+        }
+        subscription.lease = Some(id);
+        Ok(Ok(()))
+    }
+
+    /// PostgreSQL: keeps this instance's leases alive (one statement every
+    /// `events.heartbeat_s`), deletes those of streams that ended as they
+    /// end, and all of this instance's at shutdown. Returns at once on
+    /// SQLite.
+    pub async fn run_leases(
+        self: Arc<Self>,
+        clock: Arc<dyn crate::clock::Clock>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let Some(book) = &self.leases else {
+            return;
+        };
+        let mut next = tokio::time::Instant::now() + book.refresh;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {
+                    next = tokio::time::Instant::now() + book.refresh;
+                    let (instance, now) = (book.instance.clone(), clock.now_naive());
+                    let until = now + book.ttl;
+                    if let Err(err) = self
+                        .db
+                        .write_apart(move |conn| Ok(refresh_leases(conn, &instance, now, until)?))
+                        .await
+                    {
+                        tracing::warn!(error = %err, "events: refreshing stream leases failed");
+                    }
+                }
+                _ = book.wake.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            let ended =
+                std::mem::take(&mut *book.released.lock().unwrap_or_else(|e| e.into_inner()));
+            if !ended.is_empty()
+                && let Err(err) = self
+                    .db
+                    .write_apart(move |conn| Ok(release_leases(conn, &ended)?))
+                    .await
+            {
+                // They lapse by themselves within `ttl`.
+                tracing::warn!(error = %err, "events: releasing stream leases failed");
+            }
+        }
+        let instance = book.instance.clone();
+        if let Err(err) = self
+            .db
+            .write_apart(move |conn| Ok(release_instance(conn, &instance)?))
+            .await
+        {
+            tracing::warn!(error = %err, "events: releasing this instance's leases failed");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Slot>>> {
@@ -475,6 +681,7 @@ impl Hub {
             slot: id,
             rows,
             lagged,
+            lease: None,
         })
     }
 
