@@ -30,6 +30,17 @@
 //! bounded buffer per stream; a stream whose buffer is full is dropped (its
 //! client is told `stream.reset` and resumes from its last id), so the
 //! slowest client never slows the others.
+//!
+//! **One limit for all instances.** The hub counts its own streams per
+//! user; on PostgreSQL each stream also holds a lease row
+//! ([`acquire_lease`]) so that `events.max_streams_per_user` holds across
+//! instances. The lease is taken in a transaction of its own, outside the
+//! writer's batches ([`Db::write_apart`]), under a per-user advisory lock;
+//! [`Hub::run_leases`] refreshes all of the instance's leases in one
+//! statement per heartbeat (not one per stream), deletes the leases of
+//! streams that ended, and all of its own at shutdown; a dead instance's
+//! leases lapse after three heartbeats. On SQLite one instance owns the
+//! database: the hub's count is the limit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
