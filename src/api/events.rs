@@ -342,27 +342,23 @@ pub async fn stream_events(
     let position = state.db.read(|conn| Ok(events::position(conn)?)).await?;
     let (first, last, replay) = match resume {
         None => (
-            Some(StreamEvent::control(
-                EventKind::StreamReady,
-                Some(position.head),
-                None,
-            )),
+            Some((EventKind::StreamReady, position.head, None)),
             position.head,
             Replay::Done,
         ),
         Some(id) if id < position.purged_through => (
-            Some(StreamEvent::control(
+            Some((
                 EventKind::StreamReset,
-                Some(position.head),
+                position.head,
                 Some(ResetReason::Retention),
             )),
             position.head,
             Replay::Done,
         ),
         Some(id) if id > position.head => (
-            Some(StreamEvent::control(
+            Some((
                 EventKind::StreamReset,
-                Some(position.head),
+                position.head,
                 Some(ResetReason::UnknownPosition),
             )),
             position.head,
@@ -409,8 +405,9 @@ struct EventStream {
     state: Arc<AppState>,
     caller: StreamCaller,
     subscription: Subscription,
-    /// The frame to send before anything else (`stream.ready`/`stream.reset`).
-    first: Option<StreamEvent>,
+    /// The frame to send before anything else (`stream.ready`/`stream.reset`
+    /// at a position), kept small: a `StreamEvent` is ≈ 0.4 KiB.
+    first: Option<(EventKind, i64, Option<ResetReason>)>,
     /// The id of the last row delivered or passed over.
     last: i64,
     replay: Replay,
@@ -436,7 +433,7 @@ impl EventStream {
         state: Arc<AppState>,
         caller: StreamCaller,
         subscription: Subscription,
-        first: Option<StreamEvent>,
+        first: Option<(EventKind, i64, Option<ResetReason>)>,
         last: i64,
         replay: Replay,
     ) -> Self {
@@ -528,8 +525,8 @@ impl futures_core::Stream for EventStream {
             if this.finished {
                 return Poll::Ready(None);
             }
-            if let Some(first) = this.first.take() {
-                return Poll::Ready(Some(first.frame()));
+            if let Some((kind, id, reason)) = this.first.take() {
+                return Poll::Ready(Some(StreamEvent::control(kind, Some(id), reason).frame()));
             }
             if Instant::now() >= this.deadline {
                 return this.expired();
@@ -578,7 +575,7 @@ impl futures_core::Stream for EventStream {
                     Err(_) => this.end_with(None),
                 };
             }
-            match Pin::new(&mut this.subscription.rows).poll_recv(cx) {
+            match this.subscription.poll_row(cx) {
                 Poll::Ready(Some(row)) => {
                     if row.id > this.last {
                         this.pending.push_back(row);

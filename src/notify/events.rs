@@ -42,16 +42,17 @@
 //! leases lapse after three heartbeats. On SQLite one instance owns the
 //! database: the hub's count is the limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::db::schema::{audit_head, event_horizon, event_stream_leases, event_tickets, events};
 use crate::db::{Backend, ConnectionManager, Db, DbConnection};
@@ -469,11 +470,43 @@ pub enum ResetReason {
     TooFarBehind,
 }
 
-/// A stream's place in the hub: its buffer and whether it overflowed.
+/// A stream's place in the hub: its buffer.
 struct Slot {
     id: u64,
-    tx: mpsc::Sender<Arc<EventRow>>,
-    lagged: Arc<AtomicBool>,
+    inbox: Arc<Mutex<Inbox>>,
+}
+
+/// One stream's buffer of rows from the hub: at most `events.buffer`.
+/// Written here rather than taken from `tokio::sync::mpsc`, whose bounded
+/// channel allocates a block of 32 slots and three cache-padded fields
+/// when it is made: ≈ 0.8 KiB for every idle stream, against ≈ 0.1 KiB for
+/// this (an empty `VecDeque` allocates nothing; BENCHMARKS.md, "Live event
+/// stream: memory").
+#[derive(Default)]
+struct Inbox {
+    rows: VecDeque<Arc<EventRow>>,
+    /// The stream's task, to wake when a row comes or the inbox ends.
+    waker: Option<Waker>,
+    /// No more rows will come (the hub dropped the stream or closed).
+    ended: bool,
+    /// The hub dropped the stream because its buffer was full.
+    lagged: bool,
+}
+
+fn lock_inbox(inbox: &Mutex<Inbox>) -> std::sync::MutexGuard<'_, Inbox> {
+    inbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends `inbox` (`lagged`: for being too far behind) and wakes its stream.
+fn end_inbox(inbox: &Mutex<Inbox>, lagged: bool) {
+    let mut guard = lock_inbox(inbox);
+    guard.ended = true;
+    guard.lagged |= lagged;
+    let waker = guard.waker.take();
+    drop(guard);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
 }
 
 /// The in-process fan-out of one instance (see the module doc).
@@ -514,16 +547,40 @@ pub struct Subscription {
     hub: Weak<Hub>,
     user_id: String,
     slot: u64,
-    pub rows: mpsc::Receiver<Arc<EventRow>>,
-    lagged: Arc<AtomicBool>,
+    inbox: Arc<Mutex<Inbox>>,
     /// PostgreSQL: its lease, released when it is dropped.
     lease: Option<String>,
 }
 
 impl Subscription {
+    /// The next row for the stream, oldest first; `None` once the hub has
+    /// dropped the stream (see [`Subscription::lagged`]) or closed, after
+    /// the rows it holds.
+    pub fn poll_row(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<EventRow>>> {
+        let mut inbox = lock_inbox(&self.inbox);
+        if let Some(row) = inbox.rows.pop_front() {
+            if inbox.rows.is_empty() && inbox.rows.capacity() > 8 {
+                // A burst's room is not kept by an idle stream.
+                inbox.rows = VecDeque::new();
+            }
+            return Poll::Ready(Some(row));
+        }
+        if inbox.ended {
+            return Poll::Ready(None);
+        }
+        if !inbox
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            inbox.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Whether the hub dropped this stream because its buffer was full.
     pub fn lagged(&self) -> bool {
-        self.lagged.load(Ordering::SeqCst)
+        lock_inbox(&self.inbox).lagged
     }
 }
 
@@ -678,20 +735,17 @@ impl Hub {
         if slots.len() >= self.max_per_user || self.closed.load(Ordering::SeqCst) {
             return Err(TooManyStreams);
         }
-        let (tx, rows) = mpsc::channel(self.buffer);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let inbox = Arc::new(Mutex::new(Inbox::default()));
         let id = self.next_slot.fetch_add(1, Ordering::Relaxed);
         slots.push(Slot {
             id,
-            tx,
-            lagged: lagged.clone(),
+            inbox: inbox.clone(),
         });
         Ok(Subscription {
             hub: Arc::downgrade(self),
             user_id: user_id.to_owned(),
             slot: id,
-            rows,
-            lagged,
+            inbox,
             lease: None,
         })
     }
@@ -709,7 +763,11 @@ impl Hub {
     /// Ends every stream (shutdown): each closes as its buffer empties.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.lock().clear();
+        for (_, slots) in self.lock().drain() {
+            for slot in slots {
+                end_inbox(&slot.inbox, false);
+            }
+        }
     }
 
     /// Hands rows to their recipients' streams; a full buffer drops its stream.
@@ -720,13 +778,20 @@ impl Hub {
                 continue;
             };
             let row = Arc::new(row);
-            slots.retain(|slot| match slot.tx.try_send(row.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    slot.lagged.store(true, Ordering::SeqCst);
-                    false
+            slots.retain(|slot| {
+                let mut inbox = lock_inbox(&slot.inbox);
+                if inbox.rows.len() >= self.buffer {
+                    drop(inbox);
+                    end_inbox(&slot.inbox, true);
+                    return false;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                inbox.rows.push_back(row.clone());
+                let waker = inbox.waker.take();
+                drop(inbox);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                true
             });
             if slots.is_empty() {
                 streams.remove(&row.user_id);
