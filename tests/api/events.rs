@@ -749,7 +749,8 @@ async fn a_browser_opens_its_stream_with_a_single_use_ticket() {
 async fn streams_per_user_are_bounded() {
     let app = spawn_app_with(|s| {
         s.events.max_streams_per_user = 2;
-        // A client gone is seen at the next write: a heartbeat.
+        // A heartbeat a second (a stream whose client closed its connection
+        // ends at once, but one whose client vanished ends at a write).
         s.events.heartbeat_s = 1;
     })
     .await;
