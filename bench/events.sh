@@ -168,7 +168,7 @@ step_idle() {
     for pid in "${HOLDERS[@]}"; do wait "$pid"; done
     local alive
     alive=$(cat "$OUT"/events-idle-*.json | python3 -c 'import json,sys; print(sum(json.loads(l)["alive_at_end"] for l in sys.stdin))')
-    record "{\"streams\": $STREAMS, \"ready\": $IDLE_READY, \"alive_after_hold\": $alive, \"open_s\": $opened_s, \"server_fds\": $fds, \"server_threads\": $threads, \"malloc_arena_max\": \"${MALLOC_ARENA_MAX:-}\", \"rss_before_mib\": $((rss0 / 1024)), \"rss_mib\": $(echo "scale=1; $rss/1024" | bc), \"hwm_mib\": $(echo "scale=1; $hwm/1024" | bc), \"per_stream_kib\": $(echo "scale=2; ($rss-$rss0)/$STREAMS" | bc), \"api_answers_meanwhile\": \"$open\"}" idle
+    record "{\"streams\": $STREAMS, \"ready\": $IDLE_READY, \"alive_after_hold\": $alive, \"open_s\": $opened_s, \"server_fds\": $fds, \"server_threads\": $threads, \"malloc_arena_max\": \"${MALLOC_ARENA_MAX:-}\", \"wrap\": \"${WRAP:-}\", \"rss_before_mib\": $((rss0 / 1024)), \"rss_mib\": $(echo "scale=1; $rss/1024" | bc), \"hwm_mib\": $(echo "scale=1; $hwm/1024" | bc), \"per_stream_kib\": $(echo "scale=2; ($rss-$rss0)/$STREAMS" | bc), \"api_answers_meanwhile\": \"$open\"}" idle
     stop_pid "$SERVER_PID"
 }
 

@@ -30,6 +30,7 @@
 #                     then `relais audit verify` with each instance's checkpoints.
 #   peer              ../shared/bench/peer-synapse/run.sh (Synapse, 16 clients).
 #   peer-pg           the same with Synapse on PostgreSQL (throwaway cluster, port 55432).
+#   WRAP=             a command the server runs under (e.g. "env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 #
 # Results: bench/out/results.tsv (one line per wrk run) and a table on stdout.
 # Load goes to 127.0.0.1 only. PostgreSQL databases relais_bench_* are
@@ -123,7 +124,7 @@ start_server() {
     local tag=$1
     PORT=$(free_port)
     server_env
-    "$BIN" serve >"$OUT/server-$tag.log" 2>&1 &
+    ${WRAP:-} "$BIN" serve >"$OUT/server-$tag.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 200); do
         curl -fsS "http://127.0.0.1:$PORT/api/v1/health/live" >/dev/null 2>&1 && return 0

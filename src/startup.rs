@@ -123,6 +123,7 @@ impl Application {
             db.clone(),
             settings.events.max_streams_per_user,
             settings.events.buffer,
+            std::time::Duration::from_secs(settings.events.heartbeat_s),
         );
         let state = AppState {
             events,
@@ -172,6 +173,12 @@ impl Application {
         let tasks = vec![
             tokio::spawn(sender.run(shutdown_rx.clone())),
             tokio::spawn(state.events.clone().run(shutdown_rx.clone())),
+            tokio::spawn(
+                state
+                    .events
+                    .clone()
+                    .run_leases(state.clock.clone(), shutdown_rx.clone()),
+            ),
             tokio::spawn(scheduler.run(shutdown_rx)),
         ];
 
@@ -196,6 +203,11 @@ impl Application {
                     .configure(api::web_client::configure)
             })
             .workers(workers)
+            // A client that closes its connection ends its request at once,
+            // not at the next write to it: an event stream (which writes
+            // once a heartbeat) then frees its slot and lease without
+            // waiting (actix-web #1313). No client of this API half-closes.
+            .h1_allow_half_closed(false)
             .shutdown_timeout(30)
             .listen(listener)?
             .run()

@@ -5,7 +5,11 @@
 //! basis on its patient *at delivery time* (the one door), a live session,
 //! an unexpired token.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header;
@@ -13,7 +17,6 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder, dev::Payload,
 use actix_web_lab::sse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
@@ -24,15 +27,13 @@ use crate::auth::session;
 use crate::auth::tokens::{hash_token, random_token};
 use crate::domain::role::Role;
 use crate::error::{ApiError, Problem};
+use crate::metrics::OpenStream;
 use crate::notify::events::{
     self, EventKind, EventRow, FORMAT_VERSION, PAGE, ResetReason, Subscription, TICKET_TTL_S,
     Ticket,
 };
 use crate::state::AppState;
 use crate::store::access::basis_of;
-
-/// Frames waiting to be written to one client's connection.
-const WIRE_BUFFER: usize = 16;
 
 /// `GET /events` query parameters.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -161,6 +162,7 @@ fn frame_of(row: &EventRow) -> sse::Event {
 }
 
 /// Who a stream is for, and until when.
+#[derive(Clone)]
 struct StreamCaller {
     user: AuthUser,
     session_id: String,
@@ -329,186 +331,299 @@ pub async fn stream_events(
         Some(ticket) => ticket_caller(&state, ticket).await?,
         None => bearer_caller(&req, &state).await?,
     };
-    let subscription = state
+    let too_many = |_| ApiError::TooManyRequests { retry_after_s: 5 };
+    let mut subscription = state.events.subscribe(&caller.user.id).map_err(too_many)?;
+    // PostgreSQL: the limit among all instances' streams of the user.
+    state
         .events
-        .subscribe(&caller.user.id)
-        .map_err(|_| ApiError::TooManyRequests { retry_after_s: 5 })?;
+        .lease(&mut subscription, state.clock.now_naive())
+        .await?
+        .map_err(too_many)?;
     let position = state.db.read(|conn| Ok(events::position(conn)?)).await?;
-    let (tx, rx) = mpsc::channel(WIRE_BUFFER);
-    let start = match resume {
-        None => Start::Fresh(position.head),
-        Some(id) if id < position.purged_through => {
-            Start::Reset(position.head, ResetReason::Retention)
-        }
-        Some(id) if id > position.head => Start::Reset(position.head, ResetReason::UnknownPosition),
-        Some(id) => Start::Resume(id),
+    let (first, last, replay) = match resume {
+        None => (
+            Some((EventKind::StreamReady, position.head, None)),
+            position.head,
+            Replay::Done,
+        ),
+        Some(id) if id < position.purged_through => (
+            Some((
+                EventKind::StreamReset,
+                position.head,
+                Some(ResetReason::Retention),
+            )),
+            position.head,
+            Replay::Done,
+        ),
+        Some(id) if id > position.head => (
+            Some((
+                EventKind::StreamReset,
+                position.head,
+                Some(ResetReason::UnknownPosition),
+            )),
+            position.head,
+            Replay::Done,
+        ),
+        Some(id) => (None, id, Replay::More),
     };
-    actix_web::rt::spawn(run(state.into_inner(), caller, subscription, start, tx));
-    Ok(sse::Sse::from_infallible_receiver(rx)
+    let stream = EventStream::new(
+        state.into_inner(),
+        caller,
+        subscription,
+        first,
+        last,
+        replay,
+    );
+    Ok(sse::Sse::from_infallible_stream(stream)
         .respond_to(&req)
         .map_into_boxed_body())
 }
 
-/// Where a stream begins.
-enum Start {
-    /// No `Last-Event-ID`: from now (`stream.ready` gives the position).
-    Fresh(i64),
-    /// After the given id: its events are replayed first.
-    Resume(i64),
-    /// From now, with a `stream.reset` first.
-    Reset(i64, ResetReason),
+/// A database read or check in flight for one stream.
+type Pending<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+/// Where a resuming stream's replay stands.
+enum Replay {
+    /// A page is being read.
+    Reading(Pending<Vec<EventRow>>),
+    /// The last page was full (or none was read yet): read the next one once
+    /// the rows in hand are out.
+    More,
+    /// Replayed: the subscription carries the rest.
+    Done,
 }
 
-/// Sends a frame unless the client has gone or the token ran out first.
-async fn send(tx: &mpsc::Sender<sse::Event>, frame: sse::Event, deadline: Instant) -> bool {
-    tokio::select! {
-        sent = tx.send(frame) => sent.is_ok(),
-        _ = tokio::time::sleep_until(deadline) => false,
-    }
-}
-
-/// Whether `row` may go to the stream's user now: an event about a patient
-/// needs their basis on the patient at this moment.
-async fn deliverable(state: &AppState, user_id: &str, row: &EventRow) -> Result<bool, ApiError> {
-    let Some(patient) = row.patient_id.clone() else {
-        return Ok(true);
-    };
-    let (user, now) = (user_id.to_owned(), state.clock.now());
-    state
-        .db
-        .read(move |conn| Ok(basis_of(conn, &patient, &user, now)?.is_some()))
-        .await
-}
-
-/// One stream, from its first frame to its end.
-async fn run(
+/// One stream, as the response body itself: actix polls it when the
+/// connection can take more, when one of its reads or checks completes,
+/// when its hub subscription has a row, and at its timer (heartbeat or
+/// expiry). No task and no channel of its own: an idle stream is this
+/// struct, its subscription's buffer and its timer (issue 15's memory
+/// target; the spawned task and the frame channel it replaces were ≈ 6 KiB
+/// of each idle stream). When the client goes, actix drops it, and the
+/// subscription leaves the hub.
+struct EventStream {
     state: Arc<AppState>,
     caller: StreamCaller,
-    mut subscription: Subscription,
-    start: Start,
-    tx: mpsc::Sender<sse::Event>,
-) {
-    // `relais_event_streams_open` counts this stream until it ends, however.
-    let _open = state.metrics.stream_opened();
-    let remaining = caller
-        .expires_at
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    let deadline = Instant::now() + remaining;
-    let user_id = caller.user.id.clone();
-    let Some(mut last) = opening(start, &tx, deadline).await else {
-        return;
-    };
-    // The replay, from the rows; the subscription holds what commits meanwhile.
-    match replay(&state, &user_id, last, &tx, deadline).await {
-        Some(at) => last = at,
-        None => return,
+    subscription: Subscription,
+    /// The frame to send before anything else (`stream.ready`/`stream.reset`
+    /// at a position), kept small: a `StreamEvent` is ≈ 0.4 KiB.
+    first: Option<(EventKind, i64, Option<ResetReason>)>,
+    /// The id of the last row delivered or passed over.
+    last: i64,
+    replay: Replay,
+    /// Rows to deliver, oldest first (a replay page, or a live row).
+    pending: VecDeque<Arc<EventRow>>,
+    /// The basis check of `pending`'s first row, in flight.
+    check: Option<Pending<bool>>,
+    /// The session check of a heartbeat, in flight.
+    session: Option<Pending<Option<AuthUser>>>,
+    /// When the access token expires (the stream ends with `auth.expired`).
+    deadline: Instant,
+    /// Fires at the next heartbeat or at `deadline`, whichever comes first.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    next_heartbeat: Instant,
+    every: Duration,
+    finished: bool,
+    /// `relais_event_streams_open` counts this stream until it is dropped.
+    _open: OpenStream,
+}
+
+impl EventStream {
+    fn new(
+        state: Arc<AppState>,
+        caller: StreamCaller,
+        subscription: Subscription,
+        first: Option<(EventKind, i64, Option<ResetReason>)>,
+        last: i64,
+        replay: Replay,
+    ) -> Self {
+        let remaining = caller
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let now = Instant::now();
+        let deadline = now + remaining;
+        let every = Duration::from_secs(state.settings.events.heartbeat_s);
+        let next_heartbeat = now + every;
+        Self {
+            _open: state.metrics.stream_opened(),
+            timer: Box::pin(tokio::time::sleep_until(next_heartbeat.min(deadline))),
+            state,
+            caller,
+            subscription,
+            first,
+            last,
+            replay,
+            pending: VecDeque::new(),
+            check: None,
+            session: None,
+            deadline,
+            next_heartbeat,
+            every,
+            finished: false,
+        }
     }
-    let every = Duration::from_secs(state.settings.events.heartbeat_s);
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let expired = || StreamEvent::control(EventKind::AuthExpired, None, None).frame();
-    loop {
-        tokio::select! {
-            biased;
-            _ = tx.closed() => return,
-            _ = tokio::time::sleep_until(deadline) => {
-                let _ = tx.try_send(expired());
-                return;
-            }
-            _ = heartbeat.tick() => {
-                match session_live(&state, &caller).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        let _ = send(&tx, expired(), deadline).await;
-                        return;
+
+    /// The last frame: the stream ends after it.
+    fn end_with(&mut self, frame: Option<sse::Event>) -> Poll<Option<sse::Event>> {
+        self.finished = true;
+        self.pending = VecDeque::new();
+        self.check = None;
+        self.session = None;
+        Poll::Ready(frame)
+    }
+
+    fn expired(&mut self) -> Poll<Option<sse::Event>> {
+        let frame = StreamEvent::control(EventKind::AuthExpired, None, None).frame();
+        self.end_with(Some(frame))
+    }
+
+    /// The next row of `pending` that may go out now (its recipient's basis
+    /// on its patient checked at this moment), or what stops the stream.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<sse::Event>>> {
+        while let Some(row) = self.pending.front().cloned() {
+            let allowed = match &row.patient_id {
+                None => true,
+                Some(patient) => {
+                    let check = self.check.get_or_insert_with(|| {
+                        Box::pin(deliverable(
+                            self.state.clone(),
+                            self.caller.user.id.clone(),
+                            patient.clone(),
+                        ))
+                    });
+                    let Poll::Ready(outcome) = check.as_mut().poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    self.check = None;
+                    match outcome {
+                        Ok(allowed) => allowed,
+                        Err(_) => return Poll::Ready(None),
                     }
-                    Err(_) => return,
                 }
-                if !send(&tx, sse::Event::Comment("heartbeat".into()), deadline).await {
-                    return;
-                }
+            };
+            self.pending.pop_front();
+            if self.pending.is_empty() && self.pending.capacity() > 4 {
+                // A replay page's room is not kept by an idle stream.
+                self.pending = VecDeque::new();
             }
-            row = subscription.rows.recv() => {
-                let Some(row) = row else {
-                    if subscription.lagged() {
-                        let reset = StreamEvent::control(
+            self.last = row.id;
+            if allowed {
+                return Poll::Ready(Some(Some(frame_of(&row))));
+            }
+        }
+        Poll::Ready(Some(None))
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = sse::Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<sse::Event>> {
+        let this = self.get_mut();
+        loop {
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            if let Some((kind, id, reason)) = this.first.take() {
+                return Poll::Ready(Some(StreamEvent::control(kind, Some(id), reason).frame()));
+            }
+            if Instant::now() >= this.deadline {
+                return this.expired();
+            }
+            match this.poll_pending(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return this.end_with(None),
+                Poll::Ready(Some(Some(frame))) => return Poll::Ready(Some(frame)),
+                Poll::Ready(Some(None)) => {}
+            }
+            // The replay, from the rows; the subscription holds what commits meanwhile.
+            match &mut this.replay {
+                Replay::Reading(read) => match read.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(rows)) => {
+                        let full = rows.len() as i64 == PAGE;
+                        this.pending.extend(rows.into_iter().map(Arc::new));
+                        this.replay = if full { Replay::More } else { Replay::Done };
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => return this.end_with(None),
+                },
+                Replay::More => {
+                    let (state, user, after) =
+                        (this.state.clone(), this.caller.user.id.clone(), this.last);
+                    this.replay = Replay::Reading(Box::pin(async move {
+                        state
+                            .db
+                            .read(move |conn| {
+                                Ok(events::rows_of_user_after(conn, &user, after, PAGE)?)
+                            })
+                            .await
+                    }));
+                    continue;
+                }
+                Replay::Done => {}
+            }
+            if let Some(check) = &mut this.session {
+                let Poll::Ready(outcome) = check.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                this.session = None;
+                return match outcome {
+                    Ok(Some(_)) => Poll::Ready(Some(sse::Event::Comment("heartbeat".into()))),
+                    Ok(None) => this.expired(),
+                    Err(_) => this.end_with(None),
+                };
+            }
+            match this.subscription.poll_row(cx) {
+                Poll::Ready(Some(row)) => {
+                    if row.id > this.last {
+                        this.pending.push_back(row);
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    let reset = this.subscription.lagged().then(|| {
+                        StreamEvent::control(
                             EventKind::StreamReset,
                             None,
                             Some(ResetReason::TooFarBehind),
-                        );
-                        let _ = send(&tx, reset.frame(), deadline).await;
-                    }
-                    return;
-                };
-                if row.id <= last {
-                    continue;
+                        )
+                        .frame()
+                    });
+                    return this.end_with(reset);
                 }
-                match deliverable(&state, &user_id, &row).await {
-                    Ok(true) => {
-                        if !send(&tx, frame_of(&row), deadline).await {
-                            return;
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(_) => return,
-                }
-                last = row.id;
+                Poll::Pending => {}
+            }
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if now < this.deadline {
+                // A heartbeat: the session is checked first (a sign-out, a
+                // password change, a deactivation end the stream).
+                let (state, caller) = (this.state.clone(), this.caller.clone());
+                this.session = Some(Box::pin(async move { session_live(&state, &caller).await }));
+                this.next_heartbeat = now + this.every;
+                let at = this.next_heartbeat.min(this.deadline);
+                this.timer.as_mut().reset(at);
             }
         }
     }
 }
 
-/// The stream's first frame (ready, or reset and why) and the position it
-/// starts after; none when the client has gone.
-async fn opening(start: Start, tx: &mpsc::Sender<sse::Event>, deadline: Instant) -> Option<i64> {
-    let (head, frame) = match start {
-        Start::Fresh(head) => (
-            head,
-            StreamEvent::control(EventKind::StreamReady, Some(head), None),
-        ),
-        Start::Reset(head, reason) => (
-            head,
-            StreamEvent::control(EventKind::StreamReset, Some(head), Some(reason)),
-        ),
-        Start::Resume(after) => return Some(after),
-    };
-    send(tx, frame.frame(), deadline).await.then_some(head)
-}
-
-/// Sends the user's stored events after `last`, page by page, each only if
-/// deliverable now; the position reached, or none when the stream is over.
-async fn replay(
-    state: &AppState,
-    user_id: &str,
-    mut last: i64,
-    tx: &mpsc::Sender<sse::Event>,
-    deadline: Instant,
-) -> Option<i64> {
-    loop {
-        let (user, after) = (user_id.to_owned(), last);
-        let rows = state
-            .db
-            .read(move |conn| Ok(events::rows_of_user_after(conn, &user, after, PAGE)?))
-            .await
-            .ok()?;
-        let full = rows.len() as i64 == PAGE;
-        for row in &rows {
-            match deliverable(state, user_id, row).await {
-                Ok(true) => {
-                    if !send(tx, frame_of(row), deadline).await {
-                        return None;
-                    }
-                }
-                Ok(false) => {}
-                Err(_) => return None,
-            }
-            last = row.id;
-        }
-        if !full {
-            return Some(last);
-        }
-    }
+/// Whether an event about `patient` may go to `user_id` now: their basis
+/// on the patient at this moment.
+async fn deliverable(
+    state: Arc<AppState>,
+    user_id: String,
+    patient: String,
+) -> Result<bool, ApiError> {
+    let now = state.clock.now();
+    state
+        .db
+        .read(move |conn| Ok(basis_of(conn, &patient, &user_id, now)?.is_some()))
+        .await
 }
 
 /// A stream ticket.

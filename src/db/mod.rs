@@ -540,6 +540,28 @@ impl Db {
         .map_err(ApiError::internal)?
     }
 
+    /// Runs `f` in a transaction of its own on a pooled connection, outside
+    /// the writer's batches: for bookkeeping that is not audited, and that
+    /// must neither wait for the batches' locks nor hold a lock of its own
+    /// while a batch waits for the audit head (the event streams' leases,
+    /// `notify::events`, take a per-user lock: inside a batch, that lock and
+    /// the audit head could be taken in either order by two instances).
+    /// PostgreSQL; never for data about a patient (which the writer audits).
+    pub async fn write_apart<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(unavailable)?;
+            let conn: &mut DbConnection = &mut conn;
+            conn.transaction(f)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
     /// Runs `f` in one transaction: all of it or nothing. Answers once it is
     /// committed (on SQLite, with the other writes of its batch).
     pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>

@@ -160,6 +160,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    event_stream_leases (id) {
+        id -> Text,
+        user_id -> Text,
+        instance -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     event_tickets (ticket_hash) {
         ticket_hash -> Text,
         user_id -> Text,
@@ -544,5 +553,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     end_reminders,
     events,
     event_horizon,
+    event_stream_leases,
     event_tickets,
 );

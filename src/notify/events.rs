@@ -32,20 +32,32 @@
 //! bounded buffer per stream; a stream whose buffer is full is dropped (its
 //! client is told `stream.reset` and resumes from its last id), so the
 //! slowest client never slows the others.
+//!
+//! **One limit for all instances.** The hub counts its own streams per
+//! user; on PostgreSQL each stream also holds a lease row
+//! ([`acquire_lease`]) so that `events.max_streams_per_user` holds across
+//! instances. The lease is taken in a transaction of its own, outside the
+//! writer's batches ([`Db::write_apart`]), under a per-user advisory lock;
+//! [`Hub::run_leases`] refreshes all of the instance's leases in one
+//! statement per heartbeat (not one per stream), deletes the leases of
+//! streams that ended, and all of its own at shutdown; a dead instance's
+//! leases lapse after three heartbeats. On SQLite one instance owns the
+//! database: the hub's count is the limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
-use crate::db::schema::{audit_head, event_horizon, event_tickets, events};
-use crate::db::{ConnectionManager, Db, DbConnection};
+use crate::db::schema::{audit_head, event_horizon, event_stream_leases, event_tickets, events};
+use crate::db::{Backend, ConnectionManager, Db, DbConnection};
 use crate::error::ApiError;
 
 /// The PostgreSQL channel on which a committed batch with events wakes
@@ -375,6 +387,86 @@ pub fn purge_tickets(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult
     diesel::delete(event_tickets::table.filter(event_tickets::expires_at.le(now))).execute(conn)
 }
 
+/// PostgreSQL: takes lease `lease` for one more stream of `user_id` unless
+/// `max` of theirs are live on all instances together; says whether it
+/// did. Run in a transaction of its own ([`Db::write_apart`]): the per-user
+/// lock it takes first is held until that transaction ends, so two
+/// instances opening streams of one user count one after the other.
+pub fn acquire_lease(
+    conn: &mut DbConnection,
+    lease: &Lease<'_>,
+    now: NaiveDateTime,
+    max: usize,
+) -> QueryResult<bool> {
+    let DbConnection::Postgres(pg) = conn else {
+        return Ok(true);
+    };
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(format!("relais.event_streams:{}", lease.user_id))
+        .execute(pg)?;
+    diesel::delete(
+        event_stream_leases::table
+            .filter(event_stream_leases::user_id.eq(lease.user_id))
+            .filter(event_stream_leases::expires_at.le(now)),
+    )
+    .execute(pg)?;
+    let live: i64 = event_stream_leases::table
+        .filter(event_stream_leases::user_id.eq(lease.user_id))
+        .count()
+        .get_result(pg)?;
+    if live >= i64::try_from(max).unwrap_or(i64::MAX) {
+        return Ok(false);
+    }
+    diesel::insert_into(event_stream_leases::table)
+        .values((
+            event_stream_leases::id.eq(lease.id),
+            event_stream_leases::user_id.eq(lease.user_id),
+            event_stream_leases::instance.eq(lease.instance),
+            event_stream_leases::expires_at.eq(lease.expires_at),
+        ))
+        .execute(pg)?;
+    Ok(true)
+}
+
+/// One stream's lease, as [`acquire_lease`] stores it.
+pub struct Lease<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub instance: &'a str,
+    pub expires_at: NaiveDateTime,
+}
+
+/// Pushes the expiry of every lease of `instance` to `expires_at`, and
+/// deletes the leases that lapsed (a dead instance's); returns how many
+/// were kept alive.
+pub fn refresh_leases(
+    conn: &mut DbConnection,
+    instance: &str,
+    now: NaiveDateTime,
+    expires_at: NaiveDateTime,
+) -> QueryResult<usize> {
+    let kept = diesel::update(
+        event_stream_leases::table.filter(event_stream_leases::instance.eq(instance)),
+    )
+    .set(event_stream_leases::expires_at.eq(expires_at))
+    .execute(conn)?;
+    diesel::delete(event_stream_leases::table.filter(event_stream_leases::expires_at.le(now)))
+        .execute(conn)?;
+    Ok(kept)
+}
+
+/// Deletes the leases of streams that ended.
+pub fn release_leases(conn: &mut DbConnection, ids: &[String]) -> QueryResult<usize> {
+    diesel::delete(event_stream_leases::table.filter(event_stream_leases::id.eq_any(ids)))
+        .execute(conn)
+}
+
+/// Deletes every lease of `instance` (its shutdown).
+pub fn release_instance(conn: &mut DbConnection, instance: &str) -> QueryResult<usize> {
+    diesel::delete(event_stream_leases::table.filter(event_stream_leases::instance.eq(instance)))
+        .execute(conn)
+}
+
 /// Why a stream was told to start over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -389,11 +481,43 @@ pub enum ResetReason {
     TooFarBehind,
 }
 
-/// A stream's place in the hub: its buffer and whether it overflowed.
+/// A stream's place in the hub: its buffer.
 struct Slot {
     id: u64,
-    tx: mpsc::Sender<Arc<EventRow>>,
-    lagged: Arc<AtomicBool>,
+    inbox: Arc<Mutex<Inbox>>,
+}
+
+/// One stream's buffer of rows from the hub: at most `events.buffer`.
+/// Written here rather than taken from `tokio::sync::mpsc`, whose bounded
+/// channel allocates a block of 32 slots and three cache-padded fields
+/// when it is made: ≈ 0.8 KiB for every idle stream, against ≈ 0.1 KiB for
+/// this (an empty `VecDeque` allocates nothing; BENCHMARKS.md, "Live event
+/// stream: memory").
+#[derive(Default)]
+struct Inbox {
+    rows: VecDeque<Arc<EventRow>>,
+    /// The stream's task, to wake when a row comes or the inbox ends.
+    waker: Option<Waker>,
+    /// No more rows will come (the hub dropped the stream or closed).
+    ended: bool,
+    /// The hub dropped the stream because its buffer was full.
+    lagged: bool,
+}
+
+fn lock_inbox(inbox: &Mutex<Inbox>) -> std::sync::MutexGuard<'_, Inbox> {
+    inbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends `inbox` (`lagged`: for being too far behind) and wakes its stream.
+fn end_inbox(inbox: &Mutex<Inbox>, lagged: bool) {
+    let mut guard = lock_inbox(inbox);
+    guard.ended = true;
+    guard.lagged |= lagged;
+    let waker = guard.waker.take();
+    drop(guard);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
 }
 
 /// The in-process fan-out of one instance (see the module doc).
@@ -405,9 +529,26 @@ pub struct Hub {
     buffer: usize,
     closed: AtomicBool,
     wake: Arc<Notify>,
+    /// PostgreSQL: the leases that make `max_per_user` hold across instances.
+    leases: Option<LeaseBook>,
 }
 
-/// A user already holds `events.max_streams_per_user` streams here.
+/// This instance's stream leases (PostgreSQL; see [`acquire_lease`]).
+struct LeaseBook {
+    /// This process's name in `event_stream_leases.instance` (new at each start).
+    instance: String,
+    /// How often the instance pushes its leases' expiry forward (`events.heartbeat_s`).
+    refresh: Duration,
+    /// How long a lease lives without a refresh: three refreshes.
+    ttl: chrono::Duration,
+    /// Leases of streams that ended, to delete (bounded by the streams open:
+    /// each stream adds its own once).
+    released: Mutex<Vec<String>>,
+    wake: Notify,
+}
+
+/// A user already holds `events.max_streams_per_user` streams (here, or on
+/// PostgreSQL on all instances together).
 #[derive(Debug)]
 pub struct TooManyStreams;
 
@@ -417,14 +558,40 @@ pub struct Subscription {
     hub: Weak<Hub>,
     user_id: String,
     slot: u64,
-    pub rows: mpsc::Receiver<Arc<EventRow>>,
-    lagged: Arc<AtomicBool>,
+    inbox: Arc<Mutex<Inbox>>,
+    /// PostgreSQL: its lease, released when it is dropped.
+    lease: Option<String>,
 }
 
 impl Subscription {
+    /// The next row for the stream, oldest first; `None` once the hub has
+    /// dropped the stream (see [`Subscription::lagged`]) or closed, after
+    /// the rows it holds.
+    pub fn poll_row(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<EventRow>>> {
+        let mut inbox = lock_inbox(&self.inbox);
+        if let Some(row) = inbox.rows.pop_front() {
+            if inbox.rows.is_empty() && inbox.rows.capacity() > 8 {
+                // A burst's room is not kept by an idle stream.
+                inbox.rows = VecDeque::new();
+            }
+            return Poll::Ready(Some(row));
+        }
+        if inbox.ended {
+            return Poll::Ready(None);
+        }
+        if !inbox
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            inbox.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Whether the hub dropped this stream because its buffer was full.
     pub fn lagged(&self) -> bool {
-        self.lagged.load(Ordering::SeqCst)
+        lock_inbox(&self.inbox).lagged
     }
 }
 
@@ -432,14 +599,29 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
             hub.leave(&self.user_id, self.slot);
+            if let (Some(lease), Some(book)) = (self.lease.take(), &hub.leases) {
+                book.released
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(lease);
+                book.wake.notify_one();
+            }
         }
     }
 }
 
 impl Hub {
-    /// A hub over `db`, woken by its commits.
-    pub fn new(db: Db, max_per_user: usize, buffer: usize) -> Arc<Self> {
+    /// A hub over `db`, woken by its commits; on PostgreSQL its streams
+    /// hold leases refreshed every `heartbeat` (see [`Hub::run_leases`]).
+    pub fn new(db: Db, max_per_user: usize, buffer: usize, heartbeat: Duration) -> Arc<Self> {
         let wake = db.commit_signal();
+        let leases = (db.backend() == Backend::Postgres).then(|| LeaseBook {
+            instance: uuid::Uuid::now_v7().to_string(),
+            refresh: heartbeat,
+            ttl: chrono::Duration::from_std(heartbeat * 3).unwrap_or(chrono::Duration::seconds(45)),
+            released: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        });
         Arc::new(Self {
             db,
             streams: Mutex::new(HashMap::new()),
@@ -448,7 +630,99 @@ impl Hub {
             buffer,
             closed: AtomicBool::new(false),
             wake,
+            leases,
         })
+    }
+
+    /// PostgreSQL: takes a lease for `subscription` among all instances'
+    /// streams of its user; `TooManyStreams` if they hold the maximum
+    /// already. SQLite: nothing to do (one instance owns the database, and
+    /// [`Hub::subscribe`] counts its streams).
+    pub async fn lease(
+        &self,
+        subscription: &mut Subscription,
+        now: NaiveDateTime,
+    ) -> Result<Result<(), TooManyStreams>, ApiError> {
+        let Some(book) = &self.leases else {
+            return Ok(Ok(()));
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let (lease_id, user, instance, max) = (
+            id.clone(),
+            subscription.user_id.clone(),
+            book.instance.clone(),
+            self.max_per_user,
+        );
+        let expires_at = now + book.ttl;
+        let taken = self
+            .db
+            .write_apart(move |conn| {
+                let lease = Lease {
+                    id: &lease_id,
+                    user_id: &user,
+                    instance: &instance,
+                    expires_at,
+                };
+                Ok(acquire_lease(conn, &lease, now, max)?)
+            })
+            .await?;
+        if !taken {
+            return Ok(Err(TooManyStreams));
+        }
+        subscription.lease = Some(id);
+        Ok(Ok(()))
+    }
+
+    /// PostgreSQL: keeps this instance's leases alive (one statement every
+    /// `events.heartbeat_s`), deletes those of streams that ended as they
+    /// end, and all of this instance's at shutdown. Returns at once on
+    /// SQLite.
+    pub async fn run_leases(
+        self: Arc<Self>,
+        clock: Arc<dyn crate::clock::Clock>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let Some(book) = &self.leases else {
+            return;
+        };
+        let mut next = tokio::time::Instant::now() + book.refresh;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {
+                    next = tokio::time::Instant::now() + book.refresh;
+                    let (instance, now) = (book.instance.clone(), clock.now_naive());
+                    let until = now + book.ttl;
+                    if let Err(err) = self
+                        .db
+                        .write_apart(move |conn| Ok(refresh_leases(conn, &instance, now, until)?))
+                        .await
+                    {
+                        tracing::warn!(error = %err, "events: refreshing stream leases failed");
+                    }
+                }
+                _ = book.wake.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            let ended =
+                std::mem::take(&mut *book.released.lock().unwrap_or_else(|e| e.into_inner()));
+            if !ended.is_empty()
+                && let Err(err) = self
+                    .db
+                    .write_apart(move |conn| Ok(release_leases(conn, &ended)?))
+                    .await
+            {
+                // They lapse by themselves within `ttl`.
+                tracing::warn!(error = %err, "events: releasing stream leases failed");
+            }
+        }
+        let instance = book.instance.clone();
+        if let Err(err) = self
+            .db
+            .write_apart(move |conn| Ok(release_instance(conn, &instance)?))
+            .await
+        {
+            tracing::warn!(error = %err, "events: releasing this instance's leases failed");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Slot>>> {
@@ -472,20 +746,18 @@ impl Hub {
         if slots.len() >= self.max_per_user || self.closed.load(Ordering::SeqCst) {
             return Err(TooManyStreams);
         }
-        let (tx, rows) = mpsc::channel(self.buffer);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let inbox = Arc::new(Mutex::new(Inbox::default()));
         let id = self.next_slot.fetch_add(1, Ordering::Relaxed);
         slots.push(Slot {
             id,
-            tx,
-            lagged: lagged.clone(),
+            inbox: inbox.clone(),
         });
         Ok(Subscription {
             hub: Arc::downgrade(self),
             user_id: user_id.to_owned(),
             slot: id,
-            rows,
-            lagged,
+            inbox,
+            lease: None,
         })
     }
 
@@ -502,7 +774,11 @@ impl Hub {
     /// Ends every stream (shutdown): each closes as its buffer empties.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.lock().clear();
+        for (_, slots) in self.lock().drain() {
+            for slot in slots {
+                end_inbox(&slot.inbox, false);
+            }
+        }
     }
 
     /// Hands rows to their recipients' streams; a full buffer drops its stream.
@@ -513,13 +789,20 @@ impl Hub {
                 continue;
             };
             let row = Arc::new(row);
-            slots.retain(|slot| match slot.tx.try_send(row.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    slot.lagged.store(true, Ordering::SeqCst);
-                    false
+            slots.retain(|slot| {
+                let mut inbox = lock_inbox(&slot.inbox);
+                if inbox.rows.len() >= self.buffer {
+                    drop(inbox);
+                    end_inbox(&slot.inbox, true);
+                    return false;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                inbox.rows.push_back(row.clone());
+                let waker = inbox.waker.take();
+                drop(inbox);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                true
             });
             if slots.is_empty() {
                 streams.remove(&row.user_id);

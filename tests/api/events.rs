@@ -749,7 +749,8 @@ async fn a_browser_opens_its_stream_with_a_single_use_ticket() {
 async fn streams_per_user_are_bounded() {
     let app = spawn_app_with(|s| {
         s.events.max_streams_per_user = 2;
-        // A client gone is seen at the next write: a heartbeat.
+        // A heartbeat a second (a stream whose client closed its connection
+        // ends at once, but one whose client vanished ends at a write).
         s.events.heartbeat_s = 1;
     })
     .await;
@@ -775,6 +776,142 @@ async fn streams_per_user_are_bounded() {
             == 200
     })
     .await;
+}
+
+/// How many stream leases `user` holds in the database (PostgreSQL).
+async fn leases_of(app: &TestApp, user: &str) -> i64 {
+    use diesel::prelude::*;
+    use relais::db::schema::event_stream_leases as leases;
+    let user = user.to_owned();
+    app.state
+        .db
+        .read(move |conn| {
+            Ok(leases::table
+                .filter(leases::user_id.eq(user))
+                .count()
+                .get_result(conn)?)
+        })
+        .await
+        .unwrap()
+}
+
+/// Sets the expiry of the leases of `instance` (PostgreSQL).
+async fn set_lease_expiry(app: &TestApp, instance: &str, at: chrono::NaiveDateTime) {
+    use diesel::prelude::*;
+    use relais::db::schema::event_stream_leases as leases;
+    let instance = instance.to_owned();
+    app.state
+        .db
+        .write_apart(move |conn| {
+            Ok(
+                diesel::update(leases::table.filter(leases::instance.eq(instance)))
+                    .set(leases::expires_at.eq(at))
+                    .execute(conn)?,
+            )
+        })
+        .await
+        .unwrap();
+}
+
+/// On PostgreSQL `events.max_streams_per_user` holds across instances (a
+/// lease row per open stream). On SQLite one instance owns the database
+/// and counts its streams in process (`streams_per_user_are_bounded`):
+/// nothing to test there.
+#[actix_web::test]
+async fn the_stream_limit_holds_across_instances_on_postgresql() {
+    let db = Arc::new(TestDb::new());
+    if !db.url.starts_with("postgres") {
+        return;
+    }
+    // No heartbeat during the test: a closed stream must be seen closed
+    // without one (the server notices the client's end of the connection).
+    let a = spawn_on(db.clone(), SmtpListener::start().await, |s| {
+        s.events.heartbeat_s = 300;
+    })
+    .await;
+    let relay = a.smtp.port;
+    let b = spawn_on(db.clone(), SmtpListener::start().await, |s| {
+        s.email.smtp_port = relay;
+        s.events.heartbeat_s = 300;
+    })
+    .await;
+    let net = Network::new(&a).await;
+    let gp = &net.gp.token;
+    let mut on_a = vec![a.events(gp).await, a.events(gp).await, a.events(gp).await];
+    let _on_b = [b.events(gp).await, b.events(gp).await];
+    assert_eq!(leases_of(&a, &net.gp.id).await, 5);
+    // The sixth, on either instance, is refused.
+    for app in [&a, &b] {
+        let sixth = app.open_events("/api/v1/events", Some(gp), &[]).await;
+        assert_eq!(sixth.status, 429);
+        assert_eq!(
+            sixth.headers.get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        assert!(sixth.headers.get("retry-after").is_some());
+    }
+    assert_eq!(leases_of(&a, &net.gp.id).await, 5, "a refusal holds none");
+    // Another user is not counted against the first.
+    let _hospital = b.events(&net.hospital.token).await;
+    // A stream closed on A frees its slot for B.
+    drop(on_a.pop());
+    crate::helpers::eventually("the closed stream's lease released", || async {
+        leases_of(&a, &net.gp.id).await == 4
+    })
+    .await;
+    let mut again = b.events(gp).await;
+    let seventh = a.open_events("/api/v1/events", Some(gp), &[]).await;
+    assert_eq!(seventh.status, 429);
+    // The stream on B works (the limit did not cost it its events).
+    let theirs = emit_one(&a, &net.gp.id, true).await.unwrap();
+    assert_eq!(
+        next_of(&mut again, "thread.read").await["thread_id"],
+        theirs.as_str()
+    );
+
+    // A dead instance's leases count until they lapse: here five of the
+    // hospital's on an instance that stopped refreshing them.
+    drop(_hospital);
+    crate::helpers::eventually("the hospital's lease released", || async {
+        leases_of(&a, &net.hospital.id).await == 0
+    })
+    .await;
+    let (hospital, now) = (net.hospital.id.clone(), a.clock.now_naive());
+    a.state
+        .db
+        .write_apart(move |conn| {
+            use diesel::prelude::*;
+            use relais::db::schema::event_stream_leases as leases;
+            for _ in 0..5 {
+                diesel::insert_into(leases::table)
+                    .values((
+                        leases::id.eq(uuid::Uuid::now_v7().to_string()),
+                        leases::user_id.eq(&hospital),
+                        leases::instance.eq("an-instance-that-died"),
+                        leases::expires_at.eq(now + chrono::Duration::seconds(45)),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let refused = a
+        .open_events("/api/v1/events", Some(&net.hospital.token), &[])
+        .await;
+    assert_eq!(refused.status, 429);
+    set_lease_expiry(
+        &a,
+        "an-instance-that-died",
+        now - chrono::Duration::seconds(1),
+    )
+    .await;
+    let _lapsed = a.events(&net.hospital.token).await;
+    assert_eq!(
+        leases_of(&a, &net.hospital.id).await,
+        1,
+        "lapsed leases deleted"
+    );
 }
 
 #[actix_web::test]

@@ -1,0 +1,1 @@
+DROP TABLE event_stream_leases;
