@@ -8,6 +8,7 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
@@ -94,11 +95,11 @@ fn unknown_parameter(req: &ServiceRequest) -> Option<ApiError> {
         return None;
     }
     let pattern = req.match_pattern()?;
-    let method = req.method().as_str().to_ascii_lowercase();
-    let accepted = super::openapi::query_parameters(&method, &pattern)?;
+    let method = method_name(req.method())?;
+    let accepted = super::openapi::query_parameters(method, &pattern)?;
     form_urlencoded::parse(query.as_bytes())
         .map(|(name, _)| name)
-        .find(|name| !accepted.iter().any(|a| a == name))
+        .find(|name| !accepted.contains(&name.as_ref()))
         .map(|name| {
             let message = if accepted.is_empty() {
                 "unknown query parameter: this operation takes none".to_owned()
@@ -110,4 +111,19 @@ fn unknown_parameter(req: &ServiceRequest) -> Option<ApiError> {
             };
             ApiError::malformed(name.into_owned(), message)
         })
+}
+
+/// The document's (lower-case) name of a method; `None` for one it cannot have.
+fn method_name(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "get",
+        Method::PUT => "put",
+        Method::POST => "post",
+        Method::DELETE => "delete",
+        Method::OPTIONS => "options",
+        Method::HEAD => "head",
+        Method::PATCH => "patch",
+        Method::TRACE => "trace",
+        _ => return None,
+    })
 }
