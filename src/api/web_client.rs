@@ -106,7 +106,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Whether a path is the client's: its pages get [`WEB_CSP`].
 pub fn is_web_path(path: &str) -> bool {
-    path == "/" || path.starts_with(&format!("{ASSETS_PATH}/"))
+    path == "/"
+        || path
+            .strip_prefix(ASSETS_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The client's page. Never stored: it is the door to patient data, and it
