@@ -356,7 +356,8 @@ async fn request_id(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|state| state.metrics.clone());
-    let method = req.method().to_string();
+    // A fixed word (no copy of the method the client sent).
+    let method = crate::metrics::method_label(req.method().as_str());
     let started = Instant::now();
     let mut res = next.call(req).await?;
     let route = res
@@ -366,12 +367,12 @@ async fn request_id(
     let status = res.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(metrics) = metrics {
-        metrics.observe_request(&method, &route, status, elapsed);
+        metrics.observe_request(method, &route, res.status().as_str(), elapsed);
     }
     tracing::info!(
         request_id = %id,
         client_request_id = %client_id,
-        method = crate::metrics::method_label(&method),
+        method,
         route,
         status,
         duration_ms = elapsed * 1000.0,

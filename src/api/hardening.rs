@@ -8,6 +8,7 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
@@ -42,7 +43,17 @@ pub async fn security_headers(
     let https = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|state| state.settings.server.public_url.starts_with("https://"));
-    let path = req.path().to_owned();
+    // Which family of paths, decided before the request moves on (no copy of the path).
+    let path = req.path();
+    let docs = under(path, super::openapi::DOCS_PATH);
+    let csp = if docs {
+        DOCS_CSP
+    } else if super::web_client::is_web_path(path) {
+        super::web_client::WEB_CSP
+    } else {
+        API_CSP
+    };
+    let no_store = under(path, BASE) || under(path, super::fhir::FHIR_BASE);
     let mut res = next.call(req).await?;
     let headers = res.headers_mut();
     let mut set = |name: HeaderName, value: &'static str| {
@@ -53,22 +64,18 @@ pub async fn security_headers(
     if https {
         set(header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
-    let docs = path == super::openapi::DOCS_PATH
-        || path.starts_with(&format!("{}/", super::openapi::DOCS_PATH));
-    if docs {
-        set(header::CONTENT_SECURITY_POLICY, DOCS_CSP);
-    } else if super::web_client::is_web_path(&path) {
-        set(header::CONTENT_SECURITY_POLICY, super::web_client::WEB_CSP);
-    } else {
-        set(header::CONTENT_SECURITY_POLICY, API_CSP);
-    }
+    set(header::CONTENT_SECURITY_POLICY, csp);
     set(header::X_FRAME_OPTIONS, "DENY");
-    let fhir =
-        path == super::fhir::FHIR_BASE || path.starts_with(&format!("{}/", super::fhir::FHIR_BASE));
-    if path == BASE || path.starts_with(&format!("{BASE}/")) || fhir {
+    if no_store {
         set(header::CACHE_CONTROL, "no-store");
     }
     Ok(res)
+}
+
+/// `path` is `base` or below it (`base/…`), without building `base/`.
+fn under(path: &str, base: &str) -> bool {
+    path.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Refuses, with 400 naming it, a query parameter that the operation does
@@ -94,11 +101,11 @@ fn unknown_parameter(req: &ServiceRequest) -> Option<ApiError> {
         return None;
     }
     let pattern = req.match_pattern()?;
-    let method = req.method().as_str().to_ascii_lowercase();
-    let accepted = super::openapi::query_parameters(&method, &pattern)?;
+    let method = method_name(req.method())?;
+    let accepted = super::openapi::query_parameters(method, &pattern)?;
     form_urlencoded::parse(query.as_bytes())
         .map(|(name, _)| name)
-        .find(|name| !accepted.iter().any(|a| a == name))
+        .find(|name| !accepted.contains(&name.as_ref()))
         .map(|name| {
             let message = if accepted.is_empty() {
                 "unknown query parameter: this operation takes none".to_owned()
@@ -110,4 +117,19 @@ fn unknown_parameter(req: &ServiceRequest) -> Option<ApiError> {
             };
             ApiError::malformed(name.into_owned(), message)
         })
+}
+
+/// The document's (lower-case) name of a method; `None` for one it cannot have.
+fn method_name(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "get",
+        Method::PUT => "put",
+        Method::POST => "post",
+        Method::DELETE => "delete",
+        Method::OPTIONS => "options",
+        Method::HEAD => "head",
+        Method::PATCH => "patch",
+        Method::TRACE => "trace",
+        _ => return None,
+    })
 }

@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod organizations;
 pub mod outbox;
 pub mod patients;
+pub mod query_params;
 pub mod scope;
 pub mod threads;
 pub mod users;

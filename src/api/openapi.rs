@@ -1,6 +1,5 @@
 //! The OpenAPI document, built from the handlers' annotations.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
@@ -99,50 +98,15 @@ pub async fn document() -> HttpResponse {
 
 /// The query parameters each operation documents, by (lower-case method,
 /// path as registered): what [`super::hardening::known_query_parameters`]
-/// accepts. `None` for an operation the document does not have.
-pub fn query_parameters(method: &str, path: &str) -> Option<&'static [String]> {
-    static TABLE: OnceLock<HashMap<(String, String), Vec<String>>> = OnceLock::new();
-    TABLE
-        .get_or_init(query_parameter_table)
-        .get(&(method.to_owned(), path.to_owned()))
-        .map(Vec::as_slice)
-}
-
-/// Reads the table off the typed document, dropped at once. Building that
-/// document, not a copy of it, is what the first request with a query
-/// string costs in peak memory (~13 MiB, BENCHMARKS.md): generating the
-/// table from the route declarations would avoid it.
-fn query_parameter_table() -> HashMap<(String, String), Vec<String>> {
-    use utoipa::openapi::RefOr;
-    use utoipa::openapi::path::{Operation, ParameterIn};
-    let doc = ApiDoc::openapi();
-    let mut table = HashMap::new();
-    for (path, item) in doc.paths.paths {
-        let operations: [(&'static str, Option<Operation>); 8] = [
-            ("get", item.get),
-            ("put", item.put),
-            ("post", item.post),
-            ("delete", item.delete),
-            ("options", item.options),
-            ("head", item.head),
-            ("patch", item.patch),
-            ("trace", item.trace),
-        ];
-        for (method, op) in operations {
-            let Some(op) = op else { continue };
-            let names = op
-                .parameters
-                .into_iter()
-                .flatten()
-                .filter_map(|p| match p {
-                    RefOr::T(p) if p.parameter_in == ParameterIn::Query => Some(p.name),
-                    _ => None,
-                })
-                .collect();
-            table.insert((method.to_owned(), path.clone()), names);
-        }
-    }
+/// accepts. `None` for an operation the document does not have. The table
+/// is generated from the document and checked in ([`super::query_params`]),
+/// so that no request has to build the document.
+pub fn query_parameters(method: &str, path: &str) -> Option<&'static [&'static str]> {
+    let table = super::query_params::QUERY_PARAMETERS;
     table
+        .binary_search_by(|(p, m, _)| (*p, *m).cmp(&(path, method)))
+        .ok()
+        .map(|i| table[i].2)
 }
 
 /// Operations any client may call without a bearer token.

@@ -59,23 +59,20 @@ pub async fn refresh_cookie(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let path = req.path().to_owned();
+    // Every other request passes without a copy of its path or header.
     let concerned =
-        req.method() == Method::POST && (ISSUING.contains(&path.as_str()) || path == LOGOUT);
-    let mode = req
-        .headers()
-        .get(MODE_HEADER)
-        .map(|v| v.as_bytes().to_vec());
-    if concerned && mode.as_deref().is_some_and(|v| v != MODE_COOKIE.as_bytes()) {
+        req.method() == Method::POST && (ISSUING.contains(&req.path()) || req.path() == LOGOUT);
+    let mode = req.headers().get(MODE_HEADER);
+    if !concerned || mode.is_none() {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    if mode.is_some_and(|v| v.as_bytes() != MODE_COOKIE.as_bytes()) {
         // A mode this server does not know: refuse rather than guess.
         let res = ApiError::malformed(MODE_HEADER, format!("the only mode is `{MODE_COOKIE}`"))
             .error_response();
         return Ok(req.into_response(res));
     }
-    let asked = mode.is_some();
-    if !concerned || !asked {
-        return Ok(next.call(req).await?.map_into_boxed_body());
-    }
+    let path = req.path().to_owned();
     let secure = secure_cookie(&req);
     if path == REFRESH || path == LOGOUT {
         let body = read_body(&mut req).await?;

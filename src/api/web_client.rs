@@ -2,7 +2,7 @@
 //! sheet under `web/`, compiled into the binary and served at `/`.
 //!
 //! The files are embedded with `include_bytes!` through the [`ASSETS`]
-//! table rather than a crate such as rust-embed: there are a dozen files,
+//! table rather than a crate such as rust-embed: there are about twenty files,
 //! the table is the whole mechanism (a unit test checks it lists every file
 //! of `web/`), and it costs no proc macro or dependency in a build that is
 //! already slow. Their version is a hash of their content, computed once:
@@ -109,7 +109,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Whether a path is the client's: its pages get [`WEB_CSP`].
 pub fn is_web_path(path: &str) -> bool {
-    path == "/" || path.starts_with(&format!("{ASSETS_PATH}/"))
+    path == "/"
+        || path
+            .strip_prefix(ASSETS_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The client's page. Never stored: it is the door to patient data, and it

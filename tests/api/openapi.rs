@@ -243,3 +243,77 @@ async fn text_limits_and_rules_are_the_documents() {
             .contains("\\u202a-\\u202e")
     );
 }
+
+/// The query-parameter table the server checks requests against
+/// (`src/api/query_params.rs`, checked in so that no request builds the
+/// document) is exactly the document's: rebuilt here from `ApiDoc::openapi()`,
+/// compared as text. On a difference the test fails with the new text (and
+/// writes it in place with `RELAIS_WRITE_QUERY_PARAMS=1`).
+#[test]
+fn query_parameter_table_is_the_documents() {
+    use relais::api::openapi::ApiDoc;
+    use utoipa::OpenApi;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::path::{Operation, ParameterIn};
+
+    let mut rows = Vec::new();
+    for (path, item) in ApiDoc::openapi().paths.paths {
+        let operations: [(&str, Option<Operation>); 8] = [
+            ("get", item.get),
+            ("put", item.put),
+            ("post", item.post),
+            ("delete", item.delete),
+            ("options", item.options),
+            ("head", item.head),
+            ("patch", item.patch),
+            ("trace", item.trace),
+        ];
+        for (method, op) in operations {
+            let Some(op) = op else { continue };
+            let names: Vec<String> = op
+                .parameters
+                .into_iter()
+                .flatten()
+                .filter_map(|p| match p {
+                    RefOr::T(p) if p.parameter_in == ParameterIn::Query => Some(p.name),
+                    _ => None,
+                })
+                .collect();
+            rows.push((path.clone(), method.to_owned(), names));
+        }
+    }
+    rows.sort();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/src/api/query_params.rs");
+    let current = std::fs::read_to_string(file).expect("src/api/query_params.rs");
+    let head = current
+        .split_inclusive('\n')
+        .take_while(|line| !line.starts_with("pub const QUERY_PARAMETERS"))
+        .collect::<String>();
+    let mut expected = head;
+    expected.push_str("pub const QUERY_PARAMETERS: &[(&str, &str, &[&str])] = &[\n");
+    for (path, method, names) in &rows {
+        let names = names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        expected.push_str(&format!("    ({path:?}, {method:?}, &[{names}]),\n"));
+    }
+    expected.push_str("];\n");
+    if current != expected {
+        if std::env::var_os("RELAIS_WRITE_QUERY_PARAMS").is_some() {
+            std::fs::write(file, &expected).expect("write src/api/query_params.rs");
+        }
+        panic!(
+            "src/api/query_params.rs differs from the OpenAPI document; run this test with \
+             RELAIS_WRITE_QUERY_PARAMS=1 or replace it by:\n{expected}"
+        );
+    }
+    // Sorted, unique: the server's binary search relies on it.
+    let table = relais::api::query_params::QUERY_PARAMETERS;
+    assert!(
+        table
+            .windows(2)
+            .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1))
+    );
+}
