@@ -75,6 +75,10 @@ pub fn note_events() {
     EMITTED.with(|e| e.set(true));
 }
 
+/// The PostgreSQL channel on which a committed batch with events wakes
+/// every instance's event hub (`notify::events`, which re-exports it).
+pub const EVENTS_CHANNEL: &str = "relais_events";
+
 /// The most jobs waiting for the writer. Past it a write is refused at
 /// once (503 with `Retry-After`, nothing done) instead of queueing without
 /// bound: at 64 jobs a batch on PostgreSQL (256 on SQLite) that is 64 (16)
@@ -435,7 +439,7 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
             // One wake-up for the batch's events, delivered at its commit
             // to every instance listening (`notify::events::spawn_listener`).
             diesel::sql_query("SELECT pg_notify($1, '')")
-                .bind::<diesel::sql_types::Text, _>(crate::notify::events::EVENTS_CHANNEL)
+                .bind::<diesel::sql_types::Text, _>(EVENTS_CHANNEL)
                 .execute(pg)?;
         }
         // The audit rows of the batch's writes join the chain here, in the

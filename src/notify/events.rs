@@ -60,9 +60,7 @@ use crate::db::schema::{audit_head, event_horizon, event_stream_leases, event_ti
 use crate::db::{Backend, ConnectionManager, Db, DbConnection};
 use crate::error::ApiError;
 
-/// The PostgreSQL channel on which a committed batch with events wakes
-/// every instance's [`Hub`].
-pub const EVENTS_CHANNEL: &str = "relais_events";
+pub use crate::db::writer::EVENTS_CHANNEL;
 
 /// The version of the events' format, sent in every event as `v`.
 pub const FORMAT_VERSION: u32 = 1;

@@ -603,6 +603,14 @@ test('the GP edits the plan by keyboard: live warnings, a justification, a confl
   assert.equal(saved.analgesics[ibu].max_daily_mg, 3200);
   assert.equal(saved.review_date, reviewDate);
   assert.deepEqual(saved.acknowledged_warnings, blocking.map((code) => ({ code, justification })));
+  // Whoever changes a line signs it (the pharmacist's page names them); a line left alone keeps its prescriber.
+  const me = await call(gpTok, 'GET', '/me');
+  assert.equal(saved.analgesics[para].prescriber_id, me.id);
+  assert.equal(saved.analgesics[ibu].prescriber_id, me.id);
+  before.analgesics.forEach((l, i) => {
+    if (i !== para && i !== ibu) assert.equal(saved.analgesics[i].prescriber_id ?? null, l.prescriber_id ?? null);
+  });
+  assert.equal(saved.omt.prescriber_id ?? null, before.omt.prescriber_id ?? null);
 
   // Editing again while the plan is saved elsewhere (another device, through the API).
   await tabTo(page, `#pe-analgesics-${ibu}-dose_mg`);

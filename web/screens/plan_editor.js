@@ -39,7 +39,7 @@ function toForm(plan) {
     status: plan ? plan.status : 'active',
     medication: omt.medication,
     omt_dose: numInput(omt.daily_dose_mg), omt_doses: omt.doses_per_day ? String(omt.doses_per_day) : '',
-    omt_keep: { dispensing_pharmacy_id: omt.dispensing_pharmacy_id || null, prescriber_id: omt.prescriber_id || null },
+    omt_keep: { dispensing_pharmacy_id: omt.dispensing_pharmacy_id || null }, omt_prescriber: omt.prescriber_id || null,
     temp: !!adj, temp_dose: adj ? numInput(adj.daily_dose_mg) : '', temp_doses: adj ? String(adj.doses_per_day) : '',
     temp_start: adj ? adj.start : today(), temp_end: adj ? adj.end : null, temp_reason: adj ? adj.reason : '',
     lines: plan ? plan.analgesics.map(lineForm) : [],
@@ -48,7 +48,10 @@ function toForm(plan) {
   };
 }
 
-const GROUPS = ['status', 'medication', 'omt_dose', 'omt_doses', 'omt_keep', 'temp', 'temp_dose', 'temp_doses',
+/** The fields of the OMT's prescription (a change to any of them is signed by its author). */
+const OMT_FIELDS = ['medication', 'omt_dose', 'omt_doses', 'temp', 'temp_dose', 'temp_doses', 'temp_start', 'temp_end', 'temp_reason'];
+
+const GROUPS = ['status', 'medication', 'omt_dose', 'omt_doses', 'omt_keep', 'omt_prescriber', 'temp', 'temp_dose', 'temp_doses',
   'temp_start', 'temp_end', 'temp_reason', 'lines', 'pain_goal', 'non_drug_measures', 'review_date'];
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 const bare = (lines) => lines.map(({ key, ...rest }) => rest);
@@ -83,7 +86,7 @@ function toBody(f) {
     return v || null;
   };
   const text = (v) => (v && v.trim() ? v : null);
-  const omt = { medication: f.medication, ...f.omt_keep };
+  const omt = { medication: f.medication, ...f.omt_keep, prescriber_id: f.omt_prescriber };
   if (f.medication !== 'none') {
     omt.daily_dose_mg = num(f.omt_dose, 'omt.daily_dose_mg', { need: true });
     omt.doses_per_day = num(f.omt_doses, 'omt.doses_per_day', { need: true, int: true, max: 4 });
@@ -237,8 +240,14 @@ export function PlanEditor({ id, user }) {
     return () => { clearTimeout(timer); control.abort(); };
   }, [payload]);
 
-  const update = (patch) => { setForm((f) => ({ ...f, ...patch })); setServerErrors({}); setNotice(null); };
-  const setLine = (i, patch) => update({ lines: form.lines.map((l, j) => (j === i ? { ...l, ...patch } : l)) });
+  // Whoever changes a prescription signs it: the OMT or the line then names them, so that the
+  // pharmacist's page gives the number of the prescriber who wrote what is dispensed.
+  const update = (patch) => {
+    const omt = OMT_FIELDS.some((k) => k in patch);
+    setForm((f) => ({ ...f, ...patch, ...(omt ? { omt_prescriber: user.id } : {}) }));
+    setServerErrors({}); setNotice(null);
+  };
+  const setLine = (i, patch) => update({ lines: form.lines.map((l, j) => (j === i ? { ...l, ...patch, prescriber_id: user.id } : l)) });
   const blocking = blockingOf(check.warnings, extra);
 
   /** The server's field errors by path; an acknowledgement's index back to its code. */
@@ -362,7 +371,7 @@ export function PlanEditor({ id, user }) {
           set=${(patch) => setLine(i, patch)}
           remove=${() => { update({ lines: form.lines.filter((_, j) => j !== i) }); focusAfter.current = 'pe-add-line'; }} />`)}
         <button type="button" class="secondary" id="pe-add-line" onClick=${() => {
-          update({ lines: [...form.lines, lineForm({ drug: '', dose_mg: null, route: 'oral', times_per_day: null, start: today() })] });
+          update({ lines: [...form.lines, lineForm({ drug: '', dose_mg: null, route: 'oral', times_per_day: null, start: today(), prescriber_id: user.id })] });
           focusAfter.current = fid(`analgesics[${form.lines.length}].drug`);
         }}>${t('editor.add_line')}</button>
       </fieldset>
