@@ -40,19 +40,9 @@ pub struct ConsentRow {
     pub recorded_at: NaiveDateTime,
 }
 
-/// One observation row (several measures may share it).
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = observations)]
-pub struct ObservationRow {
-    pub id: String,
-    pub author_id: String,
-    pub pain_score: Option<i32>,
-    pub sedation_score: Option<i32>,
-    pub cows_score: Option<i32>,
-    pub dose_dispensed_mg: Option<f64>,
-    pub note: Option<String>,
-    pub recorded_at: NaiveDateTime,
-}
+/// One observation row (several measures may share it): the row the
+/// REST routes read.
+pub use crate::store::observation::ObservationRow;
 
 /// One row of a patient's audit trail.
 #[derive(Debug, Clone, Queryable)]
@@ -479,11 +469,9 @@ pub fn observation_row(
     conn: &mut DbConnection,
     id: &str,
 ) -> QueryResult<Option<(String, ObservationRow)>> {
-    observations::table
-        .find(id)
-        .select((observations::patient_id, ObservationRow::as_select()))
-        .first(conn)
-        .optional()
+    Ok(crate::store::observation::find(conn, id)
+        .optional()?
+        .map(|row| (row.patient_id.clone(), row)))
 }
 
 /// One audit row by id and its patient (if any). Callers check access.

@@ -28,7 +28,7 @@ text_enum! {
 }
 
 /// An observation as stored.
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = observations)]
 pub struct ObservationRow {
     pub id: String,
