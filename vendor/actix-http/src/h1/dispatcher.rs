@@ -1493,6 +1493,20 @@ where
                     if inner_p.flags.intersects(Flags::LINGER | Flags::SHUTDOWN) {
                         cx.waker().wake_by_ref();
                     }
+
+                    // Relais patch (PATCH.md): the dispatcher waits for the socket, the
+                    // body or a timer. An empty buffer is released rather than kept at
+                    // `HW_BUFFER_SIZE` for the connection's lifetime, so an idle
+                    // keep-alive or streaming connection holds none; the next read
+                    // reserves one again, the next write grows one from its first bytes.
+                    if inner_p.write_buf.is_empty() {
+                        *inner_p.write_buf = BytesMut::new();
+                        *inner_p.write_buf_needs_reset = false;
+                    }
+                    if inner_p.read_buf.is_empty() {
+                        *inner_p.read_buf = BytesMut::new();
+                    }
+
                     Poll::Pending
                 };
 
