@@ -16,10 +16,10 @@ use std::time::Duration;
 use crate::fixtures::Network;
 use crate::helpers::{TestApp, spawn_app_with};
 
-/// A network namespace with a veth pair to this one; removed on drop
-/// (deleting the namespace deletes both ends of the pair).
+/// A network namespace with a veth pair to this one; removed on drop.
 struct Link {
     netns: String,
+    server_if: String,
     client_if: String,
     server_ip: String,
 }
@@ -45,14 +45,16 @@ impl Link {
         }
         let link = Self {
             netns,
+            server_if,
             client_if,
             server_ip,
         };
+        let server_if = link.server_if.as_str();
         let ns = link.netns.as_str();
         let ok = ip(&[
             "link",
             "add",
-            &server_if,
+            server_if,
             "type",
             "veth",
             "peer",
@@ -60,8 +62,8 @@ impl Link {
             &link.client_if,
             "netns",
             ns,
-        ]) && ip(&["addr", "add", &format!("{}/30", link.server_ip), "dev", &server_if])
-            && ip(&["link", "set", &server_if, "up"])
+        ]) && ip(&["addr", "add", &format!("{}/30", link.server_ip), "dev", server_if])
+            && ip(&["link", "set", server_if, "up"])
             && ip(&[
                 "-n",
                 ns,
@@ -108,6 +110,9 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
+        // Deleting one end deletes the pair (the namespace alone would keep
+        // it while the killed client's socket lingers there).
+        ip(&["link", "del", &self.server_if]);
         ip(&["netns", "del", &self.netns]);
     }
 }

@@ -1494,17 +1494,19 @@ where
                         cx.waker().wake_by_ref();
                     }
 
-                    // Relais patch (PATCH.md): the dispatcher waits for the socket, the
-                    // body or a timer. An empty buffer is released rather than kept at
-                    // `HW_BUFFER_SIZE` for the connection's lifetime, so an idle
-                    // keep-alive or streaming connection holds none; the next read
-                    // reserves one again, the next write grows one from its first bytes.
-                    if inner_p.write_buf.is_empty() {
-                        *inner_p.write_buf = BytesMut::new();
-                        *inner_p.write_buf_needs_reset = false;
-                    }
-                    if inner_p.read_buf.is_empty() {
-                        *inner_p.read_buf = BytesMut::new();
+                    // Relais patch (PATCH.md): a response body that is not ready (a
+                    // stream waiting for its next event) may keep the connection idle
+                    // for hours. Its empty buffers are released rather than kept at
+                    // `HW_BUFFER_SIZE`; the next read reserves one again, the next
+                    // write grows one from its first bytes.
+                    if matches!(*inner_p.state, State::SendPayload { .. }) {
+                        if inner_p.write_buf.is_empty() {
+                            *inner_p.write_buf = BytesMut::new();
+                            *inner_p.write_buf_needs_reset = false;
+                        }
+                        if inner_p.read_buf.is_empty() {
+                            *inner_p.read_buf = BytesMut::new();
+                        }
                     }
 
                     Poll::Pending
