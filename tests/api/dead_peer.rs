@@ -62,8 +62,13 @@ impl Link {
             &link.client_if,
             "netns",
             ns,
-        ]) && ip(&["addr", "add", &format!("{}/30", link.server_ip), "dev", server_if])
-            && ip(&["link", "set", server_if, "up"])
+        ]) && ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", link.server_ip),
+            "dev",
+            server_if,
+        ]) && ip(&["link", "set", server_if, "up"])
             && ip(&[
                 "-n",
                 ns,
@@ -87,7 +92,15 @@ impl Link {
         let port = app.address.rsplit(':').next().unwrap();
         let url = format!("http://{}:{port}/api/v1/events", self.server_ip);
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "curl", "-sN", "--max-time", "120"])
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "curl",
+                "-sN",
+                "--max-time",
+                "120",
+            ])
             .args(["-H", &format!("authorization: Bearer {token}"), &url])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

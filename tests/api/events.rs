@@ -941,7 +941,10 @@ async fn the_scheduler_purges_lapsed_stream_leases_on_postgresql() {
                 ("an-instance-that-died", now - chrono::Duration::seconds(1)),
                 ("an-instance-that-died", now - chrono::Duration::seconds(60)),
                 ("an-instance-that-died", now),
-                ("an-instance-still-alive", now + chrono::Duration::seconds(45)),
+                (
+                    "an-instance-still-alive",
+                    now + chrono::Duration::seconds(45),
+                ),
             ] {
                 diesel::insert_into(leases::table)
                     .values((
