@@ -6,6 +6,9 @@ COPY .cargo ./.cargo
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
+# The patched actix-http ([patch.crates-io]) and the web client (include_bytes!).
+COPY vendor ./vendor
+COPY web ./web
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim

@@ -10,6 +10,7 @@
 #                                   # a restart of that cluster, basis ended
 #   knobs: STREAMS=10000 PROCS=4 HOLD=20 RATE=200 DURATION=30 PH_STREAMS=5
 #          BUILD=0 (use target/release as is) EV_PG_PORT=55433
+#          (idle also writes bench/out/events-smaps-{before,after}.json: bench/smaps_split.py)
 #          WRAP="valgrind --tool=massif --massif-out-file=bench/out/massif.out" (idle:
 #          where the per-stream heap goes; VmRSS is then valgrind's, ignore it)
 #
@@ -154,11 +155,16 @@ step_idle() {
     # A few requests first, so that the baseline has what every server has.
     curl -fsS -H "Authorization: Bearer $PHARMACIST_TOKEN" "http://127.0.0.1:$PORT/api/v1/me" >/dev/null
     read -r rss0 hwm0 < <(mem "$SERVER_PID")
+    python3 "$ROOT/bench/smaps_split.py" "$SERVER_PID" >"$OUT/events-smaps-before.json"
     local t0=$SECONDS
     idle_streams "$PORT" 0 "$STREAMS" "$PROCS" "$HOLD"
     local opened_s=$((SECONDS - t0))
     sleep 5
     read -r rss hwm < <(mem "$SERVER_PID")
+    python3 "$ROOT/bench/smaps_split.py" "$SERVER_PID" >"$OUT/events-smaps-after.json"
+    local anon0 anon
+    anon0=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["anonymous_kib"]/1024, 1))' "$OUT/events-smaps-before.json")
+    anon=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["anonymous_kib"]/1024, 1))' "$OUT/events-smaps-after.json")
     local fds
     fds=$(find "/proc/$SERVER_PID/fd" -maxdepth 1 | wc -l)
     local threads
@@ -168,7 +174,7 @@ step_idle() {
     for pid in "${HOLDERS[@]}"; do wait "$pid"; done
     local alive
     alive=$(cat "$OUT"/events-idle-*.json | python3 -c 'import json,sys; print(sum(json.loads(l)["alive_at_end"] for l in sys.stdin))')
-    record "{\"streams\": $STREAMS, \"ready\": $IDLE_READY, \"alive_after_hold\": $alive, \"open_s\": $opened_s, \"server_fds\": $fds, \"server_threads\": $threads, \"malloc_arena_max\": \"${MALLOC_ARENA_MAX:-}\", \"wrap\": \"${WRAP:-}\", \"rss_before_mib\": $((rss0 / 1024)), \"rss_mib\": $(echo "scale=1; $rss/1024" | bc), \"hwm_mib\": $(echo "scale=1; $hwm/1024" | bc), \"per_stream_kib\": $(echo "scale=2; ($rss-$rss0)/$STREAMS" | bc), \"api_answers_meanwhile\": \"$open\"}" idle
+    record "{\"streams\": $STREAMS, \"ready\": $IDLE_READY, \"alive_after_hold\": $alive, \"open_s\": $opened_s, \"server_fds\": $fds, \"server_threads\": $threads, \"malloc_arena_max\": \"${MALLOC_ARENA_MAX:-}\", \"wrap\": \"${WRAP:-}\", \"rss_before_mib\": $((rss0 / 1024)), \"rss_mib\": $(echo "scale=1; $rss/1024" | bc), \"hwm_mib\": $(echo "scale=1; $hwm/1024" | bc), \"per_stream_kib\": $(echo "scale=2; ($rss-$rss0)/$STREAMS" | bc), \"anon_before_mib\": $anon0, \"anon_mib\": $anon, \"api_answers_meanwhile\": \"$open\"}" idle
     stop_pid "$SERVER_PID"
 }
 

@@ -126,6 +126,11 @@ pub struct ServerSettings {
     /// Where `/metrics` is served (its own listener); unset: nowhere.
     #[serde(default)]
     pub metrics_bind: Option<String>,
+    /// `TCP_USER_TIMEOUT` of accepted connections: how long data sent may
+    /// stay unacknowledged before the connection fails (a client gone
+    /// without closing, whose event stream's next heartbeat then frees its
+    /// slot); 0: the kernel's default (retransmissions for ~15 minutes).
+    pub tcp_user_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -592,6 +597,12 @@ impl Settings {
         }
         if !(1..=365).contains(&self.consultations.basis_max_days) {
             return invalid("consultations.basis_max_days", "must be 1 to 365 days");
+        }
+        if self.server.tcp_user_timeout_s > 3600 {
+            return invalid(
+                "server.tcp_user_timeout_s",
+                "must be at most 3600 seconds (0: the kernel's default)",
+            );
         }
         if !(10..=3_600_000).contains(&self.scheduler.tick_ms) {
             return invalid(

@@ -1,6 +1,7 @@
 //! The in-process scheduler: each tick reminds about overdue handovers,
 //! escalates overdue consultations, sends the day's digests and forgets
-//! expired idempotency keys, sign-in failures and live events past their retention. Safe with several instances on one database:
+//! expired idempotency keys, sign-in failures, live events past their retention
+//! and lapsed event-stream leases. Safe with several instances on one database:
 //! a digest is claimed by inserting its `(user, day)` row in the transaction
 //! that queues the email, and on PostgreSQL the users to digest are claimed
 //! with `FOR UPDATE SKIP LOCKED`, so instances share the work without waiting.
@@ -18,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::{AuthSettings, SchedulerSettings};
 use crate::db::models::User;
 use crate::db::schema::{digest_runs, users};
-use crate::db::{Db, DbConnection};
+use crate::db::{Backend, Db, DbConnection};
 use crate::domain::messaging::digest_day;
 use crate::domain::role::NotificationPreference;
 use crate::error::ApiError;
@@ -55,6 +56,9 @@ pub struct TickReport {
     /// Live events older than `events.retention_h`, and expired stream
     /// tickets, deleted.
     pub events_purged: usize,
+    /// PostgreSQL: event-stream leases that lapsed (an instance that died
+    /// without releasing them), deleted.
+    pub leases_purged: usize,
 }
 
 /// The scheduler of one instance.
@@ -134,6 +138,14 @@ impl Scheduler {
                 Ok(events::purge(conn, before)? + events::purge_tickets(conn, now.naive_utc())?)
             })
             .await?;
+        // Outside the writer's batches, as every lease statement is
+        // (`Db::write_apart`); SQLite writes no lease.
+        if self.db.backend() == Backend::Postgres {
+            report.leases_purged = self
+                .db
+                .write_apart(move |conn| Ok(events::purge_lapsed_leases(conn, now.naive_utc())?))
+                .await?;
+        }
         let auth = self.auth.clone();
         report.login_failures_purged = self
             .db

@@ -187,6 +187,8 @@ impl Application {
         let server = {
             let body_limit = state.settings.server.max_body_bytes;
             let workers = state.settings.workers();
+            let user_timeout =
+                std::time::Duration::from_secs(state.settings.server.tcp_user_timeout_s);
             let state = state.clone();
             HttpServer::new(move || {
                 App::new()
@@ -203,6 +205,7 @@ impl Application {
                     .configure(api::web_client::configure)
             })
             .workers(workers)
+            .on_connect(move |conn, _| set_user_timeout(conn, user_timeout))
             // A client that closes its connection ends its request at once,
             // not at the next write to it: an event stream (which writes
             // once a heartbeat) then frees its slot and lease without
@@ -301,6 +304,22 @@ impl Application {
         let _ = tokio::task::spawn_blocking(move || anchor.finish()).await;
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Sets `TCP_USER_TIMEOUT` on an accepted connection (`server.tcp_user_timeout_s`;
+/// zero leaves the kernel's default). A client that vanished without closing
+/// acknowledges nothing: its event stream's next heartbeat then fails the
+/// connection after `timeout`, and the stream's slot and lease are freed,
+/// instead of after the kernel's ~15 minutes of retransmissions.
+fn set_user_timeout(conn: &dyn std::any::Any, timeout: std::time::Duration) {
+    if timeout.is_zero() {
+        return;
+    }
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
+        && let Err(err) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout))
+    {
+        tracing::debug!(error = %err, "could not set TCP_USER_TIMEOUT");
     }
 }
 

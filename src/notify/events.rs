@@ -41,7 +41,8 @@
 //! [`Hub::run_leases`] refreshes all of the instance's leases in one
 //! statement per heartbeat (not one per stream), deletes the leases of
 //! streams that ended, and all of its own at shutdown; a dead instance's
-//! leases lapse after three heartbeats. On SQLite one instance owns the
+//! leases lapse after three heartbeats (no longer counted), and the
+//! scheduler deletes the lapsed ones ([`purge_lapsed_leases`]). On SQLite one instance owns the
 //! database: the hub's count is the limit.
 
 use std::collections::{HashMap, VecDeque};
@@ -434,23 +435,26 @@ pub struct Lease<'a> {
     pub expires_at: NaiveDateTime,
 }
 
-/// Pushes the expiry of every lease of `instance` to `expires_at`, and
-/// deletes the leases that lapsed (a dead instance's); returns how many
-/// were kept alive.
+/// Pushes the expiry of every lease of `instance` to `expires_at`; returns
+/// how many were kept alive. A dead instance's leases are left to lapse:
+/// [`acquire_lease`] ignores (and deletes) a user's lapsed leases, and the
+/// scheduler purges the rest ([`purge_lapsed_leases`]).
 pub fn refresh_leases(
     conn: &mut DbConnection,
     instance: &str,
-    now: NaiveDateTime,
     expires_at: NaiveDateTime,
 ) -> QueryResult<usize> {
-    let kept = diesel::update(
-        event_stream_leases::table.filter(event_stream_leases::instance.eq(instance)),
-    )
-    .set(event_stream_leases::expires_at.eq(expires_at))
-    .execute(conn)?;
+    diesel::update(event_stream_leases::table.filter(event_stream_leases::instance.eq(instance)))
+        .set(event_stream_leases::expires_at.eq(expires_at))
+        .execute(conn)
+}
+
+/// Deletes the leases that lapsed by `now` (those of an instance that
+/// died without releasing them), whoever their user; returns how many.
+/// The scheduler's purge (PostgreSQL: on SQLite no lease is written).
+pub fn purge_lapsed_leases(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<usize> {
     diesel::delete(event_stream_leases::table.filter(event_stream_leases::expires_at.le(now)))
-        .execute(conn)?;
-    Ok(kept)
+        .execute(conn)
 }
 
 /// Deletes the leases of streams that ended.
@@ -688,11 +692,11 @@ impl Hub {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {
                     next = tokio::time::Instant::now() + book.refresh;
-                    let (instance, now) = (book.instance.clone(), clock.now_naive());
-                    let until = now + book.ttl;
+                    let instance = book.instance.clone();
+                    let until = clock.now_naive() + book.ttl;
                     if let Err(err) = self
                         .db
-                        .write_apart(move |conn| Ok(refresh_leases(conn, &instance, now, until)?))
+                        .write_apart(move |conn| Ok(refresh_leases(conn, &instance, until)?))
                         .await
                     {
                         tracing::warn!(error = %err, "events: refreshing stream leases failed");

@@ -914,6 +914,64 @@ async fn the_stream_limit_holds_across_instances_on_postgresql() {
     );
 }
 
+/// A crashed instance never releases its leases: they lapse (no longer
+/// counted) and the scheduler deletes them, whoever their user, without
+/// waiting for that user to open a stream (PostgreSQL: SQLite writes no
+/// lease).
+#[actix_web::test]
+async fn the_scheduler_purges_lapsed_stream_leases_on_postgresql() {
+    let db = Arc::new(TestDb::new());
+    if !db.url.starts_with("postgres") {
+        return;
+    }
+    // No heartbeat during the test: only the scheduler may delete them.
+    let app = spawn_on(db, SmtpListener::start().await, |s| {
+        s.events.heartbeat_s = 300;
+    })
+    .await;
+    let net = Network::new(&app).await;
+    let _live = app.events(&net.gp.token).await;
+    let (hospital, now) = (net.hospital.id.clone(), app.clock.now_naive());
+    app.state
+        .db
+        .write_apart(move |conn| {
+            use diesel::prelude::*;
+            use relais::db::schema::event_stream_leases as leases;
+            for (instance, expires_at) in [
+                ("an-instance-that-died", now - chrono::Duration::seconds(1)),
+                ("an-instance-that-died", now - chrono::Duration::seconds(60)),
+                ("an-instance-that-died", now),
+                (
+                    "an-instance-still-alive",
+                    now + chrono::Duration::seconds(45),
+                ),
+            ] {
+                diesel::insert_into(leases::table)
+                    .values((
+                        leases::id.eq(uuid::Uuid::now_v7().to_string()),
+                        leases::user_id.eq(&hospital),
+                        leases::instance.eq(instance),
+                        leases::expires_at.eq(expires_at),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(leases_of(&app, &net.hospital.id).await, 4);
+    let scheduler = relais::scheduler::Scheduler::new(&app.state);
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(report.leases_purged, 3, "{report:?}");
+    assert_eq!(
+        leases_of(&app, &net.hospital.id).await,
+        1,
+        "the live instance's lease is kept"
+    );
+    assert_eq!(leases_of(&app, &net.gp.id).await, 1, "an open stream's too");
+    assert_eq!(scheduler.tick().await.unwrap().leases_purged, 0);
+}
+
 #[actix_web::test]
 async fn a_client_too_far_behind_is_reset_and_resumes_without_loss() {
     let app = spawn_app_with(|s| s.events.buffer = 8).await;

@@ -9,6 +9,7 @@ mod care_plans;
 mod cli;
 mod clinical;
 mod consultations;
+mod dead_peer;
 mod email;
 mod errors;
 mod events;
