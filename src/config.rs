@@ -475,7 +475,10 @@ impl Settings {
             return invalid("database.pool_size", "must be at least 1");
         }
         if self.database.plan_cache_bytes > 1 << 30 {
-            return invalid("database.plan_cache_bytes", "must be at most 1073741824 (1 GiB)");
+            return invalid(
+                "database.plan_cache_bytes",
+                "must be at most 1073741824 (1 GiB)",
+            );
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 32

@@ -549,9 +549,10 @@ pub async fn get_analgesic_plan(
         .unwrap_or_else(|| state.clock.today(state.settings.time_zone()));
     let id = access.patient_id;
     let cache = state.plan_cache.clone();
+    // Its statements need no common snapshot (see `analgesic_page`).
     let sources = state
         .db
-        .read(move |conn| analgesic_page::load(conn, &cache, &id, day))
+        .read_autocommit(move |conn| analgesic_page::load(conn, &cache, &id, day))
         .await?;
     Ok(web::Json(analgesic_plan(sources, day)?))
 }

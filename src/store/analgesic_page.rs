@@ -3,8 +3,8 @@
 //! plan names for the day, the latest dispensation of each drug. What is
 //! in force that day is `domain::in_force`, pure.
 //!
-//! Two statements, each its own snapshot on PostgreSQL (one read
-//! transaction on SQLite, `Db::read`):
+//! Two statements, each its own snapshot (`Db::read_autocommit`, on both
+//! backends):
 //! 1. [`HEAD_SQL`]: the patient's names and the current version's number,
 //!    id, author and time, through the plan's pointer, with the patient's
 //!    latest dispensations;
@@ -18,6 +18,12 @@
 //! `care_plans.current_version` is what moves), so `(patient, version)`
 //! and the row's id, read from the database on every request by statement
 //! 1, say whether the cached content is the current version's.
+//!
+//! No common snapshot is needed: the version's content is an immutable row
+//! found by the id statement 1 read, and the names (people, pharmacy) are
+//! whatever is current when statement 2 runs, as they would be a moment
+//! later. A version written between the two statements is shown by the
+//! next page.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,10 +88,15 @@ pub fn load(
 ) -> Result<Sources, ApiError> {
     let (head, dispensed) =
         head(conn, patient_id)?.ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
-    let (Some(version_id), Some(version), Some(author_id), Some(created_at)) =
-        (head.version_id, head.version, head.author_id, head.created_at)
-    else {
-        return Err(ApiError::NotFound("this patient has no care plan yet".into()));
+    let (Some(version_id), Some(version), Some(author_id), Some(created_at)) = (
+        head.version_id,
+        head.version,
+        head.author_id,
+        head.created_at,
+    ) else {
+        return Err(ApiError::NotFound(
+            "this patient has no care plan yet".into(),
+        ));
     };
     let content = match cache.get(patient_id, version, &version_id) {
         Some(content) => content,
@@ -261,9 +272,8 @@ fn names(conn: &mut DbConnection, ids: &[&str], pharmacy: Option<&str>) -> Query
             unique.push(id);
         }
     }
-    let ids = serde_json::to_string(&unique).map_err(|e| {
-        diesel::result::Error::SerializationError(Box::new(e))
-    })?;
+    let ids = serde_json::to_string(&unique)
+        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     let rows: Vec<NameRow> = match conn {
         DbConnection::Postgres(pg) => Fixed::<NamesQuery> {
             sql: NAMES_SQL,
@@ -336,7 +346,12 @@ impl<'a, Q> Fixed<'a, Q> {
         WithEach { fixed: self, each }
     }
 
-    fn walk<'b, DB>(&'b self, text: &'static str, out: &mut AstPass<'_, 'b, DB>, each: &'static str) -> QueryResult<()>
+    fn walk<'b, DB>(
+        &'b self,
+        text: &'static str,
+        out: &mut AstPass<'_, 'b, DB>,
+        each: &'static str,
+    ) -> QueryResult<()>
     where
         DB: Backend + HasSqlType<Text>,
         str: ToSql<Text, DB>,
@@ -493,7 +508,8 @@ impl PlanCache {
             + patient.len()
             + std::mem::size_of::<Cached>()
             + std::mem::size_of::<PlanContent>()
-            + content.analgesics.len() * std::mem::size_of::<AnalgesicLine>()) as u64;
+            + content.analgesics.len() * std::mem::size_of::<AnalgesicLine>())
+            as u64;
         versions.insert(
             (patient.to_owned(), version),
             Arc::new(Cached {
@@ -555,7 +571,7 @@ mod tests {
             cache.insert(&format!("patient-{i}"), 1, format!("v{i}"), content, len);
             assert!(cache.len() <= 16, "{} entries after {i}", cache.len());
         }
-        assert!(cache.len() > 0);
+        assert!(!cache.is_empty());
     }
 
     #[test]
@@ -565,9 +581,19 @@ mod tests {
         let bound = one * 8;
         let cache = PlanCache::new(10_000, bound);
         for i in 0..200 {
-            cache.insert(&format!("patient-{i}"), 1, format!("v{i}"), content.clone(), len);
+            cache.insert(
+                &format!("patient-{i}"),
+                1,
+                format!("v{i}"),
+                content.clone(),
+                len,
+            );
         }
-        assert!(cache.len() <= 8, "{} entries of about {one} bytes", cache.len());
+        assert!(
+            cache.len() <= 8,
+            "{} entries of about {one} bytes",
+            cache.len()
+        );
         let held: u64 = cache.versions.as_ref().unwrap().weight();
         assert!(held <= bound, "{held} > {bound}");
     }
@@ -580,7 +606,10 @@ mod tests {
         assert!(cache.get("a", 3, "row-3").is_some());
         assert!(cache.get("b", 3, "row-3").is_none(), "another patient");
         assert!(cache.get("a", 4, "row-3").is_none(), "another version");
-        assert!(cache.get("a", 3, "row-x").is_none(), "another row (a restored database)");
+        assert!(
+            cache.get("a", 3, "row-x").is_none(),
+            "another row (a restored database)"
+        );
         assert_eq!(cache.counts(), (1, 3));
         let off = PlanCache::new(0, 1 << 20);
         let (content, len) = plan(2);

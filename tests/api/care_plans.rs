@@ -689,9 +689,17 @@ async fn the_pharmacists_page_is_the_same_from_the_plan_cache_and_never_stale() 
     let cache = app.state.plan_cache.clone();
     let (hits, misses) = cache.counts();
     let first = app.get(&url, &net.pharmacist.token).await.expect(200).body;
-    assert_eq!(cache.counts(), (hits, misses + 1), "the first page parses the version");
+    assert_eq!(
+        cache.counts(),
+        (hits, misses + 1),
+        "the first page parses the version"
+    );
     let warm = app.get(&url, &net.pharmacist.token).await.expect(200).body;
-    assert_eq!(cache.counts(), (hits + 1, misses + 1), "the second is served parsed");
+    assert_eq!(
+        cache.counts(),
+        (hits + 1, misses + 1),
+        "the second is served parsed"
+    );
     assert_eq!(warm, first, "the same page from the cache");
 
     // A second instance on the same database, its cache empty: the same page.
@@ -702,7 +710,11 @@ async fn the_pharmacists_page_is_the_same_from_the_plan_cache_and_never_stale() 
     )
     .await;
     fresh.clock.set(relais::clock::Clock::now(&*app.clock));
-    let cold = fresh.get(&url, &net.pharmacist.token).await.expect(200).body;
+    let cold = fresh
+        .get(&url, &net.pharmacist.token)
+        .await
+        .expect(200)
+        .body;
     assert_eq!(fresh.state.plan_cache.counts(), (0, 1));
     assert_eq!(cold, first, "the same page read and parsed");
 
@@ -723,12 +735,17 @@ async fn the_pharmacists_page_is_the_same_from_the_plan_cache_and_never_stale() 
 
     // Consent withdrawn after cached reads: no page, the refusal audited.
     // Five pages so far, each audited (one by the second instance).
-    assert_eq!(page_audit(&app, &net.pharmacist.id, &patient).await.len(), 5);
+    assert_eq!(
+        page_audit(&app, &net.pharmacist.id, &patient).await.len(),
+        5
+    );
     set_consent(&app, &net.gp, &patient, "withdrawn").await;
     app.get(&url, &net.pharmacist.token).await.problem(404);
     assert_eq!(
         page_audit(&app, &net.pharmacist.id, &patient).await,
-        ["allowed", "allowed", "allowed", "allowed", "allowed", "denied"]
+        [
+            "allowed", "allowed", "allowed", "allowed", "allowed", "denied"
+        ]
     );
 }
 
