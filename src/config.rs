@@ -138,6 +138,10 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     pub url: String,
     pub pool_size: u32,
+    /// Parsed plan versions kept for the pharmacist's page (0: none).
+    pub plan_cache_entries: usize,
+    /// About how many bytes they may take (0: none).
+    pub plan_cache_bytes: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -474,6 +478,12 @@ impl Settings {
         }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");
+        }
+        if self.database.plan_cache_bytes > 1 << 30 {
+            return invalid(
+                "database.plan_cache_bytes",
+                "must be at most 1073741824 (1 GiB)",
+            );
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 32

@@ -31,6 +31,7 @@ use crate::notify::events::Hub;
 use crate::notify::outbox::{OutboxSignal, Sender};
 use crate::scheduler::Scheduler;
 use crate::state::{AppState, RequestId};
+use crate::store::analgesic_page::PlanCache;
 
 /// A built, bound, not yet running server with its background tasks.
 pub struct Application {
@@ -111,6 +112,11 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("server.trusted_proxies: {e}"))?;
         let metrics = Arc::new(Metrics::new());
         metrics.register(db.metrics().collectors());
+        let plan_cache = Arc::new(PlanCache::new(
+            settings.database.plan_cache_entries,
+            settings.database.plan_cache_bytes,
+        ));
+        metrics.register(plan_cache.collectors());
         let hasher = Hasher::new(
             settings.max_concurrent_hashes(),
             settings.auth.hash_queue_max,
@@ -127,6 +133,7 @@ impl Application {
         );
         let state = AppState {
             events,
+            plan_cache,
             audit,
             users: Arc::new(UserCache::new(std::time::Duration::from_millis(
                 settings.auth.session_cache_ms,

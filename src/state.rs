@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::notify::events::Hub;
 use crate::notify::outbox::OutboxSignal;
+use crate::store::analgesic_page::PlanCache;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -40,6 +41,9 @@ pub struct AppState {
     pub oidc: Arc<crate::auth::oidc::Providers>,
     /// The live event streams of this instance (see `notify::events`).
     pub events: Arc<Hub>,
+    /// Parsed plan versions for the pharmacist's page, checked against the
+    /// database's current version on every read (see `store::analgesic_page`).
+    pub plan_cache: Arc<PlanCache>,
 }
 
 impl AppState {

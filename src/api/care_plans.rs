@@ -548,9 +548,11 @@ pub async fn get_analgesic_plan(
         .on
         .unwrap_or_else(|| state.clock.today(state.settings.time_zone()));
     let id = access.patient_id;
+    let cache = state.plan_cache.clone();
+    // Its statements need no common snapshot (see `analgesic_page`).
     let sources = state
         .db
-        .read(move |conn| analgesic_page::load(conn, &id, day))
+        .read_autocommit(move |conn| analgesic_page::load(conn, &cache, &id, day))
         .await?;
     Ok(web::Json(analgesic_plan(sources, day)?))
 }
@@ -559,12 +561,12 @@ pub async fn get_analgesic_plan(
 fn analgesic_plan(sources: Sources, day: NaiveDate) -> Result<AnalgesicPlan, ApiError> {
     let Sources {
         patient,
-        row,
+        version,
         people,
         pharmacy,
         mut dispensed,
     } = sources;
-    let content = row.content.get();
+    let content = &*version.content;
     let in_force = InForce::of(content, day);
     let omt = match in_force.omt {
         Some(dose) => {
@@ -635,12 +637,12 @@ fn analgesic_plan(sources: Sources, day: NaiveDate) -> Result<AnalgesicPlan, Api
         },
         on: day,
         status: content.status,
-        plan_version: row.version,
+        plan_version: version.version,
         valid_until: in_force.valid_until,
         omt,
         analgesics,
-        last_changed_at: row.created_at.and_utc(),
-        last_changed_by: named_person(&people, &row.author_id)?,
+        last_changed_at: version.created_at.and_utc(),
+        last_changed_by: named_person(&people, &version.author_id)?,
         destabilisation_watch: WatchState {
             tightened: in_force.watch.tightened_until.is_some(),
             until: in_force.watch.tightened_until,

@@ -210,9 +210,10 @@ async fn authorize_as(
     let now = state.clock.now();
     let relations = {
         let (caller_id, patient_id) = (caller.id.clone(), patient_id.to_owned());
+        // One statement: its own snapshot, no read transaction needed.
         state
             .db
-            .read(move |conn| {
+            .read_autocommit(move |conn| {
                 Ok(load_relations(
                     conn,
                     &patient_id,

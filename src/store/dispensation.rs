@@ -186,21 +186,3 @@ pub fn list_for_patient(
     }
     query.load(conn)
 }
-
-/// The latest dispensation of each drug (at most the 200 most recent looked at).
-pub fn latest_by_drug(
-    conn: &mut DbConnection,
-    patient_id: &str,
-) -> QueryResult<std::collections::HashMap<String, DispensationRow>> {
-    let rows: Vec<DispensationRow> = dispensations::table
-        .filter(dispensations::patient_id.eq(patient_id))
-        .order((dispensations::dispensed_on.desc(), dispensations::id.desc()))
-        .limit(200)
-        .select(DispensationRow::as_select())
-        .load(conn)?;
-    let mut latest = std::collections::HashMap::new();
-    for row in rows {
-        latest.entry(row.drug.clone()).or_insert(row);
-    }
-    Ok(latest)
-}

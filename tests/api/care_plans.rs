@@ -653,3 +653,128 @@ async fn the_pharmacists_today_is_the_networks_not_utcs() {
     assert_eq!(page["omt"]["temporary"], false, "{page}");
     assert_eq!(page["analgesics"][0]["drug"], "paracetamol", "{page}");
 }
+
+/// The audit rows of `patient` by `actor` for the pharmacist's page, oldest first.
+async fn page_audit(app: &TestApp, actor: &str, patient: &str) -> Vec<String> {
+    use diesel::prelude::*;
+    use relais::db::schema::audit_events;
+    let (actor, patient) = (actor.to_owned(), patient.to_owned());
+    app.state
+        .db
+        .read(move |conn| {
+            Ok(audit_events::table
+                .filter(audit_events::actor_id.eq(actor))
+                .filter(audit_events::patient_id.eq(patient))
+                .filter(audit_events::action.eq("GET /patients/{id}/analgesic-plan"))
+                .order(audit_events::seq)
+                .select(audit_events::outcome)
+                .load(conn)?)
+        })
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn the_pharmacists_page_is_the_same_from_the_plan_cache_and_never_stale() {
+    let Setting {
+        app,
+        net,
+        patient,
+        pharmacy,
+    } = setting().await;
+    put_plan(&app, &net.gp, &patient, &design_plan(Some(&pharmacy)), None)
+        .await
+        .expect(201);
+    let url = format!("/api/v1/patients/{patient}/analgesic-plan?on=2026-11-25");
+    let cache = app.state.plan_cache.clone();
+    let (hits, misses) = cache.counts();
+    let first = app.get(&url, &net.pharmacist.token).await.expect(200).body;
+    assert_eq!(
+        cache.counts(),
+        (hits, misses + 1),
+        "the first page parses the version"
+    );
+    let warm = app.get(&url, &net.pharmacist.token).await.expect(200).body;
+    assert_eq!(
+        cache.counts(),
+        (hits + 1, misses + 1),
+        "the second is served parsed"
+    );
+    assert_eq!(warm, first, "the same page from the cache");
+
+    // A second instance on the same database, its cache empty: the same page.
+    let fresh = crate::helpers::spawn_on(
+        app.db(),
+        crate::helpers::SmtpListener::start().await,
+        |_| {},
+    )
+    .await;
+    fresh.clock.set(relais::clock::Clock::now(&*app.clock));
+    let cold = fresh
+        .get(&url, &net.pharmacist.token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(fresh.state.plan_cache.counts(), (0, 1));
+    assert_eq!(cold, first, "the same page read and parsed");
+
+    // A new version, written through the other instance: the next page shows it.
+    let mut changed = design_plan(Some(&pharmacy));
+    changed["omt"]["temporary_adjustment"]["daily_dose_mg"] = json!(90);
+    changed["analgesics"].as_array_mut().unwrap().pop();
+    put_plan(&fresh, &net.gp, &patient, &changed, Some("\"1\""))
+        .await
+        .expect(200);
+    let next = app.get(&url, &net.pharmacist.token).await.expect(200).body;
+    assert_eq!(next["plan_version"], 2, "{next}");
+    assert_eq!(next["omt"]["daily_dose_mg"], 90.0, "{next}");
+    assert_eq!(next["analgesics"].as_array().unwrap().len(), 1, "{next}");
+    let again = app.get(&url, &net.pharmacist.token).await.expect(200).body;
+    assert_eq!(again, next);
+    fresh.stop().await;
+
+    // Consent withdrawn after cached reads: no page, the refusal audited.
+    // Five pages so far, each audited (one by the second instance).
+    assert_eq!(
+        page_audit(&app, &net.pharmacist.id, &patient).await.len(),
+        5
+    );
+    set_consent(&app, &net.gp, &patient, "withdrawn").await;
+    app.get(&url, &net.pharmacist.token).await.problem(404);
+    assert_eq!(
+        page_audit(&app, &net.pharmacist.id, &patient).await,
+        [
+            "allowed", "allowed", "allowed", "allowed", "allowed", "denied"
+        ]
+    );
+}
+
+#[actix_web::test]
+async fn a_pharmacist_removed_from_the_team_after_a_cached_page_gets_none() {
+    let Setting {
+        app,
+        net,
+        patient,
+        pharmacy,
+    } = setting().await;
+    put_plan(&app, &net.gp, &patient, &design_plan(Some(&pharmacy)), None)
+        .await
+        .expect(201);
+    let url = format!("/api/v1/patients/{patient}/analgesic-plan");
+    app.get(&url, &net.pharmacist.token).await.expect(200);
+    app.get(&url, &net.pharmacist.token).await.expect(200);
+    assert!(app.state.plan_cache.counts().0 >= 1, "the page was cached");
+    app.request(
+        Method::DELETE,
+        &format!("/api/v1/patients/{patient}/care-team/{}", net.pharmacist.id),
+        Some(&net.gp.token),
+        None,
+    )
+    .await
+    .expect(204);
+    app.get(&url, &net.pharmacist.token).await.problem(404);
+    assert_eq!(
+        page_audit(&app, &net.pharmacist.id, &patient).await,
+        ["allowed", "allowed", "denied"]
+    );
+}

@@ -497,6 +497,11 @@ pub struct Session {
 }
 
 impl TestApp {
+    /// The database this server runs on (another instance may share it).
+    pub fn db(&self) -> Arc<TestDb> {
+        self._db.clone()
+    }
+
     /// Any request; `body` is sent as JSON when given.
     pub async fn request(
         &self,
