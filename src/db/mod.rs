@@ -46,23 +46,152 @@ pub enum DbConnection {
     Sqlite(SqliteConnection),
 }
 
+/// What the writes of a batch staged on their [`Tx`], for the writer to
+/// store together just before the commit: audit records (each with its
+/// time) and live-event rows. A write that fails takes its own back
+/// ([`Staged::mark`], [`Staged::rollback_to`]).
+#[derive(Default)]
+pub struct Staged {
+    audit: Vec<(AuditRecord, chrono::NaiveDateTime)>,
+    events: Vec<StagedEvent>,
+}
+
+/// Where a write's staging began: what [`Staged::rollback_to`] cuts back to.
+#[derive(Debug, Clone, Copy)]
+pub struct StagedMark {
+    audit: usize,
+    events: usize,
+}
+
+impl Staged {
+    /// The current end, before a write runs.
+    pub fn mark(&self) -> StagedMark {
+        StagedMark {
+            audit: self.audit.len(),
+            events: self.events.len(),
+        }
+    }
+
+    /// Drops what was staged since `mark` (the write rolled back).
+    pub fn rollback_to(&mut self, mark: StagedMark) {
+        self.audit.truncate(mark.audit);
+        self.events.truncate(mark.events);
+    }
+
+    /// Whether a write staged events.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Stores everything staged in `conn`'s transaction, which holds the
+    /// audit chain's head (`head`, read with [`chain::lock_head`] as the
+    /// transaction's first statement on PostgreSQL) or, on SQLite, the
+    /// write lock: the events in one statement (PostgreSQL; one prepared
+    /// insert per row on SQLite), so their ids are taken while the head is
+    /// held, in commit order (`notify::events`); one `NOTIFY` if there were
+    /// any (PostgreSQL); then the audit rows, chained. Returns the new head.
+    pub fn store(
+        &self,
+        conn: &mut DbConnection,
+        head: Option<chain::ChainHead>,
+    ) -> Result<Option<chain::ChainHead>, ApiError> {
+        insert_events(conn, &self.events)?;
+        if self.has_events()
+            && let DbConnection::Postgres(pg) = conn
+        {
+            // One wake-up for the batch's events, delivered at its commit
+            // to every instance listening (`notify::events::spawn_listener`).
+            diesel::sql_query("SELECT pg_notify($1, '')")
+                .bind::<diesel::sql_types::Text, _>(writer::EVENTS_CHANNEL)
+                .execute(pg)?;
+        }
+        match head {
+            Some(head) => chain::append(conn, head, &self.audit),
+            None => chain::write_chain(conn, &self.audit),
+        }
+    }
+}
+
+/// One live-event row, staged by `notify::events::emit` (which checked it
+/// holds ids only) and inserted by the writer with the batch's others.
+#[derive(Debug, Clone)]
+pub struct StagedEvent {
+    pub user_id: String,
+    pub kind: &'static str,
+    pub patient_id: Option<String>,
+    /// The event's references, as a JSON object.
+    pub data: String,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+/// Inserts `rows` into `events`: on PostgreSQL in one statement (chunks of
+/// [`EVENT_ROWS_PER_INSERT`], under the bound-parameter limit); on SQLite
+/// one prepared insert per row (no round trip to save; a statement for n
+/// rows would be prepared anew for every n).
+fn insert_events(conn: &mut DbConnection, rows: &[StagedEvent]) -> QueryResult<()> {
+    use schema::events;
+    macro_rules! values {
+        ($e:expr) => {
+            (
+                events::user_id.eq($e.user_id.as_str()),
+                events::kind.eq($e.kind),
+                events::patient_id.eq($e.patient_id.as_deref()),
+                events::data.eq($e.data.as_str()),
+                events::created_at.eq($e.created_at),
+            )
+        };
+    }
+    match conn {
+        DbConnection::Postgres(pg) => {
+            for chunk in rows.chunks(EVENT_ROWS_PER_INSERT) {
+                let values: Vec<_> = chunk.iter().map(|e| values!(e)).collect();
+                diesel::insert_into(events::table)
+                    .values(values)
+                    .execute(pg)?;
+            }
+        }
+        DbConnection::Sqlite(lite) => {
+            for e in rows {
+                diesel::insert_into(events::table)
+                    .values(values!(e))
+                    .execute(lite)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Event rows per PostgreSQL `INSERT` (5 parameters each; the limit is 65 535).
+const EVENT_ROWS_PER_INSERT: usize = 2000;
+
 /// A write in progress ([`Db::write`]): the connection, inside the
-/// transaction, and the audit records the write stages. The writer chains
-/// a batch's staged records just before it commits, in the same
-/// transaction; a write that fails takes its records back with it, so a row
-/// is in the chain exactly when the write it audits is stored.
+/// transaction, and what the write stages for its batch: audit records
+/// ([`Tx::audit`]) and live events ([`Tx::stage_events`]). The writer
+/// stores a batch's staged rows just before it commits, in the same
+/// transaction ([`Staged::store`]); a write that fails takes its rows back
+/// with it, so an audit row is in the chain, and an event in `events`,
+/// exactly when the write is stored.
 ///
 /// It dereferences to the connection: queries and `store` operations that
 /// need no audit take `&mut DbConnection` and are passed a `Tx` as is.
+/// Only the writer makes one (a write outside it, `Db::write_apart`, gets
+/// a bare connection and so can neither audit nor emit).
 pub struct Tx<'a> {
     conn: &'a mut DbConnection,
-    staged: &'a mut Vec<(AuditRecord, chrono::NaiveDateTime)>,
+    staged: &'a mut Staged,
 }
 
 impl Tx<'_> {
     /// Stages `records`, stamped `at`, for the chain.
     pub fn audit(&mut self, records: &[AuditRecord], at: chrono::NaiveDateTime) {
-        self.staged.extend(records.iter().map(|r| (r.clone(), at)));
+        self.staged
+            .audit
+            .extend(records.iter().map(|r| (r.clone(), at)));
+    }
+
+    /// Stages event rows for the batch's one insert.
+    pub fn stage_events(&mut self, rows: impl IntoIterator<Item = StagedEvent>) {
+        self.staged.events.extend(rows);
     }
 
     /// The connection, for diesel's generic query methods (which take the

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::events::{Event, EventKind, emit};
 use super::outbox;
 use super::templates::{Email, ItemKind};
-use crate::db::DbConnection;
+use crate::db::Tx;
 use crate::db::models::{User, new_id};
 use crate::db::schema::notifications;
 use crate::domain::role::NotificationPreference;
@@ -76,7 +76,7 @@ pub struct Subject<'a> {
 /// Notifies `user_id` in the caller's transaction (with its live event);
 /// queues an email when the user wants them immediately. Returns whether an email was queued.
 pub fn notify(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     user_id: &str,
     kind: NotificationKind,
     subject: &Subject<'_>,
@@ -97,7 +97,7 @@ pub fn notify(
             notifications::patient_id.eq(subject.patient_id),
             notifications::created_at.eq(now),
         ))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     // The decision on one's own access request is seen without a basis
     // (as `GET /notifications` shows it): its event names no patient.
     let own_request = matches!(

@@ -9,10 +9,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::DbConnection;
 use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{care_plan_versions, care_plans, users};
+use crate::db::{DbConnection, Tx};
 use crate::domain::access::Relations;
 use crate::domain::clinical::Facts;
 use crate::domain::plan::{
@@ -312,7 +312,7 @@ pub struct NewVersion<'a> {
 /// (the prescribers it names and the event's audience are taken from them
 /// instead of being looked up again).
 pub fn write_version(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewVersion<'_>,
     relations: &Relations,
     expected: Option<i32>,
@@ -326,7 +326,7 @@ pub fn write_version(
 /// Stores the next version if the current one is still `expected` (None: no
 /// plan yet); otherwise 412. Run inside the write's transaction.
 pub fn store_version(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewVersion<'_>,
     expected: Option<i32>,
     now: NaiveDateTime,
@@ -337,7 +337,7 @@ pub fn store_version(
 /// [`store_version`], with the patient's relations when the request has
 /// already loaded them.
 fn store_version_among(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewVersion<'_>,
     relations: Option<&Relations>,
     expected: Option<i32>,
@@ -361,7 +361,7 @@ fn store_version_among(
                 care_plans::current_version.eq(version + 1),
                 care_plans::updated_at.eq(now),
             ))
-            .execute(conn)?;
+            .execute(conn.conn())?;
             if swapped != 1 {
                 return Err(stale());
             }
@@ -374,7 +374,7 @@ fn store_version_among(
                     care_plans::current_version.eq(1),
                     care_plans::updated_at.eq(now),
                 ))
-                .execute(conn)
+                .execute(conn.conn())
                 .map_err(|e| {
                     if crate::db::is_unique_violation(&e) {
                         stale()
@@ -401,7 +401,7 @@ fn store_version_among(
     };
     diesel::insert_into(care_plan_versions::table)
         .values(&row)
-        .execute(conn)?;
+        .execute(conn.conn())?;
     let version = next.to_string();
     let event = Event {
         kind: EventKind::CarePlanVersionCreated,

@@ -9,12 +9,12 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use crate::auth::AuthUser;
-use crate::db::DbConnection;
 use crate::db::models::new_id;
 use crate::db::schema::{
     care_team_members, consultations, emergency_grants, handovers, messages, notifications,
     patients, thread_reads, threads, users,
 };
+use crate::db::{DbConnection, Tx};
 use crate::domain::access::{Basis, Relations};
 use crate::domain::messaging::{self, InboxCounts, SubjectType};
 use crate::domain::role::Role;
@@ -674,7 +674,7 @@ pub fn inbox_counts(
 /// someone with an unread `new_message` notification on the thread gets no
 /// other. Returns every participant, the author included.
 fn notify_participants(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     posted: &Posted<'_>,
     author_id: &str,
     public_url: &str,
@@ -694,7 +694,7 @@ fn notify_participants(
             .filter(notifications::read_at.is_null())
             .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()))
             .count()
-            .get_result(conn)?;
+            .get_result(conn.conn())?;
         if pending == 0 {
             notify(
                 conn,
@@ -733,7 +733,7 @@ pub struct Posted<'a> {
 /// was locked in this transaction), moves the thread's activity, tells the
 /// other participants and emits `message.created`.
 pub fn post(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     posted: Posted<'_>,
     message: &Message,
     public_url: &str,
@@ -741,7 +741,7 @@ pub fn post(
 ) -> Result<(), ApiError> {
     diesel::insert_into(messages::table)
         .values(message)
-        .execute(conn)?;
+        .execute(conn.conn())?;
     diesel::update(
         threads::table
             .find(&message.thread_id)
@@ -752,7 +752,7 @@ pub fn post(
         threads::last_message_at.eq(now),
         threads::activity_id.eq(&message.id),
     ))
-    .execute(conn)?;
+    .execute(conn.conn())?;
     let participants = notify_participants(conn, &posted, &message.author_id, public_url, now)?;
     let event = Event {
         kind: EventKind::MessageCreated,
@@ -771,7 +771,7 @@ pub fn post(
 /// the thread); once caught up, the thread's notifications are read too.
 /// Emits `thread.read`; returns the marker in force and the unread count.
 pub fn mark_read(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     thread_id: &str,
     user_id: &str,
     patient_id: Option<&str>,
@@ -782,7 +782,7 @@ pub fn mark_read(
         .filter(messages::id.eq(up_to))
         .filter(messages::thread_id.eq(thread_id))
         .count()
-        .get_result(conn)?;
+        .get_result(conn.conn())?;
     if in_thread == 0 {
         return Err(ApiError::invalid("up_to", "not a message of this thread"));
     }
@@ -802,7 +802,7 @@ pub fn mark_read(
                 .filter(notifications::read_at.is_null()),
         )
         .set(notifications::read_at.eq(now))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     }
     let event = Event {
         kind: EventKind::ThreadRead,
