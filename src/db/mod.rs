@@ -101,15 +101,20 @@ impl Staged {
         {
             // One wake-up for the batch's events, delivered at its commit
             // to every instance listening (`notify::events::spawn_listener`).
-            diesel::sql_query("SELECT pg_notify($1, '')")
-                .bind::<diesel::sql_types::Text, _>(writer::EVENTS_CHANNEL)
-                .execute(pg)?;
+            // DSL, not `sql_query`: prepared once per connection.
+            diesel::select(pg_notify(writer::EVENTS_CHANNEL, "")).execute(pg)?;
         }
         match head {
             Some(head) => chain::append(conn, head, &self.audit),
             None => chain::write_chain(conn, &self.audit),
         }
     }
+}
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `pg_notify(channel, payload)`. It returns `void`, which
+    /// is never read (the statement is only executed); declared as text.
+    fn pg_notify(channel: diesel::sql_types::Text, payload: diesel::sql_types::Text) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
 }
 
 /// One live-event row, staged by `notify::events::emit` (which checked it

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use crate::auth::AuthUser;
-use crate::db::models::new_id;
+use crate::db::models::{User, new_id};
 use crate::db::schema::{
     care_team_members, consultations, emergency_grants, handovers, messages, notifications,
     patients, thread_reads, threads, users,
@@ -21,7 +21,7 @@ use crate::domain::role::Role;
 use crate::domain::workflow::{ConsultationStatus, HandoverStatus};
 use crate::error::ApiError;
 use crate::notify::events::{Event, EventKind, emit};
-use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::notify::inapp::{NotificationKind, Subject, notify_users};
 use crate::store::access::{basis_of, resolve};
 
 /// The backend of [`DbConnection`], for boxed queries.
@@ -673,6 +673,9 @@ pub fn inbox_counts(
 /// Notifies the participants other than the author, once per unread stretch:
 /// someone with an unread `new_message` notification on the thread gets no
 /// other. Returns every participant, the author included.
+///
+/// Who to tell is one query (active participants with no such
+/// notification), their notifications and emails one insert each.
 fn notify_participants(
     conn: &mut Tx<'_>,
     posted: &Posted<'_>,
@@ -681,31 +684,43 @@ fn notify_participants(
     now: NaiveDateTime,
 ) -> Result<Vec<String>, ApiError> {
     let participants = thread_participants(conn, posted.thread, posted.relations, now)?;
+    let others: Vec<&str> = participants
+        .iter()
+        .map(String::as_str)
+        .filter(|u| *u != author_id)
+        .collect();
+    if others.is_empty() {
+        return Ok(participants);
+    }
+    let thread_id = posted.thread.id.as_str();
+    let to_tell: Vec<User> = crate::per_backend!(conn.conn(), |c| {
+        let pending = notifications::table
+            .filter(notifications::user_id.eq(users::id))
+            .filter(notifications::resource_type.eq("thread"))
+            .filter(notifications::resource_id.eq(thread_id))
+            .filter(notifications::read_at.is_null())
+            .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()));
+        users::table
+            .filter(users::id.eq_any(&others))
+            .filter(users::active.eq(true))
+            .filter(diesel::dsl::not(diesel::dsl::exists(pending)))
+            .order(users::id)
+            .select(User::as_select())
+            .load(c)
+    })?;
     let subject = Subject {
         resource_type: "thread",
-        resource_id: &posted.thread.id,
+        resource_id: thread_id,
         patient_id: posted.patient_id,
     };
-    for user_id in participants.iter().filter(|u| **u != author_id) {
-        let pending: i64 = notifications::table
-            .filter(notifications::user_id.eq(user_id))
-            .filter(notifications::resource_type.eq("thread"))
-            .filter(notifications::resource_id.eq(&posted.thread.id))
-            .filter(notifications::read_at.is_null())
-            .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()))
-            .count()
-            .get_result(conn.conn())?;
-        if pending == 0 {
-            notify(
-                conn,
-                user_id,
-                NotificationKind::NewMessage,
-                &subject,
-                public_url,
-                now,
-            )?;
-        }
-    }
+    notify_users(
+        conn,
+        &to_tell,
+        NotificationKind::NewMessage,
+        &subject,
+        public_url,
+        now,
+    )?;
     Ok(participants)
 }
 
