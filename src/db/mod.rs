@@ -326,26 +326,54 @@ impl ManageConnection for ConnectionManager {
 /// A flag set on the connection itself, read without a round trip by
 /// [`connection_lost`]: diesel's own `is_broken` looks only at the
 /// transaction state, and libpq's `PQstatus` is not exposed.
+///
+/// It also notes a statement that failed for contention: a serialization
+/// failure (SQLSTATE 40001, diesel's `DatabaseErrorKind::SerializationFailure`)
+/// or a deadlock (40P01), read and cleared by [`take_contention`]: the
+/// writer runs such a write again ([`writer`]). Noted here, on the
+/// connection, rather than read from the write's error, because a write
+/// may have turned the database error into one of its own (or met it in
+/// its savepoint's release).
 #[derive(Debug, Default)]
 struct Liveness {
     lost: bool,
+    contention: bool,
 }
 
 impl diesel::connection::Instrumentation for Liveness {
     fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
         use diesel::result::{DatabaseErrorKind, Error};
         if let diesel::connection::InstrumentationEvent::FinishQuery {
-            error:
-                Some(Error::DatabaseError(
-                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                    _,
-                )),
+            error: Some(Error::DatabaseError(kind, info)),
             ..
         } = event
         {
-            self.lost = true;
+            match kind {
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
+                    self.lost = true;
+                }
+                DatabaseErrorKind::SerializationFailure => self.contention = true,
+                DatabaseErrorKind::Unknown if is_deadlock(info.message()) => {
+                    self.contention = true;
+                }
+                _ => {}
+            }
         }
     }
+}
+
+/// Whether a PostgreSQL error's primary message is the deadlock detector's
+/// (SQLSTATE 40P01). Diesel 2.3 maps 40P01 to `DatabaseErrorKind::Unknown`
+/// and does not expose the SQLSTATE (`DatabaseErrorInformation` has the
+/// message, details, hint, table, column, constraint and position, not the
+/// code), so the message is all there is. It is the server's text in its
+/// `lc_messages` language: with another language than English (e.g. a
+/// server initialised in French), deadlocks are not recognised and fail
+/// as before (a 500); `ALTER ROLE <relais's role> SET lc_messages = 'C'`
+/// (by a superuser) makes them recognised. Serialization failures are
+/// recognised by their code in every language.
+fn is_deadlock(message: &str) -> bool {
+    message == "deadlock detected"
 }
 
 /// Whether a statement on `conn` found that PostgreSQL had closed it (never
@@ -356,6 +384,19 @@ pub fn connection_lost(conn: &mut DbConnection) -> bool {
             .instrumentation()
             .downcast_ref::<Liveness>()
             .is_some_and(|l| l.lost),
+        DbConnection::Sqlite(_) => false,
+    }
+}
+
+/// Whether a statement on `conn` failed with a deadlock or a serialization
+/// failure since the last call (PostgreSQL; never for SQLite, whose one
+/// writer at a time cannot deadlock); clears the note.
+pub fn take_contention(conn: &mut DbConnection) -> bool {
+    match conn {
+        DbConnection::Postgres(pg) => pg
+            .instrumentation()
+            .downcast_mut::<Liveness>()
+            .is_some_and(|l| std::mem::take(&mut l.contention)),
         DbConnection::Sqlite(_) => false,
     }
 }
@@ -418,6 +459,9 @@ pub struct DbMetrics {
     pub batch_restarts: prometheus::IntCounter,
     /// Writes refused because the writer's queue was full (answered 503).
     pub writes_refused: prometheus::IntCounter,
+    /// Writes run again, alone in a new savepoint, after a deadlock or a
+    /// serialization failure (PostgreSQL).
+    pub job_retries: prometheus::IntCounter,
 }
 
 impl DbMetrics {
@@ -468,6 +512,11 @@ impl DbMetrics {
                 "Writes refused because the writer's queue was full (503)",
             )
             .expect("valid counter options"),
+            job_retries: prometheus::IntCounter::new(
+                "relais_db_writer_job_retries_total",
+                "Writes run again after a deadlock or a serialization failure",
+            )
+            .expect("valid counter options"),
         }
     }
 
@@ -483,6 +532,7 @@ impl DbMetrics {
             Box::new(self.lost_connections.clone()),
             Box::new(self.batch_restarts.clone()),
             Box::new(self.writes_refused.clone()),
+            Box::new(self.job_retries.clone()),
         ]
     }
 }
@@ -697,10 +747,14 @@ impl Db {
     }
 
     /// Runs `f` in one transaction: all of it or nothing. Answers once it is
-    /// committed (on SQLite, with the other writes of its batch).
+    /// committed (on SQLite, with the other writes of its batch). On
+    /// PostgreSQL a write that fails with a deadlock or a serialization
+    /// failure runs again, alone, from scratch, up to three times in all:
+    /// `f` is cloned for each try but the last (its captures: the request's
+    /// parsed body and ids).
     pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Clone + Send + 'static,
         T: Send + 'static,
     {
         self.writer
@@ -726,7 +780,7 @@ impl Db {
     /// runtime (it must not be called from async code).
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Clone + Send + 'static,
         T: Send + 'static,
     {
         self.writer

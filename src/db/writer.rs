@@ -70,6 +70,11 @@ pub struct Writer {
     queued: prometheus::IntGauge,
     /// Writes refused because the queue was full.
     refused: prometheus::IntCounter,
+    /// Writes run again after a deadlock or a serialization failure.
+    retries: prometheus::IntCounter,
+    /// How many times a write is tried: [`JOB_TRIES`] on PostgreSQL, once
+    /// on SQLite (one writer at a time: neither can happen there).
+    tries: u32,
 }
 
 impl Writer {
@@ -84,6 +89,7 @@ impl Writer {
     ) -> std::io::Result<Self> {
         let queued = metrics.queue_depth.clone();
         let refused = metrics.writes_refused.clone();
+        let retries = metrics.job_retries.clone();
         let sqlite = manager.backend == Backend::Sqlite;
         let (jobs, queue) = mpsc::sync_channel::<Job>(max_queued);
         let (running, stopped) = mpsc::channel::<()>();
@@ -107,6 +113,8 @@ impl Writer {
             jobs,
             queued,
             refused,
+            retries,
+            tries: if sqlite { 1 } else { JOB_TRIES },
         })
     }
 
@@ -130,20 +138,38 @@ impl Writer {
     }
 
     /// Queues `f`; the receiver answers after the batch holding it commits.
+    ///
+    /// A try that fails with a deadlock or a serialization failure (noted on
+    /// the connection: `db::take_contention`) is rolled back alone, with what
+    /// it staged, and `f` runs again from scratch in a new savepoint of the
+    /// same batch, up to [`JOB_TRIES`] tries in all, before anything is
+    /// answered; each try but the last runs a clone of `f`. The batch keeps
+    /// the audit chain's head meanwhile, so the write still runs in turn with
+    /// every other write of every instance.
     pub fn submit<T, F>(&self, f: F) -> oneshot::Receiver<Result<T, ApiError>>
     where
-        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Clone + Send + 'static,
         T: Send + 'static,
     {
         let (answer, receiver) = oneshot::channel();
+        let (retries, tries) = (self.retries.clone(), self.tries);
         let job: Job = Box::new(move |conn: &mut DbConnection, staged: &mut Staged| {
-            let mark = staged.mark();
-            // Nested in the batch's transaction: a savepoint.
-            let result = conn.transaction(|conn| f(&mut Tx { conn, staged }));
-            if result.is_err() {
-                // Rolled back: so are the records and events it staged.
-                staged.rollback_to(mark);
-            }
+            let mut tried = 1;
+            let result = loop {
+                if tried >= tries {
+                    break run_once(f, conn, staged);
+                }
+                let result = run_once(f.clone(), conn, staged);
+                if result.is_ok() || !super::take_contention(conn) {
+                    break result;
+                }
+                retries.inc();
+                tracing::warn!(
+                    tried,
+                    "database writer: a write met a deadlock or a serialization failure; running it again"
+                );
+                tried += 1;
+            };
             complete(answer, result)
         });
         // If the thread is gone the receiver reports it (its sender drops).
@@ -167,6 +193,28 @@ impl Writer {
         });
         if self.send(job) { receiver } else { refused() }
     }
+}
+
+/// How many times a write that meets a deadlock or a serialization failure
+/// is tried in all (PostgreSQL).
+pub const JOB_TRIES: u32 = 3;
+
+/// One try of a write: in a savepoint of the batch's transaction; when it
+/// fails, what it staged goes with it.
+fn run_once<T, F>(f: F, conn: &mut DbConnection, staged: &mut Staged) -> Result<T, ApiError>
+where
+    F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError>,
+{
+    let mark = staged.mark();
+    // What an earlier write of the batch met is not this one's.
+    super::take_contention(conn);
+    // Nested in the batch's transaction: a savepoint.
+    let result = conn.transaction(|conn| f(&mut Tx { conn, staged }));
+    if result.is_err() {
+        // Rolled back: so are the records and events it staged.
+        staged.rollback_to(mark);
+    }
+    result
 }
 
 /// The answer to a write the full queue refused: 503, retry shortly.
@@ -529,6 +577,8 @@ mod tests {
         // behind it fills up and is not drained meanwhile.
         let (started, running) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
+        // Shared: a write closure is cloned for its tries (PostgreSQL).
+        let released = std::sync::Arc::new(std::sync::Mutex::new(released));
         let insert = |i: i64| {
             move |conn: &mut crate::db::Tx<'_>| -> Result<(), ApiError> {
                 diesel::sql_query("INSERT INTO t (id, v) VALUES (?, 'x')")
@@ -542,7 +592,7 @@ mod tests {
             tokio::spawn(async move {
                 db.write(move |conn| {
                     started.send(()).unwrap();
-                    released.recv().unwrap();
+                    released.lock().unwrap().recv().unwrap();
                     insert(1)(conn)
                 })
                 .await

@@ -221,6 +221,7 @@ pub fn tell_centre(
 }
 
 /// What a move carries besides the new status.
+#[derive(Clone)]
 pub enum Move {
     Accept,
     Answer {

@@ -207,6 +207,7 @@ fn emit_event(
 
 /// The care-plan version a reconciliation writes, prepared by the caller
 /// (see [`crate::store::care_plan::prepare`]).
+#[derive(Clone)]
 pub struct NewPlan {
     pub content: PlanContent,
     pub warnings: Vec<Warning>,
@@ -217,6 +218,7 @@ pub struct NewPlan {
 }
 
 /// The addressee's move on a handover.
+#[derive(Clone)]
 pub struct Move {
     pub action: HandoverAction,
     pub decision: Option<Decision>,
