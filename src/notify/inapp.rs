@@ -166,7 +166,7 @@ pub fn notify_users(
         DbConnection::Sqlite(lite) => {
             for row in &rows {
                 diesel::insert_into(notifications::table)
-                    .values(row.clone())
+                    .values(*row)
                     .execute(lite)?;
             }
         }
