@@ -122,6 +122,20 @@ pub struct PatientAccess<N: Need> {
     _need: PhantomData<N>,
 }
 
+// By hand: a derive would ask `N: Clone` of the marker.
+impl<N: Need> Clone for PatientAccess<N> {
+    fn clone(&self) -> Self {
+        Self {
+            patient_id: self.patient_id.clone(),
+            caller: self.caller.clone(),
+            basis: self.basis,
+            relations: self.relations.clone(),
+            info: self.info.clone(),
+            _need: PhantomData,
+        }
+    }
+}
+
 impl<N: Need> PatientAccess<N> {
     /// The audit record of this (allowed) request, to append in the write's transaction.
     pub fn audit(&self, resource_type: &str, resource_id: Option<&str>) -> AuditRecord {

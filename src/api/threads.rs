@@ -32,6 +32,7 @@ use crate::store::messaging::{
 /// A caller taking part in the thread `{id}`: they have a basis on its
 /// subject now. Unknown threads and threads without a basis are both 404,
 /// audited as denied; a read (GET) is audited as allowed before the handler runs.
+#[derive(Clone)]
 pub struct ThreadAccess {
     pub thread: Thread,
     /// The patient the thread concerns, if any (for the audit trail).

@@ -46,23 +46,157 @@ pub enum DbConnection {
     Sqlite(SqliteConnection),
 }
 
+/// What the writes of a batch staged on their [`Tx`], for the writer to
+/// store together just before the commit: audit records (each with its
+/// time) and live-event rows. A write that fails takes its own back
+/// ([`Staged::mark`], [`Staged::rollback_to`]).
+#[derive(Default)]
+pub struct Staged {
+    audit: Vec<(AuditRecord, chrono::NaiveDateTime)>,
+    events: Vec<StagedEvent>,
+}
+
+/// Where a write's staging began: what [`Staged::rollback_to`] cuts back to.
+#[derive(Debug, Clone, Copy)]
+pub struct StagedMark {
+    audit: usize,
+    events: usize,
+}
+
+impl Staged {
+    /// The current end, before a write runs.
+    pub fn mark(&self) -> StagedMark {
+        StagedMark {
+            audit: self.audit.len(),
+            events: self.events.len(),
+        }
+    }
+
+    /// Drops what was staged since `mark` (the write rolled back).
+    pub fn rollback_to(&mut self, mark: StagedMark) {
+        self.audit.truncate(mark.audit);
+        self.events.truncate(mark.events);
+    }
+
+    /// Whether a write staged events.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Stores everything staged in `conn`'s transaction, which holds the
+    /// audit chain's head (`head`, read with [`chain::lock_head`] as the
+    /// transaction's first statement on PostgreSQL) or, on SQLite, the
+    /// write lock: the events in one statement (PostgreSQL; one prepared
+    /// insert per row on SQLite), so their ids are taken while the head is
+    /// held, in commit order (`notify::events`); one `NOTIFY` if there were
+    /// any (PostgreSQL); then the audit rows, chained. Returns the new head.
+    pub fn store(
+        &self,
+        conn: &mut DbConnection,
+        head: Option<chain::ChainHead>,
+    ) -> Result<Option<chain::ChainHead>, ApiError> {
+        insert_events(conn, &self.events)?;
+        if self.has_events()
+            && let DbConnection::Postgres(pg) = conn
+        {
+            // One wake-up for the batch's events, delivered at its commit
+            // to every instance listening (`notify::events::spawn_listener`).
+            // DSL, not `sql_query`: prepared once per connection.
+            diesel::select(pg_notify(writer::EVENTS_CHANNEL, "")).execute(pg)?;
+        }
+        match head {
+            Some(head) => chain::append(conn, head, &self.audit),
+            None => chain::write_chain(conn, &self.audit),
+        }
+    }
+}
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `pg_notify(channel, payload)`. It returns `void`, which
+    /// is never read (the statement is only executed); declared as text.
+    fn pg_notify(channel: diesel::sql_types::Text, payload: diesel::sql_types::Text) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
+}
+
+/// One live-event row, staged by `notify::events::emit` (which checked it
+/// holds ids only) and inserted by the writer with the batch's others.
+#[derive(Debug, Clone)]
+pub struct StagedEvent {
+    pub user_id: String,
+    pub kind: &'static str,
+    pub patient_id: Option<String>,
+    /// The event's references, as a JSON object.
+    pub data: String,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+/// Inserts `rows` into `events`: on PostgreSQL in one statement (chunks of
+/// [`EVENT_ROWS_PER_INSERT`], under the bound-parameter limit); on SQLite
+/// one prepared insert per row (no round trip to save; a statement for n
+/// rows would be prepared anew for every n).
+fn insert_events(conn: &mut DbConnection, rows: &[StagedEvent]) -> QueryResult<()> {
+    use schema::events;
+    macro_rules! values {
+        ($e:expr) => {
+            (
+                events::user_id.eq($e.user_id.as_str()),
+                events::kind.eq($e.kind),
+                events::patient_id.eq($e.patient_id.as_deref()),
+                events::data.eq($e.data.as_str()),
+                events::created_at.eq($e.created_at),
+            )
+        };
+    }
+    match conn {
+        DbConnection::Postgres(pg) => {
+            for chunk in rows.chunks(EVENT_ROWS_PER_INSERT) {
+                let values: Vec<_> = chunk.iter().map(|e| values!(e)).collect();
+                diesel::insert_into(events::table)
+                    .values(values)
+                    .execute(pg)?;
+            }
+        }
+        DbConnection::Sqlite(lite) => {
+            for e in rows {
+                diesel::insert_into(events::table)
+                    .values(values!(e))
+                    .execute(lite)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Event rows per PostgreSQL `INSERT` (5 parameters each; the limit is 65 535).
+const EVENT_ROWS_PER_INSERT: usize = 2000;
+
 /// A write in progress ([`Db::write`]): the connection, inside the
-/// transaction, and the audit records the write stages. The writer chains
-/// a batch's staged records just before it commits, in the same
-/// transaction; a write that fails takes its records back with it, so a row
-/// is in the chain exactly when the write it audits is stored.
+/// transaction, and what the write stages for its batch: audit records
+/// ([`Tx::audit`]) and live events ([`Tx::stage_events`]). The writer
+/// stores a batch's staged rows just before it commits, in the same
+/// transaction ([`Staged::store`]); a write that fails takes its rows back
+/// with it, so an audit row is in the chain, and an event in `events`,
+/// exactly when the write is stored.
 ///
 /// It dereferences to the connection: queries and `store` operations that
 /// need no audit take `&mut DbConnection` and are passed a `Tx` as is.
+/// Only the writer makes one (a write outside it, `Db::write_apart`, gets
+/// a bare connection and so can neither audit nor emit).
 pub struct Tx<'a> {
     conn: &'a mut DbConnection,
-    staged: &'a mut Vec<(AuditRecord, chrono::NaiveDateTime)>,
+    staged: &'a mut Staged,
 }
 
 impl Tx<'_> {
     /// Stages `records`, stamped `at`, for the chain.
     pub fn audit(&mut self, records: &[AuditRecord], at: chrono::NaiveDateTime) {
-        self.staged.extend(records.iter().map(|r| (r.clone(), at)));
+        self.staged
+            .audit
+            .extend(records.iter().map(|r| (r.clone(), at)));
+    }
+
+    /// Stages event rows for the batch's one insert.
+    pub fn stage_events(&mut self, rows: impl IntoIterator<Item = StagedEvent>) {
+        self.staged.events.extend(rows);
     }
 
     /// The connection, for diesel's generic query methods (which take the
@@ -192,26 +326,54 @@ impl ManageConnection for ConnectionManager {
 /// A flag set on the connection itself, read without a round trip by
 /// [`connection_lost`]: diesel's own `is_broken` looks only at the
 /// transaction state, and libpq's `PQstatus` is not exposed.
+///
+/// It also notes a statement that failed for contention: a serialization
+/// failure (SQLSTATE 40001, diesel's `DatabaseErrorKind::SerializationFailure`)
+/// or a deadlock (40P01), read and cleared by [`take_contention`]: the
+/// writer runs such a write again ([`writer`]). Noted here, on the
+/// connection, rather than read from the write's error, because a write
+/// may have turned the database error into one of its own (or met it in
+/// its savepoint's release).
 #[derive(Debug, Default)]
 struct Liveness {
     lost: bool,
+    contention: bool,
 }
 
 impl diesel::connection::Instrumentation for Liveness {
     fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
         use diesel::result::{DatabaseErrorKind, Error};
         if let diesel::connection::InstrumentationEvent::FinishQuery {
-            error:
-                Some(Error::DatabaseError(
-                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                    _,
-                )),
+            error: Some(Error::DatabaseError(kind, info)),
             ..
         } = event
         {
-            self.lost = true;
+            match kind {
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
+                    self.lost = true;
+                }
+                DatabaseErrorKind::SerializationFailure => self.contention = true,
+                DatabaseErrorKind::Unknown if is_deadlock(info.message()) => {
+                    self.contention = true;
+                }
+                _ => {}
+            }
         }
     }
+}
+
+/// Whether a PostgreSQL error's primary message is the deadlock detector's
+/// (SQLSTATE 40P01). Diesel 2.3 maps 40P01 to `DatabaseErrorKind::Unknown`
+/// and does not expose the SQLSTATE (`DatabaseErrorInformation` has the
+/// message, details, hint, table, column, constraint and position, not the
+/// code), so the message is all there is. It is the server's text in its
+/// `lc_messages` language: with another language than English (e.g. a
+/// server initialised in French), deadlocks are not recognised and fail
+/// as before (a 500); `ALTER ROLE <relais's role> SET lc_messages = 'C'`
+/// (by a superuser) makes them recognised. Serialization failures are
+/// recognised by their code in every language.
+fn is_deadlock(message: &str) -> bool {
+    message == "deadlock detected"
 }
 
 /// Whether a statement on `conn` found that PostgreSQL had closed it (never
@@ -222,6 +384,19 @@ pub fn connection_lost(conn: &mut DbConnection) -> bool {
             .instrumentation()
             .downcast_ref::<Liveness>()
             .is_some_and(|l| l.lost),
+        DbConnection::Sqlite(_) => false,
+    }
+}
+
+/// Whether a statement on `conn` failed with a deadlock or a serialization
+/// failure since the last call (PostgreSQL; never for SQLite, whose one
+/// writer at a time cannot deadlock); clears the note.
+pub fn take_contention(conn: &mut DbConnection) -> bool {
+    match conn {
+        DbConnection::Postgres(pg) => pg
+            .instrumentation()
+            .downcast_mut::<Liveness>()
+            .is_some_and(|l| std::mem::take(&mut l.contention)),
         DbConnection::Sqlite(_) => false,
     }
 }
@@ -284,6 +459,9 @@ pub struct DbMetrics {
     pub batch_restarts: prometheus::IntCounter,
     /// Writes refused because the writer's queue was full (answered 503).
     pub writes_refused: prometheus::IntCounter,
+    /// Writes run again, alone in a new savepoint, after a deadlock or a
+    /// serialization failure (PostgreSQL).
+    pub job_retries: prometheus::IntCounter,
 }
 
 impl DbMetrics {
@@ -334,6 +512,11 @@ impl DbMetrics {
                 "Writes refused because the writer's queue was full (503)",
             )
             .expect("valid counter options"),
+            job_retries: prometheus::IntCounter::new(
+                "relais_db_writer_job_retries_total",
+                "Writes run again after a deadlock or a serialization failure",
+            )
+            .expect("valid counter options"),
         }
     }
 
@@ -349,6 +532,7 @@ impl DbMetrics {
             Box::new(self.lost_connections.clone()),
             Box::new(self.batch_restarts.clone()),
             Box::new(self.writes_refused.clone()),
+            Box::new(self.job_retries.clone()),
         ]
     }
 }
@@ -589,10 +773,14 @@ impl Db {
     }
 
     /// Runs `f` in one transaction: all of it or nothing. Answers once it is
-    /// committed (on SQLite, with the other writes of its batch).
+    /// committed (on SQLite, with the other writes of its batch). On
+    /// PostgreSQL a write that fails with a deadlock or a serialization
+    /// failure runs again, alone, from scratch, up to three times in all:
+    /// `f` is cloned for each try but the last (its captures: the request's
+    /// parsed body and ids).
     pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Clone + Send + 'static,
         T: Send + 'static,
     {
         self.writer
@@ -618,7 +806,7 @@ impl Db {
     /// runtime (it must not be called from async code).
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Clone + Send + 'static,
         T: Send + 'static,
     {
         self.writer

@@ -16,12 +16,14 @@
 //! turns; committing them in batches pays one WAL flush per batch instead
 //! of one per write, with the lock held by one transaction at a time.
 //!
-//! The audit rows the writes append join the chain once per batch, just
-//! before the commit (see [`Tx`]). After the commit the thread records
+//! What the writes stage on their [`Tx`] (audit records, live-event rows)
+//! is stored once per batch, just before the commit, while the batch holds
+//! the audit chain's head ([`Staged::store`]): the events in one statement,
+//! one `NOTIFY` if there were any, the audit rows chained. The batch's
+//! state lives in the [`Staged`] it passes to each job, nowhere else. After the commit the thread records
 //! the chain's new head in a [`CommittedHead`], for the audit anchor to
 //! checkpoint outside the database (no disk write here: see `audit::anchor`).
 
-use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -33,7 +35,7 @@ use diesel::sql_types::BigInt;
 use tokio::sync::oneshot;
 
 use super::chain::{self, AuditRecord, ChainHead, CommittedHead};
-use super::{Backend, ConnectionManager, DbConnection, DbMetrics, Tx};
+use super::{Backend, ConnectionManager, DbConnection, DbMetrics, Staged, Tx};
 use crate::error::ApiError;
 
 /// The most jobs committed in one transaction. PostgreSQL keeps the first
@@ -46,34 +48,7 @@ const MAX_BATCH_POSTGRES: usize = 64;
 /// report its result once the batch's commit is known (`None`: committed;
 /// `Some`: why not).
 type Job = Box<dyn FnOnce(&mut DbConnection, &mut Staged) -> Completion + Send>;
-/// The audit records the batch's writes staged, each with its time.
-type Staged = Vec<(AuditRecord, NaiveDateTime)>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
-
-thread_local! {
-    /// Set on the writer thread while a PostgreSQL batch runs its jobs: the
-    /// batch's transaction holds the audit chain's head row (its first
-    /// statement, see [`commit_batch`]).
-    static HOLDS_HEAD: Cell<bool> = const { Cell::new(false) };
-    /// Set by [`note_events`] when a job of the running batch stored
-    /// events: the batch then wakes the event hubs once, at its commit.
-    static EMITTED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether this thread runs a write batch that holds the audit chain's
-/// head row (PostgreSQL), locked before any job ran.
-pub fn batch_holds_head() -> bool {
-    HOLDS_HEAD.with(Cell::get)
-}
-
-/// Tells the running batch that a job stored events (`notify::events::emit`):
-/// once committed, the batch wakes the event hubs once (on PostgreSQL with
-/// one `NOTIFY`, heard by every instance, this one included; on SQLite by
-/// the local commit signal). A job rolled back after storing events costs
-/// a wake-up that finds nothing, no more.
-pub fn note_events() {
-    EMITTED.with(|e| e.set(true));
-}
 
 /// The PostgreSQL channel on which a committed batch with events wakes
 /// every instance's event hub (`notify::events`, which re-exports it).
@@ -95,6 +70,11 @@ pub struct Writer {
     queued: prometheus::IntGauge,
     /// Writes refused because the queue was full.
     refused: prometheus::IntCounter,
+    /// Writes run again after a deadlock or a serialization failure.
+    retries: prometheus::IntCounter,
+    /// How many times a write is tried: [`JOB_TRIES`] on PostgreSQL, once
+    /// on SQLite (one writer at a time: neither can happen there).
+    tries: u32,
 }
 
 impl Writer {
@@ -109,6 +89,7 @@ impl Writer {
     ) -> std::io::Result<Self> {
         let queued = metrics.queue_depth.clone();
         let refused = metrics.writes_refused.clone();
+        let retries = metrics.job_retries.clone();
         let sqlite = manager.backend == Backend::Sqlite;
         let (jobs, queue) = mpsc::sync_channel::<Job>(max_queued);
         let (running, stopped) = mpsc::channel::<()>();
@@ -132,6 +113,8 @@ impl Writer {
             jobs,
             queued,
             refused,
+            retries,
+            tries: if sqlite { 1 } else { JOB_TRIES },
         })
     }
 
@@ -155,20 +138,38 @@ impl Writer {
     }
 
     /// Queues `f`; the receiver answers after the batch holding it commits.
+    ///
+    /// A try that fails with a deadlock or a serialization failure (noted on
+    /// the connection: `db::take_contention`) is rolled back alone, with what
+    /// it staged, and `f` runs again from scratch in a new savepoint of the
+    /// same batch, up to [`JOB_TRIES`] tries in all, before anything is
+    /// answered; each try but the last runs a clone of `f`. The batch keeps
+    /// the audit chain's head meanwhile, so the write still runs in turn with
+    /// every other write of every instance.
     pub fn submit<T, F>(&self, f: F) -> oneshot::Receiver<Result<T, ApiError>>
     where
-        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError> + Clone + Send + 'static,
         T: Send + 'static,
     {
         let (answer, receiver) = oneshot::channel();
+        let (retries, tries) = (self.retries.clone(), self.tries);
         let job: Job = Box::new(move |conn: &mut DbConnection, staged: &mut Staged| {
-            let mark = staged.len();
-            // Nested in the batch's transaction: a savepoint.
-            let result = conn.transaction(|conn| f(&mut Tx { conn, staged }));
-            if result.is_err() {
-                // Rolled back: so are the records it staged.
-                staged.truncate(mark);
-            }
+            let mut tried = 1;
+            let result = loop {
+                if tried >= tries {
+                    break run_once(f, conn, staged);
+                }
+                let result = run_once(f.clone(), conn, staged);
+                if result.is_ok() || !super::take_contention(conn) {
+                    break result;
+                }
+                retries.inc();
+                tracing::warn!(
+                    tried,
+                    "database writer: a write met a deadlock or a serialization failure; running it again"
+                );
+                tried += 1;
+            };
             complete(answer, result)
         });
         // If the thread is gone the receiver reports it (its sender drops).
@@ -187,11 +188,33 @@ impl Writer {
     ) -> oneshot::Receiver<Result<(), ApiError>> {
         let (answer, receiver) = oneshot::channel();
         let job: Job = Box::new(move |_: &mut DbConnection, staged: &mut Staged| {
-            staged.extend(records.into_iter().map(|r| (r, now)));
+            staged.audit.extend(records.into_iter().map(|r| (r, now)));
             complete(answer, Ok(()))
         });
         if self.send(job) { receiver } else { refused() }
     }
+}
+
+/// How many times a write that meets a deadlock or a serialization failure
+/// is tried in all (PostgreSQL).
+pub const JOB_TRIES: u32 = 3;
+
+/// One try of a write: in a savepoint of the batch's transaction; when it
+/// fails, what it staged goes with it.
+fn run_once<T, F>(f: F, conn: &mut DbConnection, staged: &mut Staged) -> Result<T, ApiError>
+where
+    F: FnOnce(&mut Tx<'_>) -> Result<T, ApiError>,
+{
+    let mark = staged.mark();
+    // What an earlier write of the batch met is not this one's.
+    super::take_contention(conn);
+    // Nested in the batch's transaction: a savepoint.
+    let result = conn.transaction(|conn| f(&mut Tx { conn, staged }));
+    if result.is_err() {
+        // Rolled back: so are the records and events it staged.
+        staged.rollback_to(mark);
+    }
+    result
 }
 
 /// The answer to a write the full queue refused: 503, retry shortly.
@@ -418,9 +441,7 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
             DbConnection::Postgres(_) => Some(chain::lock_head(conn)?),
         };
         started = true;
-        HOLDS_HEAD.with(|h| h.set(head.is_some()));
-        EMITTED.with(|e| e.set(false));
-        let mut staged = Staged::new();
+        let mut staged = Staged::default();
         for job in batch.drain(..) {
             match catch_unwind(AssertUnwindSafe(|| job(conn, &mut staged))) {
                 Ok(done) => completions.push(done),
@@ -428,28 +449,16 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
                     // The panicking job's answer channel is dropped; the
                     // others must not be reported as committed.
                     panicked = true;
-                    HOLDS_HEAD.with(|h| h.set(false));
                     return Err(diesel::result::Error::RollbackTransaction);
                 }
             }
         }
-        HOLDS_HEAD.with(|h| h.set(false));
-        emitted = EMITTED.with(|e| e.replace(false));
-        if emitted && let DbConnection::Postgres(pg) = conn {
-            // One wake-up for the batch's events, delivered at its commit
-            // to every instance listening (`notify::events::spawn_listener`).
-            diesel::sql_query("SELECT pg_notify($1, '')")
-                .bind::<diesel::sql_types::Text, _>(EVENTS_CHANNEL)
-                .execute(pg)?;
-        }
-        // The audit rows of the batch's writes join the chain here, in the
-        // same transaction: stored together with what they audit, or not at all.
-        let written = match head {
-            Some(head) => chain::append(conn, head, &staged),
-            None => chain::write_chain(conn, &staged),
-        };
-        written.map_err(|err| {
-            tracing::error!(error = %err, "database writer: appending the audit rows failed");
+        emitted = staged.has_events();
+        // The events and audit rows of the batch's writes are stored here,
+        // in the same transaction, while it holds the head: stored together
+        // with what they report, or not at all.
+        staged.store(conn, head).map_err(|err| {
+            tracing::error!(error = %err, "database writer: storing the batch's events and audit rows failed");
             diesel::result::Error::RollbackTransaction
         })
     });
@@ -568,6 +577,8 @@ mod tests {
         // behind it fills up and is not drained meanwhile.
         let (started, running) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
+        // Shared: a write closure is cloned for its tries (PostgreSQL).
+        let released = std::sync::Arc::new(std::sync::Mutex::new(released));
         let insert = |i: i64| {
             move |conn: &mut crate::db::Tx<'_>| -> Result<(), ApiError> {
                 diesel::sql_query("INSERT INTO t (id, v) VALUES (?, 'x')")
@@ -581,7 +592,7 @@ mod tests {
             tokio::spawn(async move {
                 db.write(move |conn| {
                     started.send(()).unwrap();
-                    released.recv().unwrap();
+                    released.lock().unwrap().recv().unwrap();
                     insert(1)(conn)
                 })
                 .await

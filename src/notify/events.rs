@@ -17,7 +17,10 @@
 //! anyway before it commits and which it holds until then: the ids of two
 //! transactions that emit are taken one transaction after the other. The
 //! database writer's batches lock the head as their first statement
-//! (`db::chain::lock_head`); [`emit`] outside such a batch locks it itself. The alternative,
+//! (`db::chain::lock_head`); [`emit`] only stages the rows on the write's
+//! `Tx`, and the batch inserts all of them in one statement after its jobs,
+//! head held (`db::Staged::store`); only the writer makes a `Tx`, so there
+//! is no other way to store an event. The alternative,
 //! polling with a grace window for gaps, loses an event whose transaction
 //! outlives the window; this one costs holding a lock every write batch
 //! takes a little earlier in the batch.
@@ -57,8 +60,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
-use crate::db::schema::{audit_head, event_horizon, event_stream_leases, event_tickets, events};
-use crate::db::{Backend, ConnectionManager, Db, DbConnection};
+use crate::db::schema::{event_horizon, event_stream_leases, event_tickets, events};
+use crate::db::{Backend, ConnectionManager, Db, DbConnection, StagedEvent, Tx};
 use crate::error::ApiError;
 
 pub use crate::db::writer::EVENTS_CHANNEL;
@@ -139,10 +142,12 @@ fn is_id(value: &str) -> bool {
         || (!value.is_empty() && value.len() <= 19 && value.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Stores `event` for each of `recipients` (duplicates once) in the
-/// caller's transaction. Refuses (500, a bug) a reference that is not an id.
+/// Stages `event` for each of `recipients` (duplicates once) on the
+/// caller's write: the writer inserts the rows with its batch's others,
+/// just before the commit, and drops them if the write rolls back
+/// ([`Tx::stage_events`]). Refuses (500, a bug) a reference that is not an id.
 pub fn emit<S: AsRef<str>>(
-    conn: &mut DbConnection,
+    tx: &mut Tx<'_>,
     recipients: &[S],
     event: &Event<'_>,
     now: NaiveDateTime,
@@ -169,52 +174,13 @@ pub fn emit<S: AsRef<str>>(
         return Err(ApiError::internal(anyhow::anyhow!("event patient id")));
     }
     let data = serde_json::Value::Object(data).to_string();
-    // Inside a write batch of the database writer (every request's write),
-    // the head is already held and the batch sends one NOTIFY for all its
-    // events; anywhere else, this transaction takes both on itself.
-    let in_batch = crate::db::writer::batch_holds_head();
-    if let DbConnection::Postgres(pg) = conn
-        && !in_batch
-    {
-        // Ids in commit order (module doc): held until this transaction ends.
-        audit_head::table
-            .find(1)
-            .select(audit_head::seq)
-            .for_update()
-            .first::<i64>(pg)?;
-    }
-    let rows: Vec<_> = users
-        .iter()
-        .map(|user| {
-            (
-                events::user_id.eq(*user),
-                events::kind.eq(event.kind.as_str()),
-                events::patient_id.eq(event.patient_id),
-                events::data.eq(&data),
-                events::created_at.eq(now),
-            )
-        })
-        .collect();
-    match conn {
-        DbConnection::Postgres(pg) => {
-            diesel::insert_into(events::table)
-                .values(&rows)
-                .execute(pg)?;
-            if !in_batch {
-                diesel::sql_query("SELECT pg_notify($1, '')")
-                    .bind::<diesel::sql_types::Text, _>(EVENTS_CHANNEL)
-                    .execute(pg)?;
-            }
-        }
-        DbConnection::Sqlite(lite) => {
-            for row in &rows {
-                diesel::insert_into(events::table)
-                    .values(row)
-                    .execute(lite)?;
-            }
-        }
-    }
-    crate::db::writer::note_events();
+    tx.stage_events(users.into_iter().map(|user| StagedEvent {
+        user_id: user.to_owned(),
+        kind: event.kind.as_str(),
+        patient_id: event.patient_id.map(str::to_owned),
+        data: data.clone(),
+        created_at: now,
+    }));
     Ok(())
 }
 

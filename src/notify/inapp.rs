@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 use super::events::{Event, EventKind, emit};
 use super::outbox;
 use super::templates::{Email, ItemKind};
-use crate::db::DbConnection;
 use crate::db::models::{User, new_id};
 use crate::db::schema::notifications;
+use crate::db::{DbConnection, Tx};
 use crate::domain::role::NotificationPreference;
 use crate::error::ApiError;
 
@@ -76,7 +76,7 @@ pub struct Subject<'a> {
 /// Notifies `user_id` in the caller's transaction (with its live event);
 /// queues an email when the user wants them immediately. Returns whether an email was queued.
 pub fn notify(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     user_id: &str,
     kind: NotificationKind,
     subject: &Subject<'_>,
@@ -97,7 +97,7 @@ pub fn notify(
             notifications::patient_id.eq(subject.patient_id),
             notifications::created_at.eq(now),
         ))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     // The decision on one's own access request is seen without a basis
     // (as `GET /notifications` shows it): its event names no patient.
     let own_request = matches!(
@@ -124,4 +124,80 @@ pub fn notify(
     };
     outbox::queue(conn, &user.email, &email, now)?;
     Ok(true)
+}
+
+/// [`notify`] for users the caller already loaded and checked active (one
+/// statement for their notifications, one for their emails, instead of a
+/// lookup and an insert or two per user); each gets its own live event.
+/// Returns how many emails were queued.
+pub fn notify_users(
+    tx: &mut Tx<'_>,
+    users: &[User],
+    kind: NotificationKind,
+    subject: &Subject<'_>,
+    public_url: &str,
+    now: NaiveDateTime,
+) -> Result<usize, ApiError> {
+    if users.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = users.iter().map(|_| new_id()).collect();
+    let rows: Vec<_> = users
+        .iter()
+        .zip(&ids)
+        .map(|(user, id)| {
+            (
+                notifications::id.eq(id.as_str()),
+                notifications::user_id.eq(user.id.as_str()),
+                notifications::kind.eq(kind.as_str()),
+                notifications::resource_type.eq(subject.resource_type),
+                notifications::resource_id.eq(subject.resource_id),
+                notifications::patient_id.eq(subject.patient_id),
+                notifications::created_at.eq(now),
+            )
+        })
+        .collect();
+    match tx.conn() {
+        DbConnection::Postgres(pg) => {
+            diesel::insert_into(notifications::table)
+                .values(&rows)
+                .execute(pg)?;
+        }
+        DbConnection::Sqlite(lite) => {
+            for row in &rows {
+                diesel::insert_into(notifications::table)
+                    .values(*row)
+                    .execute(lite)?;
+            }
+        }
+    }
+    let own_request = matches!(
+        kind,
+        NotificationKind::AccessRequestApproved | NotificationKind::AccessRequestDenied
+    );
+    for (user, id) in users.iter().zip(&ids) {
+        let event = Event {
+            kind: EventKind::NotificationCreated,
+            patient_id: subject.patient_id.filter(|_| !own_request),
+            refs: &[("notification_id", id.as_str())],
+        };
+        emit(tx, &[&user.id], &event, now)?;
+    }
+    let emails: Vec<&str> = users
+        .iter()
+        .filter(|u| u.notification_preference == NotificationPreference::Immediate)
+        .map(|u| u.email.as_str())
+        .collect();
+    if !emails.is_empty() {
+        let link = match subject.resource_type {
+            "thread" => format!("{public_url}/threads/{}", subject.resource_id),
+            _ => format!("{public_url}/notifications"),
+        };
+        let email = Email::NewItem {
+            what: kind.email_kind(),
+            link,
+        };
+        outbox::queue_all(tx, &emails, &email, now)?;
+    }
+    Ok(emails.len())
 }

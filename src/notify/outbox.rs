@@ -56,6 +56,51 @@ pub fn queue(
     Ok(row.id)
 }
 
+/// Queues one email to each of `to` in the caller's transaction: one
+/// statement on PostgreSQL (one prepared insert per row on SQLite).
+pub fn queue_all(
+    conn: &mut DbConnection,
+    to: &[&str],
+    email: &Email,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    if to.is_empty() {
+        return Ok(());
+    }
+    let rendered = email.render();
+    let rows: Vec<OutboxEmail> = to
+        .iter()
+        .map(|address| OutboxEmail {
+            id: new_id(),
+            to_address: (*address).to_owned(),
+            subject: rendered.subject.clone(),
+            body: rendered.body.clone(),
+            status: PENDING.into(),
+            attempts: 0,
+            next_attempt_at: now,
+            locked_until: None,
+            last_error: None,
+            created_at: now,
+            sent_at: None,
+        })
+        .collect();
+    match conn {
+        DbConnection::Postgres(pg) => {
+            diesel::insert_into(email_outbox::table)
+                .values(&rows)
+                .execute(pg)?;
+        }
+        DbConnection::Sqlite(lite) => {
+            for row in &rows {
+                diesel::insert_into(email_outbox::table)
+                    .values(row)
+                    .execute(lite)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Wakes the sender when something was queued, so mail does not wait for the next poll.
 #[derive(Clone, Default)]
 pub struct OutboxSignal(Arc<Notify>);

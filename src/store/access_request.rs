@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
-use crate::db::DbConnection;
 use crate::db::models::{User, new_id};
 use crate::db::schema::{access_requests, emergency_grants, organizations, users};
+use crate::db::{DbConnection, Tx};
 use crate::domain::access::{Basis, TeamRole};
 use crate::domain::role::Role;
 use crate::error::ApiError;
@@ -34,7 +34,7 @@ text_enum! {
 /// referent; returns its id. 404 for no such patient; 409 naming `id` when
 /// the caller is on the team already or has a request pending.
 pub fn request(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     caller: &AuthUser,
     patient_id: &str,
     reason: &str,
@@ -55,7 +55,7 @@ pub fn request(
         .filter(access_requests::requester_id.eq(&caller.id))
         .filter(access_requests::status.eq(AccessRequestStatus::Pending.as_str()))
         .select(access_requests::id)
-        .first(conn)
+        .first(conn.conn())
         .optional()?;
     if pending.is_some() {
         return Err(ApiError::conflict(
@@ -74,7 +74,7 @@ pub fn request(
             access_requests::status.eq(AccessRequestStatus::Pending.as_str()),
             access_requests::created_at.eq(now),
         ))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     if let Some(referent) = referent(conn, patient_id)? {
         let subject = Subject {
             resource_type: "access_request",
@@ -107,7 +107,7 @@ pub fn request(
 /// patient's consent does not cover the requester's organisation (the
 /// request stays pending).
 pub fn decide(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     caller: &AuthUser,
     id: &str,
     patient_id: &str,
@@ -119,7 +119,7 @@ pub fn decide(
     let (requester_id, status): (String, String) = access_requests::table
         .find(id)
         .select((access_requests::requester_id, access_requests::status))
-        .first(conn)?;
+        .first(conn.conn())?;
     if status != AccessRequestStatus::Pending.as_str() {
         return Err(ApiError::conflict(
             "id",
@@ -164,7 +164,7 @@ pub fn decide(
             access_requests::decided_by.eq(&caller.id),
             access_requests::decided_at.eq(naive),
         ))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     let kind = if approve {
         NotificationKind::AccessRequestApproved
     } else {
@@ -189,7 +189,7 @@ pub fn decide(
 /// tells the rest of the team; returns the grant's id and end. 404 for no
 /// such patient.
 pub fn grant_emergency(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     user_id: &str,
     patient_id: &str,
     reason: &str,
@@ -210,7 +210,7 @@ pub fn grant_emergency(
             emergency_grants::granted_at.eq(now),
             emergency_grants::expires_at.eq(expires_at),
         ))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     let subject = Subject {
         resource_type: "emergency_access",
         resource_id: &id,
@@ -321,7 +321,7 @@ fn team_prescribers(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Ve
 /// for the requester, when given, without the patient (their own request,
 /// which they see without a basis, as its notification).
 fn emit_request_event(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     kind: EventKind,
     id: &str,
     patient_id: &str,

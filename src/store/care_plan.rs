@@ -9,10 +9,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::DbConnection;
 use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{care_plan_versions, care_plans, users};
+use crate::db::{DbConnection, Tx};
 use crate::domain::access::Relations;
 use crate::domain::clinical::Facts;
 use crate::domain::plan::{
@@ -312,21 +312,39 @@ pub struct NewVersion<'a> {
 /// (the prescribers it names and the event's audience are taken from them
 /// instead of being looked up again).
 pub fn write_version(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewVersion<'_>,
     relations: &Relations,
     expected: Option<i32>,
     now: NaiveDateTime,
 ) -> Result<PlanVersionRow, ApiError> {
-    let current = current_version(conn, new.patient_id)?;
-    check_base(current, expected, "care plan")?;
-    store_version_among(conn, new, Some(relations), current, now)
+    let next = match expected {
+        // The compare-and-swap alone, with no read of the current version
+        // first; only when it fails does the current version say why.
+        Some(version) => match swap_version(conn, new.patient_id, expected, now) {
+            Err(ApiError::PreconditionFailed(stale)) => {
+                let current = current_version(conn, new.patient_id)?;
+                check_base(current, Some(version), "care plan")?;
+                return Err(ApiError::PreconditionFailed(stale));
+            }
+            next => next?,
+        },
+        None => {
+            let current = current_version(conn, new.patient_id)?;
+            check_base(current, None, "care plan")?;
+            swap_version(conn, new.patient_id, None, now)?
+        }
+    };
+    // After the swap, so a stale base is told first (as before); a wrong
+    // reference rolls the swap back with the write's savepoint.
+    check_references_among(conn, new.patient_id, Some(relations), new.content, now, "")?;
+    insert_version(conn, new, Some(relations), next, now)
 }
 
 /// Stores the next version if the current one is still `expected` (None: no
 /// plan yet); otherwise 412. Run inside the write's transaction.
 pub fn store_version(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewVersion<'_>,
     expected: Option<i32>,
     now: NaiveDateTime,
@@ -337,24 +355,36 @@ pub fn store_version(
 /// [`store_version`], with the patient's relations when the request has
 /// already loaded them.
 fn store_version_among(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewVersion<'_>,
     relations: Option<&Relations>,
     expected: Option<i32>,
     now: NaiveDateTime,
 ) -> Result<PlanVersionRow, ApiError> {
     check_references_among(conn, new.patient_id, relations, new.content, now, "")?;
+    let next = swap_version(conn, new.patient_id, expected, now)?;
+    insert_version(conn, new, relations, next, now)
+}
+
+/// Moves the plan's current version from `expected` to the next (None: no
+/// plan yet, the first) and returns it; 412 if another write moved it first.
+fn swap_version(
+    conn: &mut DbConnection,
+    patient_id: &str,
+    expected: Option<i32>,
+    now: NaiveDateTime,
+) -> Result<i32, ApiError> {
     let stale = || {
         ApiError::PreconditionFailed(
             "the care plan has changed since you read it; reload it".into(),
         )
     };
-    let next = match expected {
+    match expected {
         Some(version) => {
             // The compare-and-swap: of racing writers on one version, one wins.
             let swapped = diesel::update(
                 care_plans::table
-                    .find(new.patient_id)
+                    .find(patient_id)
                     .filter(care_plans::current_version.eq(version)),
             )
             .set((
@@ -365,12 +395,12 @@ fn store_version_among(
             if swapped != 1 {
                 return Err(stale());
             }
-            version + 1
+            Ok(version + 1)
         }
         None => {
             diesel::insert_into(care_plans::table)
                 .values((
-                    care_plans::patient_id.eq(new.patient_id),
+                    care_plans::patient_id.eq(patient_id),
                     care_plans::current_version.eq(1),
                     care_plans::updated_at.eq(now),
                 ))
@@ -382,9 +412,20 @@ fn store_version_among(
                         e.into()
                     }
                 })?;
-            1
+            Ok(1)
         }
-    };
+    }
+}
+
+/// Stores version `next` (its plan row already moved to it) and emits
+/// `care_plan.version_created` to the patient's audience.
+fn insert_version(
+    conn: &mut Tx<'_>,
+    new: NewVersion<'_>,
+    relations: Option<&Relations>,
+    next: i32,
+    now: NaiveDateTime,
+) -> Result<PlanVersionRow, ApiError> {
     let row = PlanVersionRow {
         id: new_id(),
         patient_id: new.patient_id.to_owned(),
@@ -401,7 +442,7 @@ fn store_version_among(
     };
     diesel::insert_into(care_plan_versions::table)
         .values(&row)
-        .execute(conn)?;
+        .execute(conn.conn())?;
     let version = next.to_string();
     let event = Event {
         kind: EventKind::CarePlanVersionCreated,

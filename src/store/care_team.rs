@@ -4,9 +4,9 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::DbConnection;
 use crate::db::models::{User, new_id};
 use crate::db::schema::{care_team_members, organizations, users};
+use crate::db::{DbConnection, Tx};
 use crate::domain::access::{Relations, TeamRole};
 use crate::domain::role::Role;
 use crate::error::ApiError;
@@ -69,7 +69,7 @@ pub fn members(conn: &mut DbConnection, patient_id: &str) -> QueryResult<Vec<Mem
 /// no such user; see [`add_member`]) and tells them; returns them.
 #[allow(clippy::too_many_arguments)]
 pub fn add(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     patient_id: &str,
     relations: &Relations,
     user_id: &str,

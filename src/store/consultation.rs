@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
-use crate::db::DbConnection;
 use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{consultations, users};
+use crate::db::{DbConnection, Tx};
 use crate::domain::messaging::SubjectType;
 use crate::domain::metrics::ConsultationTimes;
 use crate::domain::plan::{Acknowledgement, PlanContent};
@@ -177,7 +177,7 @@ pub fn specialists_of(conn: &mut DbConnection, centre_id: &str) -> QueryResult<V
 /// requester and the centre's specialists (delivered while they have a
 /// basis on its patient, if it has one).
 pub fn emit_event(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     row: &ConsultationRow,
     kind: EventKind,
     now: NaiveDateTime,
@@ -195,7 +195,7 @@ pub fn emit_event(
 /// Tells the centre: each specialist in the app (and by email per preference),
 /// and the centre's shared address by email.
 pub fn tell_centre(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     row: &ConsultationRow,
     kind: NotificationKind,
     email: ItemKind,
@@ -221,6 +221,7 @@ pub fn tell_centre(
 }
 
 /// What a move carries besides the new status.
+#[derive(Clone)]
 pub enum Move {
     Accept,
     Answer {
@@ -252,7 +253,7 @@ impl Move {
 /// Overdue consultations: the centre (address and specialists) is emailed and
 /// the requester notified, once. Claimed with `SKIP LOCKED` on PostgreSQL.
 pub fn escalate_overdue(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     public_url: &str,
     now: NaiveDateTime,
 ) -> Result<usize, ApiError> {
@@ -267,18 +268,18 @@ pub fn escalate_overdue(
         .filter(consultations::escalated_at.is_null())
         .select(consultations::id)
         .limit(100);
-    let ids: Vec<String> = match conn {
+    let ids: Vec<String> = match conn.conn() {
         DbConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
         DbConnection::Sqlite(lite) => due.load(lite)?,
     };
     let rows: Vec<ConsultationRow> = consultations::table
         .filter(consultations::id.eq_any(&ids))
         .select(ConsultationRow::as_select())
-        .load(conn)?;
+        .load(conn.conn())?;
     for row in &rows {
         diesel::update(consultations::table.find(&row.id))
             .set(consultations::escalated_at.eq(now))
-            .execute(conn)?;
+            .execute(conn.conn())?;
         tell_centre(
             conn,
             row,
@@ -320,7 +321,7 @@ pub struct Request<'a> {
 /// Submits a consultation in the caller's transaction: the centre must be an
 /// addiction or pain centre (422); makes its thread and tells the centre.
 pub fn submit(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     request: Request<'_>,
     public_url: &str,
     now: NaiveDateTime,
@@ -360,7 +361,7 @@ pub fn submit(
     };
     diesel::insert_into(consultations::table)
         .values(&row)
-        .execute(conn)?;
+        .execute(conn.conn())?;
     create_thread(
         conn,
         SubjectType::Consultation,
@@ -385,7 +386,7 @@ pub fn submit(
 /// moves. A proposal's prescribers must have a team basis (422). Returns the
 /// consultation afterwards.
 pub fn apply_move(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     id: &str,
     step: Move,
     author_id: &str,
@@ -399,7 +400,7 @@ pub fn apply_move(
     let target = consultations::table.find(&row.id);
     diesel::update(target)
         .set(consultations::status.eq(next))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     let event = match step {
         Move::Accept => EventKind::ConsultationAccepted,
         Move::Answer { .. } => EventKind::ConsultationAnswered,
@@ -419,7 +420,7 @@ pub fn apply_move(
                     consultations::accepted_at.eq(now),
                     consultations::accepted_by.eq(author_id),
                 ))
-                .execute(conn)?;
+                .execute(conn.conn())?;
         }
         Move::Answer { answer, proposal } => {
             if let (Some(plan), Some(patient)) = (&proposal, &row.patient_id) {
@@ -437,7 +438,7 @@ pub fn apply_move(
                     consultations::answer.eq(answer),
                     consultations::proposed_plan.eq(proposal.map(Json::new)),
                 ))
-                .execute(conn)?;
+                .execute(conn.conn())?;
             notify(
                 conn,
                 &row.requester_id,
@@ -453,7 +454,7 @@ pub fn apply_move(
                     consultations::declined_at.eq(now),
                     consultations::decline_reason.eq(reason),
                 ))
-                .execute(conn)?;
+                .execute(conn.conn())?;
             notify(
                 conn,
                 &row.requester_id,
@@ -473,12 +474,12 @@ pub fn apply_move(
                     consultations::outcome.eq(outcome),
                     consultations::referral_avoided.eq(referral_avoided),
                 ))
-                .execute(conn)?;
+                .execute(conn.conn())?;
         }
         Move::Cancel => {
             diesel::update(target)
                 .set(consultations::cancelled_at.eq(now))
-                .execute(conn)?;
+                .execute(conn.conn())?;
         }
     }
     emit_event(conn, &row, event, now)?;
@@ -500,7 +501,7 @@ pub struct ProposalPlan<'a> {
 /// Applies the proposal of consultation `id` as the next plan version, once
 /// (409 the second time), in the caller's transaction.
 pub fn apply_proposal(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     id: &str,
     plan: ProposalPlan<'_>,
     author_id: &str,
@@ -520,7 +521,7 @@ pub fn apply_proposal(
             .filter(consultations::applied_plan_version.is_null()),
     )
     .set(consultations::applied_plan_version.eq(current.unwrap_or(0) + 1))
-    .execute(conn)?;
+    .execute(conn.conn())?;
     if applied != 1 {
         return Err(ApiError::conflict(
             "id",

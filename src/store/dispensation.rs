@@ -6,9 +6,9 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 
-use crate::db::DbConnection;
 use crate::db::models::new_id;
 use crate::db::schema::{dispensations, observation_alerts};
+use crate::db::{DbConnection, Tx};
 use crate::domain::dispensing::is_early_refill;
 use crate::error::{ApiError, FieldError};
 use crate::notify::inapp::{NotificationKind, Subject, notify};
@@ -53,7 +53,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 /// Records a dispensation of what the current plan prescribes (422 naming
 /// `line` or `drug` otherwise) and runs the early-refill watch.
 pub fn record(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewDispensation<'_>,
     public_url: &str,
     now: NaiveDateTime,
@@ -94,7 +94,7 @@ pub fn record(
         .filter(dispensations::drug.eq(new.drug))
         .order((dispensations::dispensed_on.desc(), dispensations::id.desc()))
         .select((dispensations::dispensed_on, dispensations::days_supply))
-        .first(conn)
+        .first(conn.conn())
         .optional()?;
     let early = previous.is_some_and(|(on, days)| is_early_refill(on, days, new.dispensed_on));
     let row = DispensationRow {
@@ -111,14 +111,14 @@ pub fn record(
     };
     diesel::insert_into(dispensations::table)
         .values(&row)
-        .execute(conn)?;
+        .execute(conn.conn())?;
     watch(conn, new.patient_id, early, &row.id, public_url, now)?;
     Ok(row)
 }
 
 /// Opens (and tells the referent) or closes the patient's early-refill episode.
 fn watch(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     patient_id: &str,
     early: bool,
     dispensation_id: &str,
@@ -130,7 +130,7 @@ fn watch(
         .filter(observation_alerts::kind.eq(EARLY_REFILL))
         .filter(observation_alerts::closed_at.is_null())
         .select(observation_alerts::id)
-        .first(conn)
+        .first(conn.conn())
         .optional()?;
     match (early, open) {
         (true, None) => {
@@ -141,7 +141,7 @@ fn watch(
                     observation_alerts::kind.eq(EARLY_REFILL),
                     observation_alerts::opened_at.eq(now),
                 ))
-                .execute(conn)?;
+                .execute(conn.conn())?;
             if let Some(referent) = referent(conn, patient_id)? {
                 let subject = Subject {
                     resource_type: "dispensation",
@@ -161,7 +161,7 @@ fn watch(
         (false, Some(id)) => {
             diesel::update(observation_alerts::table.find(id))
                 .set(observation_alerts::closed_at.eq(now))
-                .execute(conn)?;
+                .execute(conn.conn())?;
         }
         _ => {}
     }

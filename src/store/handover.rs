@@ -7,10 +7,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::DbConnection;
 use crate::db::json::Json;
 use crate::db::models::new_id;
 use crate::db::schema::handovers;
+use crate::db::{DbConnection, Tx};
 use crate::domain::messaging::SubjectType;
 use crate::domain::plan::{Acknowledgement, PlanContent};
 use crate::domain::role::Role;
@@ -122,7 +122,7 @@ pub struct Outgoing<'a> {
 /// active GP with a team basis on the patient and the proposal's prescribers
 /// likewise (422 otherwise); makes its thread and notifies the GP.
 pub fn send(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     out: Outgoing<'_>,
     public_url: &str,
     now: NaiveDateTime,
@@ -165,7 +165,7 @@ pub fn send(
     };
     diesel::insert_into(handovers::table)
         .values(&row)
-        .execute(conn)?;
+        .execute(conn.conn())?;
     create_thread(
         conn,
         SubjectType::Handover,
@@ -192,7 +192,7 @@ pub fn send(
 
 /// Records a live event about handover `row` for its sender and addressee.
 fn emit_event(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     row: &HandoverRow,
     kind: EventKind,
     now: NaiveDateTime,
@@ -207,6 +207,7 @@ fn emit_event(
 
 /// The care-plan version a reconciliation writes, prepared by the caller
 /// (see [`crate::store::care_plan::prepare`]).
+#[derive(Clone)]
 pub struct NewPlan {
     pub content: PlanContent,
     pub warnings: Vec<Warning>,
@@ -217,6 +218,7 @@ pub struct NewPlan {
 }
 
 /// The addressee's move on a handover.
+#[derive(Clone)]
 pub struct Move {
     pub action: HandoverAction,
     pub decision: Option<Decision>,
@@ -228,7 +230,7 @@ pub struct Move {
 /// an illegal one): a reconciliation stores its plan version (412 when the
 /// plan moved on) and tells the sender. Returns the handover afterwards.
 pub fn decide(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     id: &str,
     step: Move,
     author_id: &str,
@@ -274,7 +276,7 @@ pub fn decide(
             handovers::status.eq(next),
             handovers::acknowledged_at.eq(row.acknowledged_at.unwrap_or(now)),
         ))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     if step.action != HandoverAction::Acknowledge {
         diesel::update(target)
             .set((
@@ -283,7 +285,7 @@ pub fn decide(
                 handovers::comment.eq(&step.comment),
                 handovers::resulting_plan_version.eq(resulting),
             ))
-            .execute(conn)?;
+            .execute(conn.conn())?;
         let kind = if next == HandoverStatus::Rejected {
             NotificationKind::HandoverRejected
         } else {
@@ -307,7 +309,7 @@ pub fn decide(
 /// Handovers not acknowledged in time: the GP is reminded and the sender told,
 /// once. Claimed with `SKIP LOCKED` on PostgreSQL. Returns how many.
 pub fn remind_overdue(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     public_url: &str,
     now: NaiveDateTime,
 ) -> Result<usize, ApiError> {
@@ -322,14 +324,14 @@ pub fn remind_overdue(
             handovers::to_user_id,
         ))
         .limit(100);
-    let rows: Vec<(String, String, String, String)> = match conn {
+    let rows: Vec<(String, String, String, String)> = match conn.conn() {
         DbConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
         DbConnection::Sqlite(lite) => due.load(lite)?,
     };
     for (id, patient_id, from, to) in &rows {
         diesel::update(handovers::table.find(id))
             .set(handovers::reminded_at.eq(now))
-            .execute(conn)?;
+            .execute(conn.conn())?;
         let subject = Subject {
             resource_type: "handover",
             resource_id: id,

@@ -6,9 +6,9 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::DbConnection;
 use crate::db::models::new_id;
 use crate::db::schema::{interventions, users};
+use crate::db::{DbConnection, Tx};
 use crate::domain::plan::OmtMedication;
 use crate::domain::workflow::{
     InterventionAction, InterventionProblem, InterventionStatus, ProposedAction,
@@ -70,7 +70,7 @@ pub struct NewIntervention<'a> {
 /// a team basis, to the referent, so that it always reaches someone who may
 /// change the plan.
 pub fn raise(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewIntervention<'_>,
     public_url: &str,
     now: NaiveDateTime,
@@ -133,7 +133,7 @@ pub fn raise(
     };
     diesel::insert_into(interventions::table)
         .values(&row)
-        .execute(conn)?;
+        .execute(conn.conn())?;
     let subject = Subject {
         resource_type: "intervention",
         resource_id: &row.id,
@@ -161,7 +161,7 @@ pub struct Answer<'a> {
 /// already; 422 when the resolving version does not follow the one it is
 /// about); notifies its author.
 pub fn decide(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     id: &str,
     answer: Answer<'_>,
     public_url: &str,
@@ -195,7 +195,7 @@ pub fn decide(
         interventions::resolved_by_version.eq(answer.resolved_by_version),
         interventions::comment.eq(answer.comment),
     ))
-    .execute(conn)?;
+    .execute(conn.conn())?;
     if updated != 1 {
         return Err(ApiError::conflict(
             "id",

@@ -9,19 +9,19 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use crate::auth::AuthUser;
-use crate::db::DbConnection;
-use crate::db::models::new_id;
+use crate::db::models::{User, new_id};
 use crate::db::schema::{
     care_team_members, consultations, emergency_grants, handovers, messages, notifications,
     patients, thread_reads, threads, users,
 };
+use crate::db::{DbConnection, Tx};
 use crate::domain::access::{Basis, Relations};
 use crate::domain::messaging::{self, InboxCounts, SubjectType};
 use crate::domain::role::Role;
 use crate::domain::workflow::{ConsultationStatus, HandoverStatus};
 use crate::error::ApiError;
 use crate::notify::events::{Event, EventKind, emit};
-use crate::notify::inapp::{NotificationKind, Subject, notify};
+use crate::notify::inapp::{NotificationKind, Subject, notify_users};
 use crate::store::access::{basis_of, resolve};
 
 /// The backend of [`DbConnection`], for boxed queries.
@@ -673,39 +673,54 @@ pub fn inbox_counts(
 /// Notifies the participants other than the author, once per unread stretch:
 /// someone with an unread `new_message` notification on the thread gets no
 /// other. Returns every participant, the author included.
+///
+/// Who to tell is one query (active participants with no such
+/// notification), their notifications and emails one insert each.
 fn notify_participants(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     posted: &Posted<'_>,
     author_id: &str,
     public_url: &str,
     now: NaiveDateTime,
 ) -> Result<Vec<String>, ApiError> {
     let participants = thread_participants(conn, posted.thread, posted.relations, now)?;
+    let others: Vec<&str> = participants
+        .iter()
+        .map(String::as_str)
+        .filter(|u| *u != author_id)
+        .collect();
+    if others.is_empty() {
+        return Ok(participants);
+    }
+    let thread_id = posted.thread.id.as_str();
+    let to_tell: Vec<User> = crate::per_backend!(conn.conn(), |c| {
+        let pending = notifications::table
+            .filter(notifications::user_id.eq(users::id))
+            .filter(notifications::resource_type.eq("thread"))
+            .filter(notifications::resource_id.eq(thread_id))
+            .filter(notifications::read_at.is_null())
+            .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()));
+        users::table
+            .filter(users::id.eq_any(&others))
+            .filter(users::active.eq(true))
+            .filter(diesel::dsl::not(diesel::dsl::exists(pending)))
+            .order(users::id)
+            .select(User::as_select())
+            .load(c)
+    })?;
     let subject = Subject {
         resource_type: "thread",
-        resource_id: &posted.thread.id,
+        resource_id: thread_id,
         patient_id: posted.patient_id,
     };
-    for user_id in participants.iter().filter(|u| **u != author_id) {
-        let pending: i64 = notifications::table
-            .filter(notifications::user_id.eq(user_id))
-            .filter(notifications::resource_type.eq("thread"))
-            .filter(notifications::resource_id.eq(&posted.thread.id))
-            .filter(notifications::read_at.is_null())
-            .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()))
-            .count()
-            .get_result(conn)?;
-        if pending == 0 {
-            notify(
-                conn,
-                user_id,
-                NotificationKind::NewMessage,
-                &subject,
-                public_url,
-                now,
-            )?;
-        }
-    }
+    notify_users(
+        conn,
+        &to_tell,
+        NotificationKind::NewMessage,
+        &subject,
+        public_url,
+        now,
+    )?;
     Ok(participants)
 }
 
@@ -733,7 +748,7 @@ pub struct Posted<'a> {
 /// was locked in this transaction), moves the thread's activity, tells the
 /// other participants and emits `message.created`.
 pub fn post(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     posted: Posted<'_>,
     message: &Message,
     public_url: &str,
@@ -741,7 +756,7 @@ pub fn post(
 ) -> Result<(), ApiError> {
     diesel::insert_into(messages::table)
         .values(message)
-        .execute(conn)?;
+        .execute(conn.conn())?;
     diesel::update(
         threads::table
             .find(&message.thread_id)
@@ -752,7 +767,7 @@ pub fn post(
         threads::last_message_at.eq(now),
         threads::activity_id.eq(&message.id),
     ))
-    .execute(conn)?;
+    .execute(conn.conn())?;
     let participants = notify_participants(conn, &posted, &message.author_id, public_url, now)?;
     let event = Event {
         kind: EventKind::MessageCreated,
@@ -771,7 +786,7 @@ pub fn post(
 /// the thread); once caught up, the thread's notifications are read too.
 /// Emits `thread.read`; returns the marker in force and the unread count.
 pub fn mark_read(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     thread_id: &str,
     user_id: &str,
     patient_id: Option<&str>,
@@ -782,7 +797,7 @@ pub fn mark_read(
         .filter(messages::id.eq(up_to))
         .filter(messages::thread_id.eq(thread_id))
         .count()
-        .get_result(conn)?;
+        .get_result(conn.conn())?;
     if in_thread == 0 {
         return Err(ApiError::invalid("up_to", "not a message of this thread"));
     }
@@ -802,7 +817,7 @@ pub fn mark_read(
                 .filter(notifications::read_at.is_null()),
         )
         .set(notifications::read_at.eq(now))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     }
     let event = Event {
         kind: EventKind::ThreadRead,

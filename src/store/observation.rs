@@ -7,9 +7,9 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::DbConnection;
 use crate::db::models::new_id;
 use crate::db::schema::{observation_alerts, observations};
+use crate::db::{DbConnection, Tx};
 use crate::domain::watch::{Scores, assess};
 use crate::error::ApiError;
 use crate::notify::events::{Event, EventKind, emit};
@@ -97,7 +97,7 @@ pub struct NewObservation<'a> {
 
 /// Records the observation and runs the watch; returns its id.
 pub fn record(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     new: NewObservation<'_>,
     public_url: &str,
     now: NaiveDateTime,
@@ -117,7 +117,7 @@ pub fn record(
             observations::note.eq(note),
             observations::recorded_at.eq(now),
         ))
-        .execute(conn)?;
+        .execute(conn.conn())?;
     watch(
         conn,
         new.patient_id,
@@ -132,7 +132,7 @@ pub fn record(
 
 /// Opens or closes alert episodes; notifies the referent when one opens.
 fn watch(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     patient_id: &str,
     observation_id: &str,
     observation: &Scores,
@@ -150,7 +150,7 @@ fn watch(
             .filter(observations::recorded_at.ge(now - Duration::hours(24)))
             .filter(observations::pain_score.ge(7))
             .count()
-            .get_result::<i64>(conn)?
+            .get_result::<i64>(conn.conn())?
             >= 2;
     for (kind, above) in assess(observation, recent_high_pain, tightened) {
         let open: Option<String> = observation_alerts::table
@@ -158,7 +158,7 @@ fn watch(
             .filter(observation_alerts::kind.eq(kind.as_str()))
             .filter(observation_alerts::closed_at.is_null())
             .select(observation_alerts::id)
-            .first(conn)
+            .first(conn.conn())
             .optional()?;
         match (above, open) {
             (true, None) => {
@@ -170,7 +170,7 @@ fn watch(
                         observation_alerts::kind.eq(kind.as_str()),
                         observation_alerts::opened_at.eq(now),
                     ))
-                    .execute(conn)?;
+                    .execute(conn.conn())?;
                 if let Some(referent) = referent(conn, patient_id)? {
                     let subject = Subject {
                         resource_type: "observation_alert",
@@ -200,7 +200,7 @@ fn watch(
             (false, Some(id)) => {
                 diesel::update(observation_alerts::table.find(id))
                     .set(observation_alerts::closed_at.eq(now))
-                    .execute(conn)?;
+                    .execute(conn.conn())?;
             }
             _ => {}
         }

@@ -9,8 +9,8 @@
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 
-use crate::db::DbConnection;
 use crate::db::schema::{care_plan_versions, care_plans, care_team_members, end_reminders};
+use crate::db::{DbConnection, Tx};
 use crate::domain::access::{Basis, TeamRole};
 use crate::domain::drugs;
 use crate::domain::plan::{PlanContent, PlanStatus};
@@ -50,7 +50,7 @@ pub fn ending_on(plan: &PlanContent, tomorrow: NaiveDate) -> Vec<String> {
 /// the reminders due for what ends tomorrow; returns the reminders sent and
 /// the last patient looked at (`None` once every plan was seen).
 pub fn remind_ending(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     today: NaiveDate,
     after: Option<&str>,
     public_url: &str,
@@ -71,7 +71,7 @@ pub fn remind_ending(
     if let Some(after) = after {
         query = query.filter(care_plan_versions::patient_id.gt(after.to_owned()));
     }
-    let plans: Vec<(String, String)> = query.load(conn)?;
+    let plans: Vec<(String, String)> = query.load(conn.conn())?;
     let last = (plans.len() as i64 == BATCH)
         .then(|| plans.last().map(|(p, _)| p.clone()))
         .flatten();
@@ -112,7 +112,7 @@ fn claim(
 
 /// Notifies the referent and the pharmacists of the team who have a team basis now.
 fn notify_team(
-    conn: &mut DbConnection,
+    conn: &mut Tx<'_>,
     patient_id: &str,
     public_url: &str,
     now: NaiveDateTime,
@@ -121,7 +121,7 @@ fn notify_team(
         .filter(care_team_members::patient_id.eq(patient_id))
         .filter(care_team_members::until.is_null())
         .select((care_team_members::user_id, care_team_members::team_role))
-        .load::<(String, String)>(conn)?
+        .load::<(String, String)>(conn.conn())?
         .into_iter()
         .filter_map(|(u, r)| TeamRole::parse(&r).map(|r| (u, r)))
         .collect();

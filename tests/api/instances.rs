@@ -274,3 +274,102 @@ async fn a_write_after_the_database_dropped_the_connections_is_stored() {
         );
     }
 }
+
+/// A write whose statement PostgreSQL's deadlock detector aborts is run
+/// again, alone, in a new savepoint of its batch, and answered 2xx: the
+/// client never sees the deadlock (issue 14, Deliver 2). A real deadlock:
+/// a session of the test's own holds the author's row, which the message's
+/// insert needs (its foreign key), while the post holds the thread's row
+/// (locked first, in its savepoint); the test's session then asks for the
+/// thread's row. Only the writer's backend runs the deadlock check in time
+/// (the test's session waits 60 s before it would), so the writer's
+/// statement is the one aborted; its savepoint's rollback frees the thread,
+/// the test's session ends, and the second try goes through.
+///
+/// SQLite cannot deadlock: one writer at a time, and the batch takes the
+/// write lock before any job runs (`db::writer`). Nothing to test there.
+#[actix_web::test]
+async fn a_write_that_meets_a_deadlock_is_run_again_and_stored_once() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.server.metrics_bind = Some("127.0.0.1:0".into());
+    })
+    .await;
+    if app.state.db.backend() != relais::db::Backend::Postgres {
+        return;
+    }
+    let net = Network::new(&app).await;
+    let patient = patient_with_plan(&app, &net).await;
+    let thread = patient_thread(&app, &net.gp, &patient).await;
+    let url = app.settings.database.url.clone();
+    let (author, thread_id) = (net.gp.id.clone(), thread.clone());
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || -> QueryResult<()> {
+        use diesel::connection::SimpleConnection;
+        use diesel::sql_types::Text;
+        let mut own = PgConnection::establish(&url).expect("the test's own session");
+        own.batch_execute("SET deadlock_timeout = '60s'; BEGIN")?;
+        diesel::sql_query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind::<Text, _>(&author)
+            .execute(&mut own)?;
+        locked.send(()).expect("the test waits");
+        // Until the writer waits for the author's row (holding the thread's).
+        let mut waiting = || -> QueryResult<bool> {
+            #[derive(QueryableByName)]
+            struct Waiting {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let found: Waiting = diesel::sql_query(
+                "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+            )
+            .get_result(&mut own)?;
+            Ok(found.n > 0)
+        };
+        let since = std::time::Instant::now();
+        while !waiting()? {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(30),
+                "the writer never waited for the author's row"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Closes the cycle; answered once the writer's try is rolled back.
+        diesel::sql_query("SELECT id FROM threads WHERE id = $1 FOR UPDATE")
+            .bind::<Text, _>(&thread_id)
+            .execute(&mut own)?;
+        own.batch_execute("ROLLBACK")
+    });
+    tokio::task::spawn_blocking(move || is_locked.recv())
+        .await
+        .unwrap()
+        .expect("the test's session holds the author's row");
+    let body = format!("posted through a deadlock {}", uuid::Uuid::now_v7());
+    let posted = app
+        .post(
+            &format!("/api/v1/threads/{thread}/messages"),
+            &net.gp.token,
+            json!({ "body": body }),
+        )
+        .await
+        .expect(201);
+    tokio::task::spawn_blocking(move || other.join())
+        .await
+        .unwrap()
+        .expect("the test's session")
+        .expect("the test's session was not the deadlock's victim");
+    let mut conn = PgConnection::establish(&app.settings.database.url).unwrap();
+    let stored: Vec<String> = messages::table
+        .filter(messages::body.eq(&body))
+        .select(messages::id)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(stored, [posted.body["id"].as_str().unwrap()], "stored once");
+    let address = app.metrics_address.as_deref().expect("metrics listener");
+    let (status, _, metrics) = crate::ops::fetch(&format!("{address}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        crate::ops::sample(&metrics, "relais_db_writer_job_retries_total").unwrap_or(0.0) >= 1.0,
+        "the write was run again"
+    );
+}
