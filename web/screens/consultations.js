@@ -1,7 +1,7 @@
 // Consultations: the GP's request (from the patient page), the centre's
 // answer with a proposed plan, the GP's one-click apply, the requester's
 // close or cancel.
-import { html, useEffect, useRef, useState } from '../vendor/htm-preact-standalone.mjs';
+import { html, useEffect, useLayoutEffect, useRef, useState } from '../vendor/htm-preact-standalone.mjs';
 import { t, fmtDate, fmtDateTime } from '../i18n.js';
 import { api, get, ApiError } from '../api.js';
 import { useResource, Loaded, FieldError, DateField } from './common.js';
@@ -24,7 +24,7 @@ export function ConsultationRequest({ patientId }) {
   const [errors, setErrors] = useState({});
   const key = useRef(crypto.randomUUID());
   const first = useRef(null);
-  useEffect(() => { if (open && first.current) first.current.focus(); }, [open]);
+  useLayoutEffect(() => { if (open && first.current) first.current.focus(); }, [open]);
   const centres = [...((pain.data && pain.data.items) || []), ...((addiction.data && addiction.data.items) || [])];
   const set = (k) => (e) => setValues({ ...values, [k]: e.target.value });
   async function submit(e) {
@@ -183,7 +183,7 @@ function CancelConsultation({ c, onDone }) {
   const [asked, setAsked] = useState(false);
   const [error, setError] = useState(null);
   const confirm = useRef(null);
-  useEffect(() => { if (asked && confirm.current) confirm.current.focus(); }, [asked]);
+  useLayoutEffect(() => { if (asked && confirm.current) confirm.current.focus(); }, [asked]);
   async function cancel() {
     setError(null);
     try { await api('POST', `/consultations/${c.id}/cancel`, { body: {} }); onDone(t('consultation.done_cancel')); }

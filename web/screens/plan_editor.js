@@ -9,7 +9,7 @@
 // wins, what they did not change follows the new version) and saved again.
 // Nothing typed is lost: the form keeps the text as typed (12,5 ; 01/12/2026)
 // and turns it into the API's shape only to check or save.
-import { html, useEffect, useRef, useState } from '../vendor/htm-preact-standalone.mjs';
+import { html, useEffect, useLayoutEffect, useRef, useState } from '../vendor/htm-preact-standalone.mjs';
 import { t, fmtDate, fmtDose, numInput, parseNum, isIsoDate, today } from '../i18n.js';
 import { api, onEvent, ApiError } from '../api.js';
 import { useResource, Loaded, FieldError, DateField } from './common.js';
@@ -216,7 +216,7 @@ export function PlanEditor({ id, user }) {
     api('GET', `/patients/${id}/care-plan`).then(({ data, etag }) => adopt(data, etag),
       (err) => (err instanceof ApiError && err.status === 404 ? adopt(null, null) : setFailure(err.message)));
   }, [id]);
-  useEffect(() => {
+  useLayoutEffect(() => {
     if (focusAfter.current) { document.getElementById(focusAfter.current)?.focus(); focusAfter.current = null; }
   });
 

@@ -1,6 +1,6 @@
 // Sign-in: password, the second factor when the account has one, and the
 // configured OpenID providers.
-import { html, useEffect, useRef, useState } from '../vendor/htm-preact-standalone.mjs';
+import { html, useEffect, useLayoutEffect, useRef, useState } from '../vendor/htm-preact-standalone.mjs';
 import { t } from '../i18n.js';
 import { signIn, ApiError } from '../api.js';
 import { FieldError } from './common.js';
@@ -22,7 +22,7 @@ export function SignIn() {
       .then((r) => (r.ok ? r.json() : { items: [] }))
       .then((page) => setProviders(page.items), () => {});
   }, []);
-  useEffect(() => { if (needOtp && otpRef.current) otpRef.current.focus(); }, [needOtp]);
+  useLayoutEffect(() => { if (needOtp && otpRef.current) otpRef.current.focus(); }, [needOtp]);
 
   async function submit(e) {
     e.preventDefault();
