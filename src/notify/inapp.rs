@@ -73,6 +73,19 @@ pub struct Subject<'a> {
     pub patient_id: Option<&'a str>,
 }
 
+/// The content-free email about a new item: its kind and a link that names
+/// it by its id only (a thread's leads to the thread).
+fn new_item_email(kind: NotificationKind, subject: &Subject<'_>, public_url: &str) -> Email {
+    let link = match subject.resource_type {
+        "thread" => format!("{public_url}/threads/{}", subject.resource_id),
+        _ => format!("{public_url}/notifications"),
+    };
+    Email::NewItem {
+        what: kind.email_kind(),
+        link,
+    }
+}
+
 /// Notifies `user_id` in the caller's transaction (with its live event);
 /// queues an email when the user wants them immediately. Returns whether an email was queued.
 pub fn notify(
@@ -113,16 +126,12 @@ pub fn notify(
     if user.notification_preference != NotificationPreference::Immediate {
         return Ok(false);
     }
-    // The link names the item by its id only (a thread's leads to the thread).
-    let link = match subject.resource_type {
-        "thread" => format!("{public_url}/threads/{}", subject.resource_id),
-        _ => format!("{public_url}/notifications"),
-    };
-    let email = Email::NewItem {
-        what: kind.email_kind(),
-        link,
-    };
-    outbox::queue(conn, &user.email, &email, now)?;
+    outbox::queue(
+        conn,
+        &user.email,
+        &new_item_email(kind, subject, public_url),
+        now,
+    )?;
     Ok(true)
 }
 
@@ -189,14 +198,7 @@ pub fn notify_users(
         .map(|u| u.email.as_str())
         .collect();
     if !emails.is_empty() {
-        let link = match subject.resource_type {
-            "thread" => format!("{public_url}/threads/{}", subject.resource_id),
-            _ => format!("{public_url}/notifications"),
-        };
-        let email = Email::NewItem {
-            what: kind.email_kind(),
-            link,
-        };
+        let email = new_item_email(kind, subject, public_url);
         outbox::queue_all(tx, &emails, &email, now)?;
     }
     Ok(emails.len())

@@ -12,7 +12,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::{Notify, watch};
 
-use super::templates::Email;
+use super::templates::{Email, Rendered};
 use crate::clock::Clock;
 use crate::config::{EmailSettings, EmailTransport, SmtpTls};
 use crate::db::models::{OutboxEmail, new_id};
@@ -29,6 +29,23 @@ pub const SENT: &str = "sent";
 const LEASE: chrono::Duration = chrono::Duration::minutes(5);
 const BATCH: i64 = 20;
 
+/// A new row waiting to be sent to `to`.
+fn pending(to: &str, rendered: &Rendered, now: NaiveDateTime) -> OutboxEmail {
+    OutboxEmail {
+        id: new_id(),
+        to_address: to.to_owned(),
+        subject: rendered.subject.clone(),
+        body: rendered.body.clone(),
+        status: PENDING.into(),
+        attempts: 0,
+        next_attempt_at: now,
+        locked_until: None,
+        last_error: None,
+        created_at: now,
+        sent_at: None,
+    }
+}
+
 /// Queues an email in the caller's transaction; returns the row id.
 pub fn queue(
     conn: &mut DbConnection,
@@ -37,19 +54,7 @@ pub fn queue(
     now: NaiveDateTime,
 ) -> QueryResult<String> {
     let rendered = email.render();
-    let row = OutboxEmail {
-        id: new_id(),
-        to_address: to.to_owned(),
-        subject: rendered.subject,
-        body: rendered.body,
-        status: PENDING.into(),
-        attempts: 0,
-        next_attempt_at: now,
-        locked_until: None,
-        last_error: None,
-        created_at: now,
-        sent_at: None,
-    };
+    let row = pending(to, &rendered, now);
     diesel::insert_into(email_outbox::table)
         .values(&row)
         .execute(conn)?;
@@ -70,19 +75,7 @@ pub fn queue_all(
     let rendered = email.render();
     let rows: Vec<OutboxEmail> = to
         .iter()
-        .map(|address| OutboxEmail {
-            id: new_id(),
-            to_address: (*address).to_owned(),
-            subject: rendered.subject.clone(),
-            body: rendered.body.clone(),
-            status: PENDING.into(),
-            attempts: 0,
-            next_attempt_at: now,
-            locked_until: None,
-            last_error: None,
-            created_at: now,
-            sent_at: None,
-        })
+        .map(|address| pending(address, &rendered, now))
         .collect();
     match conn {
         DbConnection::Postgres(pg) => {
