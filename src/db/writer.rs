@@ -156,6 +156,9 @@ impl Writer {
         let job: Job = Box::new(move |conn: &mut DbConnection, staged: &mut Staged| {
             let mut tried = 1;
             let result = loop {
+                // A note left by an earlier write's last try must not make
+                // this one's unrelated failure look like contention.
+                super::take_contention(conn);
                 if tried >= tries {
                     break run_once(f, conn, staged);
                 }
