@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use sha2::{Digest, Sha256};
 
-use super::DbConnection;
 use super::schema::{audit_events, audit_head};
+use super::{DbConnection, Fixed};
 use crate::domain::access::Basis;
 use crate::error::ApiError;
 
@@ -193,13 +194,11 @@ pub fn append(
         rows.push(event);
     }
     match conn {
-        // One round trip per chunk (under the bound-parameter limit).
+        // One statement of fixed text whatever the number of rows (each
+        // column an array): parsed and planned once per connection, where
+        // a multi-row VALUES list would be parsed anew for every batch.
         DbConnection::Postgres(pg) => {
-            for chunk in rows.chunks(500) {
-                diesel::insert_into(audit_events::table)
-                    .values(chunk)
-                    .execute(pg)?;
-            }
+            insert_rows_pg(pg, &rows)?;
         }
         // No round trips to save: a one-row insert is prepared once per
         // connection, where a statement for n rows would be prepared anew
@@ -214,10 +213,51 @@ pub fn append(
     }
     // The head only moves forward, onto a stored row (a trigger checks it:
     // migration audit_anchor).
-    diesel::update(audit_head::table.find(1))
-        .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev)))
-        .execute(conn)?;
+    crate::per_backend!(conn, |c| {
+        Fixed::new("UPDATE audit_head SET seq = {}, hash = {} WHERE id = 1")
+            .bind::<BigInt, _>(seq)
+            .bind::<Text, _>(&prev)
+            .execute(c)
+    })?;
     Ok(Some(ChainHead { seq, hash: prev }))
+}
+
+/// [`append`]'s insert on PostgreSQL: the rows' columns as arrays.
+const PG_INSERT_ROWS: &str = "\
+    INSERT INTO audit_events (seq, id, at, actor_id, actor_role, action, resource_type, \
+        resource_id, patient_id, basis, outcome, request_id, prev_hash, hash, client_ip) \
+    SELECT * FROM unnest({}::int8[], {}::text[], {}::timestamp[], {}::text[], {}::text[], \
+        {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], \
+        {}::text[], {}::text[], {}::text[], {}::text[])";
+
+fn insert_rows_pg(pg: &mut diesel::PgConnection, rows: &[AuditEvent]) -> QueryResult<usize> {
+    use diesel::sql_types::{Array, Nullable, Timestamp};
+    fn column<T>(rows: &[AuditEvent], f: impl Fn(&AuditEvent) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    fn text(rows: &[AuditEvent], f: fn(&AuditEvent) -> &String) -> Vec<&str> {
+        rows.iter().map(|r| f(r).as_str()).collect()
+    }
+    fn maybe(rows: &[AuditEvent], f: fn(&AuditEvent) -> &Option<String>) -> Vec<Option<&str>> {
+        rows.iter().map(|r| f(r).as_deref()).collect()
+    }
+    Fixed::new(PG_INSERT_ROWS)
+        .bind::<Array<BigInt>, _>(column(rows, |r| r.seq))
+        .bind::<Array<Text>, _>(text(rows, |r| &r.id))
+        .bind::<Array<Timestamp>, _>(column(rows, |r| r.at))
+        .bind::<Array<Nullable<Text>>, _>(maybe(rows, |r| &r.actor_id))
+        .bind::<Array<Nullable<Text>>, _>(maybe(rows, |r| &r.actor_role))
+        .bind::<Array<Text>, _>(text(rows, |r| &r.action))
+        .bind::<Array<Text>, _>(text(rows, |r| &r.resource_type))
+        .bind::<Array<Nullable<Text>>, _>(maybe(rows, |r| &r.resource_id))
+        .bind::<Array<Nullable<Text>>, _>(maybe(rows, |r| &r.patient_id))
+        .bind::<Array<Nullable<Text>>, _>(maybe(rows, |r| &r.basis))
+        .bind::<Array<Text>, _>(text(rows, |r| &r.outcome))
+        .bind::<Array<Nullable<Text>>, _>(maybe(rows, |r| &r.request_id))
+        .bind::<Array<Text>, _>(text(rows, |r| &r.prev_hash))
+        .bind::<Array<Text>, _>(text(rows, |r| &r.hash))
+        .bind::<Array<Nullable<Text>>, _>(maybe(rows, |r| &r.client_ip))
+        .execute(pg)
 }
 
 /// The last head the database writer committed, for the audit anchor

@@ -4,6 +4,7 @@ pub mod chain;
 pub mod json;
 pub mod lock;
 pub mod models;
+pub mod prepared;
 pub mod schema;
 pub mod writer;
 
@@ -19,6 +20,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::ApiError;
 use chain::{AuditRecord, CommittedHead};
+pub use prepared::Fixed;
 
 /// Migrations for SQLite; the PostgreSQL folder has the same names.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -129,45 +131,50 @@ pub struct StagedEvent {
     pub created_at: chrono::NaiveDateTime,
 }
 
-/// Inserts `rows` into `events`: on PostgreSQL in one statement (chunks of
-/// [`EVENT_ROWS_PER_INSERT`], under the bound-parameter limit); on SQLite
+/// Inserts `rows` into `events`: on PostgreSQL in one statement; on SQLite
 /// one prepared insert per row (no round trip to save; a statement for n
 /// rows would be prepared anew for every n).
 fn insert_events(conn: &mut DbConnection, rows: &[StagedEvent]) -> QueryResult<()> {
     use schema::events;
-    macro_rules! values {
-        ($e:expr) => {
-            (
-                events::user_id.eq($e.user_id.as_str()),
-                events::kind.eq($e.kind),
-                events::patient_id.eq($e.patient_id.as_deref()),
-                events::data.eq($e.data.as_str()),
-                events::created_at.eq($e.created_at),
-            )
-        };
-    }
     match conn {
-        DbConnection::Postgres(pg) => {
-            for chunk in rows.chunks(EVENT_ROWS_PER_INSERT) {
-                let values: Vec<_> = chunk.iter().map(|e| values!(e)).collect();
-                diesel::insert_into(events::table)
-                    .values(values)
-                    .execute(pg)?;
-            }
+        // One statement of fixed text, prepared once per connection: the
+        // columns as arrays, unnested in order (so ids follow the rows').
+        DbConnection::Postgres(pg) if !rows.is_empty() => {
+            use diesel::sql_types::{Array, Nullable, Text, Timestamp};
+            let column = |f: fn(&StagedEvent) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+            Fixed::new(
+                "INSERT INTO events (user_id, kind, patient_id, data, created_at) \
+                 SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::text[], \
+                     {}::timestamp[])",
+            )
+            .bind::<Array<Text>, _>(column(|e| &e.user_id))
+            .bind::<Array<Text>, _>(column(|e| e.kind))
+            .bind::<Array<Nullable<Text>>, _>(
+                rows.iter()
+                    .map(|e| e.patient_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(column(|e| &e.data))
+            .bind::<Array<Timestamp>, _>(rows.iter().map(|e| e.created_at).collect::<Vec<_>>())
+            .execute(pg)?;
         }
+        DbConnection::Postgres(_) => {}
         DbConnection::Sqlite(lite) => {
             for e in rows {
                 diesel::insert_into(events::table)
-                    .values(values!(e))
+                    .values((
+                        events::user_id.eq(e.user_id.as_str()),
+                        events::kind.eq(e.kind),
+                        events::patient_id.eq(e.patient_id.as_deref()),
+                        events::data.eq(e.data.as_str()),
+                        events::created_at.eq(e.created_at),
+                    ))
                     .execute(lite)?;
             }
         }
     }
     Ok(())
 }
-
-/// Event rows per PostgreSQL `INSERT` (5 parameters each; the limit is 65 535).
-const EVENT_ROWS_PER_INSERT: usize = 2000;
 
 /// A write in progress ([`Db::write`]): the connection, inside the
 /// transaction, and what the write stages for its batch: audit records

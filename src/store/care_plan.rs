@@ -6,13 +6,14 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::sql_types::{Integer, Text, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{care_plan_versions, care_plans, users};
-use crate::db::{DbConnection, Tx};
+use crate::db::{DbConnection, Fixed, Tx};
 use crate::domain::access::Relations;
 use crate::domain::clinical::Facts;
 use crate::domain::plan::{
@@ -382,16 +383,17 @@ fn swap_version(
     match expected {
         Some(version) => {
             // The compare-and-swap: of racing writers on one version, one wins.
-            let swapped = diesel::update(
-                care_plans::table
-                    .find(patient_id)
-                    .filter(care_plans::current_version.eq(version)),
-            )
-            .set((
-                care_plans::current_version.eq(version + 1),
-                care_plans::updated_at.eq(now),
-            ))
-            .execute(conn)?;
+            let swapped = crate::per_backend!(conn, |c| {
+                Fixed::new(
+                    "UPDATE care_plans SET current_version = {}, updated_at = {} \
+                     WHERE patient_id = {} AND current_version = {}",
+                )
+                .bind::<Integer, _>(version + 1)
+                .bind::<Timestamp, _>(now)
+                .bind::<Text, _>(patient_id)
+                .bind::<Integer, _>(version)
+                .execute(c)
+            })?;
             if swapped != 1 {
                 return Err(stale());
             }

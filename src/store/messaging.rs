@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Text, Timestamp};
 
 use crate::auth::AuthUser;
 use crate::db::models::{User, new_id};
@@ -14,7 +15,7 @@ use crate::db::schema::{
     care_team_members, consultations, emergency_grants, handovers, messages, notifications,
     patients, thread_reads, threads, users,
 };
-use crate::db::{DbConnection, Tx};
+use crate::db::{DbConnection, Fixed, Tx};
 use crate::domain::access::{Basis, Relations};
 use crate::domain::messaging::{self, InboxCounts, SubjectType};
 use crate::domain::role::Role;
@@ -754,20 +755,31 @@ pub fn post(
     public_url: &str,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    diesel::insert_into(messages::table)
-        .values(message)
-        .execute(conn.conn())?;
-    diesel::update(
-        threads::table
-            .find(&message.thread_id)
-            .filter(threads::activity_id.lt(&message.id)),
-    )
-    .set((
-        threads::last_message_id.eq(&message.id),
-        threads::last_message_at.eq(now),
-        threads::activity_id.eq(&message.id),
-    ))
-    .execute(conn.conn())?;
+    crate::per_backend!(conn.conn(), |c| {
+        Fixed::new(
+            "INSERT INTO messages (id, thread_id, author_id, body, created_at) \
+             VALUES ({}, {}, {}, {}, {})",
+        )
+        .bind::<Text, _>(&message.id)
+        .bind::<Text, _>(&message.thread_id)
+        .bind::<Text, _>(&message.author_id)
+        .bind::<Text, _>(&message.body)
+        .bind::<Timestamp, _>(message.created_at)
+        .execute(c)
+    })?;
+    // The thread's activity only moves forward.
+    crate::per_backend!(conn.conn(), |c| {
+        Fixed::new(
+            "UPDATE threads SET last_message_id = {}, last_message_at = {}, activity_id = {} \
+             WHERE id = {} AND activity_id < {}",
+        )
+        .bind::<Text, _>(&message.id)
+        .bind::<Timestamp, _>(now)
+        .bind::<Text, _>(&message.id)
+        .bind::<Text, _>(&message.thread_id)
+        .bind::<Text, _>(&message.id)
+        .execute(c)
+    })?;
     let participants = notify_participants(conn, &posted, &message.author_id, public_url, now)?;
     let event = Event {
         kind: EventKind::MessageCreated,
