@@ -386,10 +386,7 @@ async fn request_id(
     let method = crate::metrics::method_label(req.method().as_str());
     let started = Instant::now();
     let mut res = next.call(req).await?;
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "<unmatched>".into());
+    let route = crate::api::route_pattern(res.request()).unwrap_or("<unmatched>".into());
     let status = res.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(metrics) = metrics {
@@ -399,7 +396,7 @@ async fn request_id(
         request_id = %id,
         client_request_id = %client_id,
         method,
-        route,
+        route = &*route,
         status,
         duration_ms = elapsed * 1000.0,
         "request"

@@ -60,7 +60,7 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// Reads the action, request id and client address off a request.
     pub fn of(req: &HttpRequest) -> Self {
-        let pattern = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
+        let pattern = super::route_pattern(req).unwrap_or_else(|| req.path().to_owned().into());
         let client_ip = req
             .app_data::<web::Data<AppState>>()
             .and_then(|state| state.client_addr(req))
