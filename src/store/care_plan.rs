@@ -6,7 +6,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{Integer, Text, Timestamp};
+use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -442,9 +442,27 @@ fn insert_version(
         author_id: new.author_id.to_owned(),
         created_at: now,
     };
-    diesel::insert_into(care_plan_versions::table)
-        .values(&row)
-        .execute(conn.conn())?;
+    crate::per_backend!(conn.conn(), |c| {
+        Fixed::new(
+            "INSERT INTO care_plan_versions (id, patient_id, version, status, content, \
+                 warnings, acknowledged, change_summary, source_type, source_id, author_id, \
+                 created_at) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+        )
+        .bind::<Text, _>(&row.id)
+        .bind::<Text, _>(&row.patient_id)
+        .bind::<Integer, _>(row.version)
+        .bind::<Text, _>(row.status)
+        .bind::<Text, _>(&row.content)
+        .bind::<Text, _>(&row.warnings)
+        .bind::<Text, _>(&row.acknowledged)
+        .bind::<Text, _>(&row.change_summary)
+        .bind::<Nullable<Text>, _>(row.source_type.as_deref())
+        .bind::<Nullable<Text>, _>(row.source_id.as_deref())
+        .bind::<Text, _>(&row.author_id)
+        .bind::<Timestamp, _>(row.created_at)
+        .execute(c)
+    })?;
     let version = next.to_string();
     let event = Event {
         kind: EventKind::CarePlanVersionCreated,
