@@ -302,3 +302,67 @@ async fn each_instance_checkpoints_the_heads_it_commits() {
         .unwrap();
     assert!(relais::audit::anchor::parse_checkpoints(&mine, &key).is_err());
 }
+
+/// PostgreSQL: the head's trigger finds the head's row by its key, never by
+/// scanning the chain, also once PL/pgSQL has settled on a generic plan
+/// while the chain is short (it used to stay a sequential scan, so every
+/// write batch read the whole chain). The plan is read with auto_explain,
+/// whose nested plans psql shows when `client_min_messages = log`.
+#[test]
+fn the_head_trigger_never_scans_the_chain_on_postgresql() {
+    let db = TestDb::new();
+    if !db.url.starts_with("postgres") {
+        eprintln!("skipped: PostgreSQL only (RELAIS_TEST_DATABASE_URL)");
+        return;
+    }
+    let app_db = Db::connect(&db.url, 2).unwrap();
+    actix_web::rt::System::new()
+        .block_on(app_db.migrate())
+        .unwrap();
+    // The chain's table as statistics know it when a network starts (empty,
+    // vacuumed), then eight moves of the head in one session (PL/pgSQL
+    // settles on a generic plan after five), each onto a row inserted just
+    // before, rolled back.
+    let mut script = String::from(
+        "VACUUM ANALYZE audit_events; \
+         SET client_min_messages = log; LOAD 'auto_explain'; \
+         SET auto_explain.log_min_duration = 0; \
+         SET auto_explain.log_nested_statements = on;\n",
+    );
+    for _ in 0..8 {
+        script.push_str(
+            "BEGIN; \
+             INSERT INTO audit_events (seq, id, at, action, resource_type, outcome, prev_hash, hash) \
+             SELECT seq + 1, gen_random_uuid()::text, now(), 'GET /health/live', 'health', \
+                 'allowed', hash, md5(random()::text) FROM audit_head; \
+             UPDATE audit_head SET seq = e.seq, hash = e.hash \
+                 FROM (SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1) e; \
+             ROLLBACK;\n",
+        );
+    }
+    // From standard input, so that psql sends each statement on its own.
+    let mut psql = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &db.url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql");
+    std::io::Write::write_all(&mut psql.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    let out = psql.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let plans: Vec<&str> = stderr
+        .split("LOG:")
+        .filter(|plan| plan.contains("FROM audit_events WHERE seq = NEW.seq"))
+        .collect();
+    assert_eq!(
+        plans.len(),
+        8,
+        "one plan of the trigger's lookup per move:\n{stderr}"
+    );
+    for plan in plans {
+        assert!(!plan.contains("Seq Scan on audit_events"), "{plan}");
+        assert!(plan.contains("audit_events_pkey"), "{plan}");
+    }
+}
