@@ -56,6 +56,9 @@ pub enum DbConnection {
 pub struct Staged {
     audit: Vec<(AuditRecord, chrono::NaiveDateTime)>,
     events: Vec<StagedEvent>,
+    /// A write's savepoint could not be rolled back or released: what the
+    /// batch's transaction holds is not known, so it must not commit.
+    broken: bool,
 }
 
 /// Where a write's staging began: what [`Staged::rollback_to`] cuts back to.
@@ -78,6 +81,16 @@ impl Staged {
     pub fn rollback_to(&mut self, mark: StagedMark) {
         self.audit.truncate(mark.audit);
         self.events.truncate(mark.events);
+    }
+
+    /// Marks the batch as not to be committed (see [`Staged`]'s `broken`).
+    pub fn break_batch(&mut self) {
+        self.broken = true;
+    }
+
+    /// Whether the batch must be rolled back whole.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// Whether a write staged events.

@@ -212,7 +212,16 @@ where
     // What an earlier write of the batch met is not this one's.
     super::take_contention(conn);
     // Nested in the batch's transaction: a savepoint.
-    let result = in_savepoint(conn, |conn| f(&mut Tx { conn, staged }));
+    let result = match in_savepoint(conn, |conn| f(&mut Tx { conn, staged })) {
+        Ok(result) => result,
+        // The savepoint could not be closed: the write's changes may still
+        // be in the transaction, so the whole batch rolls back.
+        Err(err) => {
+            tracing::error!(error = %err, "database writer: a write's savepoint could not be closed");
+            staged.break_batch();
+            Err(err.into())
+        }
+    };
     if result.is_err() {
         // Rolled back: so are the records and events it staged.
         staged.rollback_to(mark);
@@ -221,29 +230,31 @@ where
 }
 
 /// Runs `f` in a savepoint of the batch's transaction, rolled back to if
-/// `f` fails. On SQLite with statements of fixed text, prepared once per
+/// `f` fails; `Err` when the savepoint itself failed (then the batch must
+/// not commit). On SQLite with statements of fixed text, prepared once per
 /// connection: diesel sends its own `SAVEPOINT` and `RELEASE` as text,
 /// parsed anew for every write (~17 k instructions each, callgrind). diesel
 /// does not know of this savepoint; a transaction the write opens itself is
 /// diesel's savepoint inside it. On PostgreSQL, diesel's (a savepoint's
-/// text costs no more than a bind there, and its round trip is the same).
+/// text costs no more than a bind there, and its round trip is the same;
+/// diesel fails the outer commit itself when a rollback to it fails).
 fn in_savepoint<T>(
     conn: &mut DbConnection,
     f: impl FnOnce(&mut DbConnection) -> Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    fn run(conn: &mut DbConnection, sql: &'static str) -> QueryResult<()> {
-        crate::per_backend!(conn, |c| Fixed::new(sql).execute(c)).map(drop)
-    }
-    if !matches!(conn, DbConnection::Sqlite(_)) {
-        return conn.transaction(f);
-    }
-    run(conn, "SAVEPOINT relais_write")?;
+) -> diesel::QueryResult<Result<T, ApiError>> {
+    let DbConnection::Sqlite(lite) = conn else {
+        return Ok(conn.transaction(f));
+    };
+    Fixed::new("SAVEPOINT relais_write").execute(lite)?;
     let result = f(conn);
+    let DbConnection::Sqlite(lite) = conn else {
+        unreachable!("a connection does not change backend");
+    };
     if result.is_err() {
-        run(conn, "ROLLBACK TO relais_write")?;
+        Fixed::new("ROLLBACK TO relais_write").execute(lite)?;
     }
-    run(conn, "RELEASE relais_write")?;
-    result
+    Fixed::new("RELEASE relais_write").execute(lite)?;
+    Ok(result)
 }
 
 /// The answer to a write the full queue refused: 503, retry shortly.
@@ -482,6 +493,9 @@ fn commit_batch(mut conn: DbConnection, batch: &mut Vec<Job>, committed: &Commit
                 }
             }
         }
+        if staged.is_broken() {
+            return Err(diesel::result::Error::RollbackTransaction);
+        }
         emitted = staged.has_events();
         // The events and audit rows of the batch's writes are stored here,
         // in the same transaction, while it holds the head: stored together
@@ -645,6 +659,31 @@ mod tests {
             .chain(odd.iter().map(|i| 2000 + i))
             .collect();
         assert_eq!(ids, expected);
+    }
+
+    /// SQLite: a write whose savepoint cannot be closed (here it released
+    /// it itself, so the writer's `RELEASE` fails) leaves changes of unknown
+    /// extent in the batch's transaction: the batch rolls back whole and the
+    /// write is answered with an error, never stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_whose_savepoint_cannot_be_closed_fails_its_batch() {
+        let (_dir, db) = fresh().await;
+        let result = db
+            .write(|conn| {
+                diesel::sql_query("INSERT INTO t (id, v) VALUES (7, 'x')").execute(&mut **conn)?;
+                conn.batch_execute("RELEASE relais_write")?;
+                Ok(())
+            })
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(count(&db), 0);
+        // The writer goes on, on a new connection.
+        db.write(|conn| {
+            Ok(diesel::sql_query("INSERT INTO t (id, v) VALUES (8, 'y')").execute(&mut **conn)?)
+        })
+        .await
+        .unwrap();
+        assert_eq!(count(&db), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
