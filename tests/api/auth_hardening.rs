@@ -9,8 +9,8 @@ use diesel::prelude::*;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_EMAIL, PASSWORD, Resp, Session, SmtpListener, TestApp, TestDb, session_of, spawn_app,
-    spawn_app_with, spawn_on,
+    ADMIN_EMAIL, PASSWORD, Resp, Session, SmtpListener, TestApp, TestDb, no_background_ticks,
+    session_of, spawn_app, spawn_app_with, spawn_on,
 };
 
 const LOGIN: &str = "/api/v1/auth/login";
@@ -353,7 +353,7 @@ async fn oversized_sign_in_inputs_are_refused_before_any_lookup() {
 
 #[actix_web::test]
 async fn failures_are_stored_hashed_and_purged() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(no_background_ticks).await;
     app.post_anon(
         LOGIN,
         json!({"email": "Nobody@Relais.test", "password": "guess guess guess"}),

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use crate::fixtures::{Network, add_member, patient_with_plan, proposal, set_consent};
 use crate::helpers::{
-    EventStream, Frame, JWT_SECRET, Session, SmtpListener, TestApp, TestDb, spawn_app,
-    spawn_app_with, spawn_on,
+    EventStream, Frame, JWT_SECRET, Session, SmtpListener, TestApp, TestDb, no_background_ticks,
+    spawn_app, spawn_app_with, spawn_on,
 };
 
 /// The keys an event's data may carry: a type, a time, a version, ids.
@@ -927,6 +927,7 @@ async fn the_scheduler_purges_lapsed_stream_leases_on_postgresql() {
     // No heartbeat during the test: only the scheduler may delete them.
     let app = spawn_on(db, SmtpListener::start().await, |s| {
         s.events.heartbeat_s = 300;
+        no_background_ticks(s);
     })
     .await;
     let net = Network::new(&app).await;

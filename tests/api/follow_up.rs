@@ -8,7 +8,7 @@ use relais::scheduler::Scheduler;
 use serde_json::{Value, json};
 
 use crate::fixtures::{Network, add_member, create_patient, set_consent};
-use crate::helpers::{PASSWORD, Session, TestApp, spawn_app};
+use crate::helpers::{PASSWORD, Session, TestApp, no_background_ticks, spawn_app, spawn_app_with};
 
 fn morning() -> DateTime<Utc> {
     "2026-12-01T09:00:00Z".parse().unwrap()
@@ -165,7 +165,7 @@ async fn dispensations_and_early_refills_at_the_80_percent_boundary() {
 
 #[actix_web::test]
 async fn the_day_before_the_end_the_referent_and_pharmacists_are_told() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(no_background_ticks).await;
     app.clock.set(morning());
     let mut net = Network::new(&app).await;
     // The split and the morphine end on 2026-12-03; paracetamol too (not an opioid).

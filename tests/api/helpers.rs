@@ -429,6 +429,13 @@ pub fn test_settings(db_url: &str, smtp_port: u16, data_dir: &std::path::Path) -
     settings
 }
 
+/// For a test that runs the scheduler's ticks itself and counts what each
+/// did: the server's own scheduler ticks once at start, then not for an hour
+/// (at the tests' 100 ms it could take a tick's work first).
+pub fn no_background_ticks(settings: &mut Settings) {
+    settings.scheduler.tick_ms = 3_600_000;
+}
+
 /// A server with default test settings.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
