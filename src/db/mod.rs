@@ -20,7 +20,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::ApiError;
 use chain::{AuditRecord, CommittedHead};
-pub use prepared::Fixed;
+pub use prepared::{ByText, CacheKey, Fixed};
 
 /// Migrations for SQLite; the PostgreSQL folder has the same names.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

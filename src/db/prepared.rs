@@ -18,6 +18,20 @@
 //! that varied would only be another entry, never a wrong statement. But
 //! diesel's cache has no bound, so the text is a `&'static str`: one entry
 //! per call site and connection, however many times it runs.
+//!
+//! A bind may also be named: `{p}` stands for the bind given as
+//! [`Fixed::bind_as`]`("p", …)`, as often as the text repeats it, so a
+//! statement that uses the patient's id five times binds it once.
+//!
+//! On the hottest reads even the lookup by text costs: diesel renders the
+//! whole text and hashes it before every execution. [`Fixed::keyed`] gives
+//! the statement a key type of its own ([`statement_key!`]) instead: diesel
+//! finds it by that type without rendering anything. A key stands for one
+//! text per backend, since a connection is one backend and caches its own
+//! statements: the text may differ between backends (a table function over
+//! a JSON array), never between two executions on one connection.
+
+use std::marker::PhantomData;
 
 use diesel::backend::Backend;
 use diesel::expression::{AsExpression, TypedExpressionType};
@@ -25,21 +39,66 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::SqlType;
 use diesel::{QueryResult, RunQueryDsl};
 
+/// How diesel finds a [`Fixed`] statement in its cache: [`ByText`], or a
+/// key type declared with [`statement_key!`].
+pub trait CacheKey: 'static {
+    /// Whether the type itself is the key (else the rendered text is).
+    const IS_TYPE: bool;
+}
+
+/// The statement is found by its rendered text (and bind types).
+pub struct ByText;
+
+impl CacheKey for ByText {
+    const IS_TYPE: bool = false;
+}
+
+/// Declares a key type for one [`Fixed`] statement (see the module doc:
+/// one text per backend, whoever runs it).
+#[macro_export]
+macro_rules! statement_key {
+    ($(#[$meta:meta])* $vis:vis $name:ident) => {
+        $(#[$meta])*
+        $vis struct $name;
+        impl $crate::db::CacheKey for $name {
+            const IS_TYPE: bool = true;
+        }
+    };
+}
+
+type Bind<'f, DB> = Box<dyn QueryFragment<DB> + Send + 'f>;
+
 /// A statement of fixed text and its binds (see the module doc).
-pub struct Fixed<'f, DB: Backend> {
+pub struct Fixed<'f, DB: Backend, K: CacheKey = ByText> {
     sql: &'static str,
-    binds: Vec<Box<dyn QueryFragment<DB> + Send + 'f>>,
+    /// In order, each with its name (`None`: the next `{}`).
+    binds: Vec<(Option<&'static str>, Bind<'f, DB>)>,
+    key: PhantomData<K>,
 }
 
 impl<'f, DB: Backend> Fixed<'f, DB> {
-    /// The statement `sql`, whose every `{}` is a bind, in order.
+    /// The statement `sql`, whose every `{}` is the next positional bind
+    /// and every `{name}` the bind of that name.
     pub fn new(sql: &'static str) -> Self {
         Self {
             sql,
             binds: Vec::new(),
+            key: PhantomData,
         }
     }
 
+    /// The same statement, found in diesel's cache by `K` (see the module
+    /// doc: `K` must stand for this text on this backend, and for no other).
+    pub fn keyed<K: CacheKey>(self) -> Fixed<'f, DB, K> {
+        Fixed {
+            sql: self.sql,
+            binds: self.binds,
+            key: PhantomData,
+        }
+    }
+}
+
+impl<'f, DB: Backend, K: CacheKey> Fixed<'f, DB, K> {
     /// Binds `value` as `ST` to the next `{}`.
     pub fn bind<ST, V>(mut self, value: V) -> Self
     where
@@ -47,32 +106,59 @@ impl<'f, DB: Backend> Fixed<'f, DB> {
         V: AsExpression<ST>,
         V::Expression: QueryFragment<DB> + Send + 'f,
     {
-        self.binds.push(Box::new(value.as_expression()));
+        self.binds.push((None, Box::new(value.as_expression())));
         self
+    }
+
+    /// Binds `value` as `ST` to every `{name}` of the text.
+    pub fn bind_as<ST, V>(mut self, name: &'static str, value: V) -> Self
+    where
+        ST: SqlType + TypedExpressionType,
+        V: AsExpression<ST>,
+        V::Expression: QueryFragment<DB> + Send + 'f,
+    {
+        self.binds
+            .push((Some(name), Box::new(value.as_expression())));
+        self
+    }
+
+    fn named(&self, name: &str) -> Option<&Bind<'f, DB>> {
+        self.binds
+            .iter()
+            .find(|(n, _)| *n == Some(name))
+            .map(|(_, bind)| bind)
     }
 }
 
-// No static id: cached by the text it renders (and the bind types).
-impl<DB: Backend> QueryId for Fixed<'_, DB> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+impl<DB: Backend, K: CacheKey> QueryId for Fixed<'_, DB, K> {
+    type QueryId = K;
+    const HAS_STATIC_QUERY_ID: bool = K::IS_TYPE;
 }
 
-impl<DB: Backend> Query for Fixed<'_, DB> {
+impl<DB: Backend, K: CacheKey> Query for Fixed<'_, DB, K> {
     type SqlType = diesel::sql_types::Untyped;
 }
 
-impl<DB: Backend> QueryFragment<DB> for Fixed<'_, DB> {
+impl<DB: Backend, K: CacheKey> QueryFragment<DB> for Fixed<'_, DB, K> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        let mut pieces = self.sql.split("{}");
-        out.push_sql(pieces.next().unwrap_or_default());
-        let mut binds = self.binds.iter();
-        for piece in pieces {
-            let bind = binds.next().ok_or_else(|| mismatch(self.sql))?;
-            bind.walk_ast(out.reborrow())?;
-            out.push_sql(piece);
+        let mut positional = self.binds.iter().filter(|(name, _)| name.is_none());
+        let mut rest = self.sql;
+        while let Some(open) = rest.find('{') {
+            out.push_sql(&rest[..open]);
+            let close = rest[open..]
+                .find('}')
+                .map(|at| open + at)
+                .ok_or_else(|| mismatch(self.sql))?;
+            let bind = match &rest[open + 1..close] {
+                "" => positional.next().map(|(_, bind)| bind),
+                name => self.named(name),
+            };
+            bind.ok_or_else(|| mismatch(self.sql))?
+                .walk_ast(out.reborrow())?;
+            rest = &rest[close + 1..];
         }
-        match binds.next() {
+        out.push_sql(rest);
+        match positional.next() {
             Some(_) => Err(mismatch(self.sql)),
             None => Ok(()),
         }
@@ -85,7 +171,7 @@ fn mismatch(sql: &str) -> diesel::result::Error {
     )
 }
 
-impl<DB: Backend, Conn> RunQueryDsl<Conn> for Fixed<'_, DB> {}
+impl<DB: Backend, K: CacheKey, Conn> RunQueryDsl<Conn> for Fixed<'_, DB, K> {}
 
 #[cfg(test)]
 mod tests {
@@ -188,5 +274,66 @@ mod tests {
             .execute(&mut lite);
         assert!(long.is_err());
         assert_eq!(values!(&mut lite), vec![101, 10], "nothing ran");
+    }
+
+    crate::statement_key!(SumKey);
+
+    /// A named bind stands wherever the text names it, beside positional
+    /// ones; a name the statement was not given is an error; a keyed
+    /// statement runs as its text says.
+    #[test]
+    fn named_binds_repeat_and_an_unknown_name_is_refused() {
+        let mut lite = SqliteConnection::establish(":memory:").unwrap();
+        let sum: Count = Fixed::new("SELECT {a} + {} + {a} AS n")
+            .bind_as::<BigInt, _>("a", 2)
+            .bind::<BigInt, _>(3)
+            .get_result(&mut lite)
+            .unwrap();
+        assert_eq!(sum.n, 7);
+        for (a, b) in [(1, 10), (100, 1000)] {
+            let keyed: Count = Fixed::new("SELECT {a} + {b} AS n")
+                .keyed::<SumKey>()
+                .bind_as::<BigInt, _>("b", b)
+                .bind_as::<BigInt, _>("a", a)
+                .get_result(&mut lite)
+                .unwrap();
+            assert_eq!(
+                keyed.n,
+                a + b,
+                "the binds of this execution, not the first's"
+            );
+        }
+        let unknown = Fixed::new("SELECT {a} AS n")
+            .bind_as::<BigInt, _>("b", 1)
+            .get_result::<Count>(&mut lite);
+        assert!(unknown.is_err());
+    }
+
+    /// On PostgreSQL a keyed statement is one prepared statement, reused
+    /// with the binds of each execution.
+    #[test]
+    fn a_keyed_statement_is_prepared_once_on_postgresql() {
+        let url = std::env::var("RELAIS_TEST_DATABASE_URL").unwrap_or_default();
+        if !url.starts_with("postgres") {
+            eprintln!("skipped: RELAIS_TEST_DATABASE_URL names no PostgreSQL database");
+            return;
+        }
+        let mut pg = PgConnection::establish(&url).expect("connect");
+        for (a, b) in [(1, 10), (100, 1000), (5, 5)] {
+            let keyed: Count =
+                Fixed::new("SELECT CAST({a} AS BIGINT) + CAST({b} AS BIGINT) + {a} AS n")
+                    .keyed::<SumKey>()
+                    .bind_as::<BigInt, _>("a", a)
+                    .bind_as::<BigInt, _>("b", b)
+                    .get_result(&mut pg)
+                    .unwrap();
+            assert_eq!(keyed.n, 2 * a + b);
+        }
+        let prepared: Count = diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM pg_prepared_statements WHERE statement LIKE 'SELECT CAST(%'",
+        )
+        .get_result(&mut pg)
+        .unwrap();
+        assert_eq!(prepared.n, 1, "one statement, reused");
     }
 }

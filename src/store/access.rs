@@ -4,18 +4,15 @@
 //! the pure [`crate::domain::access::basis`].
 
 use chrono::{NaiveDateTime, Utc};
-use diesel::backend::Backend;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::serialize::ToSql;
-use diesel::sql_types::{HasSqlType, Nullable, Text, Timestamp};
+use diesel::sql_types::{Nullable, Text, Timestamp};
 
 use crate::auth::AuthUser;
-use crate::db::DbConnection;
 use crate::db::models::User;
+use crate::db::{DbConnection, Fixed};
 use crate::domain::access::{self, Basis, Caller, ConsentStatus, Member, Relations, TeamRole};
 
-/// One row of [`RelationsQuery`]: `kind` says which relation it carries.
+/// One row of [`RELATIONS_SQL`]: `kind` says which relation it carries.
 #[derive(QueryableByName)]
 struct RelationRow {
     #[diesel(sql_type = Text)]
@@ -59,46 +56,11 @@ const RELATIONS_SQL: &str = "\
     FROM consultations k WHERE k.patient_id = {p} \
       AND k.status IN ('submitted', 'accepted', 'answered') AND k.basis_until > {n}";
 
-/// [`RELATIONS_SQL`] with its parameters: a query with a static id, so both
-/// backends prepare it once per connection (`diesel::sql_query` never caches).
-struct RelationsQuery<'a> {
-    patient_id: &'a str,
-    caller_id: &'a str,
-    now: NaiveDateTime,
-}
-
-impl QueryId for RelationsQuery<'_> {
-    type QueryId = RelationsQuery<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for RelationsQuery<'_> {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl<Conn> RunQueryDsl<Conn> for RelationsQuery<'_> {}
-
-impl<DB> QueryFragment<DB> for RelationsQuery<'_>
-where
-    DB: Backend + HasSqlType<Text> + HasSqlType<Timestamp>,
-    str: ToSql<Text, DB>,
-    NaiveDateTime: ToSql<Timestamp, DB>,
-{
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        let mut rest = RELATIONS_SQL;
-        while let Some(at) = rest.find('{') {
-            out.push_sql(&rest[..at]);
-            match &rest[at..at + 3] {
-                "{p}" => out.push_bind_param::<Text, str>(self.patient_id)?,
-                "{c}" => out.push_bind_param::<Text, str>(self.caller_id)?,
-                _ => out.push_bind_param::<Timestamp, NaiveDateTime>(&self.now)?,
-            }
-            rest = &rest[at + 3..];
-        }
-        out.push_sql(rest);
-        Ok(())
-    }
-}
+crate::statement_key!(
+    /// [`RELATIONS_SQL`]'s key in diesel's statement cache: prepared once per
+    /// connection, found without rendering its text.
+    RelationsKey
+);
 
 /// Loads what the access rule needs about one patient, for one caller, in
 /// one statement. `None` when the patient does not exist.
@@ -108,15 +70,12 @@ pub fn load_relations(
     caller_id: &str,
     now: NaiveDateTime,
 ) -> QueryResult<Option<Relations>> {
-    let query = RelationsQuery {
-        patient_id,
-        caller_id,
-        now,
-    };
-    let rows: Vec<RelationRow> = match conn {
-        DbConnection::Postgres(pg) => query.load(pg)?,
-        DbConnection::Sqlite(lite) => query.load(lite)?,
-    };
+    let rows: Vec<RelationRow> = crate::per_backend!(conn, |c| Fixed::new(RELATIONS_SQL)
+        .keyed::<RelationsKey>()
+        .bind_as::<Text, _>("p", patient_id)
+        .bind_as::<Text, _>("c", caller_id)
+        .bind_as::<Timestamp, _>("n", now)
+        .load(c))?;
     let mut relations: Option<Relations> = None;
     let mut members = Vec::new();
     let mut consultation_centres = Vec::new();

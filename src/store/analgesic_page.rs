@@ -8,7 +8,7 @@
 //! 1. [`HEAD_SQL`]: the patient's names and the current version's number,
 //!    id, author and time, through the plan's pointer, with the patient's
 //!    latest dispensations;
-//! 2. [`NAMES_SQL`]: the people the version names (its author, the
+//! 2. [`names_sql!`]: the people the version names (its author, the
 //!    prescribers in force) and the OMT's pharmacy, which only the
 //!    version's content tells.
 //!
@@ -29,14 +29,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime};
-use diesel::backend::Backend;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::serialize::ToSql;
-use diesel::sql_types::{Bool, Date, Double, HasSqlType, Integer, Nullable, Text, Timestamp};
+use diesel::sql_types::{Bool, Date, Double, Integer, Nullable, Text, Timestamp};
 
-use crate::db::DbConnection;
 use crate::db::schema::care_plan_versions;
+use crate::db::{DbConnection, Fixed};
 use crate::domain::in_force::InForce;
 use crate::domain::plan::{AnalgesicLine, PlanContent};
 use crate::error::ApiError;
@@ -140,8 +137,11 @@ pub fn load(
 
 /// The patient and the plan's current version, through the pointer, once
 /// per dispensation among the patient's latest 200 (once with null
-/// dispensation columns when there is none), newest first (`{p}`: the
-/// patient). No row: no such patient; null version columns: no plan yet.
+/// dispensation columns when there is none), in no particular order (`{p}`:
+/// the patient). No row: no such patient; null version columns: no plan
+/// yet. The latest 200 are read along the index `dispensations_latest`,
+/// backwards: nothing is sorted (an outer `ORDER BY` cost SQLite two
+/// temporary b-trees per page); [`head`] finds each drug's latest itself.
 const HEAD_SQL: &str = "\
     SELECT p.given_names, p.family_name, p.birth_date, \
         v.id AS version_id, v.version, v.author_id, v.created_at, \
@@ -153,8 +153,7 @@ const HEAD_SQL: &str = "\
         ON v.patient_id = c.patient_id AND v.version = c.current_version \
     LEFT JOIN (SELECT * FROM dispensations WHERE patient_id = {p} \
         ORDER BY dispensed_on DESC, id DESC LIMIT 200) d ON 1 = 1 \
-    WHERE p.id = {p} \
-    ORDER BY d.dispensed_on DESC, d.id DESC";
+    WHERE p.id = {p}";
 
 #[derive(QueryableByName)]
 struct HeadRow {
@@ -215,23 +214,24 @@ fn head(
     conn: &mut DbConnection,
     patient_id: &str,
 ) -> QueryResult<Option<(HeadRow, HashMap<String, DispensationRow>)>> {
-    let query = Fixed::<HeadQuery> {
-        sql: HEAD_SQL,
-        p: patient_id,
-        ids: "",
-        o: None,
-        _query: std::marker::PhantomData,
-    };
-    let rows: Vec<HeadRow> = crate::per_backend!(conn, |c| query.load(c))?;
+    let rows: Vec<HeadRow> = crate::per_backend!(conn, |c| Fixed::new(HEAD_SQL)
+        .keyed::<HeadKey>()
+        .bind_as::<Text, _>("p", patient_id)
+        .load(c))?;
     let mut rows = rows.into_iter();
     let Some(mut first) = rows.next() else {
         return Ok(None);
     };
-    // Newest first: the first row of a drug is its latest dispensation.
+    // Each drug's latest: the greatest (day, id), whatever the rows' order.
     let mut latest: HashMap<String, DispensationRow> = HashMap::new();
     let mut keep = |found: Option<DispensationRow>| {
-        if let Some(d) = found {
-            latest.entry(d.drug.clone()).or_insert(d);
+        let Some(d) = found else { return };
+        match latest.get_mut(&d.drug) {
+            Some(kept) if (kept.dispensed_on, &kept.id) >= (d.dispensed_on, &d.id) => {}
+            Some(kept) => *kept = d,
+            None => {
+                latest.insert(d.drug.clone(), d);
+            }
         }
     };
     keep(first.dispensation(patient_id));
@@ -241,14 +241,20 @@ fn head(
     Ok(Some((first, latest)))
 }
 
-/// The people named by `{ids}` (a JSON array of user ids) and the
+/// The people named by `{i}` (a JSON array of user ids) and the
 /// organisation `{o}` (null: none), in one statement: `kind` is `u` or `o`.
-/// `{each}` is the backend's table function over a JSON array.
-const NAMES_SQL: &str = "\
-    SELECT 'u' AS kind, u.id, u.full_name AS name, u.phone FROM users u \
-    WHERE u.id IN (SELECT value FROM {each}) \
-    UNION ALL \
-    SELECT 'o', o.id, o.name, o.phone FROM organizations o WHERE o.id = {o}";
+/// `$each` is the backend's table function over the JSON array `{i}`.
+macro_rules! names_sql {
+    ($each:literal) => {
+        concat!(
+            "SELECT 'u' AS kind, u.id, u.full_name AS name, u.phone FROM users u \
+             WHERE u.id IN (SELECT value FROM ",
+            $each,
+            ") UNION ALL \
+             SELECT 'o', o.id, o.name, o.phone FROM organizations o WHERE o.id = {o}"
+        )
+    };
+}
 
 #[derive(QueryableByName)]
 struct NameRow {
@@ -274,26 +280,15 @@ fn names(conn: &mut DbConnection, ids: &[&str], pharmacy: Option<&str>) -> Query
     }
     let ids = serde_json::to_string(&unique)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    let rows: Vec<NameRow> = match conn {
-        DbConnection::Postgres(pg) => Fixed::<NamesQuery> {
-            sql: NAMES_SQL,
-            p: "",
-            ids: &ids,
-            o: pharmacy,
-            _query: std::marker::PhantomData,
-        }
-        .with_each("jsonb_array_elements_text(CAST({i} AS jsonb))")
-        .load(pg)?,
-        DbConnection::Sqlite(lite) => Fixed::<NamesQuery> {
-            sql: NAMES_SQL,
-            p: "",
-            ids: &ids,
-            o: pharmacy,
-            _query: std::marker::PhantomData,
-        }
-        .with_each("json_each({i})")
-        .load(lite)?,
+    let sql = match conn {
+        DbConnection::Postgres(_) => names_sql!("jsonb_array_elements_text(CAST({i} AS jsonb))"),
+        DbConnection::Sqlite(_) => names_sql!("json_each({i})"),
     };
+    let rows: Vec<NameRow> = crate::per_backend!(conn, |c| Fixed::new(sql)
+        .keyed::<NamesKey>()
+        .bind_as::<Text, _>("i", &ids)
+        .bind_as::<Nullable<Text>, _>("o", pharmacy)
+        .load(c))?;
     let mut people = HashMap::with_capacity(unique.len());
     let mut organisation = None;
     for row in rows {
@@ -317,106 +312,14 @@ fn names(conn: &mut DbConnection, ids: &[&str], pharmacy: Option<&str>) -> Query
     Ok((people, organisation))
 }
 
-/// Marks which fixed statement a [`Fixed`] is, for diesel's statement
-/// cache (one prepared statement per type and connection).
-struct HeadQuery;
-struct NamesQuery;
-
-/// A statement of fixed text with markers: `{p}` (text), `{i}` (text),
-/// `{o}` (nullable text), `{each}` (replaced by `each`'s own text, which
-/// may hold `{i}`). `Q` gives it a static query id, so both backends
-/// prepare it once per connection (`diesel::sql_query` never caches).
-struct Fixed<'a, Q> {
-    sql: &'static str,
-    p: &'a str,
-    ids: &'a str,
-    o: Option<&'a str>,
-    _query: std::marker::PhantomData<Q>,
-}
-
-/// A [`Fixed`] whose `{each}` is `each` (per backend, fixed per type and
-/// connection: the cached statement is always the same text there).
-struct WithEach<'a, Q> {
-    fixed: Fixed<'a, Q>,
-    each: &'static str,
-}
-
-impl<'a, Q> Fixed<'a, Q> {
-    fn with_each(self, each: &'static str) -> WithEach<'a, Q> {
-        WithEach { fixed: self, each }
-    }
-
-    fn walk<'b, DB>(
-        &'b self,
-        text: &'static str,
-        out: &mut AstPass<'_, 'b, DB>,
-        each: &'static str,
-    ) -> QueryResult<()>
-    where
-        DB: Backend + HasSqlType<Text>,
-        str: ToSql<Text, DB>,
-        Option<&'a str>: ToSql<Nullable<Text>, DB>,
-    {
-        let mut rest = text;
-        while let Some(at) = rest.find('{') {
-            out.push_sql(&rest[..at]);
-            let marker_end = at + rest[at..].find('}').unwrap_or(0) + 1;
-            match &rest[at..marker_end] {
-                "{p}" => out.push_bind_param::<Text, str>(self.p)?,
-                "{i}" => out.push_bind_param::<Text, str>(self.ids)?,
-                "{o}" => out.push_bind_param::<Nullable<Text>, Option<&'a str>>(&self.o)?,
-                "{each}" => self.walk(each, out, "")?,
-                other => {
-                    return Err(diesel::result::Error::QueryBuilderError(
-                        format!("unknown marker {other}").into(),
-                    ));
-                }
-            }
-            rest = &rest[marker_end..];
-        }
-        out.push_sql(rest);
-        Ok(())
-    }
-}
-
-macro_rules! fixed_query {
-    ($ty:ident) => {
-        impl<Q: 'static> QueryId for $ty<'_, Q> {
-            type QueryId = $ty<'static, Q>;
-            const HAS_STATIC_QUERY_ID: bool = true;
-        }
-
-        impl<Q> Query for $ty<'_, Q> {
-            type SqlType = diesel::sql_types::Untyped;
-        }
-
-        impl<Q, Conn> RunQueryDsl<Conn> for $ty<'_, Q> {}
-    };
-}
-fixed_query!(Fixed);
-fixed_query!(WithEach);
-
-impl<'a, Q, DB> QueryFragment<DB> for Fixed<'a, Q>
-where
-    DB: Backend + HasSqlType<Text>,
-    str: ToSql<Text, DB>,
-    Option<&'a str>: ToSql<Nullable<Text>, DB>,
-{
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        self.walk(self.sql, &mut out, "")
-    }
-}
-
-impl<'a, Q, DB> QueryFragment<DB> for WithEach<'a, Q>
-where
-    DB: Backend + HasSqlType<Text>,
-    str: ToSql<Text, DB>,
-    Option<&'a str>: ToSql<Nullable<Text>, DB>,
-{
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        self.fixed.walk(self.fixed.sql, &mut out, self.each)
-    }
-}
+crate::statement_key!(
+    /// [`HEAD_SQL`]'s key in diesel's statement cache.
+    HeadKey
+);
+crate::statement_key!(
+    /// The key of [`names_sql!`]'s statement (one text per backend).
+    NamesKey
+);
 
 /// Parsed plan versions by `(patient, version)`, checked against the
 /// version's row id, bounded in entries and in bytes (an estimate: the

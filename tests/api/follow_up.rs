@@ -122,6 +122,10 @@ async fn dispensations_and_early_refills_at_the_80_percent_boundary() {
             "after {on}"
         );
     }
+    // A dispensation recorded late, for an earlier day, is not the latest.
+    app.post(&url, &net.pharmacist.token, omt("2026-11-20"))
+        .await
+        .expect(201);
     // Another drug has its own history.
     let para = app
         .post(
