@@ -29,6 +29,7 @@ pub mod organizations;
 pub mod outbox;
 pub mod patients;
 pub mod query_params;
+pub mod rfc3339;
 pub mod scope;
 pub mod threads;
 pub mod users;

@@ -304,6 +304,7 @@ pub struct MessageView {
     pub thread_id: String,
     pub author: MessageAuthor,
     pub body: String,
+    #[serde(serialize_with = "crate::api::rfc3339::utc")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -342,7 +343,7 @@ fn message_view(row: MessageRow) -> MessageView {
             role,
         },
         body,
-        created_at: created_at.and_utc(),
+        created_at: created_at.0.and_utc(),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod lock;
 pub mod models;
 pub mod prepared;
 pub mod schema;
+pub mod stamp;
 pub mod writer;
 
 use std::ops::{Deref, DerefMut};
@@ -21,6 +22,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use crate::error::ApiError;
 use chain::{AuditRecord, CommittedHead};
 pub use prepared::{ByText, CacheKey, Fixed};
+pub use stamp::Stamp;
 
 /// Migrations for SQLite; the PostgreSQL folder has the same names.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

@@ -15,7 +15,7 @@ use crate::db::schema::{
     care_team_members, consultations, emergency_grants, handovers, messages, notifications,
     patients, thread_reads, threads, users,
 };
-use crate::db::{DbConnection, Fixed, Tx};
+use crate::db::{DbConnection, Fixed, Stamp, Tx};
 use crate::domain::access::{Basis, Relations};
 use crate::domain::messaging::{self, InboxCounts, SubjectType};
 use crate::domain::role::Role;
@@ -427,7 +427,7 @@ pub fn visible_threads(
 
 /// A message as listed: (id, thread id, author id, author's full name,
 /// author's role, body, created at).
-pub type MessageRow = (String, String, String, String, Role, String, NaiveDateTime);
+pub type MessageRow = (String, String, String, String, Role, String, Stamp);
 
 /// Up to `rows` messages of the thread after the message id `after` (every
 /// id is after ""), oldest first, with their authors. Walks the
