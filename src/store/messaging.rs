@@ -671,6 +671,35 @@ pub fn inbox_counts(
     })
 }
 
+/// The active users among `{others}` (a JSON array of ids) with no unread
+/// `{kind}` notification on the thread `{thread}`, by id: one statement of
+/// fixed text per backend (`$each`: its table function over the array),
+/// prepared once per connection, where an `IN` list of as many binds as
+/// participants was prepared anew for every post.
+macro_rules! to_tell_sql {
+    ($each:literal) => {
+        concat!(
+            "SELECT u.id FROM users u WHERE u.id IN (SELECT value FROM ",
+            $each,
+            ") AND u.active AND NOT EXISTS (SELECT 1 FROM notifications n \
+             WHERE n.user_id = u.id AND n.resource_type = 'thread' \
+             AND n.resource_id = {thread} AND n.read_at IS NULL AND n.kind = {kind}) \
+             ORDER BY u.id"
+        )
+    };
+}
+
+crate::statement_key!(
+    /// The key of [`to_tell_sql!`]'s statement (one text per backend).
+    ToTellKey
+);
+
+#[derive(QueryableByName)]
+struct UserId {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
 /// Notifies the participants other than the author, once per unread stretch:
 /// someone with an unread `new_message` notification on the thread gets no
 /// other. Returns every participant, the author included.
@@ -694,21 +723,32 @@ fn notify_participants(
         return Ok(participants);
     }
     let thread_id = posted.thread.id.as_str();
-    let to_tell: Vec<User> = crate::per_backend!(conn.conn(), |c| {
-        let pending = notifications::table
-            .filter(notifications::user_id.eq(users::id))
-            .filter(notifications::resource_type.eq("thread"))
-            .filter(notifications::resource_id.eq(thread_id))
-            .filter(notifications::read_at.is_null())
-            .filter(notifications::kind.eq(NotificationKind::NewMessage.as_str()));
-        users::table
-            .filter(users::id.eq_any(&others))
-            .filter(users::active.eq(true))
-            .filter(diesel::dsl::not(diesel::dsl::exists(pending)))
+    let others = serde_json::to_string(&others)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("participants as JSON: {e}")))?;
+    let sql = match conn.conn() {
+        DbConnection::Postgres(_) => {
+            to_tell_sql!("jsonb_array_elements_text(CAST({others} AS jsonb))")
+        }
+        DbConnection::Sqlite(_) => to_tell_sql!("json_each({others})"),
+    };
+    let to_tell: Vec<UserId> = crate::per_backend!(conn.conn(), |c| Fixed::new(sql)
+        .keyed::<ToTellKey>()
+        .bind_as::<Text, _>("others", &others)
+        .bind_as::<Text, _>("thread", thread_id)
+        .bind_as::<Text, _>("kind", NotificationKind::NewMessage.as_str())
+        .load(c))?;
+    // Usually no one (they have not read the last one yet): the accounts
+    // are loaded only for those to tell.
+    let to_tell: Vec<User> = if to_tell.is_empty() {
+        Vec::new()
+    } else {
+        let ids: Vec<String> = to_tell.into_iter().map(|u| u.id).collect();
+        crate::per_backend!(conn.conn(), |c| users::table
+            .filter(users::id.eq_any(&ids))
             .order(users::id)
             .select(User::as_select())
-            .load(c)
-    })?;
+            .load(c))?
+    };
     let subject = Subject {
         resource_type: "thread",
         resource_id: thread_id,
