@@ -8,72 +8,18 @@
 //! a buffer on the stack and serialises it as one string. Years outside
 //! 0–9999 and leap seconds go to chrono itself. `tests` compares the two.
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serializer;
 
 /// `#[serde(serialize_with = "crate::api::rfc3339::utc")]`.
 pub fn utc<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     let mut buffer = [0u8; 30];
-    match write(at, &mut buffer) {
+    match crate::clock::write_text(&at.naive_utc(), b'T', true, &mut buffer) {
         Some(len) => serializer.serialize_str(
             // Only ASCII digits and separators were written.
             std::str::from_utf8(&buffer[..len]).expect("ASCII"),
         ),
         None => serde::Serialize::serialize(at, serializer),
-    }
-}
-
-/// Writes `at` into `out`; its length, or `None` where chrono must.
-fn write(at: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
-    let year = at.year();
-    let nano = at.nanosecond();
-    if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
-        return None;
-    }
-    let mut text = Text { out, len: 0 };
-    text.digits(year as u32, 4);
-    text.byte(b'-');
-    text.digits(at.month(), 2);
-    text.byte(b'-');
-    text.digits(at.day(), 2);
-    text.byte(b'T');
-    text.digits(at.hour(), 2);
-    text.byte(b':');
-    text.digits(at.minute(), 2);
-    text.byte(b':');
-    text.digits(at.second(), 2);
-    match nano {
-        0 => {}
-        n if n % 1_000_000 == 0 => text.fraction(n / 1_000_000, 3),
-        n if n % 1_000 == 0 => text.fraction(n / 1_000, 6),
-        n => text.fraction(n, 9),
-    }
-    text.byte(b'Z');
-    Some(text.len)
-}
-
-/// What [`write`] has written so far.
-struct Text<'a> {
-    out: &'a mut [u8; 30],
-    len: usize,
-}
-
-impl Text<'_> {
-    fn byte(&mut self, byte: u8) {
-        self.out[self.len] = byte;
-        self.len += 1;
-    }
-
-    /// `value` in `width` digits, zero-padded.
-    fn digits(&mut self, value: u32, width: u32) {
-        for place in (0..width).rev() {
-            self.byte(b'0' + (value / 10u32.pow(place) % 10) as u8);
-        }
-    }
-
-    fn fraction(&mut self, value: u32, width: u32) {
-        self.byte(b'.');
-        self.digits(value, width);
     }
 }
 

@@ -182,7 +182,7 @@ fn insert_events(conn: &mut DbConnection, rows: &[StagedEvent]) -> QueryResult<(
                         events::kind.eq(e.kind),
                         events::patient_id.eq(e.patient_id.as_deref()),
                         events::data.eq(e.data.as_str()),
-                        events::created_at.eq(e.created_at),
+                        events::created_at.eq(Stamp(e.created_at)),
                     ))
                     .execute(lite)?;
             }

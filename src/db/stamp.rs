@@ -12,14 +12,46 @@
 
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types::Timestamp;
 use diesel::sqlite::{Sqlite, SqliteValue};
 
 /// A timestamp column's value, for `#[diesel(deserialize_as = Stamp)]` or
-/// a selected tuple; `.0` (or `NaiveDateTime::from`) is the time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromSqlRow)]
+/// a selected tuple; `.0` (or `NaiveDateTime::from`) is the time. Bound
+/// as a `Timestamp` it is written as diesel writes it (on SQLite the same
+/// text, which SQLite compares as text), without chrono's `format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromSqlRow, AsExpression)]
+#[diesel(sql_type = Timestamp)]
 pub struct Stamp(pub NaiveDateTime);
+
+impl ToSql<Timestamp, Sqlite> for Stamp {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        let mut text = [0u8; 30];
+        match crate::clock::write_text(&self.0, b' ', false, &mut text) {
+            Some(len) => {
+                // Only ASCII digits and separators were written.
+                let text = std::str::from_utf8(&text[..len]).expect("ASCII");
+                out.set_value(text.to_owned());
+                Ok(IsNull::No)
+            }
+            None => <NaiveDateTime as ToSql<Timestamp, Sqlite>>::to_sql(&self.0, out),
+        }
+    }
+}
+
+impl ToSql<Timestamp, Pg> for Stamp {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <NaiveDateTime as ToSql<Timestamp, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl From<NaiveDateTime> for Stamp {
+    fn from(at: NaiveDateTime) -> Self {
+        Stamp(at)
+    }
+}
 
 impl From<Stamp> for NaiveDateTime {
     fn from(stamp: Stamp) -> Self {
@@ -140,5 +172,58 @@ mod tests {
                 .get_result(&mut lite)
                 .unwrap();
         assert_eq!(back.0, at);
+    }
+
+    /// Bound as a timestamp, a [`Stamp`] is the text diesel writes, byte for
+    /// byte (SQLite compares timestamps as text), for every fraction width,
+    /// both ends of the years written fast, and the cases left to diesel.
+    #[test]
+    fn a_stamp_is_written_as_diesel_writes_it_on_sqlite() {
+        let mut lite = SqliteConnection::establish(":memory:").unwrap();
+        let day = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let mut times = Vec::new();
+        for date in [
+            day(2026, 12, 1),
+            day(1, 1, 1),
+            day(9999, 12, 31),
+            day(0, 1, 1),
+        ] {
+            for nano in [
+                0,
+                1,
+                5_000_000,
+                123_000_000,
+                123_456_000,
+                123_456_789,
+                999_999_999,
+                1_000,
+            ] {
+                for (h, m, s) in [(0, 0, 0), (9, 8, 7), (23, 59, 59)] {
+                    times.push(date.and_hms_nano_opt(h, m, s, nano).unwrap());
+                }
+            }
+        }
+        times.push(
+            day(2016, 12, 31)
+                .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+                .unwrap(),
+        );
+        times.push(day(10000, 1, 1).and_hms_opt(0, 0, 0).unwrap());
+        times.push(day(-1, 1, 1).and_hms_opt(0, 0, 0).unwrap());
+        for at in times {
+            macro_rules! text {
+                ($value:expr) => {
+                    diesel::select(
+                        diesel::dsl::sql::<Text>("CAST(")
+                            .bind::<Timestamp, _>($value)
+                            .sql(" AS TEXT)"),
+                    )
+                    .get_result::<String>(&mut lite)
+                    .unwrap()
+                };
+            }
+            let (diesel, stamp) = (text!(at), text!(Stamp(at)));
+            assert_eq!(stamp, diesel, "{at:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use diesel::sql_types::{Nullable, Text, Timestamp};
 
 use crate::auth::AuthUser;
 use crate::db::models::User;
-use crate::db::{DbConnection, Fixed};
+use crate::db::{DbConnection, Fixed, Stamp};
 use crate::domain::access::{self, Basis, Caller, ConsentStatus, Member, Relations, TeamRole};
 
 /// One row of [`RELATIONS_SQL`]: `kind` says which relation it carries.
@@ -74,7 +74,7 @@ pub fn load_relations(
         .keyed::<RelationsKey>()
         .bind_as::<Text, _>("p", patient_id)
         .bind_as::<Text, _>("c", caller_id)
-        .bind_as::<Timestamp, _>("n", now)
+        .bind_as::<Timestamp, _>("n", Stamp(now))
         .load(c))?;
     let mut relations: Option<Relations> = None;
     let mut members = Vec::new();

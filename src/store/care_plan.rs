@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::db::json::Json;
 use crate::db::models::{Organization, new_id};
 use crate::db::schema::{care_plan_versions, care_plans, users};
-use crate::db::{DbConnection, Fixed, Tx};
+use crate::db::{DbConnection, Fixed, Stamp, Tx};
 use crate::domain::access::Relations;
 use crate::domain::clinical::Facts;
 use crate::domain::plan::{
@@ -389,7 +389,7 @@ fn swap_version(
                      WHERE patient_id = {} AND current_version = {}",
                 )
                 .bind::<Integer, _>(version + 1)
-                .bind::<Timestamp, _>(now)
+                .bind::<Timestamp, _>(Stamp(now))
                 .bind::<Text, _>(patient_id)
                 .bind::<Integer, _>(version)
                 .execute(c)
@@ -460,7 +460,7 @@ fn insert_version(
         .bind::<Nullable<Text>, _>(row.source_type.as_deref())
         .bind::<Nullable<Text>, _>(row.source_id.as_deref())
         .bind::<Text, _>(&row.author_id)
-        .bind::<Timestamp, _>(row.created_at)
+        .bind::<Timestamp, _>(Stamp(row.created_at))
         .execute(c)
     })?;
     let version = next.to_string();

@@ -804,7 +804,7 @@ pub fn post(
         .bind::<Text, _>(&message.thread_id)
         .bind::<Text, _>(&message.author_id)
         .bind::<Text, _>(&message.body)
-        .bind::<Timestamp, _>(message.created_at)
+        .bind::<Timestamp, _>(Stamp(message.created_at))
         .execute(c)
     })?;
     // The thread's activity only moves forward.
@@ -814,7 +814,7 @@ pub fn post(
              WHERE id = {} AND activity_id < {}",
         )
         .bind::<Text, _>(&message.id)
-        .bind::<Timestamp, _>(now)
+        .bind::<Timestamp, _>(Stamp(now))
         .bind::<Text, _>(&message.id)
         .bind::<Text, _>(&message.thread_id)
         .bind::<Text, _>(&message.id)
