@@ -469,6 +469,36 @@ async fn care_team_membership_is_kept_with_dates() {
         })
         .collect();
     assert_eq!(active, [(net.hospital.id.as_str(), "referent")]);
+    // The schema itself holds one current referent: a second current one is
+    // refused whoever writes it, an ended one is history and goes in.
+    let row = |user: &str, until: Option<chrono::NaiveDateTime>| {
+        let (patient, user) = (patient.clone(), user.to_owned());
+        let by = net.hospital.id.clone();
+        move |conn: &mut relais::db::Tx<'_>| -> Result<usize, relais::error::ApiError> {
+            use diesel::prelude::*;
+            use relais::db::schema::care_team_members as m;
+            let now = chrono::Utc::now().naive_utc();
+            Ok(diesel::insert_into(m::table)
+                .values((
+                    m::id.eq(uuid::Uuid::now_v7().to_string()),
+                    m::patient_id.eq(patient),
+                    m::user_id.eq(user),
+                    m::team_role.eq("referent"),
+                    m::since.eq(now),
+                    m::until.eq(until),
+                    m::added_by.eq(by),
+                ))
+                .execute(&mut **conn)?)
+        }
+    };
+    let second = app.state.db.write(row(&net.gp.id, None)).await;
+    assert!(second.is_err(), "a second current referent is refused");
+    let ended = app
+        .state
+        .db
+        .write(row(&net.gp.id, Some(chrono::Utc::now().naive_utc())))
+        .await;
+    assert_eq!(ended.ok(), Some(1), "an ended referent row is history");
     // Nothing is deleted: the pharmacist's and the GP's memberships are history.
     assert!(
         rows.iter()
