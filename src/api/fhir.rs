@@ -19,14 +19,15 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::consultations::ConsultationAccess;
 use super::extract::{Query, path_id};
-use super::handovers::handover_view;
+use super::handovers::{HandoverView, handover_view};
 use super::scope::{PatientAccess, Read, RequestInfo, Resource, authorize, authorize_linked};
 use crate::audit::{self, Outcome};
 use crate::auth::AuthUser;
 use crate::db::models::{Organization, Patient, User};
-use crate::domain::access::{Basis, Permission, TeamRole};
+use crate::domain::access::{Basis, Permission, Relations, TeamRole};
 use crate::domain::ins::Ins;
 use crate::domain::messaging::SubjectType;
+use crate::domain::plan::PlanContent;
 use crate::domain::role::Role;
 use crate::domain::text::{self, Flavour};
 use crate::error::{ApiError, FieldError, PROBLEM_JSON};
@@ -1005,30 +1006,7 @@ pub async fn post_bundle(
     let to = query.to.as_deref().map(|t| path_id(t, "to")).transpose()?;
     let bundle: Value = super::extract::parse_json(&body)?;
     let read = discharge::read(&bundle).map_err(ApiError::Validation)?;
-    let paths = read.paths.clone();
-    let not_found = || {
-        ApiError::invalid(
-            format!("{}.identifier", paths.patient),
-            "no patient with this identifier that you have a basis on",
-        )
-    };
-    let patient_id = match &read.patient {
-        discharge::PatientKey::Id(id) => Some(id.clone()),
-        discharge::PatientKey::Ins(ins) => {
-            let ins = ins.clone();
-            state
-                .db
-                .read(move |conn| Ok(patient_by_ins(conn, &ins)?))
-                .await?
-        }
-    }
-    .ok_or_else(not_found)?;
-    let (basis, relations) =
-        match authorize(&state, &caller, &patient_id, Permission::Read, &info, false).await {
-            Ok(found) => found,
-            Err(ApiError::NotFound(_)) => return Err(not_found()),
-            Err(other) => return Err(other),
-        };
+    let (patient_id, basis, relations) = bundle_patient(&state, &caller, &info, &read).await?;
     let to_user_id = match to {
         Some(to) => to,
         None => relations
@@ -1041,65 +1019,10 @@ pub async fn post_bundle(
             })?,
     };
     let mut plan = read.plan.clone();
-    let rpps = read.rpps.clone();
-    let resolved = state
-        .db
-        .read(move |conn| {
-            let mut out = Vec::new();
-            for (slot, number, path) in rpps {
-                out.push((slot, user_by_rpps(conn, &number)?, path));
-            }
-            Ok(out)
-        })
-        .await?;
-    let mut errors = Vec::new();
-    for (slot, user, path) in resolved {
-        match (slot, user) {
-            (_, None) => errors.push(FieldError::new(
-                path,
-                "no active user of Relais has this RPPS",
-            )),
-            (None, Some(id)) => plan.omt.prescriber_id = Some(id),
-            (Some(i), Some(id)) => {
-                if let Some(line) = plan.analgesics.get_mut(i) {
-                    line.prescriber_id = Some(id);
-                }
-            }
-        }
-    }
-    // The checks of `POST /patients/{id}/handovers`, named in the Bundle.
-    let summary = text::required(&read.summary, "summary", Flavour::Free, text::SUMMARY_MAX)
-        .map_err(|e| errors.push(e))
-        .ok();
-    let follow_up = text::optional(
-        read.follow_up.as_deref(),
-        "follow_up",
-        Flavour::Free,
-        text::FOLLOW_UP_MAX,
-    )
-    .unwrap_or_else(|e| {
-        errors.push(e);
-        None
-    });
-    errors.extend(plan.validate().into_iter().map(|mut e| {
-        e.field = format!("proposed_plan.{}", e.field);
-        e
-    }));
-    let rename = |errors: Vec<FieldError>| -> Vec<FieldError> {
-        errors
-            .into_iter()
-            .map(|e| {
-                let at = if e.field.starts_with("Bundle") {
-                    e.field.clone()
-                } else {
-                    paths.of(&e.field)
-                };
-                FieldError::new(at, format!("{}: {}", e.field, e.message))
-            })
-            .collect()
-    };
+    let mut errors = resolve_prescribers(&state, &read, &mut plan).await?;
+    let (summary, follow_up) = checked_texts(&read, &plan, &mut errors);
     let (Some(summary), true) = (summary, errors.is_empty()) else {
-        return Err(ApiError::Validation(rename(errors)));
+        return Err(ApiError::Validation(in_bundle(&read.paths, errors)));
     };
     let now = state.clock.now_naive();
     let due = now + Duration::hours(i64::from(state.settings.handovers.acknowledge_due_h));
@@ -1133,10 +1056,132 @@ pub async fn post_bundle(
         .await;
     let view = match result {
         Ok(view) => view,
-        Err(ApiError::Validation(errors)) => return Err(ApiError::Validation(rename(errors))),
+        Err(ApiError::Validation(errors)) => {
+            return Err(ApiError::Validation(in_bundle(&read.paths, errors)));
+        }
         Err(other) => return Err(other),
     };
     state.outbox.wake();
+    Ok(handover_sent(&view))
+}
+
+/// The Bundle's patient (by Relais id or INS) and the caller's basis on
+/// them; one answer, naming the Patient entry, whether there is no such
+/// patient or no basis (nothing tells the two apart).
+async fn bundle_patient(
+    state: &AppState,
+    caller: &AuthUser,
+    info: &RequestInfo,
+    read: &discharge::Discharge,
+) -> Result<(String, Basis, Relations), ApiError> {
+    let not_found = || {
+        ApiError::invalid(
+            format!("{}.identifier", read.paths.patient),
+            "no patient with this identifier that you have a basis on",
+        )
+    };
+    let patient_id = match &read.patient {
+        discharge::PatientKey::Id(id) => Some(id.clone()),
+        discharge::PatientKey::Ins(ins) => {
+            let ins = ins.clone();
+            state
+                .db
+                .read(move |conn| Ok(patient_by_ins(conn, &ins)?))
+                .await?
+        }
+    }
+    .ok_or_else(not_found)?;
+    match authorize(state, caller, &patient_id, Permission::Read, info, false).await {
+        Ok((basis, relations)) => Ok((patient_id, basis, relations)),
+        Err(ApiError::NotFound(_)) => Err(not_found()),
+        Err(other) => Err(other),
+    }
+}
+
+/// Puts the users the Bundle names by RPPS into `plan` as prescribers;
+/// the errors (in the Bundle's terms) of numbers no active user has.
+async fn resolve_prescribers(
+    state: &AppState,
+    read: &discharge::Discharge,
+    plan: &mut PlanContent,
+) -> Result<Vec<FieldError>, ApiError> {
+    let rpps = read.rpps.clone();
+    let resolved = state
+        .db
+        .read(move |conn| {
+            let mut out = Vec::new();
+            for (slot, number, path) in rpps {
+                out.push((slot, user_by_rpps(conn, &number)?, path));
+            }
+            Ok(out)
+        })
+        .await?;
+    let mut errors = Vec::new();
+    for (slot, user, path) in resolved {
+        match (slot, user) {
+            (_, None) => errors.push(FieldError::new(
+                path,
+                "no active user of Relais has this RPPS",
+            )),
+            (None, Some(id)) => plan.omt.prescriber_id = Some(id),
+            (Some(i), Some(id)) => {
+                if let Some(line) = plan.analgesics.get_mut(i) {
+                    line.prescriber_id = Some(id);
+                }
+            }
+        }
+    }
+    Ok(errors)
+}
+
+/// The checks of `POST /patients/{id}/handovers` on what the Bundle says:
+/// the summary and follow-up texts, the proposed plan (its errors added to
+/// `errors`, named as that route names them).
+fn checked_texts(
+    read: &discharge::Discharge,
+    plan: &PlanContent,
+    errors: &mut Vec<FieldError>,
+) -> (Option<String>, Option<String>) {
+    let summary = text::required(&read.summary, "summary", Flavour::Free, text::SUMMARY_MAX)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let follow_up = text::optional(
+        read.follow_up.as_deref(),
+        "follow_up",
+        Flavour::Free,
+        text::FOLLOW_UP_MAX,
+    )
+    .unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    errors.extend(plan.validate().into_iter().map(|mut e| {
+        e.field = format!("proposed_plan.{}", e.field);
+        e
+    }));
+    (summary, follow_up)
+}
+
+/// `errors` named by the Bundle's entries and elements (those already in
+/// the Bundle's terms as they are), each message prefixed with the field
+/// of the handover it is about.
+fn in_bundle(paths: &discharge::Paths, errors: Vec<FieldError>) -> Vec<FieldError> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let at = if e.field.starts_with("Bundle") {
+                e.field.clone()
+            } else {
+                paths.of(&e.field)
+            };
+            FieldError::new(at, format!("{}: {}", e.field, e.message))
+        })
+        .collect()
+}
+
+/// 201 with an OperationOutcome saying what was sent, `Location` naming
+/// the handover.
+fn handover_sent(view: &HandoverView) -> HttpResponse {
     let location = format!("{}/handovers/{}", super::BASE, view.id);
     let outcome = json!({
         "resourceType": "OperationOutcome",
@@ -1150,7 +1195,7 @@ pub async fn post_bundle(
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
-    Ok(response)
+    response
 }
 
 /// A read by id of something unknown: audited as denied (as the REST
