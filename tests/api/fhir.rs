@@ -557,6 +557,30 @@ async fn a_bundle_that_cannot_be_mapped_is_refused_naming_entry_and_element_and_
         ),
         "{refused}"
     );
+    // A prescriber named by an RPPS no active user has: the requester is named.
+    let mut stranger = discharge_bundle(&ins);
+    let practitioner = "urn:uuid:0b4f3c57-0000-4000-8000-0000000000ff";
+    stranger["entry"].as_array_mut().unwrap().push(json!({
+        "fullUrl": practitioner,
+        "resource": {"resourceType": "Practitioner",
+            "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "10999999999"}]},
+    }));
+    stranger["entry"][2]["resource"]["requester"] = json!({"reference": practitioner});
+    let refused = app
+        .post("/fhir/r4/Bundle", &net.hospital.token, stranger)
+        .await
+        .expect(422)
+        .body;
+    let issue = refused["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["expression"][0] == "Bundle.entry[2].resource.requester")
+        .unwrap_or_else(|| panic!("{refused}"));
+    assert!(
+        issue["diagnostics"].as_str().unwrap().contains("RPPS"),
+        "{refused}"
+    );
     // A patient not found (or without a basis: the same answer).
     let unknown = app
         .post(
