@@ -1,7 +1,7 @@
 use clap::Parser;
 
-// The process's allocator: mimalloc by default (BENCHMARKS.md, "Allocator,
-// session 11"); glibc's with `--no-default-features`; jemalloc when asked for
+// The process's allocator: mimalloc by default (BENCHMARKS.md, "Session
+// 11"); glibc's with `--no-default-features`; jemalloc when asked for
 // (it wins when both are on, as with `--all-features`).
 #[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-jemalloc")))]
 #[global_allocator]
@@ -28,7 +28,7 @@ fn main() -> std::process::ExitCode {
 /// mimalloc 3's defaults keep a burst's memory resident long after it:
 /// arenas are committed eagerly on Linux and emptied pages purged only
 /// `purge_delay` (1 000 ms) after they empty. Measured with `bench/run.sh
-/// sqlite` (BENCHMARKS.md, "Allocator, session 11"): peak VmHWM 75 MiB with
+/// sqlite` (BENCHMARKS.md, "Session 11"): peak VmHWM 75 MiB with
 /// the defaults, 68 with purging at once, 52 (glibc's) with purging at once
 /// and arenas committed on demand. mimalloc reads its options from the
 /// environment when the process loads; an operator's `MIMALLOC_PURGE_DELAY`
@@ -52,17 +52,22 @@ mod allocator {
     /// Run by the loader with the executable's constructors, before `main`
     /// and Rust's runtime: the first arena is reserved by the first
     /// allocation and keeps the commit option it was reserved with. (Not in
-    /// the test binary, whose test reads the defaults first.)
-    #[cfg(not(test))]
+    /// the test binary, whose test reads the defaults first.) ELF only: on
+    /// other systems mimalloc keeps its defaults. The constructor only reads
+    /// the environment (`getenv` under std's static lock: `environ` is set
+    /// before constructors run) and writes mimalloc's option table; no other
+    /// thread exists yet.
+    #[cfg(all(not(test), target_os = "linux"))]
     #[used]
     #[unsafe(link_section = ".init_array")]
     static TUNE_AT_LOAD: extern "C" fn() = tune_at_load;
 
-    #[cfg(not(test))]
+    #[cfg(all(not(test), target_os = "linux"))]
     extern "C" fn tune_at_load() {
         tune();
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn tune() {
         for (env, option, value) in TUNED {
             if std::env::var_os(env).is_none() {
