@@ -25,6 +25,10 @@
 # checkpoint thread (every 250 ms, not configurable), the main source of the
 # spread, and one session-cache miss and one checkpoint a minute.
 #
+# THREADS=K makes the thread reads cycle over the first K threads (with
+# WARMUP >= K every measured read finds its page held: the warm path); by
+# default they walk all of threads.txt, each read once (the cold path).
+#
 # VALGRIND=0 runs the same workload natively and reports peak memory (VmHWM)
 # after start-up, after the first request of each scenario and after each
 # scenario's N instead (and keeps /proc/<pid>/smaps
@@ -131,6 +135,9 @@ scenarios = sys.argv[10:]
 seed = os.path.join(out, "seed")
 lines = lambda f: [l.strip() for l in open(os.path.join(seed, f)) if l.strip()]
 patients, threads = lines("patients.txt"), lines("threads.txt")
+# THREADS=K: the thread reads cycle over the first K threads only (pages
+# held in memory after the warm-up); default all, each read once (cold).
+threads = threads[:int(os.environ.get("THREADS") or len(threads))]
 tokens = dict(l.strip().split("=", 1) for l in open(os.path.join(seed, "tokens.env")) if "=" in l)
 plan = open(os.path.join(seed, "plan.json"), "rb").read()
 post = b'{"body":"Patient seen at the counter, reports pain 5/10, took the evening dose at 19:00. Please confirm the new schedule."}'

@@ -142,6 +142,8 @@ pub struct DatabaseSettings {
     pub plan_cache_entries: usize,
     /// About how many bytes they may take (0: none).
     pub plan_cache_bytes: u64,
+    /// About how many bytes of rendered thread pages are kept (0: none).
+    pub thread_page_cache_bytes: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -482,6 +484,12 @@ impl Settings {
         if self.database.plan_cache_bytes > 1 << 30 {
             return invalid(
                 "database.plan_cache_bytes",
+                "must be at most 1073741824 (1 GiB)",
+            );
+        }
+        if self.database.thread_page_cache_bytes > 1 << 30 {
+            return invalid(
+                "database.thread_page_cache_bytes",
                 "must be at most 1073741824 (1 GiB)",
             );
         }

@@ -32,6 +32,7 @@ use crate::notify::outbox::{OutboxSignal, Sender};
 use crate::scheduler::Scheduler;
 use crate::state::{AppState, RequestId};
 use crate::store::analgesic_page::PlanCache;
+use crate::store::thread_page::ThreadPages;
 
 /// A built, bound, not yet running server with its background tasks.
 pub struct Application {
@@ -117,6 +118,8 @@ impl Application {
             settings.database.plan_cache_bytes,
         ));
         metrics.register(plan_cache.collectors());
+        let thread_pages = Arc::new(ThreadPages::new(settings.database.thread_page_cache_bytes));
+        metrics.register(thread_pages.collectors());
         let hasher = Hasher::new(
             settings.max_concurrent_hashes(),
             settings.auth.hash_queue_max,
@@ -134,6 +137,7 @@ impl Application {
         let state = AppState {
             events,
             plan_cache,
+            thread_pages,
             audit,
             users: Arc::new(UserCache::new(std::time::Duration::from_millis(
                 settings.auth.session_cache_ms,

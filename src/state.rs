@@ -17,6 +17,7 @@ use crate::net::TrustedProxies;
 use crate::notify::events::Hub;
 use crate::notify::outbox::OutboxSignal;
 use crate::store::analgesic_page::PlanCache;
+use crate::store::thread_page::ThreadPages;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -44,6 +45,9 @@ pub struct AppState {
     /// Parsed plan versions for the pharmacist's page, checked against the
     /// database's current version on every read (see `store::analgesic_page`).
     pub plan_cache: Arc<PlanCache>,
+    /// Rendered pages of threads, checked against the database on every
+    /// read (see `store::thread_page`).
+    pub thread_pages: Arc<ThreadPages>,
 }
 
 impl AppState {

@@ -6,6 +6,8 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,7 @@ use crate::store::messaging::{
     self, Message, MessageRow, Posted, Thread, ThreadQuery, VisibleThread, lock_thread,
     party_to_subject,
 };
+use crate::store::thread_page::PageFacts;
 
 /// A caller taking part in the thread `{id}`: they have a basis on its
 /// subject now. Unknown threads and threads without a basis are both 404,
@@ -361,7 +364,7 @@ pub async fn list_messages(
     state: web::Data<AppState>,
     access: ThreadAccess,
     Query(filter): Query<MessageFilter>,
-) -> Result<web::Json<Page<MessageView>>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(filter.limit)?;
     let cursor = filter
         .cursor
@@ -374,17 +377,48 @@ pub async fn list_messages(
         .map(|a| path_id(a, "after"))
         .transpose()?;
     // Both given: the messages after both, i.e. after the later one.
-    let after = cursor.max(alias);
+    let after = cursor.max(alias).unwrap_or_default();
     let thread_id = access.thread.id;
-    let page = state
+    // The page as held in memory when the database would answer the same
+    // (see `store::thread_page`), else its rows; one statement either way.
+    let found = state
         .db
-        .read(move |conn| {
-            let after = after.unwrap_or_default();
-            let rows = messaging::message_page(conn, &thread_id, &after, limit + 1)?;
-            Ok(Page::from_rows(rows, limit, |r| r.0.clone()))
+        .read_autocommit({
+            let (pages, thread_id, after) =
+                (state.thread_pages.clone(), thread_id.clone(), after.clone());
+            let newest = access.thread.last_message_id;
+            move |conn| {
+                if let Some(body) = pages.get(conn, &thread_id, &after, limit, newest.as_deref())? {
+                    return Ok(Found::Held(body));
+                }
+                let rows = messaging::message_page(conn, &thread_id, &after, limit + 1)?;
+                Ok(Found::Rows(rows))
+            }
         })
         .await?;
-    Ok(web::Json(page.map(message_view)))
+    let body = match found {
+        Found::Held(body) => body,
+        Found::Rows(rows) => {
+            let facts = PageFacts::of(&rows, limit);
+            let page = Page::from_rows(rows, limit, |r| r.0.clone()).map(message_view);
+            let body = Bytes::from(serde_json::to_vec(&page).map_err(ApiError::internal)?);
+            if let Some(facts) = facts {
+                state
+                    .thread_pages
+                    .insert(&thread_id, &after, limit, facts, body.clone());
+            }
+            body
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body))
+}
+
+/// A page of messages as held in memory, or its rows as read.
+enum Found {
+    Held(Bytes),
+    Rows(Vec<messaging::MessageRow>),
 }
 
 #[utoipa::path(post, path = "/api/v1/threads/{id}/messages", tag = "messaging",

@@ -37,6 +37,7 @@ use crate::db::{DbConnection, Fixed};
 use crate::domain::in_force::InForce;
 use crate::domain::plan::{AnalgesicLine, PlanContent};
 use crate::error::ApiError;
+use crate::store::byte_bound::{Bounded, Weighed, bounded};
 use crate::store::care_plan::PersonRef;
 use crate::store::dispensation::DispensationRow;
 
@@ -327,7 +328,7 @@ crate::statement_key!(
 /// memory only, never logged; each entry is one patient's version, looked
 /// up only with the patient id the request's basis was resolved on.
 pub struct PlanCache {
-    versions: Option<quick_cache::sync::Cache<(String, i32), Arc<Cached>, ByBytes>>,
+    versions: Option<Bounded<(String, i32), Cached>>,
     max_entries: usize,
     hits: prometheus::IntCounter,
     misses: prometheus::IntCounter,
@@ -339,17 +340,9 @@ struct Cached {
     bytes: u64,
 }
 
-/// An entry weighs its bytes, and at least `floor` = bytes bound ÷
-/// entries bound (rounded up): the byte bound then also keeps the count
-/// within the entries bound.
-#[derive(Clone)]
-struct ByBytes {
-    floor: u64,
-}
-
-impl quick_cache::Weighter<(String, i32), Arc<Cached>> for ByBytes {
-    fn weight(&self, _key: &(String, i32), value: &Arc<Cached>) -> u64 {
-        value.bytes.max(self.floor)
+impl Weighed for Cached {
+    fn bytes(&self) -> u64 {
+        self.bytes
     }
 }
 
@@ -357,12 +350,8 @@ impl PlanCache {
     /// A cache of at most `max_entries` versions and about `max_bytes`
     /// (either 0: no cache, every page parses its version).
     pub fn new(max_entries: usize, max_bytes: u64) -> Self {
-        let versions = (max_entries > 0 && max_bytes > 0).then(|| {
-            let floor = max_bytes.div_ceil(max_entries as u64).max(1);
-            quick_cache::sync::Cache::with_weighter(max_entries, max_bytes, ByBytes { floor })
-        });
         Self {
-            versions,
+            versions: bounded(max_entries, max_bytes),
             max_entries,
             hits: prometheus::IntCounter::new(
                 "relais_plan_cache_hits_total",

@@ -6,6 +6,7 @@ pub mod access;
 pub mod access_request;
 pub mod account;
 pub mod analgesic_page;
+pub mod byte_bound;
 pub mod care_plan;
 pub mod care_team;
 pub mod clinical;
@@ -21,6 +22,7 @@ pub mod observation;
 pub mod organization;
 pub mod patient;
 pub mod reminder;
+pub mod thread_page;
 pub mod user;
 
 /// One trivial statement: whether the database answers (the readiness probe).

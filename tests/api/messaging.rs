@@ -938,3 +938,121 @@ async fn the_migration_gives_every_existing_patient_its_thread() {
     }
     drop(conn);
 }
+
+/// The audit rows of thread reads by `actor`, oldest first.
+async fn thread_read_audit(app: &TestApp, actor: &str, thread: &str) -> Vec<String> {
+    use relais::db::schema::audit_events;
+    let (actor, thread) = (actor.to_owned(), thread.to_owned());
+    app.state
+        .db
+        .read(move |conn| {
+            Ok(audit_events::table
+                .filter(audit_events::actor_id.eq(actor))
+                .filter(audit_events::resource_id.eq(thread))
+                .filter(audit_events::action.eq("GET /threads/{id}/messages"))
+                .order(audit_events::seq)
+                .select(audit_events::outcome)
+                .load(conn)?)
+        })
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_thread_page_held_in_memory_is_the_databases_answer_and_never_stale() {
+    let app = spawn_app().await;
+    let net = Network::new(&app).await;
+    let (patient, thread) = shared_patient(&app, &net).await;
+    add_member(&app, &net.gp, &patient, &net.pharmacist).await;
+    for (who, text) in [
+        (&net.gp, "Douleur post-opératoire, méthadone 60 mg."),
+        (&net.hospital, "Sortie prévue jeudi."),
+        (&net.gp, "Pas de codéine, merci."),
+    ] {
+        post(&app, who, &thread, text).await;
+    }
+    let pages = app.state.thread_pages.clone();
+    let full = format!("/api/v1/threads/{thread}/messages?limit=2");
+    let end = format!("/api/v1/threads/{thread}/messages");
+    let read = |url: &str| {
+        let (app, url, token) = (&app, url.to_owned(), net.pharmacist.token.clone());
+        async move {
+            let resp = app.get(&url, &token).await.expect(200);
+            assert_eq!(resp.content_type(), "application/json");
+            resp.body
+        }
+    };
+
+    // A full page and the thread's last page, each read twice: the second
+    // from memory, the same JSON.
+    let (hits, misses) = pages.counts();
+    let first_full = read(&full).await;
+    let first_end = read(&end).await;
+    assert_eq!(pages.counts(), (hits, misses + 2));
+    assert_eq!(read(&full).await, first_full);
+    assert_eq!(read(&end).await, first_end);
+    assert_eq!(pages.counts(), (hits + 2, misses + 2), "both served held");
+    assert_eq!(first_full["items"].as_array().unwrap().len(), 2);
+    assert!(first_full["next_cursor"].is_string());
+    assert_eq!(first_end["items"].as_array().unwrap().len(), 3);
+
+    // Another instance on the same database, its memory empty: the same
+    // pages, read from the rows.
+    let other = spawn_on(app.db(), SmtpListener::start().await, |_| {}).await;
+    other.clock.set(relais::clock::Clock::now(&*app.clock));
+    let cold = |url: &str| {
+        let (other, url, token) = (&other, url.to_owned(), net.pharmacist.token.clone());
+        async move { other.get(&url, &token).await.expect(200).body }
+    };
+    assert_eq!(cold(&full).await, first_full);
+    assert_eq!(cold(&end).await, first_end);
+    assert_eq!(other.state.thread_pages.counts(), (0, 2));
+
+    // A message posted through the other instance: the first instance's
+    // last page shows it at once; its full page is unchanged.
+    let newest = post(&other, &net.hospital, &thread, "Ordonnance envoyée.").await;
+    let end_after_post = read(&end).await;
+    let items = end_after_post["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{end_after_post}");
+    assert_eq!(items[3]["id"], newest.as_str());
+    assert_eq!(read(&full).await, first_full);
+
+    // The GP renamed (through the other instance): every held page names
+    // the GP's new name.
+    other
+        .patch(
+            "/api/v1/me",
+            &net.gp.token,
+            json!({"full_name": "Dr Renommée"}),
+        )
+        .await
+        .expect(200);
+    for url in [&full, &end] {
+        let page = read(url).await;
+        let fresh = cold(url).await;
+        assert_eq!(page, fresh, "held and read pages agree after a rename");
+        assert_eq!(
+            page["items"][0]["author"]["full_name"], "Dr Renommée",
+            "{page}"
+        );
+    }
+    other.stop().await;
+
+    // Consent withdrawn after pages were held: none is served to the
+    // pharmacist, and every read, held or not, was audited before it.
+    let before = thread_read_audit(&app, &net.pharmacist.id, &thread).await;
+    assert_eq!(
+        before,
+        vec!["allowed"; 12],
+        "8 reads here, 4 by the other instance"
+    );
+    set_consent(&app, &net.gp, &patient, "withdrawn").await;
+    app.get(&full, &net.pharmacist.token).await.problem(404);
+    app.get(&end, &net.pharmacist.token).await.problem(404);
+    let after = thread_read_audit(&app, &net.pharmacist.id, &thread).await;
+    assert_eq!(after.len(), before.len() + 2);
+    assert!(
+        after[before.len()..].iter().all(|o| o == "denied"),
+        "{after:?}"
+    );
+}

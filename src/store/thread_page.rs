@@ -1,0 +1,235 @@
+//! Rendered pages of a thread's messages, held in memory and checked
+//! against the database on every read, so that a page is never served
+//! that the database would no longer answer.
+//!
+//! Why a held page is still right: a thread's messages are never edited or
+//! deleted, and a new one always gets an id greater than every earlier one
+//! (`lock_thread`, `next_message_id`). So the `limit` messages after
+//! `after` never change once the page is full (a message past it exists);
+//! a page that reached the end of the thread is still the answer while
+//! the thread's newest message (`threads.last_message_id`, read by the
+//! request's access check) is its last one. What can change is how the
+//! page names its authors: a renamed account, a new role, a deleted one.
+//! Each read compares the authors' current names and roles with those the
+//! page was rendered with, in one keyed statement over a JSON array of
+//! their ids; any difference and the page is read again.
+//!
+//! The access check and the read's audit row come first, as for every
+//! read: this only replaces reading and rendering the rows. Entries are
+//! looked up by the thread the request's basis was resolved on, hold only
+//! that thread's page, live in memory only, and are never logged.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use crate::db::{DbConnection, Fixed};
+use crate::domain::role::Role;
+use crate::store::byte_bound::{Bounded, Weighed, bounded};
+use crate::store::messaging::MessageRow;
+
+/// (thread, after, limit).
+type Key = (String, String, i64);
+
+/// An author as the page names them.
+#[derive(QueryableByName, PartialEq, Eq, Debug)]
+struct Author {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    full_name: String,
+    #[diesel(sql_type = Text)]
+    role: Role,
+}
+
+struct Held {
+    body: Bytes,
+    /// By id, each once.
+    authors: Vec<Author>,
+    /// Their ids, as the JSON array the check binds.
+    ids: String,
+    /// `None` for a full page; else its last message, which must still be
+    /// the thread's newest.
+    tail: Option<String>,
+    bytes: u64,
+}
+
+impl Weighed for Held {
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// What a page's rows say about how long it stays right: who wrote them
+/// and, for a page that reached the end of the thread, its last message.
+pub struct PageFacts {
+    authors: Vec<Author>,
+    tail: Option<String>,
+}
+
+impl PageFacts {
+    /// The facts of a page of `limit` messages read as up to `limit + 1`
+    /// `rows` (the extra one says the page is full); `None` for an empty
+    /// page, not worth keeping.
+    pub fn of(rows: &[MessageRow], limit: i64) -> Option<Self> {
+        let shown = &rows[..usize::try_from(limit).unwrap_or(usize::MAX).min(rows.len())];
+        let last = shown.last()?;
+        let tail = (shown.len() == rows.len()).then(|| last.0.clone());
+        let mut authors: Vec<Author> = Vec::new();
+        for (_, _, id, full_name, role, ..) in shown {
+            if let Err(at) = authors.binary_search_by(|a| a.id.as_str().cmp(id)) {
+                let author = Author {
+                    id: id.clone(),
+                    full_name: full_name.clone(),
+                    role: *role,
+                };
+                authors.insert(at, author);
+            }
+        }
+        Some(Self { authors, tail })
+    }
+}
+
+/// Pages held in memory, bounded in bytes (`database.thread_page_cache_bytes`).
+pub struct ThreadPages {
+    pages: Option<Bounded<Key, Held>>,
+    hits: prometheus::IntCounter,
+    misses: prometheus::IntCounter,
+}
+
+/// The smallest an entry is counted for, so that the entries bound follows
+/// from the bytes bound.
+const ENTRY_FLOOR: u64 = 2048;
+
+crate::statement_key!(
+    /// The key of [`authors_sql!`]'s statement (one text per backend).
+    AuthorsKey
+);
+
+macro_rules! authors_sql {
+    ($each:literal) => {
+        concat!(
+            "SELECT u.id, u.full_name, u.role FROM users u WHERE u.id IN (SELECT value FROM ",
+            $each,
+            ")"
+        )
+    };
+}
+
+impl ThreadPages {
+    /// A cache of about `max_bytes` of rendered pages (0: none, every read
+    /// reads its rows).
+    pub fn new(max_bytes: u64) -> Self {
+        let max_entries = usize::try_from(max_bytes.div_ceil(ENTRY_FLOOR)).unwrap_or(usize::MAX);
+        Self {
+            pages: bounded(max_entries, max_bytes),
+            hits: prometheus::IntCounter::new(
+                "relais_thread_page_cache_hits_total",
+                "Pages of a thread's messages served as held in memory, after checking their authors",
+            )
+            .expect("valid counter options"),
+            misses: prometheus::IntCounter::new(
+                "relais_thread_page_cache_misses_total",
+                "Pages of a thread's messages read from the database",
+            )
+            .expect("valid counter options"),
+        }
+    }
+
+    /// The page of `limit` messages after `after` in `thread_id`, if one is
+    /// held and the database would answer the same now, given the thread's
+    /// newest message `last_message_id` as the access check read it.
+    pub fn get(
+        &self,
+        conn: &mut DbConnection,
+        thread_id: &str,
+        after: &str,
+        limit: i64,
+        last_message_id: Option<&str>,
+    ) -> QueryResult<Option<Bytes>> {
+        let held = self
+            .pages
+            .as_ref()
+            .and_then(|p| p.get(&(thread_id.to_owned(), after.to_owned(), limit)))
+            .filter(|h| h.tail.is_none() || h.tail.as_deref() == last_message_id);
+        let Some(held) = held else {
+            self.misses.inc();
+            return Ok(None);
+        };
+        let sql = match conn {
+            DbConnection::Postgres(_) => {
+                authors_sql!("jsonb_array_elements_text(CAST({} AS jsonb))")
+            }
+            DbConnection::Sqlite(_) => authors_sql!("json_each({})"),
+        };
+        let mut now: Vec<Author> = crate::per_backend!(conn, |c| Fixed::new(sql)
+            .keyed::<AuthorsKey>()
+            .bind::<Text, _>(&held.ids)
+            .load(c))?;
+        // By id as Rust orders it (a database's collation may differ).
+        now.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        if now == held.authors {
+            self.hits.inc();
+            Ok(Some(held.body.clone()))
+        } else {
+            self.misses.inc();
+            Ok(None)
+        }
+    }
+
+    /// Keeps `body`, the page whose rows gave `facts`.
+    pub fn insert(&self, thread_id: &str, after: &str, limit: i64, facts: PageFacts, body: Bytes) {
+        let Some(pages) = &self.pages else { return };
+        let PageFacts { authors, tail } = facts;
+        let ids = serde_json::to_string(&authors.iter().map(|a| a.id.as_str()).collect::<Vec<_>>())
+            .expect("strings serialize");
+        let bytes = (body.len()
+            + ids.len()
+            + authors
+                .iter()
+                .map(|a| a.id.len() + a.full_name.len() + std::mem::size_of::<Author>())
+                .sum::<usize>()
+            + thread_id.len()
+            + after.len()
+            + tail.as_ref().map_or(0, String::len)
+            + std::mem::size_of::<Held>()
+            + std::mem::size_of::<Key>()) as u64;
+        pages.insert(
+            (thread_id.to_owned(), after.to_owned(), limit),
+            Arc::new(Held {
+                body,
+                authors,
+                ids,
+                tail,
+                bytes,
+            }),
+        );
+    }
+
+    /// Pages held now.
+    pub fn len(&self) -> usize {
+        self.pages.as_ref().map_or(0, |p| p.len())
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// About how many bytes the held pages take.
+    pub fn weight(&self) -> u64 {
+        self.pages.as_ref().map_or(0, |p| p.weight())
+    }
+
+    /// Reads served from it, and reads that read their rows.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits.get(), self.misses.get())
+    }
+
+    /// Its metrics, for the application's registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.hits.clone()), Box::new(self.misses.clone())]
+    }
+}
