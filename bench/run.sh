@@ -118,11 +118,13 @@ server_env() {
     export RELAIS__SERVER__DATA_DIR=$DATA
     export RELAIS__AUTH__JWT_SECRET=$SECRET
     export RELAIS__EMAIL__TRANSPORT=log
+    export RELAIS__SERVER__METRICS_BIND=127.0.0.1:$METRICS_PORT
 }
 
 start_server() {
     local tag=$1
     PORT=$(free_port)
+    METRICS_PORT=$(free_port)
     server_env
     ${WRAP:-} "$BIN" serve >"$OUT/server-$tag.log" 2>&1 &
     SERVER_PID=$!
@@ -160,6 +162,11 @@ load() {
     errors=$(awk '/Socket errors/ {print $0}' "$file" | tr -s ' ' | cut -d' ' -f3- | tr -d ',')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$backend" "$patients" \
         "$scenario" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" "${errors:-0}" | tee -a "$RESULTS"
+    # The in-memory caches' counters so far (hits, misses), for the hit rates.
+    printf '%s %s %s c%s: %s\n' "$(date -u +%FT%TZ)" "$backend" "$scenario" "$conns" \
+        "$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
+            awk '/^relais_(plan|thread_page)_cache_(hits|misses)_total/ {printf "%s=%s ", $1, $2}')" \
+        >>"$OUT/caches.txt"
 }
 
 hwm() { awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/${1:-$SERVER_PID}/status"; }

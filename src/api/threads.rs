@@ -30,7 +30,7 @@ use crate::store::messaging::{
     self, Message, MessageRow, Posted, Thread, ThreadQuery, VisibleThread, lock_thread,
     party_to_subject,
 };
-use crate::store::thread_page::PageFacts;
+use crate::store::thread_page::{PageFacts, Pieces, PiecesBuilder};
 
 /// A caller taking part in the thread `{id}`: they have a basis on its
 /// subject now. Unknown threads and threads without a basis are both 404,
@@ -335,6 +335,7 @@ pub struct MessageFilter {
     pub limit: Option<i64>,
 }
 
+#[cfg(test)]
 fn message_view(row: MessageRow) -> MessageView {
     let (id, thread_id, author_id, full_name, role, body, created_at) = row;
     MessageView {
@@ -400,12 +401,12 @@ pub async fn list_messages(
         Found::Held(body) => body,
         Found::Rows(rows) => {
             let facts = PageFacts::of(&rows, limit);
-            let page = Page::from_rows(rows, limit, |r| r.0.clone()).map(message_view);
-            let body = Bytes::from(serde_json::to_vec(&page).map_err(ApiError::internal)?);
+            let pieces = page_pieces(&Page::from_rows(rows, limit, |r| r.0.clone()))?;
+            let body = pieces.render();
             if let Some(facts) = facts {
                 state
                     .thread_pages
-                    .insert(&thread_id, &after, limit, facts, body.clone());
+                    .insert(&thread_id, &after, limit, facts, pieces);
             }
             body
         }
@@ -415,10 +416,62 @@ pub async fn list_messages(
         .body(body))
 }
 
+/// The JSON of `page` exactly as `Page<MessageView>` serialises (the tests
+/// compare them byte for byte), kept as pieces: the thread's id and each
+/// author are held once, not once a message (see `store::thread_page`).
+fn page_pieces(page: &Page<MessageRow>) -> Result<Pieces, ApiError> {
+    fn json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ApiError> {
+        serde_json::to_vec(value).map_err(ApiError::internal)
+    }
+    struct At(DateTime<Utc>);
+    impl Serialize for At {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            crate::api::rfc3339::utc(&self.0, s)
+        }
+    }
+    let mut b = PiecesBuilder::default();
+    let mut authors: Vec<(&str, Vec<u8>)> = Vec::new();
+    b.unique(b"{\"items\":[");
+    for (i, (id, thread_id, author_id, full_name, role, body, created_at)) in
+        page.items.iter().enumerate()
+    {
+        if i > 0 {
+            b.shared(b",");
+        }
+        b.unique(b"{\"id\":");
+        b.unique(&json(id)?);
+        let mut thread = b",\"thread_id\":".to_vec();
+        thread.extend(json(thread_id)?);
+        thread.extend_from_slice(b",\"author\":");
+        b.shared(&thread);
+        match authors.iter().find(|(a, _)| a == author_id) {
+            Some((_, author)) => b.shared(author),
+            None => {
+                let author = json(&MessageAuthor {
+                    id: author_id.clone(),
+                    full_name: full_name.clone(),
+                    role: *role,
+                })?;
+                b.shared(&author);
+                authors.push((author_id, author));
+            }
+        }
+        b.unique(b",\"body\":");
+        b.unique(&json(body)?);
+        b.unique(b",\"created_at\":");
+        b.unique(&json(&At(created_at.0.and_utc()))?);
+        b.unique(b"}");
+    }
+    b.unique(b"],\"next_cursor\":");
+    b.unique(&json(&page.next_cursor)?);
+    b.unique(b"}");
+    Ok(b.build())
+}
+
 /// A page of messages as held in memory, or its rows as read.
 enum Found {
     Held(Bytes),
-    Rows(Vec<messaging::MessageRow>),
+    Rows(Vec<MessageRow>),
 }
 
 #[utoipa::path(post, path = "/api/v1/threads/{id}/messages", tag = "messaging",
@@ -565,4 +618,68 @@ pub async fn mark_thread_read(
         })
         .await?;
     Ok(web::Json(state_view))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Stamp;
+
+    fn row(i: u32, author: &str, name: &str, role: Role, body: &str, micros: u32) -> MessageRow {
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 12, 3)
+            .unwrap()
+            .and_hms_micro_opt(14, 0, i % 60, micros)
+            .unwrap();
+        (
+            format!("0193a000-0000-7000-8000-{i:012}"),
+            "0193a000-0000-7000-8000-thread000001".into(),
+            author.into(),
+            name.into(),
+            role,
+            body.into(),
+            Stamp(at),
+        )
+    }
+
+    /// The held pieces render what serde writes for `Page<MessageView>`,
+    /// the documented shape, to the byte: escapes, an author given again,
+    /// fractions of a second, a cursor or none, an empty page.
+    #[test]
+    fn a_page_in_pieces_is_its_serde_json_to_the_byte() {
+        let rows = vec![
+            row(
+                1,
+                "a1",
+                "Dr \"Lefèvre\"",
+                Role::Gp,
+                "Douleur 7/10 \\ \n\ttab \u{1}",
+                0,
+            ),
+            row(
+                2,
+                "a2",
+                "Pharmacie d’Armor",
+                Role::Pharmacist,
+                "ok 😀 </script>",
+                120_000,
+            ),
+            row(3, "a1", "Dr \"Lefèvre\"", Role::Gp, "", 123_456),
+            row(4, "a3", "N", Role::HospitalDoctor, "x", 5),
+        ];
+        for limit in [1, 2, 3, 4, 10] {
+            let page = Page::from_rows(rows.clone(), limit, |r| r.0.clone());
+            let pieces = page_pieces(&page).unwrap().render();
+            let expected = serde_json::to_vec(&page.map(message_view)).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&pieces),
+                String::from_utf8_lossy(&expected),
+                "limit {limit}"
+            );
+        }
+        let empty = Page::from_rows(Vec::<MessageRow>::new(), 50, |r| r.0.clone());
+        assert_eq!(
+            &page_pieces(&empty).unwrap().render()[..],
+            &serde_json::to_vec(&empty.map(message_view)).unwrap()[..]
+        );
+    }
 }

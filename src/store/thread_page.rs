@@ -19,6 +19,7 @@
 //! looked up by the thread the request's basis was resolved on, hold only
 //! that thread's page, live in memory only, and are never logged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -45,7 +46,7 @@ struct Author {
 }
 
 struct Held {
-    body: Bytes,
+    body: Pieces,
     /// By id, each once.
     authors: Vec<Author>,
     /// Their ids, as the JSON array the check binds.
@@ -172,7 +173,7 @@ impl ThreadPages {
         now.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         if now == held.authors {
             self.hits.inc();
-            Ok(Some(held.body.clone()))
+            Ok(Some(held.body.render()))
         } else {
             self.misses.inc();
             Ok(None)
@@ -180,12 +181,12 @@ impl ThreadPages {
     }
 
     /// Keeps `body`, the page whose rows gave `facts`.
-    pub fn insert(&self, thread_id: &str, after: &str, limit: i64, facts: PageFacts, body: Bytes) {
+    pub fn insert(&self, thread_id: &str, after: &str, limit: i64, facts: PageFacts, body: Pieces) {
         let Some(pages) = &self.pages else { return };
         let PageFacts { authors, tail } = facts;
         let ids = serde_json::to_string(&authors.iter().map(|a| a.id.as_str()).collect::<Vec<_>>())
             .expect("strings serialize");
-        let bytes = (body.len()
+        let bytes = (body.weight()
             + ids.len()
             + authors
                 .iter()
@@ -231,5 +232,121 @@ impl ThreadPages {
     /// Its metrics, for the application's registry.
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         vec![Box::new(self.hits.clone()), Box::new(self.misses.clone())]
+    }
+}
+
+/// A text kept as the pieces it is made of, each piece that repeats held
+/// once: a page of messages names its thread and each author again in
+/// every message, which is about a third of its JSON. Rendering copies the
+/// pieces in order, nothing more; what the pieces are is the caller's
+/// (the page's JSON is written by `api::threads`).
+pub struct Pieces {
+    text: Box<[u8]>,
+    /// In order: the ranges of `text` that make the whole.
+    spans: Box<[(u32, u32)]>,
+    len: usize,
+}
+
+/// Builds [`Pieces`].
+#[derive(Default)]
+pub struct PiecesBuilder {
+    text: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+    shared: HashMap<Vec<u8>, (u32, u32)>,
+    len: usize,
+}
+
+impl PiecesBuilder {
+    /// Appends a piece that recurs (punctuation, a name given again): its
+    /// bytes are held once however often it is appended.
+    pub fn shared(&mut self, piece: &[u8]) {
+        let span = match self.shared.get(piece) {
+            Some(span) => *span,
+            None => {
+                let span = self.append(piece);
+                self.shared.insert(piece.to_vec(), span);
+                span
+            }
+        };
+        self.spans.push(span);
+        self.len += piece.len();
+    }
+
+    /// Appends a piece that does not recur (a message's id, its body).
+    pub fn unique(&mut self, piece: &[u8]) {
+        let span = self.append(piece);
+        // Right after the previous span in the text: one span for both.
+        match self.spans.last_mut() {
+            Some(last) if last.1 == span.0 => last.1 = span.1,
+            _ => self.spans.push(span),
+        }
+        self.len += piece.len();
+    }
+
+    fn append(&mut self, piece: &[u8]) -> (u32, u32) {
+        let start = self.text.len();
+        self.text.extend_from_slice(piece);
+        let at = |n: usize| u32::try_from(n).expect("a page is far below 4 GiB");
+        (at(start), at(self.text.len()))
+    }
+
+    pub fn build(self) -> Pieces {
+        Pieces {
+            text: self.text.into_boxed_slice(),
+            spans: self.spans.into_boxed_slice(),
+            len: self.len,
+        }
+    }
+}
+
+impl Pieces {
+    /// The whole text.
+    pub fn render(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.len);
+        for &(start, end) in &self.spans {
+            out.extend_from_slice(&self.text[start as usize..end as usize]);
+        }
+        Bytes::from(out)
+    }
+
+    /// What it holds in memory.
+    fn weight(&self) -> usize {
+        self.text.len() + std::mem::size_of_val(&*self.spans) + std::mem::size_of::<Self>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_render_what_was_appended_and_hold_a_repeated_piece_once() {
+        let mut b = PiecesBuilder::default();
+        let mut whole = Vec::new();
+        for i in 0..50 {
+            for (shared, piece) in [
+                (false, format!("{{\"id\":\"m{i}\"")),
+                (true, ",\"thread_id\":\"t\",\"author\":".to_owned()),
+                (true, format!("{{\"name\":\"author {}\"}}", i % 3)),
+                (false, format!(",\"body\":\"text {i}\"}}")),
+                (true, ",".to_owned()),
+            ] {
+                whole.extend_from_slice(piece.as_bytes());
+                if shared {
+                    b.shared(piece.as_bytes());
+                } else {
+                    b.unique(piece.as_bytes());
+                }
+            }
+        }
+        let pieces = b.build();
+        assert_eq!(&pieces.render()[..], &whole[..]);
+        assert!(
+            pieces.text.len() < whole.len() * 2 / 3,
+            "{} of {}",
+            pieces.text.len(),
+            whole.len()
+        );
+        assert_eq!(PiecesBuilder::default().build().render().len(), 0);
     }
 }
