@@ -244,14 +244,14 @@ fn head(
 
 /// The people named by `{i}` (a JSON array of user ids) and the
 /// organisation `{o}` (null: none), in one statement: `kind` is `u` or `o`.
-/// `$each` is the backend's table function over the JSON array `{i}`.
+/// `$each` is the backend's table function over the JSON array `{i}`, named
+/// `j` with a column `value`, joined (see `store::thread_page`: not `IN`).
 macro_rules! names_sql {
     ($each:literal) => {
         concat!(
-            "SELECT 'u' AS kind, u.id, u.full_name AS name, u.phone FROM users u \
-             WHERE u.id IN (SELECT value FROM ",
+            "SELECT 'u' AS kind, u.id, u.full_name AS name, u.phone FROM ",
             $each,
-            ") UNION ALL \
+            " users u ON u.id = j.value UNION ALL \
              SELECT 'o', o.id, o.name, o.phone FROM organizations o WHERE o.id = {o}"
         )
     };
@@ -282,8 +282,10 @@ fn names(conn: &mut DbConnection, ids: &[&str], pharmacy: Option<&str>) -> Query
     let ids = serde_json::to_string(&unique)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     let sql = match conn {
-        DbConnection::Postgres(_) => names_sql!("jsonb_array_elements_text(CAST({i} AS jsonb))"),
-        DbConnection::Sqlite(_) => names_sql!("json_each({i})"),
+        DbConnection::Postgres(_) => {
+            names_sql!("jsonb_array_elements_text(CAST({i} AS jsonb)) AS j(value) JOIN")
+        }
+        DbConnection::Sqlite(_) => names_sql!("json_each({i}) AS j CROSS JOIN"),
     };
     let rows: Vec<NameRow> = crate::per_backend!(conn, |c| Fixed::new(sql)
         .keyed::<NamesKey>()

@@ -673,15 +673,16 @@ pub fn inbox_counts(
 
 /// The active users among `{others}` (a JSON array of ids) with no unread
 /// `{kind}` notification on the thread `{thread}`, by id: one statement of
-/// fixed text per backend (`$each`: its table function over the array),
+/// fixed text per backend (`$each`: its table function over the array, `j`,
+/// joined: `IN (SELECT …)` built a temporary index on SQLite every time),
 /// prepared once per connection, where an `IN` list of as many binds as
 /// participants was prepared anew for every post.
 macro_rules! to_tell_sql {
     ($each:literal) => {
         concat!(
-            "SELECT u.id FROM users u WHERE u.id IN (SELECT value FROM ",
+            "SELECT u.id FROM ",
             $each,
-            ") AND u.active AND NOT EXISTS (SELECT 1 FROM notifications n \
+            " users u ON u.id = j.value WHERE u.active AND NOT EXISTS (SELECT 1 FROM notifications n \
              WHERE n.user_id = u.id AND n.resource_type = 'thread' \
              AND n.resource_id = {thread} AND n.read_at IS NULL AND n.kind = {kind}) \
              ORDER BY u.id"
@@ -727,9 +728,9 @@ fn notify_participants(
         .map_err(|e| ApiError::internal(anyhow::anyhow!("participants as JSON: {e}")))?;
     let sql = match conn.conn() {
         DbConnection::Postgres(_) => {
-            to_tell_sql!("jsonb_array_elements_text(CAST({others} AS jsonb))")
+            to_tell_sql!("jsonb_array_elements_text(CAST({others} AS jsonb)) AS j(value) JOIN")
         }
-        DbConnection::Sqlite(_) => to_tell_sql!("json_each({others})"),
+        DbConnection::Sqlite(_) => to_tell_sql!("json_each({others}) AS j CROSS JOIN"),
     };
     let to_tell: Vec<UserId> = crate::per_backend!(conn.conn(), |c| Fixed::new(sql)
         .keyed::<ToTellKey>()

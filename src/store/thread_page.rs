@@ -109,12 +109,18 @@ crate::statement_key!(
     AuthorsKey
 );
 
+/// `$each` is the backend's table function over the JSON array of ids,
+/// named `j` with a column `value`, and the join to `users`: joined, not
+/// `IN (SELECT …)`, which on SQLite builds and drops a temporary index on
+/// every execution. SQLite's `CROSS JOIN` keeps the array the outer loop;
+/// PostgreSQL plans a plain `JOIN` itself (and takes no `ON` after `CROSS
+/// JOIN`).
 macro_rules! authors_sql {
     ($each:literal) => {
         concat!(
-            "SELECT u.id, u.full_name, u.role FROM users u WHERE u.id IN (SELECT value FROM ",
+            "SELECT u.id, u.full_name, u.role FROM ",
             $each,
-            ")"
+            " users u ON u.id = j.value"
         )
     };
 }
@@ -161,9 +167,9 @@ impl ThreadPages {
         };
         let sql = match conn {
             DbConnection::Postgres(_) => {
-                authors_sql!("jsonb_array_elements_text(CAST({} AS jsonb))")
+                authors_sql!("jsonb_array_elements_text(CAST({} AS jsonb)) AS j(value) JOIN")
             }
-            DbConnection::Sqlite(_) => authors_sql!("json_each({})"),
+            DbConnection::Sqlite(_) => authors_sql!("json_each({}) AS j CROSS JOIN"),
         };
         let mut now: Vec<Author> = crate::per_backend!(conn, |c| Fixed::new(sql)
             .keyed::<AuthorsKey>()
