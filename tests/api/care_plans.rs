@@ -3,7 +3,7 @@
 use actix_web::http::Method;
 use serde_json::{Value, json};
 
-use crate::fixtures::{Network, add_member, create_patient, design_plan, set_consent};
+use crate::fixtures::{AuditOn, Network, add_member, create_patient, design_plan, set_consent};
 use crate::helpers::{Resp, Session, TestApp, spawn_app};
 
 async fn put_plan(
@@ -656,22 +656,8 @@ async fn the_pharmacists_today_is_the_networks_not_utcs() {
 
 /// The audit rows of `patient` by `actor` for the pharmacist's page, oldest first.
 async fn page_audit(app: &TestApp, actor: &str, patient: &str) -> Vec<String> {
-    use diesel::prelude::*;
-    use relais::db::schema::audit_events;
-    let (actor, patient) = (actor.to_owned(), patient.to_owned());
-    app.state
-        .db
-        .read(move |conn| {
-            Ok(audit_events::table
-                .filter(audit_events::actor_id.eq(actor))
-                .filter(audit_events::patient_id.eq(patient))
-                .filter(audit_events::action.eq("GET /patients/{id}/analgesic-plan"))
-                .order(audit_events::seq)
-                .select(audit_events::outcome)
-                .load(conn)?)
-        })
-        .await
-        .unwrap()
+    let action = "GET /patients/{id}/analgesic-plan";
+    crate::fixtures::audit_outcomes(app, actor, action, AuditOn::Patient(patient)).await
 }
 
 #[actix_web::test]

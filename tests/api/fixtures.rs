@@ -244,3 +244,46 @@ pub async fn patient_thread(app: &TestApp, by: &Session, patient: &str) -> Strin
         .map(|t| t["id"].as_str().unwrap().to_owned())
         .expect("the patient's thread")
 }
+
+/// What the audit rows of [`audit_outcomes`] are about.
+pub enum AuditOn<'a> {
+    Patient(&'a str),
+    Resource(&'a str),
+}
+
+/// The outcomes of the audit rows by `actor` for `action` (a route
+/// pattern, e.g. `GET /threads/{id}/messages`) about `on`, oldest first.
+pub async fn audit_outcomes(
+    app: &TestApp,
+    actor: &str,
+    action: &str,
+    on: AuditOn<'_>,
+) -> Vec<String> {
+    use diesel::prelude::*;
+    use relais::db::schema::audit_events;
+    let (actor, action) = (actor.to_owned(), action.to_owned());
+    let on = match on {
+        AuditOn::Patient(p) => (Some(p.to_owned()), None),
+        AuditOn::Resource(r) => (None, Some(r.to_owned())),
+    };
+    app.state
+        .db
+        .read(move |conn| {
+            let mut query = audit_events::table
+                .filter(audit_events::actor_id.eq(actor))
+                .filter(audit_events::action.eq(action))
+                .into_boxed();
+            if let Some(patient) = on.0.clone() {
+                query = query.filter(audit_events::patient_id.eq(patient));
+            }
+            if let Some(resource) = on.1.clone() {
+                query = query.filter(audit_events::resource_id.eq(resource));
+            }
+            Ok(query
+                .order(audit_events::seq)
+                .select(audit_events::outcome)
+                .load(conn)?)
+        })
+        .await
+        .unwrap()
+}

@@ -9,7 +9,7 @@ use relais::db::schema::{digest_runs, email_outbox, idempotency_keys, messages};
 use relais::scheduler::Scheduler;
 use serde_json::{Value, json};
 
-use crate::fixtures::{Network, add_member, create_patient, random_ins, set_consent};
+use crate::fixtures::{AuditOn, Network, add_member, create_patient, random_ins, set_consent};
 use crate::helpers::{
     Resp, Session, SmtpListener, TestApp, TestDb, eventually, spawn_app, spawn_on,
 };
@@ -941,21 +941,8 @@ async fn the_migration_gives_every_existing_patient_its_thread() {
 
 /// The audit rows of thread reads by `actor`, oldest first.
 async fn thread_read_audit(app: &TestApp, actor: &str, thread: &str) -> Vec<String> {
-    use relais::db::schema::audit_events;
-    let (actor, thread) = (actor.to_owned(), thread.to_owned());
-    app.state
-        .db
-        .read(move |conn| {
-            Ok(audit_events::table
-                .filter(audit_events::actor_id.eq(actor))
-                .filter(audit_events::resource_id.eq(thread))
-                .filter(audit_events::action.eq("GET /threads/{id}/messages"))
-                .order(audit_events::seq)
-                .select(audit_events::outcome)
-                .load(conn)?)
-        })
-        .await
-        .unwrap()
+    let action = "GET /threads/{id}/messages";
+    crate::fixtures::audit_outcomes(app, actor, action, AuditOn::Resource(thread)).await
 }
 
 #[actix_web::test]
