@@ -200,6 +200,14 @@ impl Application {
             let workers = state.settings.workers();
             let user_timeout =
                 std::time::Duration::from_secs(state.settings.server.tcp_user_timeout_s);
+            // Each worker's blocking threads: what it can use at once is
+            // one per pooled connection (reads wait their turn as futures,
+            // `Db::slot`) and the password hashing slots; actix's default,
+            // 512 ÷ workers, let a burst leave dozens of idle threads, each
+            // with its stack and its allocator's thread heap, resident.
+            let blocking_threads = state.settings.database.pool_size as usize
+                + state.settings.max_concurrent_hashes()
+                + 1;
             let state = state.clone();
             HttpServer::new(move || {
                 App::new()
@@ -216,6 +224,7 @@ impl Application {
                     .configure(api::web_client::configure)
             })
             .workers(workers)
+            .worker_max_blocking_threads(blocking_threads)
             .on_connect(move |conn, _| set_user_timeout(conn, user_timeout))
             // A client that closes its connection ends its request at once,
             // not at the next write to it: an event stream (which writes
