@@ -19,7 +19,6 @@ use super::scope::{RequestInfo, Resource, Scoped, authorize_linked};
 use super::{Page, page_limit};
 use crate::audit::{self, AuditRecord, Outcome};
 use crate::auth::AuthUser;
-use crate::db::models::User;
 use crate::domain::access::{Basis, Permission, Relations};
 use crate::domain::messaging::{SubjectType, fingerprint, next_message_id, parse_body};
 use crate::domain::role::Role;
@@ -502,13 +501,14 @@ pub async fn post_message(
     let (status, response, replayed) = state
         .db
         .write(move |conn| {
-            let last = lock_thread(conn, &access.thread.id)?;
-            let author = User::find(conn, &access.caller.id)?
+            let locked = lock_thread(conn, &access.thread.id, &access.caller.id)?;
+            let full_name = locked
+                .author_name
                 .ok_or(ApiError::Unauthorized("no such account"))?;
             let message = Message {
-                id: next_message_id(last.as_deref()),
+                id: next_message_id(locked.last_message_id.as_deref()),
                 thread_id: access.thread.id.clone(),
-                author_id: author.id.clone(),
+                author_id: access.caller.id.clone(),
                 body: text,
                 created_at: now,
             };
@@ -516,8 +516,8 @@ pub async fn post_message(
                 id: message.id.clone(),
                 thread_id: message.thread_id.clone(),
                 author: MessageAuthor {
-                    id: author.id.clone(),
-                    full_name: author.full_name.clone(),
+                    id: access.caller.id.clone(),
+                    full_name,
                     role: access.caller.role,
                 },
                 body: message.body.clone(),
@@ -528,7 +528,7 @@ pub async fn post_message(
                 let print = fingerprint("post_message", &message.thread_id, &message.body);
                 let claim = idempotency::claim(
                     conn,
-                    &author.id,
+                    &access.caller.id,
                     key,
                     &print,
                     StatusCode::CREATED,

@@ -61,6 +61,11 @@ pub struct Staged {
     /// A write's savepoint could not be rolled back or released: what the
     /// batch's transaction holds is not known, so it must not commit.
     broken: bool,
+    /// PostgreSQL: the last write's savepoint is still open, its work kept
+    /// (or rolled back to): the next write releases it in the same round
+    /// trip as it opens its own, and the commit releases the last one
+    /// (`writer::in_savepoint`).
+    savepoint_open: bool,
 }
 
 /// Where a write's staging began: what [`Staged::rollback_to`] cuts back to.

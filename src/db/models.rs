@@ -34,7 +34,7 @@ impl Organization {
 }
 
 /// A user account.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: String,

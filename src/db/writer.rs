@@ -212,7 +212,12 @@ where
     // What an earlier write of the batch met is not this one's.
     super::take_contention(conn);
     // Nested in the batch's transaction: a savepoint.
-    let result = match in_savepoint(conn, |conn| f(&mut Tx { conn, staged })) {
+    let mut savepoint_open = std::mem::take(&mut staged.savepoint_open);
+    let outcome = in_savepoint(conn, &mut savepoint_open, |conn| {
+        f(&mut Tx { conn, staged })
+    });
+    staged.savepoint_open = savepoint_open;
+    let result = match outcome {
         Ok(result) => result,
         // The savepoint could not be closed: the write's changes may still
         // be in the transaction, so the whole batch rolls back.
@@ -231,29 +236,55 @@ where
 
 /// Runs `f` in a savepoint of the batch's transaction, rolled back to if
 /// `f` fails; `Err` when the savepoint itself failed (then the batch must
-/// not commit). On SQLite with statements of fixed text, prepared once per
-/// connection: diesel sends its own `SAVEPOINT` and `RELEASE` as text,
-/// parsed anew for every write (~17 k instructions each, callgrind). diesel
-/// does not know of this savepoint; a transaction the write opens itself is
-/// diesel's savepoint inside it. On PostgreSQL, diesel's (a savepoint's
-/// text costs no more than a bind there, and its round trip is the same;
-/// diesel fails the outer commit itself when a rollback to it fails).
+/// not commit). diesel does not know of this savepoint; a transaction the
+/// write opens itself is diesel's savepoint inside it.
+///
+/// On SQLite with statements of fixed text, prepared once per connection:
+/// diesel sends its own `SAVEPOINT` and `RELEASE` as text, parsed anew for
+/// every write (~17 k instructions each, callgrind).
+///
+/// On PostgreSQL each statement is a round trip to the server, paid by
+/// every write of every instance in turn (the batch holds the audit
+/// chain's head): a write that succeeded leaves its savepoint open
+/// (`open`), and the next write sends that savepoint's `RELEASE` in the
+/// same message as its own `SAVEPOINT` (one round trip, not two); the
+/// batch's `COMMIT` releases the last one. A write that failed is rolled
+/// back to its savepoint at once, before anything else runs. Whatever runs
+/// after the last write (the batch's events and audit rows) runs inside
+/// its open savepoint, which changes nothing: a failure there rolls the
+/// whole transaction back.
 fn in_savepoint<T>(
     conn: &mut DbConnection,
+    open: &mut bool,
     f: impl FnOnce(&mut DbConnection) -> Result<T, ApiError>,
 ) -> diesel::QueryResult<Result<T, ApiError>> {
-    let DbConnection::Sqlite(lite) = conn else {
-        return Ok(conn.transaction(f));
+    match conn {
+        DbConnection::Sqlite(lite) => Fixed::new("SAVEPOINT relais_write").execute(lite)?,
+        DbConnection::Postgres(pg) => {
+            pg.batch_execute(if *open {
+                "RELEASE SAVEPOINT relais_write; SAVEPOINT relais_write"
+            } else {
+                "SAVEPOINT relais_write"
+            })?;
+            *open = true;
+            0
+        }
     };
-    Fixed::new("SAVEPOINT relais_write").execute(lite)?;
     let result = f(conn);
-    let DbConnection::Sqlite(lite) = conn else {
-        unreachable!("a connection does not change backend");
-    };
-    if result.is_err() {
-        Fixed::new("ROLLBACK TO relais_write").execute(lite)?;
+    match conn {
+        DbConnection::Sqlite(lite) => {
+            if result.is_err() {
+                Fixed::new("ROLLBACK TO relais_write").execute(lite)?;
+            }
+            Fixed::new("RELEASE relais_write").execute(lite)?;
+        }
+        DbConnection::Postgres(pg) => {
+            if result.is_err() {
+                // Kept open, empty: the next write (or the commit) releases it.
+                pg.batch_execute("ROLLBACK TO SAVEPOINT relais_write")?;
+            }
+        }
     }
-    Fixed::new("RELEASE relais_write").execute(lite)?;
     Ok(result)
 }
 
@@ -536,7 +567,7 @@ mod tests {
     use diesel::prelude::*;
     use diesel::sql_types::BigInt;
 
-    use crate::db::{Db, DbConnection};
+    use crate::db::{Db, DbConnection, Fixed};
     use crate::error::ApiError;
 
     #[derive(QueryableByName)]
@@ -553,29 +584,77 @@ mod tests {
             .n
     }
 
-    async fn fresh() -> (tempfile::TempDir, Db) {
+    /// Where a test's database lives: a temporary SQLite file, or a new
+    /// PostgreSQL database (dropped afterwards) when the suite runs on
+    /// PostgreSQL (`RELAIS_TEST_DATABASE_URL`, README).
+    enum Place {
+        Sqlite(#[allow(dead_code)] tempfile::TempDir),
+        Postgres { server: String, name: String },
+    }
+
+    impl Drop for Place {
+        fn drop(&mut self) {
+            if let Place::Postgres { server, name } = self
+                && let Ok(mut admin) = diesel::PgConnection::establish(server)
+            {
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+
+    /// A migrated database with a table `t`: SQLite's, whatever the suite's.
+    async fn fresh() -> (Place, Db) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/w.db", dir.path().display());
-        let db = Db::connect(&url, 2).unwrap();
+        with_table(Place::Sqlite(dir), &url).await
+    }
+
+    /// [`fresh`] on the suite's backend: PostgreSQL when it runs there.
+    async fn fresh_on_the_suites_backend() -> (Place, Db) {
+        let server = std::env::var("RELAIS_TEST_DATABASE_URL").unwrap_or_default();
+        if !server.starts_with("postgres") {
+            return fresh().await;
+        }
+        let name = format!("relais_writer_{}", uuid::Uuid::now_v7().simple());
+        diesel::PgConnection::establish(&server)
+            .unwrap()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        with_table(Place::Postgres { server, name }, &url).await
+    }
+
+    async fn with_table(place: Place, url: &str) -> (Place, Db) {
+        let db = Db::connect(url, 2).unwrap();
         db.migrate().await.unwrap();
         db.write(|conn| {
-            Ok(conn.batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?)
+            Ok(conn.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT NOT NULL)")?)
         })
         .await
         .unwrap();
-        (dir, db)
+        (place, db)
+    }
+
+    /// Inserts the row `id` into `t`, on either backend.
+    fn insert_row(conn: &mut DbConnection, id: i64) -> diesel::QueryResult<()> {
+        crate::per_backend!(conn, |c| Fixed::new(
+            "INSERT INTO t (id, v) VALUES ({}, 'x')"
+        )
+        .bind::<BigInt, _>(id)
+        .execute(c))
+        .map(drop)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_failing_write_is_rolled_back_alone_and_the_others_commit() {
-        let (_dir, db) = fresh().await;
+        let (_db_place, db) = fresh_on_the_suites_backend().await;
         let writes = (0..200i64).map(|i| {
             let db = db.clone();
             tokio::spawn(async move {
                 db.write(move |conn| {
-                    diesel::sql_query("INSERT INTO t (id, v) VALUES (?, 'x')")
-                        .bind::<BigInt, _>(i)
-                        .execute(&mut **conn)?;
+                    insert_row(conn, i)?;
                     if i % 3 == 0 {
                         // Fails after writing: its row must not stay.
                         return Err(ApiError::Gone(format!("{i}")));
@@ -610,13 +689,8 @@ mod tests {
     /// the write still goes whole when it fails after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_transaction_inside_a_write_nests_in_its_savepoint() {
-        let (_dir, db) = fresh().await;
-        let insert = |conn: &mut DbConnection, id: i64| {
-            diesel::sql_query("INSERT INTO t (id, v) VALUES (?, 'x')")
-                .bind::<BigInt, _>(id)
-                .execute(conn)
-                .map(drop)
-        };
+        let (_db_place, db) = fresh_on_the_suites_backend().await;
+        let insert = insert_row;
         let writes = (0..40i64).map(|i| {
             let db = db.clone();
             tokio::spawn(async move {
@@ -667,7 +741,7 @@ mod tests {
     /// write is answered with an error, never stored.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_whose_savepoint_cannot_be_closed_fails_its_batch() {
-        let (_dir, db) = fresh().await;
+        let (_db_place, db) = fresh().await;
         let result = db
             .write(|conn| {
                 diesel::sql_query("INSERT INTO t (id, v) VALUES (7, 'x')").execute(&mut **conn)?;
@@ -769,7 +843,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_write_fails_its_batch_and_the_writer_goes_on() {
-        let (_dir, db) = fresh().await;
+        let (_db_place, db) = fresh().await;
         let panicked = db
             .write(|conn| -> Result<(), ApiError> {
                 diesel::sql_query("INSERT INTO t (id, v) VALUES (1, 'x')").execute(&mut **conn)?;

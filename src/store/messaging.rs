@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Text, Timestamp};
+use diesel::sql_types::{Nullable, Text, Timestamp};
 
 use crate::auth::AuthUser;
 use crate::db::models::{User, new_id};
@@ -672,7 +672,8 @@ pub fn inbox_counts(
 }
 
 /// The active users among `{others}` (a JSON array of ids) with no unread
-/// `{kind}` notification on the thread `{thread}`, by id: one statement of
+/// `{kind}` notification on the thread `{thread}`, their accounts (every
+/// column of `users`, for `User`'s `QueryableByName`) by id: one statement of
 /// fixed text per backend (`$each`: its table function over the array, `j`,
 /// joined: `IN (SELECT …)` built a temporary index on SQLite every time),
 /// prepared once per connection, where an `IN` list of as many binds as
@@ -680,7 +681,9 @@ pub fn inbox_counts(
 macro_rules! to_tell_sql {
     ($each:literal) => {
         concat!(
-            "SELECT u.id FROM ",
+            "SELECT u.id, u.email, u.full_name, u.role, u.organization_id, u.rpps, u.phone, \
+             u.active, u.password_hash, u.token_version, u.notification_preference, \
+             u.created_at, u.updated_at FROM ",
             $each,
             " users u ON u.id = j.value WHERE u.active AND NOT EXISTS (SELECT 1 FROM notifications n \
              WHERE n.user_id = u.id AND n.resource_type = 'thread' \
@@ -694,12 +697,6 @@ crate::statement_key!(
     /// The key of [`to_tell_sql!`]'s statement (one text per backend).
     ToTellKey
 );
-
-#[derive(QueryableByName)]
-struct UserId {
-    #[diesel(sql_type = Text)]
-    id: String,
-}
 
 /// Notifies the participants other than the author, once per unread stretch:
 /// someone with an unread `new_message` notification on the thread gets no
@@ -732,24 +729,14 @@ fn notify_participants(
         }
         DbConnection::Sqlite(_) => to_tell_sql!("json_each({others}) AS j CROSS JOIN"),
     };
-    let to_tell: Vec<UserId> = crate::per_backend!(conn.conn(), |c| Fixed::new(sql)
+    // Usually no one (they have not read the last one yet); their accounts
+    // come with the answer.
+    let to_tell: Vec<User> = crate::per_backend!(conn.conn(), |c| Fixed::new(sql)
         .keyed::<ToTellKey>()
         .bind_as::<Text, _>("others", &others)
         .bind_as::<Text, _>("thread", thread_id)
         .bind_as::<Text, _>("kind", NotificationKind::NewMessage.as_str())
         .load(c))?;
-    // Usually no one (they have not read the last one yet): the accounts
-    // are loaded only for those to tell.
-    let to_tell: Vec<User> = if to_tell.is_empty() {
-        Vec::new()
-    } else {
-        let ids: Vec<String> = to_tell.into_iter().map(|u| u.id).collect();
-        crate::per_backend!(conn.conn(), |c| users::table
-            .filter(users::id.eq_any(&ids))
-            .order(users::id)
-            .select(User::as_select())
-            .load(c))?
-    };
     let subject = Subject {
         resource_type: "thread",
         resource_id: thread_id,
@@ -766,16 +753,49 @@ fn notify_participants(
     Ok(participants)
 }
 
+/// What a post reads as it locks its thread ([`lock_thread`]).
+#[derive(QueryableByName)]
+pub struct Locked {
+    /// The thread's newest message id.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_message_id: Option<String>,
+    /// The author's name (`None`: no such account).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub author_name: Option<String>,
+}
+
+macro_rules! lock_thread_sql {
+    ($lock:literal) => {
+        concat!(
+            "SELECT t.last_message_id, u.full_name AS author_name FROM threads t \
+             LEFT JOIN users u ON u.id = {author} WHERE t.id = {thread}",
+            $lock
+        )
+    };
+}
+
+crate::statement_key!(
+    /// The key of [`lock_thread_sql!`]'s statement (one text per backend).
+    LockThreadKey
+);
+
 /// Locks the thread row until the transaction ends (PostgreSQL; SQLite
-/// writers already take turns) and returns its newest message id.
-pub fn lock_thread(conn: &mut DbConnection, thread_id: &str) -> QueryResult<Option<String>> {
-    let query = threads::table
-        .find(thread_id)
-        .select(threads::last_message_id);
-    match conn {
-        DbConnection::Postgres(pg) => query.for_update().first(pg),
-        DbConnection::Sqlite(lite) => query.first(lite),
-    }
+/// writers already take turns) and returns its newest message id, with
+/// the author's name: one statement for both.
+pub fn lock_thread(
+    conn: &mut DbConnection,
+    thread_id: &str,
+    author_id: &str,
+) -> QueryResult<Locked> {
+    let sql = match conn {
+        DbConnection::Postgres(_) => lock_thread_sql!(" FOR UPDATE OF t"),
+        DbConnection::Sqlite(_) => lock_thread_sql!(""),
+    };
+    crate::per_backend!(conn, |c| Fixed::new(sql)
+        .keyed::<LockThreadKey>()
+        .bind_as::<Text, _>("author", author_id)
+        .bind_as::<Text, _>("thread", thread_id)
+        .get_result(c))
 }
 
 /// The thread a message is posted to, as the caller reached it.
