@@ -108,35 +108,21 @@ impl Staged {
     /// Stores everything staged in `conn`'s transaction, which holds the
     /// audit chain's head (`head`, read with [`chain::lock_head`] as the
     /// transaction's first statement on PostgreSQL) or, on SQLite, the
-    /// write lock: the events in one statement (PostgreSQL; one prepared
-    /// insert per row on SQLite), so their ids are taken while the head is
-    /// held, in commit order (`notify::events`); one `NOTIFY` if there were
-    /// any (PostgreSQL); then the audit rows, chained. Returns the new head.
+    /// write lock: the events in one statement, with one `NOTIFY` if there
+    /// were any (PostgreSQL; one prepared insert per row on SQLite), so
+    /// their ids are taken while the head is held, in commit order
+    /// (`notify::events`); then the audit rows, chained. Returns the new head.
     pub fn store(
         &self,
         conn: &mut DbConnection,
         head: Option<chain::ChainHead>,
     ) -> Result<Option<chain::ChainHead>, ApiError> {
         insert_events(conn, &self.events)?;
-        if self.has_events()
-            && let DbConnection::Postgres(pg) = conn
-        {
-            // One wake-up for the batch's events, delivered at its commit
-            // to every instance listening (`notify::events::spawn_listener`).
-            // DSL, not `sql_query`: prepared once per connection.
-            diesel::select(pg_notify(writer::EVENTS_CHANNEL, "")).execute(pg)?;
-        }
         match head {
             Some(head) => chain::append(conn, head, &self.audit),
             None => chain::write_chain(conn, &self.audit),
         }
     }
-}
-
-diesel::define_sql_function! {
-    /// PostgreSQL's `pg_notify(channel, payload)`. It returns `void`, which
-    /// is never read (the statement is only executed); declared as text.
-    fn pg_notify(channel: diesel::sql_types::Text, payload: diesel::sql_types::Text) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
 }
 
 /// One live-event row, staged by `notify::events::emit` (which checked it
@@ -151,21 +137,26 @@ pub struct StagedEvent {
     pub created_at: chrono::NaiveDateTime,
 }
 
-/// Inserts `rows` into `events`: on PostgreSQL in one statement; on SQLite
-/// one prepared insert per row (no round trip to save; a statement for n
-/// rows would be prepared anew for every n).
+/// Inserts `rows` into `events`: on PostgreSQL in one statement, which
+/// also sends the batch's one `NOTIFY` on [`writer::EVENTS_CHANNEL`]
+/// (delivered at its commit to every instance listening,
+/// `notify::events::spawn_listener`); on SQLite one prepared insert per row
+/// (no round trip to save; a statement for n rows would be prepared anew
+/// for every n).
 fn insert_events(conn: &mut DbConnection, rows: &[StagedEvent]) -> QueryResult<()> {
     use schema::events;
     match conn {
         // One statement of fixed text, prepared once per connection: the
-        // columns as arrays, unnested in order (so ids follow the rows').
+        // columns as arrays, unnested in order (so ids follow the rows'),
+        // and the wake-up in the same round trip.
         DbConnection::Postgres(pg) if !rows.is_empty() => {
             use diesel::sql_types::{Array, Nullable, Text, Timestamp};
             let column = |f: fn(&StagedEvent) -> &str| rows.iter().map(f).collect::<Vec<_>>();
             Fixed::new(
-                "INSERT INTO events (user_id, kind, patient_id, data, created_at) \
+                "WITH inserted AS (INSERT INTO events (user_id, kind, patient_id, data, created_at) \
                  SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::text[], \
-                     {}::timestamp[])",
+                     {}::timestamp[])) \
+                 SELECT pg_notify({}, '')",
             )
             .bind::<Array<Text>, _>(column(|e| &e.user_id))
             .bind::<Array<Text>, _>(column(|e| e.kind))
@@ -176,6 +167,7 @@ fn insert_events(conn: &mut DbConnection, rows: &[StagedEvent]) -> QueryResult<(
             )
             .bind::<Array<Text>, _>(column(|e| &e.data))
             .bind::<Array<Timestamp>, _>(rows.iter().map(|e| e.created_at).collect::<Vec<_>>())
+            .bind::<Text, _>(writer::EVENTS_CHANNEL)
             .execute(pg)?;
         }
         DbConnection::Postgres(_) => {}

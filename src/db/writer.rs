@@ -841,6 +841,74 @@ mod tests {
         );
     }
 
+    /// PostgreSQL: a batch that stored events sends one `NOTIFY` on
+    /// [`EVENTS_CHANNEL`](super::EVENTS_CHANNEL), heard by every instance's
+    /// listener once it commits (with its events' insert, one statement); a
+    /// batch without events sends none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_with_events_wakes_the_listeners_at_its_commit() {
+        let (place, db) = fresh_on_the_suites_backend().await;
+        let Place::Postgres { server, name } = &place else {
+            eprintln!("skipped: PostgreSQL only (RELAIS_TEST_DATABASE_URL)");
+            return;
+        };
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+        let mut listener = diesel::PgConnection::establish(&format!("{base}/{name}")).unwrap();
+        listener
+            .batch_execute(&format!("LISTEN {}", super::EVENTS_CHANNEL))
+            .unwrap();
+        let heard = |listener: &mut diesel::PgConnection, wait: std::time::Duration| {
+            let until = std::time::Instant::now() + wait;
+            let mut channels = Vec::new();
+            while channels.is_empty() && std::time::Instant::now() < until {
+                channels.extend(listener.notifications_iter().map(|n| n.unwrap().channel));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            channels
+        };
+        let now = chrono::Utc::now().naive_utc();
+        db.write(move |conn| {
+            crate::per_backend!(conn.conn(), |c| Fixed::new(
+                "INSERT INTO users (id, email, full_name, role, active, token_version, \
+                 notification_preference, created_at, updated_at) \
+                 VALUES ('u1', 'u1@relais.test', 'U', 'gp', TRUE, 0, 'immediate', {}, {})"
+            )
+            .bind::<diesel::sql_types::Timestamp, _>(now)
+            .bind::<diesel::sql_types::Timestamp, _>(now)
+            .execute(c))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            heard(&mut listener, std::time::Duration::from_millis(300)),
+            Vec::<String>::new(),
+            "a batch without events"
+        );
+        db.write(move |tx| {
+            tx.stage_events([crate::db::StagedEvent {
+                user_id: "u1".into(),
+                kind: "message.created",
+                patient_id: None,
+                data: "{}".into(),
+                created_at: now,
+            }]);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            heard(&mut listener, std::time::Duration::from_secs(10)),
+            vec![super::EVENTS_CHANNEL.to_owned()]
+        );
+        let mut conn = db.get().unwrap();
+        let stored = diesel::sql_query("SELECT COUNT(*) AS n FROM events")
+            .get_result::<Count>(&mut *conn)
+            .unwrap()
+            .n;
+        assert_eq!(stored, 1);
+    }
+
     #[tokio::test]
     async fn a_panicking_write_fails_its_batch_and_the_writer_goes_on() {
         let (_db_place, db) = fresh().await;

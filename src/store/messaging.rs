@@ -816,31 +816,42 @@ pub fn post(
     public_url: &str,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    crate::per_backend!(conn.conn(), |c| {
-        Fixed::new(
+    // The thread's activity only moves forward. On PostgreSQL the message
+    // and the thread's move are one statement (one round trip: the writer
+    // runs every write of every instance in turn); SQLite takes no data-
+    // modifying `WITH`, and has no round trip to save.
+    macro_rules! insert {
+        () => {
             "INSERT INTO messages (id, thread_id, author_id, body, created_at) \
-             VALUES ({}, {}, {}, {}, {})",
-        )
-        .bind::<Text, _>(&message.id)
-        .bind::<Text, _>(&message.thread_id)
-        .bind::<Text, _>(&message.author_id)
-        .bind::<Text, _>(&message.body)
-        .bind::<Timestamp, _>(Stamp(message.created_at))
-        .execute(c)
-    })?;
-    // The thread's activity only moves forward.
-    crate::per_backend!(conn.conn(), |c| {
-        Fixed::new(
-            "UPDATE threads SET last_message_id = {}, last_message_at = {}, activity_id = {} \
-             WHERE id = {} AND activity_id < {}",
-        )
-        .bind::<Text, _>(&message.id)
-        .bind::<Timestamp, _>(Stamp(now))
-        .bind::<Text, _>(&message.id)
-        .bind::<Text, _>(&message.thread_id)
-        .bind::<Text, _>(&message.id)
-        .execute(c)
-    })?;
+             VALUES ({id}, {thread}, {author}, {body}, {at})"
+        };
+    }
+    macro_rules! move_activity {
+        () => {
+            "UPDATE threads SET last_message_id = {id}, last_message_at = {at}, \
+             activity_id = {id} WHERE id = {thread} AND activity_id < {id}"
+        };
+    }
+    let statements: &[&'static str] = match conn.conn() {
+        DbConnection::Postgres(_) => &[concat!(
+            "WITH inserted AS (",
+            insert!(),
+            ") ",
+            move_activity!()
+        )],
+        DbConnection::Sqlite(_) => &[insert!(), move_activity!()],
+    };
+    for &sql in statements {
+        crate::per_backend!(conn.conn(), |c| {
+            Fixed::new(sql)
+                .bind_as::<Text, _>("id", &message.id)
+                .bind_as::<Text, _>("thread", &message.thread_id)
+                .bind_as::<Text, _>("author", &message.author_id)
+                .bind_as::<Text, _>("body", &message.body)
+                .bind_as::<Timestamp, _>("at", Stamp(message.created_at))
+                .execute(c)
+        })?;
+    }
     let participants = notify_participants(conn, &posted, &message.author_id, public_url, now)?;
     let event = Event {
         kind: EventKind::MessageCreated,
