@@ -10,7 +10,7 @@ use super::outbox;
 use super::templates::{Email, ItemKind};
 use crate::db::models::{User, new_id};
 use crate::db::schema::notifications;
-use crate::db::{DbConnection, Tx};
+use crate::db::{DbConnection, Fixed, Tx};
 use crate::domain::role::NotificationPreference;
 use crate::error::ApiError;
 
@@ -137,7 +137,8 @@ pub fn notify(
 
 /// [`notify`] for users the caller already loaded and checked active (one
 /// statement for their notifications, one for their emails, instead of a
-/// lookup and an insert or two per user); each gets its own live event.
+/// lookup and an insert or two per user; on PostgreSQL both in one
+/// statement, [`NOTIFY_AND_QUEUE`]); each gets its own live event.
 /// Returns how many emails were queued.
 pub fn notify_users(
     tx: &mut Tx<'_>,
@@ -151,32 +152,53 @@ pub fn notify_users(
         return Ok(0);
     }
     let ids: Vec<String> = users.iter().map(|_| new_id()).collect();
-    let rows: Vec<_> = users
+    let emails: Vec<&str> = users
         .iter()
-        .zip(&ids)
-        .map(|(user, id)| {
-            (
-                notifications::id.eq(id.as_str()),
-                notifications::user_id.eq(user.id.as_str()),
-                notifications::kind.eq(kind.as_str()),
-                notifications::resource_type.eq(subject.resource_type),
-                notifications::resource_id.eq(subject.resource_id),
-                notifications::patient_id.eq(subject.patient_id),
-                notifications::created_at.eq(now),
-            )
-        })
+        .filter(|u| u.notification_preference == NotificationPreference::Immediate)
+        .map(|u| u.email.as_str())
         .collect();
+    let email = (!emails.is_empty()).then(|| new_item_email(kind, subject, public_url));
     match tx.conn() {
         DbConnection::Postgres(pg) => {
-            diesel::insert_into(notifications::table)
-                .values(&rows)
+            use diesel::sql_types::{Array, Nullable, Text, Timestamp};
+            let rendered = email.as_ref().map(Email::render);
+            let (email_subject, email_body) = rendered
+                .as_ref()
+                .map_or(("", ""), |r| (r.subject.as_str(), r.body.as_str()));
+            let user_ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+            let email_ids: Vec<String> = emails.iter().map(|_| new_id()).collect();
+            Fixed::new(NOTIFY_AND_QUEUE)
+                .keyed::<NotifyAndQueueKey>()
+                .bind_as::<Array<Text>, _>("ids", &ids)
+                .bind_as::<Array<Text>, _>("users", &user_ids)
+                .bind_as::<Text, _>("kind", kind.as_str())
+                .bind_as::<Text, _>("resource_type", subject.resource_type)
+                .bind_as::<Text, _>("resource_id", subject.resource_id)
+                .bind_as::<Nullable<Text>, _>("patient", subject.patient_id)
+                .bind_as::<Timestamp, _>("at", now)
+                .bind_as::<Array<Text>, _>("email_ids", &email_ids)
+                .bind_as::<Array<Text>, _>("addresses", &emails)
+                .bind_as::<Text, _>("subject", email_subject)
+                .bind_as::<Text, _>("body", email_body)
+                .bind_as::<Text, _>("pending", outbox::PENDING)
                 .execute(pg)?;
         }
         DbConnection::Sqlite(lite) => {
-            for row in &rows {
+            for (user, id) in users.iter().zip(&ids) {
                 diesel::insert_into(notifications::table)
-                    .values(*row)
+                    .values((
+                        notifications::id.eq(id.as_str()),
+                        notifications::user_id.eq(user.id.as_str()),
+                        notifications::kind.eq(kind.as_str()),
+                        notifications::resource_type.eq(subject.resource_type),
+                        notifications::resource_id.eq(subject.resource_id),
+                        notifications::patient_id.eq(subject.patient_id),
+                        notifications::created_at.eq(now),
+                    ))
                     .execute(lite)?;
+            }
+            if let Some(email) = &email {
+                outbox::queue_all(tx, &emails, email, now)?;
             }
         }
     }
@@ -192,14 +214,26 @@ pub fn notify_users(
         };
         emit(tx, &[&user.id], &event, now)?;
     }
-    let emails: Vec<&str> = users
-        .iter()
-        .filter(|u| u.notification_preference == NotificationPreference::Immediate)
-        .map(|u| u.email.as_str())
-        .collect();
-    if !emails.is_empty() {
-        let email = new_item_email(kind, subject, public_url);
-        outbox::queue_all(tx, &emails, &email, now)?;
-    }
     Ok(emails.len())
 }
+
+/// [`notify_users`]' one statement on PostgreSQL: the notifications (one
+/// per id of `{ids}`, for the user at the same place in `{users}`) and the
+/// emails (one per address of `{addresses}`, none when it is empty), of
+/// fixed text, prepared once per connection. diesel never keeps a
+/// PostgreSQL `INSERT` of its own (module `db::prepared`): the two inserts
+/// it replaces were parsed and planned anew for every post, in two round
+/// trips, while the batch held the audit chain's head.
+const NOTIFY_AND_QUEUE: &str = "WITH notified AS (INSERT INTO notifications \
+     (id, user_id, kind, resource_type, resource_id, patient_id, created_at) \
+     SELECT n.id, n.user_id, {kind}, {resource_type}, {resource_id}, {patient}, {at} \
+     FROM unnest({ids}::text[], {users}::text[]) AS n(id, user_id)) \
+     INSERT INTO email_outbox (id, to_address, subject, body, status, attempts, \
+     next_attempt_at, created_at) \
+     SELECT e.id, e.to_address, {subject}, {body}, {pending}, 0, {at}, {at} \
+     FROM unnest({email_ids}::text[], {addresses}::text[]) AS e(id, to_address)";
+
+crate::statement_key!(
+    /// The key of [`NOTIFY_AND_QUEUE`].
+    NotifyAndQueueKey
+);
