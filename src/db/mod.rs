@@ -577,7 +577,9 @@ struct Slot {
 impl Slot {
     fn checkout(&self) -> Result<PooledConnection<ConnectionManager>, ApiError> {
         IN_SLOT.set(true);
-        let conn = self.pool.get().map_err(unavailable);
+        // What is left of the wait's one timeout (the turn took the rest).
+        let left = CHECKOUT_TIMEOUT.saturating_sub(self.started.elapsed());
+        let conn = self.pool.get_timeout(left).map_err(unavailable);
         IN_SLOT.set(false);
         self.metrics
             .pool_wait_seconds
