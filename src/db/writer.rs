@@ -259,7 +259,9 @@ fn in_savepoint<T>(
     f: impl FnOnce(&mut DbConnection) -> Result<T, ApiError>,
 ) -> diesel::QueryResult<Result<T, ApiError>> {
     match conn {
-        DbConnection::Sqlite(lite) => Fixed::new("SAVEPOINT relais_write").execute(lite)?,
+        DbConnection::Sqlite(lite) => {
+            Fixed::new("SAVEPOINT relais_write").execute(lite)?;
+        }
         DbConnection::Postgres(pg) => {
             pg.batch_execute(if *open {
                 "RELEASE SAVEPOINT relais_write; SAVEPOINT relais_write"
@@ -267,9 +269,8 @@ fn in_savepoint<T>(
                 "SAVEPOINT relais_write"
             })?;
             *open = true;
-            0
         }
-    };
+    }
     let result = f(conn);
     match conn {
         DbConnection::Sqlite(lite) => {

@@ -63,6 +63,8 @@ pub fn queue(
 
 /// Queues one email to each of `to` in the caller's transaction: one
 /// statement on PostgreSQL (one prepared insert per row on SQLite).
+/// `inapp::notify_users` queues its emails on PostgreSQL itself, in the
+/// statement that stores their notifications.
 pub fn queue_all(
     conn: &mut DbConnection,
     to: &[&str],
